@@ -1,0 +1,101 @@
+//! Targets without critical sections: everything compiles, and every section
+//! reports [`Miss::NoCpu`], so callers take their fallback path. The process
+//! mode is [`crate::Unavailable::UnsupportedTarget`], so they never get here.
+
+use crate::cs::{CpuIndex, Miss};
+
+/// Critical sections are not built for this target.
+pub const SUPPORTED: bool = false;
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: u64,
+) -> Result<(), Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: usize,
+) -> Result<usize, Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: usize,
+    _: usize,
+) -> Result<(), Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: usize,
+    _: *mut usize,
+    _: usize,
+) -> Result<usize, Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: usize,
+    _: *const usize,
+    _: usize,
+) -> Result<usize, Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// No thread pointer is read on this target.
+pub fn thread_pointer() -> usize {
+    0
+}
+
+/// Never called: the mode is unavailable on this target.
+///
+/// # Safety
+/// None required.
+pub unsafe fn read_area_u32(_: isize, _: usize) -> u32 {
+    crate::abi::CPU_ID_REGISTRATION_FAILED as u32
+}
+
+/// glibc's area is not used on this target.
+pub fn glibc_area() -> Option<(isize, u32)> {
+    None
+}
+
+/// There is no own area on this target.
+pub fn own_area_offset() -> isize {
+    0
+}

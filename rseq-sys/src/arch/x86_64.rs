@@ -1,0 +1,548 @@
+//! Every x86-64 restartable sequence of the project, and the thread-pointer
+//! plumbing they stand on.
+//!
+//! # The rseq contract these sections keep
+//!
+//! A critical section (CS) is the instruction range `[4:, 5:)` of one `asm!`
+//! block. The kernel guarantees that if the thread is preempted, migrated or
+//! signalled while its instruction pointer is inside that range *and* the
+//! thread's `rseq_cs` field points at the section's descriptor, execution
+//! resumes at the abort label instead. So within the range we may read the
+//! current CPU and act on that CPU's data as if we owned it, provided that:
+//!
+//! 1. **One committing store.** Everything before the last instruction is
+//!    either a load or a store nobody else can observe (a speculative slot
+//!    write above `current`, or a write to the caller's own buffer). The last
+//!    instruction before `5:` publishes the result; if we are aborted before
+//!    it, nothing happened.
+//! 2. **Inputs survive a restart.** The abort handler jumps back to `2:`,
+//!    which re-arms `rseq_cs` (the kernel cleared it) and starts again, so no
+//!    input register is ever written; every scratch register is an output.
+//! 3. **No calls, no stack, no syscalls** inside the range: `options(nostack)`,
+//!    and the range holds only the instructions written here.
+//! 4. **The signature.** The four bytes before the abort label are
+//!    [`SIGNATURE`], emitted as the displacement of a `ud1` so that they trap
+//!    if ever executed (glibc's encoding). The abort label lives in a cold
+//!    section, outside the range, as the kernel requires.
+//! 5. **The descriptor** sits in a writable `__rseq_cs` section (it holds
+//!    absolute addresses, fixed up by `R_X86_64_RELATIVE` relocations in a
+//!    PIE or shared library) and is addressed RIP-relative, so no text
+//!    relocation is needed.
+//! 6. **The CPU is read inside the range.** There is no "expected CPU"
+//!    compare: the index is loaded after `4:`, so a migration is just an abort.
+//!    A negative index (unregistered, registration failed) fails the unsigned
+//!    bound check and leaves with [`Miss::NoCpu`].
+//! 7. **Numeric labels only**, never made of 0s and 1s alone: the compiler may
+//!    duplicate an inlined block. `2` restart, `3` descriptor, `4` start,
+//!    `5` post-commit, `6` abort, `7`/`8`/`9` misses, `30`/`31` loops,
+//!    `20`/`21` fault injection.
+//!
+//! The `rseq_cs` and CPU fields are reached as `fs:[offset + field]`, with
+//! `offset` the area's distance from the thread pointer, the same for every
+//! thread (glibc's `__rseq_offset`, or our own static-TLS area's).
+
+use core::arch::{asm, global_asm};
+
+use crate::abi::{OFFSET_RSEQ_CS, SIGNATURE};
+use crate::cs::{CpuIndex, MAX_BATCH, Miss};
+use crate::slab_layout::STOPPED_OFFSET;
+
+/// Critical sections are built for this target.
+pub const SUPPORTED: bool = true;
+
+// Miss codes as the assembly writes them (literals in the stubs below).
+const _: () = {
+    assert!(Miss::Exhausted as usize == 0);
+    assert!(Miss::Stopped as usize == 1);
+    assert!(Miss::NoCpu as usize == 2);
+    assert!(STOPPED_OFFSET == 0);
+};
+
+/// A delay loop of `DELAY_LOOPS[n]` iterations, in builds with fault injection.
+#[cfg(feature = "inject")]
+macro_rules! inject_point {
+    ($n:literal) => {
+        concat!(
+            "mov {inj:e}, dword ptr [rip + {delays} + 4*",
+            $n,
+            "]\n",
+            "test {inj:e}, {inj:e}\n",
+            "jz 21f\n",
+            "20:\n",
+            "sub {inj:e}, 1\n",
+            "jnz 20b\n",
+            "21:\n"
+        )
+    };
+}
+#[cfg(not(feature = "inject"))]
+macro_rules! inject_point {
+    ($n:literal) => {
+        ""
+    };
+}
+
+/// `asm!` with the operands every section shares (and the injection ones).
+#[cfg(feature = "inject")]
+macro_rules! rseq_asm {
+    ($($template:expr),+ ; $($operands:tt)*) => {
+        asm!(
+            $($template),+, $($operands)*
+            rseq_cs = const OFFSET_RSEQ_CS,
+            sig = const SIGNATURE,
+            aborts = sym crate::cs::ABORTS,
+            inj = out(reg) _,
+            delays = sym crate::inject::DELAY_LOOPS,
+            options(nostack),
+        )
+    };
+}
+#[cfg(not(feature = "inject"))]
+macro_rules! rseq_asm {
+    ($($template:expr),+ ; $($operands:tt)*) => {
+        asm!(
+            $($template),+, $($operands)*
+            rseq_cs = const OFFSET_RSEQ_CS,
+            sig = const SIGNATURE,
+            aborts = sym crate::cs::ABORTS,
+            options(nostack),
+        )
+    };
+}
+
+/// Restart label, arming of the descriptor (using register `$scratch`), start label.
+macro_rules! cs_begin {
+    ($scratch:literal) => {
+        concat!(
+            "2:\n",
+            "lea {",
+            $scratch,
+            "}, [rip + 3f]\n",
+            "mov qword ptr fs:[{off} + {rseq_cs}], {",
+            $scratch,
+            "}\n",
+            "4:\n",
+        )
+    };
+}
+
+/// `base = slabs + (index << shift)`, leaving through `7:` if the index is
+/// negative or out of range.
+macro_rules! cs_region {
+    () => {
+        concat!(
+            "mov {base:e}, dword ptr fs:[{off} + {field}]\n",
+            "cmp {base:e}, {ncpus:e}\n",
+            "jae 7f\n",
+            "shl {base}, {shift}\n",
+            "add {base}, {slabs}\n",
+        )
+    };
+}
+
+/// Post-commit label, the miss stubs `$stubs` and the abort handler in a cold
+/// section, then the descriptor.
+macro_rules! cs_end {
+    ($stubs:expr) => {
+        concat!(
+            "5:\n",
+            ".pushsection .text.unlikely.rseq, \"ax\"\n",
+            $stubs,
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long {sig}\n",
+            "6:\n",
+            "lock inc qword ptr [rip + {aborts}]\n",
+            "jmp 2b\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0, 0\n",
+            ".quad 4b, 5b - 4b, 6b\n",
+            ".popsection\n",
+        )
+    };
+}
+
+/// Adds `delta` to this CPU's `u64` at `counters + (index << SHIFT)`
+/// (`load_add_store`).
+///
+/// # Safety
+/// - `rseq_offset` is the registered area's offset ([`crate::Mode`] is an rseq mode).
+/// - `counters` points to `ncpus << SHIFT` writable bytes, each counter 8-aligned,
+///   touched by other threads only through critical sections or when stopped.
+#[inline(always)]
+pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    counters: *mut u8,
+    ncpus: u32,
+    delta: u64,
+) -> Result<(), Miss> {
+    let base: usize;
+    // SAFETY: the section touches only this CPU's counter, in bounds by the
+    // `ncpus` check and the caller's promise; see the module contract.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("base"),
+            inject_point!(1),
+            cs_region!(),
+            "mov {val}, qword ptr [{base}]",
+            "add {val}, {delta}",
+            inject_point!(3),
+            "mov qword ptr [{base}], {val}",
+            cs_end!("7:\nxor {base:e}, {base:e}\njmp 5b\n");
+            off = in(reg) rseq_offset,
+            slabs = in(reg) counters,
+            ncpus = in(reg) ncpus,
+            delta = in(reg) delta,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) base,
+            val = out(reg) _,
+        );
+    }
+    if base != 0 { Ok(()) } else { Err(Miss::NoCpu) }
+}
+
+/// Pops the top item of `header`'s class from this CPU's region.
+///
+/// # Safety
+/// - `rseq_offset` is the registered area's offset.
+/// - `slabs` points to `ncpus << SHIFT` bytes laid out as
+///   [`crate::slab_layout`] describes, with `header` a header offset in it
+///   whose class keeps the layout's invariants on every CPU.
+#[inline(always)]
+pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+    header: usize,
+) -> Result<usize, Miss> {
+    let res: usize;
+    // SAFETY: loads stay inside this CPU's region (the sentinel guards the
+    // bottom of the class); the commit writes the header's low half only.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("res"),
+            inject_point!(1),
+            cs_region!(),
+            "cmp dword ptr [{base}], 0",
+            "jne 8f",
+            "movzx {cur:e}, word ptr [{base} + {hdr}]",
+            inject_point!(2),
+            "mov {res}, qword ptr [{base} + {cur}*8 - 8]",
+            "test {res:l}, 1",
+            "jnz 9f",
+            "sub {cur:e}, 1",
+            inject_point!(3),
+            "mov word ptr [{base} + {hdr}], {cur:x}",
+            cs_end!(concat!(
+                "7:\nmov {res:e}, 2\njmp 5b\n",
+                "8:\nmov {res:e}, 1\njmp 5b\n",
+                "9:\nxor {res:e}, {res:e}\njmp 5b\n",
+            ));
+            off = in(reg) rseq_offset,
+            slabs = in(reg) slabs,
+            ncpus = in(reg) ncpus,
+            hdr = in(reg) header,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) _,
+            cur = out(reg) _,
+            res = out(reg) res,
+        );
+    }
+    if res > Miss::MAX_CODE {
+        Ok(res)
+    } else {
+        Err(Miss::from_code(res))
+    }
+}
+
+/// Pushes `item` onto `header`'s class in this CPU's region.
+///
+/// # Safety
+/// As [`slab_pop`]; and `item` has bit 0 clear and exceeds [`Miss::MAX_CODE`].
+#[inline(always)]
+pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+    header: usize,
+    item: usize,
+) -> Result<(), Miss> {
+    let code: usize;
+    // SAFETY: the speculative slot write is below `end`, inside the class's
+    // capacity; the commit writes the header's low half only.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("code"),
+            inject_point!(1),
+            cs_region!(),
+            "cmp dword ptr [{base}], 0",
+            "jne 8f",
+            "movzx {cur:e}, word ptr [{base} + {hdr}]",
+            "cmp {cur:x}, word ptr [{base} + {hdr} + 2]",
+            "jae 9f",
+            inject_point!(2),
+            "mov qword ptr [{base} + {cur}*8], {item}",
+            "add {cur:e}, 1",
+            "mov {code:e}, 3",
+            inject_point!(3),
+            "mov word ptr [{base} + {hdr}], {cur:x}",
+            cs_end!(concat!(
+                "7:\nmov {code:e}, 2\njmp 5b\n",
+                "8:\nmov {code:e}, 1\njmp 5b\n",
+                "9:\nxor {code:e}, {code:e}\njmp 5b\n",
+            ));
+            off = in(reg) rseq_offset,
+            slabs = in(reg) slabs,
+            ncpus = in(reg) ncpus,
+            hdr = in(reg) header,
+            item = in(reg) item,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) _,
+            cur = out(reg) _,
+            code = out(reg) code,
+        );
+    }
+    if code > Miss::MAX_CODE {
+        Ok(())
+    } else {
+        Err(Miss::from_code(code))
+    }
+}
+
+/// Pops up to `out.len()` (at most [`MAX_BATCH`]) items of `header`'s class
+/// from this CPU's region into `out`, top first; returns how many.
+///
+/// # Safety
+/// As [`slab_pop`]; `out` is writable for `max` items and `1 <= max <= MAX_BATCH`.
+#[inline(always)]
+pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+    header: usize,
+    out: *mut usize,
+    max: usize,
+) -> Result<usize, Miss> {
+    debug_assert!((1..=MAX_BATCH).contains(&max));
+    let count: usize;
+    let code: usize;
+    // SAFETY: loads stay above the class's sentinel; stores to `out` are
+    // private to the caller until we return; one commit of the header.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("cnt"),
+            inject_point!(1),
+            cs_region!(),
+            "cmp dword ptr [{base}], 0",
+            "jne 8f",
+            "movzx {cur:e}, word ptr [{base} + {hdr}]",
+            "xor {cnt:e}, {cnt:e}",
+            "30:",
+            "cmp {cnt}, {max}",
+            "jae 31f",
+            "mov {val}, qword ptr [{base} + {cur}*8 - 8]",
+            "test {val:l}, 1",
+            "jnz 31f",
+            "mov qword ptr [{buf} + {cnt}*8], {val}",
+            inject_point!(2),
+            "sub {cur:e}, 1",
+            "add {cnt:e}, 1",
+            "jmp 30b",
+            "31:",
+            "test {cnt:e}, {cnt:e}",
+            "jz 9f",
+            inject_point!(3),
+            "mov word ptr [{base} + {hdr}], {cur:x}",
+            cs_end!(concat!(
+                "7:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 2\njmp 5b\n",
+                "8:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 1\njmp 5b\n",
+                "9:\nxor {val:e}, {val:e}\njmp 5b\n",
+            ));
+            off = in(reg) rseq_offset,
+            slabs = in(reg) slabs,
+            ncpus = in(reg) ncpus,
+            hdr = in(reg) header,
+            buf = in(reg) out,
+            max = in(reg) max,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) _,
+            cur = out(reg) _,
+            cnt = out(reg) count,
+            val = out(reg) code,
+        );
+    }
+    if count > 0 {
+        Ok(count)
+    } else {
+        Err(Miss::from_code(code))
+    }
+}
+
+/// Pushes up to `len` (at most [`MAX_BATCH`]) items from `items` onto
+/// `header`'s class in this CPU's region, as many as fit; returns how many
+/// (taken from the front of `items`).
+///
+/// # Safety
+/// As [`slab_push`] for every item; `items` is readable for `len` items and
+/// `1 <= len <= MAX_BATCH`.
+#[inline(always)]
+pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+    header: usize,
+    items: *const usize,
+    len: usize,
+) -> Result<usize, Miss> {
+    debug_assert!((1..=MAX_BATCH).contains(&len));
+    let count: usize;
+    let code: usize;
+    // SAFETY: speculative slot writes stay below `end`; one commit of the header.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("cnt"),
+            inject_point!(1),
+            cs_region!(),
+            "cmp dword ptr [{base}], 0",
+            "jne 8f",
+            "movzx {cur:e}, word ptr [{base} + {hdr}]",
+            "xor {cnt:e}, {cnt:e}",
+            "30:",
+            "cmp {cnt}, {len}",
+            "jae 31f",
+            "cmp {cur:x}, word ptr [{base} + {hdr} + 2]",
+            "jae 31f",
+            "mov {val}, qword ptr [{buf} + {cnt}*8]",
+            "mov qword ptr [{base} + {cur}*8], {val}",
+            inject_point!(2),
+            "add {cur:e}, 1",
+            "add {cnt:e}, 1",
+            "jmp 30b",
+            "31:",
+            "test {cnt:e}, {cnt:e}",
+            "jz 9f",
+            inject_point!(3),
+            "mov word ptr [{base} + {hdr}], {cur:x}",
+            cs_end!(concat!(
+                "7:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 2\njmp 5b\n",
+                "8:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 1\njmp 5b\n",
+                "9:\nxor {val:e}, {val:e}\njmp 5b\n",
+            ));
+            off = in(reg) rseq_offset,
+            slabs = in(reg) slabs,
+            ncpus = in(reg) ncpus,
+            hdr = in(reg) header,
+            buf = in(reg) items,
+            len = in(reg) len,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) _,
+            cur = out(reg) _,
+            cnt = out(reg) count,
+            val = out(reg) code,
+        );
+    }
+    if count > 0 {
+        Ok(count)
+    } else {
+        Err(Miss::from_code(code))
+    }
+}
+
+/// The calling thread's thread pointer (`%fs` base), which glibc and musl
+/// keep as the first word of the thread control block.
+#[inline(always)]
+pub fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux, `fs:0` is the TCB's self-pointer in every thread.
+    unsafe {
+        asm!("mov {tp}, qword ptr fs:[0]", tp = out(reg) tp, options(nostack, pure, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// The value at `fs:[rseq_offset + field]`: the thread's CPU index as the
+/// kernel last wrote it (negative when not registered).
+///
+/// # Safety
+/// `rseq_offset` is the offset of a live rseq area (glibc's or ours).
+#[inline(always)]
+pub unsafe fn read_area_u32(rseq_offset: isize, field: usize) -> u32 {
+    let value: u32;
+    // SAFETY: the caller promises an area at that offset from the thread pointer.
+    unsafe {
+        asm!(
+            "mov {v:e}, dword ptr fs:[{off} + {field}]",
+            v = out(reg) value,
+            off = in(reg) rseq_offset,
+            field = in(reg) field,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    value
+}
+
+/// glibc's per-thread area as `(__rseq_offset, __rseq_size)`, if this glibc
+/// exports them (2.35+). The symbols are weak, so the library still loads on
+/// an older glibc or musl; no `dlsym`, which can allocate.
+pub fn glibc_area() -> Option<(isize, u32)> {
+    let offset_ptr: *const isize;
+    let size_ptr: *const u32;
+    // SAFETY: loads of two GOT entries; an undefined weak symbol's entry is 0.
+    unsafe {
+        asm!(
+            ".weak __rseq_offset",
+            ".weak __rseq_size",
+            "mov {o}, qword ptr [rip + __rseq_offset@GOTPCREL]",
+            "mov {s}, qword ptr [rip + __rseq_size@GOTPCREL]",
+            o = out(reg) offset_ptr,
+            s = out(reg) size_ptr,
+            options(nostack, pure, readonly, preserves_flags),
+        );
+    }
+    if offset_ptr.is_null() || size_ptr.is_null() {
+        return None;
+    }
+    // SAFETY: both symbols are defined by ld.so and never change after start-up.
+    Some(unsafe { (*offset_ptr, *size_ptr) })
+}
+
+// Our own per-thread area, used when glibc did not register one. It is
+// defined here rather than with `thread_local!` so that it is reached with the
+// initial-exec TLS model: that model guarantees the area is in *static* TLS,
+// at one offset from the thread pointer in every thread, and so lives exactly
+// as long as the thread (the kernel stops writing to it before the memory can
+// be reused, as with glibc's own area). A `thread_local!` in a dlopen'ed
+// library could land in dynamic TLS, which glibc frees before the thread's
+// final exit. `cpu_id` starts at -1 (unregistered) in every new thread.
+global_asm!(
+    ".pushsection .tdata, \"awT\", @progbits",
+    ".balign 32",
+    ".local rseq_sys_own_area",
+    ".type rseq_sys_own_area, @object",
+    ".size rseq_sys_own_area, 32",
+    "rseq_sys_own_area:",
+    ".long 0, 0xffffffff, 0, 0, 0, 0, 0, 0",
+    ".popsection",
+);
+
+/// Offset of our own static-TLS area from the thread pointer.
+#[inline]
+pub fn own_area_offset() -> isize {
+    let offset: isize;
+    // SAFETY: reads the GOT slot the loader filled with the TLS offset.
+    unsafe {
+        asm!(
+            "mov {o}, qword ptr [rip + rseq_sys_own_area@GOTTPOFF]",
+            o = out(reg) offset,
+            options(nostack, pure, readonly, preserves_flags),
+        );
+    }
+    offset
+}

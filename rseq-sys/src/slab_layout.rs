@@ -1,0 +1,68 @@
+//! The per-CPU slab layout that the push and pop critical sections assume.
+//!
+//! A slab is one region per possible CPU (or concurrency id), each
+//! `1 << SHIFT` bytes, laid end to end from `base`:
+//!
+//! ```text
+//! region(cpu) = base + (cpu << SHIFT)
+//! +0   u32 stopped            nonzero: every section bails out with Miss::Stopped
+//! +8   u32 header[class]      current (low 16 bits) | end (high 16 bits)
+//! ...  u64 slot[i]            at region + 8*i, i < 1 << (SHIFT - 3)
+//! ```
+//!
+//! Invariants the owner keeps, per CPU and class (indexes are slot numbers):
+//! `slot[begin - 1]` holds a value with bit 0 set (the sentinel that makes
+//! "empty" a property of the loaded slot, so pop never loads `begin`);
+//! `begin <= current <= end <= capacity_end`; the live items are
+//! `slot[begin..current]`; items have bit 0 clear and are larger than
+//! [`MAX_MISS_CODE`](crate::MAX_MISS_CODE).
+//!
+//! The sections write only `slot[current]` (push, speculatively) and the low
+//! half of a header (the commit). They never write `stopped` or `end`, which
+//! belong to whoever has stopped the CPU.
+
+/// Byte offset of the `stopped` word in each CPU's region.
+pub const STOPPED_OFFSET: usize = 0;
+/// Byte offset of the first class header in each CPU's region.
+pub const HEADERS_OFFSET: usize = 8;
+/// Bytes per slot.
+pub const SLOT_BYTES: usize = 8;
+/// Bit set in a sentinel slot, clear in every item.
+pub const SENTINEL_BIT: usize = 1;
+
+/// Byte offset of `class`'s header in a CPU region.
+#[inline(always)]
+pub const fn header_offset(class: usize) -> usize {
+    HEADERS_OFFSET + 4 * class
+}
+
+/// First slot index that headers for `classes` classes leave free.
+pub const fn first_free_slot(classes: usize) -> usize {
+    header_offset(classes).div_ceil(SLOT_BYTES)
+}
+
+/// One class's header, as stored in a `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// One past the last live item.
+    pub current: u16,
+    /// Capacity limit: push fails when `current == end`.
+    pub end: u16,
+}
+
+impl Header {
+    /// The header as the sections read it.
+    #[inline]
+    pub const fn pack(self) -> u32 {
+        self.current as u32 | (self.end as u32) << 16
+    }
+
+    /// The header from its stored form.
+    #[inline]
+    pub const fn unpack(word: u32) -> Header {
+        Header {
+            current: word as u16,
+            end: (word >> 16) as u16,
+        }
+    }
+}
