@@ -1,0 +1,72 @@
+//! Running this test binary again in another rseq mode: with glibc's
+//! registration turned off (our own area), or under valgrind (no rseq at
+//! all). The child runs every test except the ones that spawn children,
+//! checks that the mode is the one expected, and must pass.
+
+use std::process::Command;
+
+/// The mode a child run expects, from `RSEQ_TEST_EXPECT_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// `glibc` (the default on glibc 2.35+).
+    GlibcArea,
+    /// `own`: `GLIBC_TUNABLES=glibc.pthread.rseq=0`.
+    OwnArea,
+    /// `unavailable`: valgrind, or a forced fallback.
+    Unavailable,
+}
+
+/// Test names starting with this spawn children; children skip them.
+pub const PARENT_PREFIX: &str = "suite_";
+
+/// The expectation set by a parent, if this is a child run.
+pub fn expected() -> Option<Expected> {
+    match std::env::var("RSEQ_TEST_EXPECT_MODE").ok()?.as_str() {
+        "glibc" => Some(Expected::GlibcArea),
+        "own" => Some(Expected::OwnArea),
+        "unavailable" => Some(Expected::Unavailable),
+        other => panic!("unknown RSEQ_TEST_EXPECT_MODE {other:?}"),
+    }
+}
+
+/// Whether valgrind is installed.
+pub fn have_valgrind() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs this test binary again with `env`, under `wrapper` if given (e.g.
+/// `valgrind --tool=none`), and panics with its output unless it passed at
+/// least one test.
+pub fn rerun_self(expect: &str, env: &[(&str, &str)], wrapper: &[&str]) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    command
+        .args(["--skip", PARENT_PREFIX, "--test-threads", "2"])
+        .env("RSEQ_TEST_EXPECT_MODE", expect);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("spawn child test run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let passed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|rest| rest.split(' ').next()?.parse::<u32>().ok());
+    assert!(
+        output.status.success() && passed.is_some_and(|n| n > 0),
+        "child run ({expect}) failed: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    eprintln!("child run ({expect}): {} tests passed", passed.unwrap_or(0));
+}
