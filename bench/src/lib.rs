@@ -1,1 +1,8 @@
-//! placeholder
+//! Benchmarks for rseq-alloc: the per-CPU primitives today; the allocator
+//! against `System` and the C allocators as they arrive.
+//!
+//! The `rseq-alloc-bench` binary is the command-line front end; criterion
+//! benches in `benches/` call the same code.
+
+pub mod primitives;
+pub mod timing;

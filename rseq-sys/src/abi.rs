@@ -32,14 +32,8 @@ pub struct Rseq {
 impl Rseq {
     /// An area as it must look before registration: `cpu_id` says
     /// "uninitialised", so a critical section run on it bails out at once.
-    pub const UNREGISTERED: Rseq = Rseq {
-        cpu_id_start: 0,
-        cpu_id: CPU_ID_UNINITIALIZED as u32,
-        rseq_cs: 0,
-        flags: 0,
-        node_id: 0,
-        mm_cid: 0,
-    };
+    pub const UNREGISTERED: Rseq =
+        Rseq { cpu_id_start: 0, cpu_id: CPU_ID_UNINITIALIZED as u32, rseq_cs: 0, flags: 0, node_id: 0, mm_cid: 0 };
 }
 
 /// A critical-section descriptor (`struct rseq_cs`), re-read by the kernel

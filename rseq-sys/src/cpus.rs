@@ -32,13 +32,7 @@ fn read_possible() -> Option<u32> {
     let mut buf = [0u8; 256];
     // SAFETY: `path` is NUL-terminated; openat with AT_FDCWD reads it only.
     let fd = unsafe {
-        syscall4(
-            libc::SYS_openat,
-            libc::AT_FDCWD as usize,
-            path.as_ptr() as usize,
-            libc::O_RDONLY as usize,
-            0,
-        )
+        syscall4(libc::SYS_openat, libc::AT_FDCWD as usize, path.as_ptr() as usize, libc::O_RDONLY as usize, 0)
     }
     .ok()?;
     // SAFETY: `buf` is writable for its length.
@@ -55,12 +49,7 @@ pub(crate) fn parse_cpu_list(text: &[u8]) -> Option<u32> {
     for &byte in text {
         match byte {
             b'0'..=b'9' => {
-                number = Some(
-                    number
-                        .unwrap_or(0)
-                        .checked_mul(10)?
-                        .checked_add(u32::from(byte - b'0'))?,
-                );
+                number = Some(number.unwrap_or(0).checked_mul(10)?.checked_add(u32::from(byte - b'0'))?);
             }
             b',' | b'-' | b'\n' => {
                 if let Some(n) = number.take() {

@@ -61,6 +61,5 @@ pub use cpus::possible_cpus;
 pub use cs::{ByCpuId, ByMmCid, CpuIndex, MAX_BATCH, Miss, aborts};
 pub use membarrier::{fence_all_cpus, fence_cpu, register_rseq_fence};
 pub use registration::{
-    Features, Mode, Unavailable, area_offset, current_index, features, mode,
-    register_current_thread,
+    Features, Mode, Unavailable, area_offset, current_index, features, mode, register_current_thread,
 };

@@ -9,8 +9,8 @@
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::abi::{
-    MEMBARRIER_CMD_FLAG_CPU, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
-    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, SYS_MEMBARRIER,
+    MEMBARRIER_CMD_FLAG_CPU, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
+    SYS_MEMBARRIER,
 };
 use crate::syscall::{Errno, syscall4};
 
@@ -19,16 +19,7 @@ static REGISTRATION: AtomicI32 = AtomicI32::new(0);
 
 fn membarrier(cmd: i32, flags: u32, cpu: u32) -> Result<(), Errno> {
     // SAFETY: membarrier takes no pointers.
-    unsafe {
-        syscall4(
-            SYS_MEMBARRIER,
-            cmd as usize,
-            flags as usize,
-            cpu as usize,
-            0,
-        )
-    }
-    .map(|_| ())
+    unsafe { syscall4(SYS_MEMBARRIER, cmd as usize, flags as usize, cpu as usize, 0) }.map(|_| ())
 }
 
 /// Declares this process's use of the rseq fence; idempotent and cheap after
@@ -53,11 +44,7 @@ pub fn register_rseq_fence() -> Result<(), Errno> {
 /// Restarts the critical sections of this process running on `cpu`.
 pub fn fence_cpu(cpu: u32) -> Result<(), Errno> {
     register_rseq_fence()?;
-    membarrier(
-        MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
-        MEMBARRIER_CMD_FLAG_CPU,
-        cpu,
-    )
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu)
 }
 
 /// Restarts the critical sections of this process on every CPU (what an

@@ -23,9 +23,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::abi::{
-    CPU_ID_REGISTRATION_FAILED, OFFSET_CPU_ID, OFFSET_MM_CID, ORIG_AREA_SIZE, SIGNATURE,
-};
+use crate::abi::{CPU_ID_REGISTRATION_FAILED, OFFSET_CPU_ID, OFFSET_MM_CID, ORIG_AREA_SIZE, SIGNATURE};
 use crate::arch;
 use crate::syscall::Errno;
 
@@ -138,11 +136,7 @@ fn decode(state: u64) -> Mode {
 /// mode, also registers the calling thread).
 pub fn mode() -> Mode {
     let state = STATE.load(Ordering::Relaxed);
-    if state != TAG_UNDECIDED {
-        decode(state)
-    } else {
-        decide()
-    }
+    if state != TAG_UNDECIDED { decode(state) } else { decide() }
 }
 
 /// The registered area's offset from the thread pointer, for critical
@@ -152,22 +146,13 @@ pub fn mode() -> Mode {
 pub fn area_offset() -> Option<isize> {
     let state = STATE.load(Ordering::Relaxed);
     let tag = state & TAG_MASK;
-    if tag == TAG_GLIBC || tag == TAG_OWN {
-        Some((state >> 32) as u32 as i32 as isize)
-    } else {
-        None
-    }
+    if tag == TAG_GLIBC || tag == TAG_OWN { Some((state >> 32) as u32 as i32 as isize) } else { None }
 }
 
 #[cold]
 fn decide() -> Mode {
     let (mode, offset) = probe();
-    match STATE.compare_exchange(
-        TAG_UNDECIDED,
-        encode(mode, offset),
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    ) {
+    match STATE.compare_exchange(TAG_UNDECIDED, encode(mode, offset), Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => mode,
         Err(winner) => decode(winner),
     }
@@ -182,11 +167,7 @@ fn probe() -> (Mode, isize) {
     {
         // SAFETY: glibc reports a registered area at this offset in every thread.
         let cpu = unsafe { arch::read_area_u32(offset, OFFSET_CPU_ID) } as i32;
-        let mode = if cpu >= 0 {
-            Mode::GlibcArea
-        } else {
-            Mode::Unavailable(Unavailable::FakeSuccess)
-        };
+        let mode = if cpu >= 0 { Mode::GlibcArea } else { Mode::Unavailable(Unavailable::FakeSuccess) };
         return (mode, offset);
     }
     match register_own_area() {
@@ -208,11 +189,7 @@ pub fn register_current_thread() -> Result<(), Unavailable> {
             let offset = area_offset().unwrap_or(0);
             // SAFETY: glibc's area is at `offset` in every thread.
             let cpu = unsafe { arch::read_area_u32(offset, OFFSET_CPU_ID) } as i32;
-            if cpu >= 0 {
-                Ok(())
-            } else {
-                Err(Unavailable::FakeSuccess)
-            }
+            if cpu >= 0 { Ok(()) } else { Err(Unavailable::FakeSuccess) }
         }
         Mode::OwnArea => register_own_area(),
     }
@@ -242,8 +219,7 @@ fn register_own_area() -> Result<(), Unavailable> {
         Ok(()) | Err(libc::EBUSY) => {
             // Registered, yet no CPU: undo it so the kernel stops using the area.
             // SAFETY: same area and signature as the registration.
-            let _ =
-                unsafe { rseq_syscall(area as usize, ORIG_AREA_SIZE, crate::abi::FLAG_UNREGISTER) };
+            let _ = unsafe { rseq_syscall(area as usize, ORIG_AREA_SIZE, crate::abi::FLAG_UNREGISTER) };
             Unavailable::FakeSuccess
         }
         Err(libc::ENOSYS) => Unavailable::NoKernelSupport,
@@ -262,16 +238,8 @@ fn register_own_area() -> Result<(), Unavailable> {
 /// `area` must be a 32-byte aligned area of `len` bytes that stays valid while registered.
 unsafe fn rseq_syscall(area: usize, len: u32, flags: i32) -> Result<(), Errno> {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        crate::syscall::syscall4(
-            crate::abi::SYS_RSEQ,
-            area,
-            len as usize,
-            flags as usize,
-            SIGNATURE as usize,
-        )
-    }
-    .map(|_| ())
+    unsafe { crate::syscall::syscall4(crate::abi::SYS_RSEQ, area, len as usize, flags as usize, SIGNATURE as usize) }
+        .map(|_| ())
 }
 
 /// The calling thread's CPU index as the kernel last wrote it (`I::FIELD`),
@@ -302,7 +270,5 @@ impl Features {
 pub fn features() -> Features {
     // SAFETY: getauxval only reads the auxiliary vector; it neither allocates nor fails.
     let size = unsafe { libc::getauxval(crate::abi::AT_RSEQ_FEATURE_SIZE) } as u32;
-    Features {
-        size: if size == 0 { 20 } else { size },
-    }
+    Features { size: if size == 0 { 20 } else { size } }
 }

@@ -60,9 +60,6 @@ impl Header {
     /// The header from its stored form.
     #[inline]
     pub const fn unpack(word: u32) -> Header {
-        Header {
-            current: word as u16,
-            end: (word >> 16) as u16,
-        }
+        Header { current: word as u16, end: (word >> 16) as u16 }
     }
 }

@@ -14,13 +14,7 @@ pub type Errno = i32;
 /// kernel may read or write as that call defines.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub unsafe fn syscall4(
-    nr: i64,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-) -> Result<usize, Errno> {
+pub unsafe fn syscall4(nr: i64, a0: usize, a1: usize, a2: usize, a3: usize) -> Result<usize, Errno> {
     let ret: isize;
     // SAFETY: the x86-64 Linux syscall convention: number in rax, arguments in
     // rdi/rsi/rdx/r10, rcx and r11 clobbered by the instruction; the caller
@@ -39,11 +33,7 @@ pub unsafe fn syscall4(
         );
     }
     // The kernel returns -4095..=-1 for errors.
-    if (-4095..0).contains(&ret) {
-        Err(-ret as Errno)
-    } else {
-        Ok(ret as usize)
-    }
+    if (-4095..0).contains(&ret) { Err(-ret as Errno) } else { Ok(ret as usize) }
 }
 
 /// Issues system call `nr` with up to four arguments.
@@ -52,13 +42,7 @@ pub unsafe fn syscall4(
 /// The arguments must be valid for `nr`: pointers must point to memory the
 /// kernel may read or write as that call defines.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn syscall4(
-    nr: i64,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-) -> Result<usize, Errno> {
+pub unsafe fn syscall4(nr: i64, a0: usize, a1: usize, a2: usize, a3: usize) -> Result<usize, Errno> {
     // SAFETY: errno is thread-local and always addressable.
     let errno = unsafe { libc::__errno_location() };
     // SAFETY: as above.
@@ -66,11 +50,7 @@ pub unsafe fn syscall4(
     // SAFETY: the caller vouches for the arguments.
     let ret = unsafe { libc::syscall(nr as libc::c_long, a0, a1, a2, a3) };
     // SAFETY: as above.
-    let result = if ret < 0 {
-        Err(unsafe { *errno })
-    } else {
-        Ok(ret as usize)
-    };
+    let result = if ret < 0 { Err(unsafe { *errno }) } else { Ok(ret as usize) };
     // SAFETY: as above.
     unsafe { *errno = saved };
     result

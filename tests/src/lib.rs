@@ -19,10 +19,7 @@ pub mod stress;
 /// Scales a workload size by `RSEQ_TEST_SCALE` (a percentage, default 100),
 /// so slow environments (valgrind) run the same tests smaller.
 pub fn scaled(n: usize) -> usize {
-    let percent = std::env::var("RSEQ_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(100);
+    let percent = std::env::var("RSEQ_TEST_SCALE").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(100);
     (n * percent / 100).max(1)
 }
 

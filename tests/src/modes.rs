@@ -31,10 +31,7 @@ pub fn expected() -> Option<Expected> {
 
 /// Whether valgrind is installed.
 pub fn have_valgrind() -> bool {
-    Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Runs this test binary again with `env`, under `wrapper` if given (e.g.
@@ -50,9 +47,7 @@ pub fn rerun_self(expect: &str, env: &[(&str, &str)], wrapper: &[&str]) {
         }
         None => Command::new(&exe),
     };
-    command
-        .args(["--skip", PARENT_PREFIX, "--test-threads", "2"])
-        .env("RSEQ_TEST_EXPECT_MODE", expect);
+    command.args(["--skip", PARENT_PREFIX, "--test-threads", "2"]).env("RSEQ_TEST_EXPECT_MODE", expect);
     for (key, value) in env {
         command.env(key, value);
     }

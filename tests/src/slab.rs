@@ -5,9 +5,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use rseq_sys::slab_layout::{
-    HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, first_free_slot, header_offset,
-};
+use rseq_sys::slab_layout::{HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, first_free_slot, header_offset};
 use rseq_sys::{CpuIndex, Miss};
 
 /// Each CPU's region is `1 << SHIFT` bytes (1024 slots).
@@ -32,10 +30,7 @@ impl<I: CpuIndex> TestSlab<I> {
     /// An empty slab over all possible CPUs.
     pub fn new(classes: usize, capacity: usize) -> Self {
         let ncpus = rseq_sys::possible_cpus();
-        assert!(
-            first_free_slot(classes) + classes * (capacity + 1) <= 1 << (SHIFT - 3),
-            "classes do not fit"
-        );
+        assert!(first_free_slot(classes) + classes * (capacity + 1) <= 1 << (SHIFT - 3), "classes do not fit");
         let bytes = (ncpus as usize) << SHIFT;
         // SAFETY: an anonymous private mapping; checked below.
         let base = unsafe {
@@ -49,25 +44,13 @@ impl<I: CpuIndex> TestSlab<I> {
             )
         };
         assert_ne!(base, libc::MAP_FAILED);
-        let slab = TestSlab {
-            base: base.cast(),
-            bytes,
-            ncpus,
-            classes,
-            capacity,
-            _index: PhantomData,
-        };
+        let slab = TestSlab { base: base.cast(), bytes, ncpus, classes, capacity, _index: PhantomData };
         for cpu in 0..ncpus {
             for class in 0..classes {
                 let begin = slab.begin(class);
-                slab.slot(cpu, begin - 1)
-                    .store((class << 1 | SENTINEL_BIT) as u64, Ordering::Relaxed);
-                let header = Header {
-                    current: begin as u16,
-                    end: (begin + capacity) as u16,
-                };
-                slab.header(cpu, class)
-                    .store(header.pack(), Ordering::Relaxed);
+                slab.slot(cpu, begin - 1).store((class << 1 | SENTINEL_BIT) as u64, Ordering::Relaxed);
+                let header = Header { current: begin as u16, end: (begin + capacity) as u16 };
+                slab.header(cpu, class).store(header.pack(), Ordering::Relaxed);
             }
         }
         slab
@@ -96,12 +79,7 @@ impl<I: CpuIndex> TestSlab<I> {
     fn header(&self, cpu: u32, class: usize) -> &AtomicU32 {
         assert!(class < self.classes);
         // SAFETY: the header is in the region, 4-aligned, and only accessed atomically or by sections.
-        unsafe {
-            &*self
-                .region(cpu)
-                .add(header_offset(class))
-                .cast::<AtomicU32>()
-        }
+        unsafe { &*self.region(cpu).add(header_offset(class)).cast::<AtomicU32>() }
     }
 
     fn stopped(&self, cpu: u32) -> &AtomicU32 {
@@ -119,9 +97,7 @@ impl<I: CpuIndex> TestSlab<I> {
     pub fn pop(&self, class: usize) -> Result<usize, Miss> {
         let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
         // SAFETY: the layout invariants hold (set up in `new`, kept by sections and `drain`).
-        unsafe {
-            rseq_sys::slab_pop::<I, SHIFT>(offset, self.base, self.ncpus, header_offset(class))
-        }
+        unsafe { rseq_sys::slab_pop::<I, SHIFT>(offset, self.base, self.ncpus, header_offset(class)) }
     }
 
     /// Pushes `item` (even, above `Miss::MAX_CODE`) onto this CPU's `class`.
@@ -129,15 +105,7 @@ impl<I: CpuIndex> TestSlab<I> {
         assert!(item & SENTINEL_BIT == 0 && item > Miss::MAX_CODE);
         let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
         // SAFETY: as in `pop`, and the item is valid.
-        unsafe {
-            rseq_sys::slab_push::<I, SHIFT>(
-                offset,
-                self.base,
-                self.ncpus,
-                header_offset(class),
-                item,
-            )
-        }
+        unsafe { rseq_sys::slab_push::<I, SHIFT>(offset, self.base, self.ncpus, header_offset(class), item) }
     }
 
     /// Pops up to `out.len()` items.
@@ -195,12 +163,8 @@ impl<I: CpuIndex> TestSlab<I> {
             for index in begin..header.current as usize {
                 items.push(self.slot(cpu, index).load(Ordering::Relaxed) as usize);
             }
-            let empty = Header {
-                current: begin as u16,
-                ..header
-            };
-            self.header(cpu, class)
-                .store(empty.pack(), Ordering::Release);
+            let empty = Header { current: begin as u16, ..header };
+            self.header(cpu, class).store(empty.pack(), Ordering::Release);
         }
         self.stopped(cpu).store(0, Ordering::Release);
         items
@@ -210,8 +174,7 @@ impl<I: CpuIndex> TestSlab<I> {
     /// progress has already written its item, before its commit.
     pub fn peek_next_slot(&self, cpu: u32, class: usize) -> usize {
         let header = Header::unpack(self.header(cpu, class).load(Ordering::Acquire));
-        self.slot(cpu, header.current as usize)
-            .load(Ordering::Acquire) as usize
+        self.slot(cpu, header.current as usize).load(Ordering::Acquire) as usize
     }
 
     /// Every item in the slab; only meaningful when no section is running.
@@ -221,15 +184,8 @@ impl<I: CpuIndex> TestSlab<I> {
             for class in 0..self.classes {
                 let header = Header::unpack(self.header(cpu, class).load(Ordering::Acquire));
                 let begin = self.begin(class);
-                assert!(
-                    begin <= header.current as usize && header.current <= header.end,
-                    "header out of range"
-                );
-                assert_eq!(
-                    header.end as usize,
-                    begin + self.capacity,
-                    "sections must not write `end`"
-                );
+                assert!(begin <= header.current as usize && header.current <= header.end, "header out of range");
+                assert_eq!(header.end as usize, begin + self.capacity, "sections must not write `end`");
                 assert_eq!(
                     self.slot(cpu, begin - 1).load(Ordering::Relaxed) as usize,
                     class << 1 | SENTINEL_BIT,
@@ -262,10 +218,7 @@ pub struct Ledger {
 impl Ledger {
     /// `count` tokens, all held by the caller.
     pub fn new(count: usize) -> Ledger {
-        Ledger {
-            held: (0..count).map(|_| AtomicU8::new(1)).collect(),
-            duplicates: AtomicU64::new(0),
-        }
+        Ledger { held: (0..count).map(|_| AtomicU8::new(1)).collect(), duplicates: AtomicU64::new(0) }
     }
 
     /// All the tokens.
@@ -274,10 +227,7 @@ impl Ledger {
     }
 
     fn index(&self, token: usize) -> usize {
-        assert!(
-            token & 15 == 0 && token >= 16 && token >> 4 <= self.held.len(),
-            "not a token: {token:#x}"
-        );
+        assert!(token & 15 == 0 && token >= 16 && token >> 4 <= self.held.len(), "not a token: {token:#x}");
         (token >> 4) - 1
     }
 
@@ -315,10 +265,6 @@ impl Ledger {
                 expected.len()
             );
         }
-        assert_eq!(
-            self.duplicates(),
-            0,
-            "a token was handed out while already held"
-        );
+        assert_eq!(self.duplicates(), 0, "a token was handed out while already held");
     }
 }

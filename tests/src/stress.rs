@@ -16,10 +16,7 @@ pub struct Conditions {
 
 impl Conditions {
     /// Migration and signals.
-    pub const HOSTILE: Conditions = Conditions {
-        migrate: true,
-        signals: true,
-    };
+    pub const HOSTILE: Conditions = Conditions { migrate: true, signals: true };
 }
 
 /// 6 × the number of online CPUs, the kernel selftests' choice.
@@ -75,10 +72,7 @@ fn install_handler() {
             action.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as usize;
             action.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
-            assert_eq!(
-                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-                0
-            );
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
         }
     });
 }
@@ -88,16 +82,11 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is empty; sched_getaffinity fills it.
     let set = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
         set
     };
     // SAFETY: CPU_ISSET reads the set within CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
+    (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
 }
 
 /// Pins thread `tid` to the CPUs in `cpus` (all of them when empty... never empty here).
@@ -171,7 +160,7 @@ impl Worker<'_> {
     /// Whether to run iteration `i` of a loop meant to run `iterations` times
     /// under the run's conditions.
     pub fn keep_going(&self, i: usize, iterations: usize) -> bool {
-        i < iterations || (i % 64 != 0 || !self.hit_enough())
+        i < iterations || !i.is_multiple_of(64) || !self.hit_enough()
     }
 }
 
@@ -199,12 +188,7 @@ where
             let work = &work;
             let running = &running;
             let done = &done;
-            let worker = Worker {
-                index,
-                conditions,
-                migrations: &migrations,
-                signals: &signals,
-            };
+            let worker = Worker { index, conditions, migrations: &migrations, signals: &signals };
             scope.spawn(move || {
                 // SAFETY: gettid has no preconditions.
                 slot.store(unsafe { libc::gettid() }, Ordering::Release);
@@ -223,11 +207,8 @@ where
                     let tid = tids[rng.below(tids.len())].load(Ordering::Acquire);
                     if tid != 0 {
                         // Mostly single CPUs, sometimes all of them, so workers also migrate by themselves.
-                        let ok = if rng.below(4) == 0 {
-                            pin(tid, cpus)
-                        } else {
-                            pin(tid, &[cpus[rng.below(cpus.len())]])
-                        };
+                        let ok =
+                            if rng.below(4) == 0 { pin(tid, cpus) } else { pin(tid, &[cpus[rng.below(cpus.len())]]) };
                         if ok {
                             migrations.fetch_add(1, Ordering::Relaxed);
                         }
@@ -244,20 +225,18 @@ where
                 let pid = unsafe { libc::getpid() };
                 while !done.load(Ordering::Acquire) {
                     let tid = tids[rng.below(tids.len())].load(Ordering::Acquire);
-                    // SAFETY: tgkill to a thread of our own process; a thread
-                    // that has just exited makes it fail harmlessly (ESRCH).
-                    if tid != 0
-                        && unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } == 0
-                    {
-                        signals.fetch_add(1, Ordering::Relaxed);
+                    if tid != 0 {
+                        // SAFETY: tgkill to a thread of our own process; a thread
+                        // that has just exited makes it fail harmlessly (ESRCH).
+                        let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } == 0;
+                        if sent {
+                            signals.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     std::thread::yield_now();
                 }
             });
         }
     });
-    Report {
-        migrations: migrations.into_inner(),
-        signals_sent: signals.into_inner(),
-    }
+    Report { migrations: migrations.into_inner(), signals_sent: signals.into_inner() }
 }

@@ -19,12 +19,7 @@ fn rseq_expected() -> bool {
 /// Registers the calling thread, asserting the outcome the mode implies.
 fn register() -> bool {
     let registered = rseq_sys::register_current_thread().is_ok();
-    assert_eq!(
-        registered,
-        rseq_expected(),
-        "registration in mode {}",
-        rseq_sys::mode()
-    );
+    assert_eq!(registered, rseq_expected(), "registration in mode {}", rseq_sys::mode());
     registered
 }
 
@@ -33,10 +28,7 @@ struct Delays;
 
 impl Delays {
     fn inside_sections(loops: u32) -> Delays {
-        assert!(
-            rseq_sys::inject::ENABLED,
-            "tests are built with rseq-sys/inject"
-        );
+        const { assert!(rseq_sys::inject::ENABLED, "tests are built with rseq-sys/inject") };
         rseq_sys::inject::set_delay(1, loops / 4);
         rseq_sys::inject::set_delay(2, loops / 4);
         rseq_sys::inject::set_delay(3, loops);
@@ -55,22 +47,16 @@ impl Drop for Delays {
 #[test]
 fn mode_is_the_one_the_environment_implies() {
     let mode = rseq_sys::mode();
-    eprintln!(
-        "mode: {mode}; features: {:?}; possible CPUs: {}",
-        rseq_sys::features(),
-        rseq_sys::possible_cpus()
-    );
+    eprintln!("mode: {mode}; features: {:?}; possible CPUs: {}", rseq_sys::features(), rseq_sys::possible_cpus());
     match modes::expected() {
         Some(Expected::GlibcArea) => assert_eq!(mode, Mode::GlibcArea),
         Some(Expected::OwnArea) => assert_eq!(mode, Mode::OwnArea),
         Some(Expected::Unavailable) => assert!(!mode.is_rseq(), "{mode}"),
         None => {
             // SAFETY: returns a static NUL-terminated string.
-            let version =
-                unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
+            let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
             let (major, minor) = version.split_once('.').expect("glibc version");
-            let glibc_registers = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap())
-                >= (2, 35)
+            let glibc_registers = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap()) >= (2, 35)
                 && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("rseq=0"));
             if glibc_registers {
                 assert_eq!(mode, Mode::GlibcArea);
@@ -117,9 +103,7 @@ fn add_one<I: CpuIndex>(counters: *mut u8) -> Result<(), Miss> {
             return Err(Miss::NoCpu);
         };
         // SAFETY: `counters` holds `possible_cpus() << COUNTER_SHIFT` bytes, touched only by sections.
-        match unsafe {
-            rseq_sys::percpu_add::<I, COUNTER_SHIFT>(offset, counters, rseq_sys::possible_cpus(), 1)
-        } {
+        match unsafe { rseq_sys::percpu_add::<I, COUNTER_SHIFT>(offset, counters, rseq_sys::possible_cpus(), 1) } {
             Err(Miss::NoCpu) if rseq_sys::register_current_thread().is_ok() => continue,
             result => return result,
         }
@@ -172,15 +156,8 @@ fn counters_sum_exactly<I: CpuIndex>() {
     assert_eq!(failures.load(Ordering::Relaxed), 0);
     if rseq_expected() {
         assert!(worker_adds.load(Ordering::Relaxed) >= (threads * per_thread) as u64);
-        assert_eq!(
-            sum,
-            worker_adds.load(Ordering::Relaxed) + hook_adds,
-            "per-CPU sums must add up exactly"
-        );
-        assert!(
-            aborts > 0,
-            "injected delays must cause aborts, and the abort path must retry"
-        );
+        assert_eq!(sum, worker_adds.load(Ordering::Relaxed) + hook_adds, "per-CPU sums must add up exactly");
+        assert!(aborts > 0, "injected delays must cause aborts, and the abort path must retry");
     } else {
         assert_eq!(sum, 0, "no section may commit without rseq");
         assert_eq!(aborts, 0);
@@ -268,72 +245,64 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
             }
         }
     };
-    let report = stress::run(
-        workers + usize::from(drain),
-        Conditions::HOSTILE,
-        |worker| {
-            let rseq = register();
-            if drain && worker.index == workers {
-                // The remote side: stop, fence, empty and restart CPUs while the workers run.
-                let mut rng = Rng::new(99);
-                while finished.load(Ordering::Acquire) < workers {
-                    let cpu = rng.below(slab.ncpus() as usize) as u32;
-                    for token in slab.drain(cpu, rseq) {
-                        pools[class_of(token)].lock().unwrap().push(token);
-                    }
-                    drains.fetch_add(1, Ordering::Relaxed);
-                    std::thread::yield_now();
+    let report = stress::run(workers + usize::from(drain), Conditions::HOSTILE, |worker| {
+        let rseq = register();
+        if drain && worker.index == workers {
+            // The remote side: stop, fence, empty and restart CPUs while the workers run.
+            let mut rng = Rng::new(99);
+            while finished.load(Ordering::Acquire) < workers {
+                let cpu = rng.below(slab.ncpus() as usize) as u32;
+                for token in slab.drain(cpu, rseq) {
+                    pools[class_of(token)].lock().unwrap().push(token);
                 }
-                return;
+                drains.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
             }
-            let mut rng = Rng::new(worker.index as u64);
-            let mut batch = [0usize; 8];
-            let mut i = 0;
-            while worker.keep_going(i, iterations) {
-                i += 1;
-                let class = rng.below(CLASSES);
-                if i % 16 == 0 {
-                    let got = match slab.pop_batch(class, &mut batch) {
-                        Ok(n) => n,
-                        Err(Miss::NoCpu) if !rseq => 0,
-                        Err(Miss::NoCpu) => panic!("batch pop lost its CPU"),
-                        Err(_) => 0,
-                    };
-                    for &token in &batch[..got] {
-                        ledger.take(token);
-                        assert_eq!(class_of(token), class, "token from the wrong class");
-                    }
-                    for &token in &batch[..got] {
-                        ledger.give(token);
-                    }
-                    let pushed = if got == 0 {
-                        0
-                    } else {
-                        slab.push_batch(class, &batch[..got]).unwrap_or(0)
-                    };
-                    for &token in &batch[pushed..got] {
-                        ledger.take(token);
-                        put_back(class, token);
-                    }
-                    continue;
-                }
-                let token = match slab.pop(class) {
-                    Ok(token) => {
-                        ledger.take(token);
-                        token
-                    }
-                    Err(Miss::NoCpu) if rseq => panic!("pop lost its CPU"),
-                    Err(_) => match take_from_pool(class) {
-                        Some(token) => token,
-                        None => continue,
-                    },
+            return;
+        }
+        let mut rng = Rng::new(worker.index as u64);
+        let mut batch = [0usize; 8];
+        let mut i = 0;
+        while worker.keep_going(i, iterations) {
+            i += 1;
+            let class = rng.below(CLASSES);
+            if i % 16 == 0 {
+                let got = match slab.pop_batch(class, &mut batch) {
+                    Ok(n) => n,
+                    Err(Miss::NoCpu) if !rseq => 0,
+                    Err(Miss::NoCpu) => panic!("batch pop lost its CPU"),
+                    Err(_) => 0,
                 };
-                assert_eq!(class_of(token), class, "token from the wrong class");
-                put_back(class, token);
+                for &token in &batch[..got] {
+                    ledger.take(token);
+                    assert_eq!(class_of(token), class, "token from the wrong class");
+                }
+                for &token in &batch[..got] {
+                    ledger.give(token);
+                }
+                let pushed = if got == 0 { 0 } else { slab.push_batch(class, &batch[..got]).unwrap_or(0) };
+                for &token in &batch[pushed..got] {
+                    ledger.take(token);
+                    put_back(class, token);
+                }
+                continue;
             }
-            finished.fetch_add(1, Ordering::AcqRel);
-        },
-    );
+            let token = match slab.pop(class) {
+                Ok(token) => {
+                    ledger.take(token);
+                    token
+                }
+                Err(Miss::NoCpu) if rseq => panic!("pop lost its CPU"),
+                Err(_) => match take_from_pool(class) {
+                    Some(token) => token,
+                    None => continue,
+                },
+            };
+            assert_eq!(class_of(token), class, "token from the wrong class");
+            put_back(class, token);
+        }
+        finished.fetch_add(1, Ordering::AcqRel);
+    });
     drop(delays);
     stress::set_signal_hook(None);
     SLAB.store(std::ptr::null_mut(), Ordering::Release);
@@ -342,11 +311,7 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
     for pool in &pools {
         found.extend(pool.lock().unwrap().iter());
     }
-    found.extend(
-        PARKED[..PARKED_LEN.load(Ordering::Acquire)]
-            .iter()
-            .map(|t| t.load(Ordering::Acquire)),
-    );
+    found.extend(PARKED[..PARKED_LEN.load(Ordering::Acquire)].iter().map(|t| t.load(Ordering::Acquire)));
     eprintln!(
         "{report:?}; {} tokens, {} in the slab at the end, {} drains, {} parked by handlers",
         tokens,
@@ -356,10 +321,7 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
     );
     ledger.assert_conserved(found);
     if !rseq_expected() {
-        assert!(
-            slab.contents().is_empty(),
-            "no section may commit without rseq"
-        );
+        assert!(slab.contents().is_empty(), "no section may commit without rseq");
     }
 }
 
@@ -446,11 +408,7 @@ fn drain_inside_a_section(fence: bool) -> DrainOutcome {
                     }
                     std::hint::spin_loop();
                 }
-                let drained = if caught_inside {
-                    Some(slab.drain(worker_cpu as u32, fence))
-                } else {
-                    None
-                };
+                let drained = if caught_inside { Some(slab.drain(worker_cpu as u32, fence)) } else { None };
                 (drained, worker.join().unwrap())
             })
             .join()
@@ -465,11 +423,7 @@ fn drain_inside_a_section(fence: bool) -> DrainOutcome {
         found.push(last);
     }
     found.sort_unstable();
-    if found == ledger.tokens().collect::<Vec<_>>() {
-        DrainOutcome::Consistent
-    } else {
-        DrainOutcome::Corrupt
-    }
+    if found == ledger.tokens().collect::<Vec<_>>() { DrainOutcome::Consistent } else { DrainOutcome::Corrupt }
 }
 
 #[test]
@@ -479,32 +433,15 @@ fn fence_restarts_a_section_caught_before_its_commit() {
         eprintln!("needs rseq and two CPUs; skipped");
         return;
     }
-    let fenced: Vec<DrainOutcome> = (0..40)
-        .map(|_| drain_inside_a_section(true))
-        .filter(|o| *o != DrainOutcome::Missed)
-        .take(5)
-        .collect();
-    assert!(
-        fenced.len() >= 3,
-        "the drainer never landed inside a section: {fenced:?}"
-    );
-    assert!(
-        fenced.iter().all(|o| *o == DrainOutcome::Consistent),
-        "fenced drains: {fenced:?}"
-    );
+    let fenced: Vec<DrainOutcome> =
+        (0..40).map(|_| drain_inside_a_section(true)).filter(|o| *o != DrainOutcome::Missed).take(5).collect();
+    assert!(fenced.len() >= 3, "the drainer never landed inside a section: {fenced:?}");
+    assert!(fenced.iter().all(|o| *o == DrainOutcome::Consistent), "fenced drains: {fenced:?}");
     // The same scenario without the fence must go wrong, or this test proves nothing.
-    let unfenced: Vec<DrainOutcome> = (0..40)
-        .map(|_| drain_inside_a_section(false))
-        .take_while(|o| *o != DrainOutcome::Corrupt)
-        .collect();
-    eprintln!(
-        "fenced: {fenced:?}; unfenced runs before corruption was caught: {}",
-        unfenced.len()
-    );
-    assert!(
-        unfenced.len() < 40,
-        "an unfenced drain inside a section was never caught: the test has no teeth"
-    );
+    let unfenced: Vec<DrainOutcome> =
+        (0..40).map(|_| drain_inside_a_section(false)).take_while(|o| *o != DrainOutcome::Corrupt).collect();
+    eprintln!("fenced: {fenced:?}; unfenced runs before corruption was caught: {}", unfenced.len());
+    assert!(unfenced.len() < 40, "an unfenced drain inside a section was never caught: the test has no teeth");
 }
 
 // ---------------------------------------------------------------------------
@@ -529,26 +466,17 @@ fn fork_child_runs_sections() {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let mut child_counters =
-                vec![0u64; (rseq_sys::possible_cpus() as usize) << (COUNTER_SHIFT - 3)];
+            let mut child_counters = vec![0u64; (rseq_sys::possible_cpus() as usize) << (COUNTER_SHIFT - 3)];
             let child_ptr = child_counters.as_mut_ptr().cast::<u8>() as usize;
             let per_thread = 50_000;
-            let work = move || {
-                (0..per_thread)
-                    .filter(|_| add_one::<ByCpuId>(child_ptr as *mut u8).is_ok())
-                    .count()
-            };
+            let work = move || (0..per_thread).filter(|_| add_one::<ByCpuId>(child_ptr as *mut u8).is_ok()).count();
             let handles: Vec<_> = (0..2).map(|_| std::thread::spawn(work)).collect();
             let mut done = work();
             for handle in handles {
                 done += handle.join().unwrap();
             }
             let sum: u64 = child_counters.iter().sum();
-            let ok = if rseq_expected() {
-                done == 3 * per_thread && sum == done as u64
-            } else {
-                done == 0 && sum == 0
-            };
+            let ok = if rseq_expected() { done == 3 * per_thread && sum == done as u64 } else { done == 0 && sum == 0 };
             // SAFETY: leaving the child without running the parent's atexit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
@@ -556,10 +484,7 @@ fn fork_child_runs_sections() {
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         stop.store(true, Ordering::Relaxed);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child failed: status {status:#x}"
-        );
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status:#x}");
     });
 }
 
@@ -610,10 +535,7 @@ fn ten_thousand_short_threads() {
         assert_eq!(registered.load(Ordering::Relaxed), spawned);
         assert_eq!(sum, 10 * spawned as u64);
     }
-    assert!(
-        grown < 16 << 20,
-        "resident memory grew by {grown} bytes over {spawned} threads"
-    );
+    assert!(grown < 16 << 20, "resident memory grew by {grown} bytes over {spawned} threads");
 }
 
 // ---------------------------------------------------------------------------

@@ -11,12 +11,7 @@ pub const SUPPORTED: bool = false;
 ///
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
-pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
-    _: u64,
-) -> Result<(), Miss> {
+pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u32, _: u64) -> Result<(), Miss> {
     Err(Miss::NoCpu)
 }
 
@@ -24,12 +19,7 @@ pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
 ///
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
-pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
-    _: usize,
-) -> Result<usize, Miss> {
+pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u32, _: usize) -> Result<usize, Miss> {
     Err(Miss::NoCpu)
 }
 

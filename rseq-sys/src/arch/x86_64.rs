@@ -252,11 +252,7 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
             res = out(reg) res,
         );
     }
-    if res > Miss::MAX_CODE {
-        Ok(res)
-    } else {
-        Err(Miss::from_code(res))
-    }
+    if res > Miss::MAX_CODE { Ok(res) } else { Err(Miss::from_code(res)) }
 }
 
 /// Pushes `item` onto `header`'s class in this CPU's region.
@@ -307,11 +303,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
             code = out(reg) code,
         );
     }
-    if code > Miss::MAX_CODE {
-        Ok(())
-    } else {
-        Err(Miss::from_code(code))
-    }
+    if code > Miss::MAX_CODE { Ok(()) } else { Err(Miss::from_code(code)) }
 }
 
 /// Pops up to `out.len()` (at most [`MAX_BATCH`]) items of `header`'s class
@@ -377,11 +369,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             val = out(reg) code,
         );
     }
-    if count > 0 {
-        Ok(count)
-    } else {
-        Err(Miss::from_code(code))
-    }
+    if count > 0 { Ok(count) } else { Err(Miss::from_code(code)) }
 }
 
 /// Pushes up to `len` (at most [`MAX_BATCH`]) items from `items` onto
@@ -448,11 +436,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             val = out(reg) code,
         );
     }
-    if count > 0 {
-        Ok(count)
-    } else {
-        Err(Miss::from_code(code))
-    }
+    if count > 0 { Ok(count) } else { Err(Miss::from_code(code)) }
 }
 
 /// The calling thread's thread pointer (`%fs` base), which glibc and musl
@@ -461,9 +445,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
 pub fn thread_pointer() -> usize {
     let tp: usize;
     // SAFETY: on x86-64 Linux, `fs:0` is the TCB's self-pointer in every thread.
-    unsafe {
-        asm!("mov {tp}, qword ptr fs:[0]", tp = out(reg) tp, options(nostack, pure, readonly, preserves_flags))
-    };
+    unsafe { asm!("mov {tp}, qword ptr fs:[0]", tp = out(reg) tp, options(nostack, pure, readonly, preserves_flags)) };
     tp
 }
 
