@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rseq_alloc_bench::primitives::{ALL, Primitives, needs_rseq};
+use rseq_alloc_bench::primitives::{ALL, Op, Primitives, needs_rseq};
 use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
@@ -18,7 +18,7 @@ fn usage() -> ExitCode {
 /// Wall-clock ns per call when `threads` threads each make `calls` calls of
 /// `op` at once: from the first worker's start to the last one's end, as the
 /// workers see it (the spawning thread may be starved on a small machine).
-fn ns_per_call_on(threads: usize, calls: u64, p: &Primitives, op: fn(&Primitives)) -> f64 {
+fn ns_per_call_on(threads: usize, calls: u64, p: &Primitives, op: Op) -> f64 {
     let barrier = std::sync::Barrier::new(threads);
     let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)

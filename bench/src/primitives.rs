@@ -110,8 +110,11 @@ impl Primitives {
     }
 }
 
+/// One benchmarked operation.
+pub type Op = fn(&Primitives);
+
 /// Every primitive, by name, for tables and benches.
-pub const ALL: [(&str, fn(&Primitives)); 5] = [
+pub const ALL: [(&str, Op); 5] = [
     ("rseq increment (cpu_id)", Primitives::rseq_add_cpu_id),
     ("rseq increment (mm_cid)", Primitives::rseq_add_mm_cid),
     ("atomic fetch_add (one counter)", Primitives::atomic_fetch_add),
