@@ -7,14 +7,17 @@
 //! | 1 | inside, just after the descriptor is armed |
 //! | 2 | inside, after the header or slot load |
 //! | 3 | inside, just before the committing store |
+//! | 4 | around: before the section is armed (inputs already computed) |
+//! | 5 | around: after the section, committed or not |
 //!
 //! A point spins `DELAY_LOOPS[n]` iterations; a long spin inside a section
-//! makes preemption, migration and signals land there, each one an abort.
+//! makes preemption, migration and signals land there, each one an abort; a
+//! spin around it makes them land just outside, where they must do nothing.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Number of injection points (index 0 is unused).
-pub const POINTS: usize = 4;
+pub const POINTS: usize = 6;
 
 /// Spin iterations per point, read by the assembly.
 #[cfg_attr(not(feature = "inject"), allow(dead_code))]

@@ -32,6 +32,8 @@ impl Delays {
         rseq_sys::inject::set_delay(1, loops / 4);
         rseq_sys::inject::set_delay(2, loops / 4);
         rseq_sys::inject::set_delay(3, loops);
+        rseq_sys::inject::set_delay(4, loops / 4);
+        rseq_sys::inject::set_delay(5, loops / 4);
         Delays
     }
 }
@@ -555,7 +557,7 @@ fn suite_valgrind_without_rseq() {
     }
     modes::rerun_self(
         "unavailable",
-        &[("RSEQ_TEST_SCALE", "2")],
-        &["valgrind", "--tool=none", "--error-exitcode=97", "--quiet"],
+        &[("RSEQ_TEST_SCALE", "2"), ("RSEQ_TEST_MIN_HITS", "0")],
+        &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
     );
 }

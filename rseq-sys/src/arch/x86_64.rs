@@ -110,10 +110,12 @@ macro_rules! rseq_asm {
     };
 }
 
-/// Restart label, arming of the descriptor (using register `$scratch`), start label.
+/// Injection point 4, restart label, arming of the descriptor (using register
+/// `$scratch`), start label.
 macro_rules! cs_begin {
     ($scratch:literal) => {
         concat!(
+            inject_point!(4),
             "2:\n",
             "lea {",
             $scratch,
@@ -140,12 +142,13 @@ macro_rules! cs_region {
     };
 }
 
-/// Post-commit label, the miss stubs `$stubs` and the abort handler in a cold
-/// section, then the descriptor.
+/// Post-commit label, injection point 5, the miss stubs `$stubs` and the abort
+/// handler in a cold section, then the descriptor. The stubs jump back to `5:`.
 macro_rules! cs_end {
     ($stubs:expr) => {
         concat!(
             "5:\n",
+            inject_point!(5),
             ".pushsection .text.unlikely.rseq, \"ax\"\n",
             $stubs,
             ".byte 0x0f, 0xb9, 0x3d\n",
