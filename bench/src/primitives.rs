@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, first_free_slot, header_offset};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, first_free_slot, header_offset};
 use rseq_sys::{ByCpuId, ByMmCid, CpuIndex};
 
 /// Counters are 64 bytes apart, so no two CPUs share a line.
@@ -44,6 +44,7 @@ impl Primitives {
             let header_word = header_offset(0) / 8;
             // Headers are u32s inside the region; class 0's is the low half of word 1.
             region[header_word] = u64::from(header.pack());
+            region[0] = u64::from(STATE_OPEN);
         }
         Primitives {
             counters: (0..(ncpus as usize) << (STRIDE_SHIFT - 3)).map(|_| AtomicU64::new(0)).collect(),

@@ -12,7 +12,8 @@ use crate::abi::{OFFSET_CPU_ID, OFFSET_MM_CID};
 pub enum Miss {
     /// Pop found the class empty, or push found it full.
     Exhausted = 0,
-    /// The CPU's region is stopped by a remote operation (drain, resize).
+    /// The CPU's region is not open: never initialised, or held busy by a
+    /// remote operation (drain, resize) or a fallback-path thread.
     Stopped = 1,
     /// This thread has no usable CPU index: it is not registered, its
     /// registration failed, or the index is out of the structure's range.

@@ -2,7 +2,7 @@
 //! restarts every critical section of this process that is running on the
 //! target CPU(s). After [`fence_cpu`] returns, no section that started before
 //! the call can still commit on that CPU; so a remote thread that first marks
-//! a CPU's region stopped and then fences owns that region until it un-stops it.
+//! a CPU's region busy and then fences owns that region until it reopens it.
 //!
 //! Needs Linux 5.10+, and one registration per process (which `fork` keeps).
 

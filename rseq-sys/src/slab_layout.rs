@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! region(cpu) = base + (cpu << SHIFT)
-//! +0   u32 stopped            nonzero: every section bails out with Miss::Stopped
+//! +0   u32 state              sections run only when it reads OPEN; otherwise
+//!                             they bail out with Miss::Stopped
 //! +8   u32 header[class]      current (low 16 bits) | end (high 16 bits)
 //! ...  u64 slot[i]            at region + 8*i, i < 1 << (SHIFT - 3)
 //! ```
@@ -17,12 +18,24 @@
 //! `slot[begin..current]`; items have bit 0 clear and are larger than
 //! [`MAX_MISS_CODE`](crate::MAX_MISS_CODE).
 //!
+//! The state word makes a fresh, zero-filled mapping safe: a region reads
+//! [`STATE_UNINIT`] until its owner has written the headers and sentinels and
+//! then stored [`STATE_OPEN`]. A remote operation (drain, resize) stores
+//! [`STATE_BUSY`] and fences the CPU before touching the region; without rseq,
+//! the same word is a try-lock taken by compare-and-swap from OPEN to BUSY.
+//!
 //! The sections write only `slot[current]` (push, speculatively) and the low
-//! half of a header (the commit). They never write `stopped` or `end`, which
-//! belong to whoever has stopped the CPU.
+//! half of a header (the commit). They never write `state` or `end`, which
+//! belong to whoever holds the region busy.
 
-/// Byte offset of the `stopped` word in each CPU's region.
-pub const STOPPED_OFFSET: usize = 0;
+/// Byte offset of the `state` word in each CPU's region.
+pub const STATE_OFFSET: usize = 0;
+/// `state`: never initialised (a fresh mapping reads this).
+pub const STATE_UNINIT: u32 = 0;
+/// `state`: sections may run.
+pub const STATE_OPEN: u32 = 1;
+/// `state`: a remote operation or a fallback-path thread owns the region.
+pub const STATE_BUSY: u32 = 2;
 /// Byte offset of the first class header in each CPU's region.
 pub const HEADERS_OFFSET: usize = 8;
 /// Bytes per slot.

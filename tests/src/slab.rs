@@ -5,7 +5,9 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use rseq_sys::slab_layout::{HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, first_free_slot, header_offset};
+use rseq_sys::slab_layout::{
+    HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, first_free_slot, header_offset,
+};
 use rseq_sys::{CpuIndex, Miss};
 
 /// Each CPU's region is `1 << SHIFT` bytes (1024 slots).
@@ -52,6 +54,7 @@ impl<I: CpuIndex> TestSlab<I> {
                 let header = Header { current: begin as u16, end: (begin + capacity) as u16 };
                 slab.header(cpu, class).store(header.pack(), Ordering::Relaxed);
             }
+            slab.state(cpu).store(STATE_OPEN, Ordering::Release);
         }
         slab
     }
@@ -82,8 +85,8 @@ impl<I: CpuIndex> TestSlab<I> {
         unsafe { &*self.region(cpu).add(header_offset(class)).cast::<AtomicU32>() }
     }
 
-    fn stopped(&self, cpu: u32) -> &AtomicU32 {
-        // SAFETY: the stopped word starts the region.
+    fn state(&self, cpu: u32) -> &AtomicU32 {
+        // SAFETY: the state word starts the region.
         unsafe { &*self.region(cpu).cast::<AtomicU32>() }
     }
 
@@ -142,12 +145,12 @@ impl<I: CpuIndex> TestSlab<I> {
         }
     }
 
-    /// The cross-CPU protocol: marks `cpu` stopped, fences it so no section
+    /// The cross-CPU protocol: marks `cpu` busy, fences it so no section
     /// that missed the mark can still commit there, takes every item of every
-    /// class, and un-stops it. `fence` false skips the fence (to show the
+    /// class, and reopens it. `fence` false skips the fence (to show the
     /// test catches its absence).
     pub fn drain(&self, cpu: u32, fence: bool) -> Vec<usize> {
-        self.stopped(cpu).store(1, Ordering::SeqCst);
+        self.state(cpu).store(STATE_BUSY, Ordering::SeqCst);
         if fence {
             let fenced = if I::FIELD == rseq_sys::abi::OFFSET_MM_CID {
                 rseq_sys::fence_all_cpus()
@@ -166,7 +169,7 @@ impl<I: CpuIndex> TestSlab<I> {
             let empty = Header { current: begin as u16, ..header };
             self.header(cpu, class).store(empty.pack(), Ordering::Release);
         }
-        self.stopped(cpu).store(0, Ordering::Release);
+        self.state(cpu).store(STATE_OPEN, Ordering::Release);
         items
     }
 

@@ -561,3 +561,32 @@ fn suite_valgrind_without_rseq() {
         &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
     );
 }
+
+#[test]
+fn a_fresh_zeroed_slab_is_closed_to_every_section() {
+    if !register() {
+        return;
+    }
+    const SHIFT: u32 = 12;
+    let ncpus = rseq_sys::possible_cpus();
+    // A zero-filled mapping, as the allocator gets it from mmap: state UNINIT.
+    let region = vec![0u64; (ncpus as usize) << (SHIFT - 3)];
+    let base = region.as_ptr().cast_mut().cast::<u8>();
+    let offset = rseq_sys::area_offset().unwrap();
+    let header = rseq_sys::slab_layout::header_offset(0);
+    let mut out = [0usize; 4];
+    // SAFETY: the region covers every CPU; with state UNINIT no section reads past the state word.
+    unsafe {
+        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(offset, base, ncpus, header), Err(Miss::Stopped));
+        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(offset, base, ncpus, header, 64), Err(Miss::Stopped));
+        assert_eq!(
+            rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(offset, base, ncpus, header, out.as_mut_ptr(), 4),
+            Err(Miss::Stopped)
+        );
+        assert_eq!(
+            rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(offset, base, ncpus, header, out.as_ptr(), 4),
+            Err(Miss::Stopped)
+        );
+    }
+    assert!(region.iter().all(|&w| w == 0), "a closed region must not be written");
+}

@@ -45,7 +45,7 @@ use core::arch::{asm, global_asm};
 
 use crate::abi::{OFFSET_RSEQ_CS, SIGNATURE};
 use crate::cs::{CpuIndex, MAX_BATCH, Miss};
-use crate::slab_layout::STOPPED_OFFSET;
+use crate::slab_layout::{STATE_OFFSET, STATE_OPEN};
 
 /// Critical sections are built for this target.
 pub const SUPPORTED: bool = true;
@@ -55,7 +55,8 @@ const _: () = {
     assert!(Miss::Exhausted as usize == 0);
     assert!(Miss::Stopped as usize == 1);
     assert!(Miss::NoCpu as usize == 2);
-    assert!(STOPPED_OFFSET == 0);
+    assert!(STATE_OFFSET == 0);
+    assert!(STATE_OPEN == 1);
 };
 
 /// A delay loop of `DELAY_LOOPS[n]` iterations, in builds with fault injection.
@@ -173,7 +174,7 @@ macro_rules! cs_end {
 /// # Safety
 /// - `rseq_offset` is the registered area's offset ([`crate::Mode`] is an rseq mode).
 /// - `counters` points to `ncpus << SHIFT` writable bytes, each counter 8-aligned,
-///   touched by other threads only through critical sections or when stopped.
+///   touched by other threads only through critical sections or while they hold it busy.
 #[inline(always)]
 pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
     rseq_offset: isize,
@@ -229,7 +230,7 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("res"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 0",
+            "cmp dword ptr [{base}], 1",
             "jne 8f",
             "movzx {cur:e}, word ptr [{base} + {hdr}]",
             inject_point!(2),
@@ -278,7 +279,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("code"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 0",
+            "cmp dword ptr [{base}], 1",
             "jne 8f",
             "movzx {cur:e}, word ptr [{base} + {hdr}]",
             "cmp {cur:x}, word ptr [{base} + {hdr} + 2]",
@@ -333,7 +334,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("cnt"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 0",
+            "cmp dword ptr [{base}], 1",
             "jne 8f",
             "movzx {cur:e}, word ptr [{base} + {hdr}]",
             "xor {cnt:e}, {cnt:e}",
@@ -400,7 +401,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("cnt"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 0",
+            "cmp dword ptr [{base}], 1",
             "jne 8f",
             "movzx {cur:e}, word ptr [{base} + {hdr}]",
             "xor {cnt:e}, {cnt:e}",
