@@ -1,1 +1,85 @@
-//! placeholder
+//! rseq-alloc: a lock-free, per-CPU memory allocator for Linux, built on
+//! restartable sequences.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: rseq_alloc::RseqAlloc = rseq_alloc::RseqAlloc;
+//! # fn main() { let v = vec![1u8; 100]; assert_eq!(v.len(), 100); }
+//! ```
+//!
+//! # Map of the types, and the invariant each keeps
+//!
+//! | type (module) | what it is | invariant |
+//! |---|---|---|
+//! | size class (`size_class`) | 72 object sizes, 16 B to 32 KiB | `size(c) % 16 == 0`; above 128 B, `size(c) - request < request / 8` |
+//! | per-CPU region (`percpu`) | per CPU, one bounded stack of free objects per class | `begin(c) <= current(c) <= end(c)`; touched only inside an rseq critical section (rseq mode) or while its state word is held BUSY (fallback, drains) |
+//! | central list (`central`) | per class, the spans with free objects, behind one lock | `used + free + never_used == objects` for every span; a span is listed iff it has a free object |
+//! | span (`segment`) | contiguous 64 KiB pages: many objects of one class, or one medium block | every page of it names its class and its head page |
+//! | segment (`segment`) | 4 MiB aligned: a header page and 63 pages for spans, or one huge block | ours iff marked in the segment map |
+//! | page heap (`segment`) | hands out runs of pages, maps and unmaps segments | a page is in at most one span |
+//!
+//! A small allocation pops from the current CPU's region (an rseq critical
+//! section: no lock, no atomic read-modify-write); on a miss it takes a batch
+//! from the central list. A small free pushes onto the region; when it is full
+//! a batch goes back to the central list, where every object is checked.
+//! Medium blocks (32 KiB to 1 MiB) are spans from the page heap; huge blocks
+//! have a segment of their own, and `realloc` moves them with `mremap`.
+//!
+//! The allocator never allocates through itself: metadata lives in segment
+//! header pages, `.bss`, and mappings made with raw system calls.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(not(test), no_std)]
+
+mod central;
+mod fork;
+mod heap;
+mod huge;
+mod os;
+mod percpu;
+mod report;
+mod segment;
+mod size_class;
+mod stats;
+mod sync;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+pub use stats::{ClassStats, Mode, Stats, stats};
+
+/// The allocator. Use it as the `#[global_allocator]`, or call it directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RseqAlloc;
+
+// SAFETY: every block returned is valid for the layout's size and aligned to
+// its alignment, and stays so until freed; `dealloc` and `realloc` accept
+// exactly the blocks `alloc` returned, with the same layout.
+unsafe impl GlobalAlloc for RseqAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
+            return heap::alloc_small(size_class::class_of(layout.size()));
+        }
+        heap::alloc(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
+            return heap::free_small(size_class::class_of(layout.size()), ptr);
+        }
+        // SAFETY: the caller returns a block of ours with its layout.
+        unsafe { heap::dealloc(ptr, layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        heap::alloc_zeroed(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller passes a live block of ours with its layout.
+        unsafe { heap::realloc(ptr, Some(layout.size()), layout.align(), new_size) }
+    }
+}

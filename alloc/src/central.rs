@@ -1,0 +1,260 @@
+//! The central lists: per size class, the spans that have free objects, and
+//! the batch transfers between them and the per-CPU caches.
+//!
+//! Every object given back is checked here, on the slow path, before it
+//! touches any metadata: its segment must be ours, its page must belong to a
+//! span of the class it is returned to, it must start an object, and it must
+//! not already be free. A failure aborts with the pointer named
+//! ([`report`]), rather than corrupting the heap.
+//!
+//! Invariant, per span `s` of class `c` (the list lock of `c` held):
+//! `s.used + popcount(s.free) + (s.objects - s.bump) == s.objects`, and `s`
+//! is on the list iff it has a free object (`popcount(s.free) > 0` or
+//! `s.bump < s.objects`).
+
+use core::ptr::null_mut;
+
+use crossbeam_utils::CachePadded;
+
+use crate::report;
+use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
+use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, objects_per_span};
+use crate::sync::{AtomicU64, Lock, Ordering};
+
+struct ClassList {
+    lock: Lock,
+    inner: core::cell::UnsafeCell<ListInner>,
+}
+
+struct ListInner {
+    /// Spans with free objects, most recently useful first.
+    head: *mut Span,
+    /// One span with every object free, kept so a class that empties and
+    /// refills a span does not round-trip it through the page heap.
+    spare: *mut Span,
+}
+
+// SAFETY: `inner` and the spans it reaches are only touched with `lock` held.
+unsafe impl Sync for ClassList {}
+
+/// All central lists.
+pub(crate) struct Central {
+    lists: [CachePadded<ClassList>; CLASSES + 1],
+    /// Objects moved to per-CPU caches and back, by class (statistics).
+    pub(crate) taken: [AtomicU64; CLASSES + 1],
+    /// See `taken`.
+    pub(crate) given: [AtomicU64; CLASSES + 1],
+}
+
+/// The process's central lists.
+pub(crate) static CENTRAL: Central = Central {
+    lists: [const {
+        CachePadded::new(ClassList {
+            lock: Lock::new(),
+            inner: core::cell::UnsafeCell::new(ListInner { head: null_mut(), spare: null_mut() }),
+        })
+    }; CLASSES + 1],
+    taken: [const { AtomicU64::new(0) }; CLASSES + 1],
+    given: [const { AtomicU64::new(0) }; CLASSES + 1],
+};
+
+/// Address of a span's first object.
+fn span_start(span: *mut Span) -> usize {
+    let seg = Segment::containing(span as usize);
+    // SAFETY: `span` is an element of its segment's `spans` array.
+    let head = unsafe { span.offset_from((*seg).spans.as_ptr()) } as usize;
+    Segment::page_start(seg, head)
+}
+
+impl Central {
+    /// Fills `out` with up to `out.len()` objects of `class`; returns how
+    /// many (0 only when the OS refuses memory).
+    pub(crate) fn take(&self, class: usize, out: &mut [usize]) -> usize {
+        let list = &self.lists[class];
+        let _guard = list.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *list.inner.get() };
+        let size = SIZES[class] as usize;
+        let mut n = 0;
+        while n < out.len() {
+            if inner.head.is_null() {
+                let span = if inner.spare.is_null() {
+                    match new_span(class) {
+                        Some(span) => span,
+                        None => break,
+                    }
+                } else {
+                    core::mem::replace(&mut inner.spare, null_mut())
+                };
+                // SAFETY: a span of this class with free objects, not listed.
+                unsafe { push_front(inner, span) };
+            }
+            let span = inner.head;
+            // SAFETY: listed spans belong to this class and the lock is held.
+            let s = unsafe { &mut *span };
+            let start = span_start(span);
+            // Previously used objects first (their memory is warm), then fresh ones.
+            for (w, word) in s.free.iter_mut().enumerate() {
+                while *word != 0 && n < out.len() {
+                    let bit = word.trailing_zeros() as usize;
+                    *word &= *word - 1;
+                    out[n] = start + (w * 64 + bit) * size;
+                    n += 1;
+                    s.used += 1;
+                }
+                if n == out.len() {
+                    break;
+                }
+            }
+            while n < out.len() && s.bump < s.objects {
+                out[n] = start + s.bump as usize * size;
+                s.bump += 1;
+                s.used += 1;
+                n += 1;
+            }
+            if s.bump == s.objects && s.free.iter().all(|&w| w == 0) {
+                // SAFETY: `span` is the listed head.
+                unsafe { unlink(inner, span) };
+            }
+        }
+        self.taken[class].fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Takes back `objects` of `class`, aborting on any that is not a live
+    /// object of that class.
+    pub(crate) fn give(&self, class: usize, objects: &[usize]) {
+        let list = &self.lists[class];
+        let _guard = list.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *list.inner.get() };
+        let size = SIZES[class] as usize;
+        for &object in objects {
+            let span = span_of(object, class as u8);
+            // SAFETY: `span_of` checked that the span is a live span of this class.
+            let s = unsafe { &mut *span };
+            let offset = object - span_start(span);
+            let index = offset / size;
+            if offset % size != 0 || index >= s.bump as usize {
+                report::invalid_pointer(object);
+            }
+            let (word, bit) = (index / 64, 1u64 << (index % 64));
+            if s.free[word] & bit != 0 {
+                report::double_free(object);
+            }
+            s.free[word] |= bit;
+            s.used -= 1;
+            if !s.listed {
+                // SAFETY: the span now has a free object and is not listed.
+                unsafe { push_front(inner, span) };
+            }
+            if s.used == 0 {
+                // SAFETY: the span is listed (just ensured) and entirely free.
+                unsafe { retire(inner, span) };
+            }
+        }
+        self.given[class].fetch_add(objects.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Takes every list lock, in class order (before `fork`), and returns a
+    /// token that releases them.
+    pub(crate) fn lock_all_for_fork(&self) {
+        for list in &self.lists {
+            core::mem::forget(list.lock.lock());
+        }
+    }
+
+    /// Releases the locks taken by [`lock_all_for_fork`](Self::lock_all_for_fork).
+    ///
+    /// # Safety
+    /// Called once after `lock_all_for_fork`, in the parent or the child.
+    pub(crate) unsafe fn unlock_all_after_fork(&self) {
+        for list in &self.lists {
+            // SAFETY: this thread took every lock in `lock_all_for_fork`.
+            unsafe { list.lock.force_unlock() };
+        }
+    }
+}
+
+/// The span holding `object`, checked to be a live span of `class`; aborts otherwise.
+fn span_of(object: usize, class: u8) -> *mut Span {
+    if !crate::segment::is_ours(object) {
+        report::invalid_pointer(object);
+    }
+    let seg = Segment::containing(object);
+    let page = Segment::page_index(object);
+    // SAFETY: the segment is ours, so its header is mapped.
+    let (page_class, head) = unsafe { ((*seg).page_class[page].load(Ordering::Acquire), (*seg).page_head[page]) };
+    if page_class != class {
+        report::invalid_pointer(object);
+    }
+    // SAFETY: as above; `head` is a page index below PAGES.
+    unsafe { (&raw mut (*seg).spans).cast::<Span>().add(head as usize) }
+}
+
+/// A fresh span of `class` from the page heap, ready to hand out objects.
+fn new_span(class: usize) -> Option<*mut Span> {
+    let new = PAGE_HEAP.alloc_span(SPAN_PAGES[class] as usize, class as u8)?;
+    // SAFETY: the page heap just gave us this span; nobody else refers to it.
+    let s = unsafe { &mut (*new.seg).spans[new.head] };
+    s.objects = objects_per_span(class) as u16;
+    s.bump = 0;
+    s.used = 0;
+    s.free = [0; crate::size_class::MAX_OBJECTS / 64];
+    s.listed = false;
+    s.prev = null_mut();
+    s.next = null_mut();
+    debug_assert!(s.objects as usize * SIZES[class] as usize <= s.pages as usize * PAGE_SIZE);
+    Some(s)
+}
+
+/// # Safety
+/// The list lock is held and `span` is a span of this class, not listed.
+unsafe fn push_front(inner: &mut ListInner, span: *mut Span) {
+    // SAFETY: the caller holds the lock; listed spans are ours.
+    unsafe {
+        (*span).prev = null_mut();
+        (*span).next = inner.head;
+        if !inner.head.is_null() {
+            (*inner.head).prev = span;
+        }
+        (*span).listed = true;
+    }
+    inner.head = span;
+}
+
+/// # Safety
+/// The list lock is held and `span` is listed.
+unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
+    // SAFETY: the caller holds the lock; `span` and its neighbours are listed.
+    unsafe {
+        let (prev, next) = ((*span).prev, (*span).next);
+        if prev.is_null() {
+            inner.head = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*span).listed = false;
+    }
+}
+
+/// A listed span whose every object is free: becomes the class's spare, and
+/// the previous spare (if any) goes back to the page heap.
+///
+/// # Safety
+/// The list lock is held; `span` is listed with `used == 0`.
+unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
+    // SAFETY: forwarded from the caller.
+    unsafe { unlink(inner, span) };
+    let old = core::mem::replace(&mut inner.spare, span);
+    if !old.is_null() {
+        let seg = Segment::containing(old as usize);
+        // SAFETY: `old` is an element of its segment's span array.
+        let head = unsafe { old.offset_from((*seg).spans.as_ptr()) } as usize;
+        // SAFETY: the spare holds no live object and is on no list.
+        unsafe { PAGE_HEAP.free_span(seg, head, (*old).pages as usize) };
+    }
+}

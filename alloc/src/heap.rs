@@ -1,0 +1,251 @@
+//! The front: routes every request by size and alignment to the per-CPU
+//! caches (small), the page heap (medium) or a segment of its own (huge),
+//! and finds what an unsized pointer is. `GlobalAlloc` and the C API are
+//! thin layers over these functions.
+
+use core::ptr::null_mut;
+
+use crate::huge;
+use crate::percpu;
+use crate::report;
+use crate::segment::{Kind, MAX_MEDIUM, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
+use crate::size_class::{CLASSES, SIZES, class_for};
+use crate::sync::Ordering;
+
+/// What a block is, found from its address alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Block {
+    /// An object of a small class.
+    Small(usize),
+    /// A medium span: its segment and head page.
+    Medium(*mut Segment, usize),
+    /// A huge block: its segment.
+    Huge(*mut Segment),
+}
+
+/// Finds what `ptr` is; aborts if it is not a block the allocator handed
+/// out (a small object's alignment within its span is checked when it
+/// reaches the central list).
+#[inline]
+pub(crate) fn classify(ptr: usize) -> Block {
+    if !is_ours(ptr) {
+        report::invalid_pointer(ptr);
+    }
+    let seg = Segment::containing(ptr);
+    let page = Segment::page_index(ptr);
+    // SAFETY: the segment is ours, so its header page is mapped; huge
+    // segments read 0 in `page_class` (never written).
+    let class = unsafe { (*seg).page_class[page].load(Ordering::Acquire) };
+    if class != 0 && class as usize <= CLASSES {
+        return Block::Small(class as usize);
+    }
+    classify_other(seg, page, class, ptr)
+}
+
+#[cold]
+fn classify_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Block {
+    // SAFETY: the segment is ours; `kind` is always written at creation.
+    match unsafe { (*seg).kind } {
+        // SAFETY: as above.
+        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Block::Huge(seg),
+        // SAFETY: as above; `page_head` is written with the page class.
+        Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
+            if ptr != Segment::page_start(seg, page) {
+                report::invalid_pointer(ptr);
+            }
+            Block::Medium(seg, page)
+        }
+        _ => report::invalid_pointer(ptr),
+    }
+}
+
+/// Allocates a small object of `class`.
+#[inline(always)]
+pub(crate) fn alloc_small(class: usize) -> *mut u8 {
+    match percpu::pop(class) {
+        Ok(object) => object as *mut u8,
+        Err(_) => percpu::alloc_slow(class),
+    }
+}
+
+/// Frees a small object of `class`.
+#[inline(always)]
+pub(crate) fn free_small(class: usize, ptr: *mut u8) {
+    if percpu::push(class, ptr as usize).is_err() {
+        percpu::free_slow(class, ptr as usize);
+    }
+}
+
+/// Where a request of a given size and alignment is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A small class.
+    Small(usize),
+    /// A medium span from the page heap.
+    Medium,
+    /// A segment of its own.
+    Huge,
+}
+
+/// The one place that decides where `size` bytes aligned to `align` live;
+/// `realloc` keeps a block in place only if this answer does not change,
+/// so that a later sized free finds it where it is.
+#[inline]
+pub(crate) fn route(size: usize, align: usize) -> Route {
+    match class_for(size, align) {
+        Some(class) => Route::Small(class),
+        None if size <= MAX_MEDIUM && align <= PAGE_SIZE => Route::Medium,
+        None => Route::Huge,
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two); null on failure.
+#[inline]
+pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
+    match route(size, align) {
+        Route::Small(class) => alloc_small(class),
+        Route::Medium => alloc_medium(size).0,
+        Route::Huge => huge::alloc(size, align),
+    }
+}
+
+/// A medium block, and whether it is zero-filled.
+fn alloc_medium(size: usize) -> (*mut u8, bool) {
+    let pages = size.max(1).div_ceil(PAGE_SIZE);
+    match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
+        Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
+        None => (null_mut(), false),
+    }
+}
+
+/// Allocates `size` zero bytes aligned to `align`; fresh pages from the OS
+/// are not zeroed again.
+pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let ptr = match route(size, align) {
+        Route::Small(class) => alloc_small(class),
+        Route::Medium => match alloc_medium(size) {
+            (ptr, true) => return ptr,
+            (ptr, false) => ptr,
+        },
+        Route::Huge => return huge::alloc(size, align),
+    };
+    if !ptr.is_null() {
+        // SAFETY: the block holds at least `size` bytes.
+        unsafe { ptr.write_bytes(0, size) };
+    }
+    ptr
+}
+
+/// Frees a block whose size and alignment the caller knows (Rust's
+/// `dealloc`, C's `free_sized`).
+///
+/// # Safety
+/// `ptr` was returned by [`alloc`] (or a sibling) with this size and
+/// alignment, and is not used afterwards.
+#[inline]
+pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
+    match class_for(size, align) {
+        Some(class) => free_small(class, ptr),
+        // SAFETY: forwarded from the caller.
+        None => unsafe { free_block(ptr as usize, classify(ptr as usize)) },
+    }
+}
+
+/// Frees a block of unknown size (C's `free`).
+///
+/// # Safety
+/// `ptr` is null or was returned by this allocator and is not used afterwards;
+/// anything else is reported and aborts, when it can be detected.
+#[inline]
+pub(crate) unsafe fn free(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
+    match classify(ptr as usize) {
+        Block::Small(class) => free_small(class, ptr),
+        // SAFETY: forwarded from the caller.
+        block => unsafe { free_block(ptr as usize, block) },
+    }
+}
+
+/// # Safety
+/// `block` is what `ptr` is, and `ptr` is not used afterwards.
+unsafe fn free_block(ptr: usize, block: Block) {
+    match block {
+        Block::Small(class) => free_small(class, ptr as *mut u8),
+        Block::Medium(seg, head) => {
+            // SAFETY: classify checked that `head` starts a medium span of `seg`.
+            let pages = unsafe { (*seg).spans[head].pages } as usize;
+            // SAFETY: the caller gives the block up.
+            unsafe { PAGE_HEAP.free_span(seg, head, pages) };
+        }
+        // SAFETY: the caller gives the block up.
+        Block::Huge(seg) => unsafe { huge::free(seg) },
+    }
+}
+
+/// Bytes usable in the block at `ptr` (at least what was asked for).
+///
+/// # Safety
+/// `ptr` is a live block of this allocator.
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    match classify(ptr as usize) {
+        Block::Small(class) => SIZES[class] as usize,
+        // SAFETY: classify checked the span.
+        Block::Medium(seg, head) => (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT,
+        // SAFETY: classify checked the segment.
+        Block::Huge(seg) => unsafe { huge::usable_size(seg) },
+    }
+}
+
+/// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
+/// in place when the block's kind and capacity allow it, by `mremap` for huge
+/// blocks, else by allocating, copying and freeing. Returns null (leaving the
+/// block untouched) on failure.
+///
+/// # Safety
+/// `ptr` is a live block of this allocator, allocated with alignment `align`;
+/// `old_size`, when known, is its requested size.
+pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize, new_size: usize) -> *mut u8 {
+    let block = match old_size.and_then(|size| class_for(size, align)) {
+        Some(class) => Block::Small(class),
+        None => classify(ptr as usize),
+    };
+    let new_route = route(new_size, align);
+    let old_usable = match block {
+        Block::Small(class) => {
+            if new_route == Route::Small(class) {
+                return ptr;
+            }
+            SIZES[class] as usize
+        }
+        Block::Medium(seg, head) => {
+            // SAFETY: classify checked the span.
+            let capacity = (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT;
+            if new_route == Route::Medium && new_size <= capacity && new_size > capacity / 2 {
+                return ptr;
+            }
+            capacity
+        }
+        Block::Huge(seg) => {
+            if new_route == Route::Huge {
+                // SAFETY: classify checked the segment.
+                let resized = unsafe { huge::resize(seg, new_size) };
+                if !resized.is_null() {
+                    return resized;
+                }
+            }
+            // SAFETY: as above.
+            unsafe { huge::usable_size(seg) }
+        }
+    };
+    let new = alloc(new_size, align);
+    if new.is_null() {
+        return null_mut();
+    }
+    // SAFETY: both blocks are live and distinct; the copy fits both.
+    unsafe { core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(new_size)) };
+    // SAFETY: the caller gives the old block up.
+    unsafe { free_block(ptr as usize, block) };
+    new
+}

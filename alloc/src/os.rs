@@ -1,0 +1,117 @@
+//! The narrow OS layer: reserve and release address space, give pages back,
+//! move mappings, read the environment, write to stderr. Raw system calls
+//! throughout, so an interposed libc cannot re-enter the allocator and `errno`
+//! is left alone (C's `free` must preserve it).
+
+use core::ptr::NonNull;
+
+use rseq_sys::syscall::{syscall4, syscall6};
+
+/// The kernel's page size on x86-64 Linux.
+pub(crate) const OS_PAGE: usize = 4096;
+
+/// Maps `len` bytes of zeroed, readable and writable memory; pages are
+/// committed by the kernel on first touch (`MAP_NORESERVE`).
+pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
+    map_at(0, len, 0)
+}
+
+fn map_at(hint: usize, len: usize, extra_flags: i32) -> Option<NonNull<u8>> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra_flags) as usize;
+    // SAFETY: an anonymous mapping request; the kernel validates every argument.
+    let addr = unsafe { syscall6(libc::SYS_mmap, [hint, len, prot, flags, usize::MAX, 0]) }.ok()?;
+    NonNull::new(addr as *mut u8)
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two at least [`OS_PAGE`]),
+/// by mapping `len + align` and unmapping the misaligned ends.
+pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && len.is_multiple_of(OS_PAGE));
+    let span = len.checked_add(align)?;
+    let raw = map(span)?.as_ptr() as usize;
+    let start = raw.next_multiple_of(align);
+    // SAFETY: both ranges are inside the mapping we just made and are not in use.
+    unsafe {
+        if start > raw {
+            unmap(raw as *mut u8, start - raw);
+        }
+        let end = start + len;
+        if raw + span > end {
+            unmap(end as *mut u8, raw + span - end);
+        }
+    }
+    NonNull::new(start as *mut u8)
+}
+
+/// Unmaps `len` bytes at `addr`.
+///
+/// # Safety
+/// The range was mapped by this module and nothing refers to it any more.
+pub(crate) unsafe fn unmap(addr: *mut u8, len: usize) {
+    // SAFETY: the caller owns the range.
+    let _ = unsafe { syscall4(libc::SYS_munmap, addr as usize, len, 0, 0) };
+}
+
+/// Gives the pages of `len` bytes at `addr` back to the kernel; the range
+/// stays mapped and reads as zero afterwards.
+///
+/// # Safety
+/// The range is mapped by this module and holds nothing anyone needs.
+pub(crate) unsafe fn decommit(addr: *mut u8, len: usize) {
+    // SAFETY: the caller owns the range and its contents.
+    let _ = unsafe { syscall4(libc::SYS_madvise, addr as usize, len, libc::MADV_DONTNEED as usize, 0) };
+}
+
+/// Grows or shrinks the mapping at `addr` to `new_len` without moving it.
+///
+/// # Safety
+/// `addr`/`old_len` is a whole mapping made by this module.
+pub(crate) unsafe fn remap_in_place(addr: *mut u8, old_len: usize, new_len: usize) -> bool {
+    // SAFETY: the caller owns the mapping; flags 0 forbids moving it.
+    unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, 0, 0, 0]) }.is_ok()
+}
+
+/// Moves the mapping at `addr` to `new_addr`, resized to `new_len`, replacing
+/// whatever was mapped there, without copying the pages.
+///
+/// # Safety
+/// `addr`/`old_len` is a whole mapping made by this module, and
+/// `new_addr`/`new_len` is a reservation of ours that nothing else uses.
+pub(crate) unsafe fn remap_to(addr: *mut u8, old_len: usize, new_addr: *mut u8, new_len: usize) -> bool {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as usize;
+    // SAFETY: forwarded from the caller.
+    unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, flags, new_addr as usize, 0]) }.is_ok()
+}
+
+/// Writes `bytes` to standard error, ignoring failures.
+pub(crate) fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writing from a live slice.
+        match unsafe { syscall4(libc::SYS_write, 2, bytes.as_ptr() as usize, bytes.len(), 0) } {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
+            Err(libc::EINTR) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Whether environment variable `name` (NUL-terminated) is set to a value
+/// starting with `1`, `y` or `Y`. Reads `environ` through libc's `getenv`,
+/// which does not allocate.
+pub(crate) fn env_flag(name: &core::ffi::CStr) -> bool {
+    // SAFETY: getenv reads the environment; the result is valid until the
+    // environment changes, and we read its first byte at once.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: non-null results are NUL-terminated strings.
+    !value.is_null() && matches!(unsafe { *value } as u8, b'1' | b'y' | b'Y')
+}
+
+/// Aborts the process with `message` on stderr: for corruption that must not
+/// go on (an invalid or double free), where unwinding would allocate.
+#[cold]
+pub(crate) fn fatal(message: &[u8]) -> ! {
+    write_stderr(message);
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}

@@ -1,0 +1,524 @@
+//! The per-CPU caches: one region per possible CPU, one bounded stack of
+//! free objects per size class in each, laid out as `rseq_sys::slab_layout`
+//! describes.
+//!
+//! # Who may touch a region, and when
+//!
+//! - **rseq mode.** A thread pops and pushes on the region of the CPU it runs
+//!   on, only inside a critical section: the kernel restarts the section if
+//!   the thread is preempted, migrated or signalled before its single
+//!   committing store, so two threads can never interleave on one region and
+//!   plain loads and stores suffice. Sections run only while the region's
+//!   state word reads OPEN.
+//! - **Opening.** A fresh region reads UNINIT (zero pages): every section
+//!   bails out, and the slow path takes it UNINIT→BUSY by CAS, writes its
+//!   headers and sentinels, and stores OPEN with release ordering.
+//! - **Fallback mode** (no rseq, or `RSEQ_ALLOC_FORCE_FALLBACK=1`). The state
+//!   word is a try-lock: a thread takes a region OPEN→BUSY by CAS, works on it
+//!   with plain atomic loads and stores, and stores OPEN (release). A thread
+//!   that finds its region busy tries the next one and, if all are busy, goes
+//!   to the central lists: it never waits for a preempted holder. There is
+//!   no lock-free list, so there is no ABA.
+//! - The two modes never mix: the process picks one at initialisation. A
+//!   thread that cannot register in rseq mode bypasses the regions entirely.
+
+use rseq_sys::slab_layout::{
+    Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset,
+};
+use rseq_sys::{ByCpuId, Miss};
+
+use crate::central::CENTRAL;
+use crate::os;
+use crate::size_class::{CLASSES, SIZES};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Which rseq field indexes the regions (see the closing note of issue 3 for
+/// why `cpu_id` rather than `mm_cid`).
+pub(crate) type Index = ByCpuId;
+
+/// log2 of each region's size: 256 KiB, 32768 slots.
+pub(crate) const SLAB_SHIFT: u32 = 18;
+
+/// Largest batch moved between a region and the central lists.
+pub(crate) const MAX_BATCH: usize = 32;
+
+const fn capacity_of(class: usize) -> usize {
+    let by_bytes = (64 * 1024) / crate::size_class::SIZES[class] as usize;
+    if by_bytes < 8 {
+        8
+    } else if by_bytes > 512 {
+        512
+    } else {
+        by_bytes
+    }
+}
+
+struct Layout {
+    begin: [u16; CLASSES + 1],
+    capacity: [u16; CLASSES + 1],
+}
+
+const fn build_layout() -> Layout {
+    let mut layout = Layout { begin: [0; CLASSES + 1], capacity: [0; CLASSES + 1] };
+    let mut slot = first_free_slot(CLASSES + 1);
+    let mut class = 1;
+    while class <= CLASSES {
+        let capacity = capacity_of(class);
+        layout.begin[class] = (slot + 1) as u16;
+        layout.capacity[class] = capacity as u16;
+        slot += 1 + capacity;
+        class += 1;
+    }
+    assert!(slot <= 1 << (SLAB_SHIFT - 3));
+    layout
+}
+
+static LAYOUT: Layout = build_layout();
+
+/// Slots of `class` in each region.
+pub(crate) fn capacity(class: usize) -> usize {
+    LAYOUT.capacity[class] as usize
+}
+
+/// Objects moved per refill or drain of `class`.
+pub(crate) fn batch(class: usize) -> usize {
+    (capacity(class) / 2).clamp(1, MAX_BATCH)
+}
+
+/// What the fast path reads: kept on one cache line.
+#[repr(C, align(64))]
+pub(crate) struct FastPath {
+    /// Bit 0: the rseq path is on; bits 32..64: the rseq area offset.
+    rseq: AtomicU64,
+    /// The regions, `ncpus << SLAB_SHIFT` bytes.
+    slabs: AtomicPtr<u8>,
+    /// Regions mapped.
+    ncpus: AtomicU32,
+}
+
+pub(crate) static FAST: FastPath =
+    FastPath { rseq: AtomicU64::new(0), slabs: AtomicPtr::new(core::ptr::null_mut()), ncpus: AtomicU32::new(0) };
+
+/// Statistics the slow paths keep.
+pub(crate) static REFILLS: [AtomicU64; CLASSES + 1] = [const { AtomicU64::new(0) }; CLASSES + 1];
+/// See [`REFILLS`].
+pub(crate) static DRAINS: [AtomicU64; CLASSES + 1] = [const { AtomicU64::new(0) }; CLASSES + 1];
+/// Regions opened so far.
+pub(crate) static REGIONS_OPENED: AtomicUsize = AtomicUsize::new(0);
+
+/// Pops an object of `class` from this CPU's region.
+#[inline(always)]
+pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
+    let word = FAST.rseq.load(Ordering::Acquire);
+    if word & 1 == 0 {
+        return Err(Miss::NoCpu);
+    }
+    let offset = (word >> 32) as i32 as isize;
+    let slabs = FAST.slabs.load(Ordering::Relaxed);
+    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
+    // SAFETY: with the rseq bit set, the offset is this process's registered
+    // area and `slabs` covers `ncpus` regions laid out as the sections expect
+    // (both stored before the bit, with release ordering).
+    unsafe { rseq_sys::slab_pop::<Index, SLAB_SHIFT>(offset, slabs, ncpus, header_offset(class)) }
+}
+
+/// Pushes `object` of `class` onto this CPU's region.
+#[inline(always)]
+pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
+    let word = FAST.rseq.load(Ordering::Acquire);
+    if word & 1 == 0 {
+        return Err(Miss::NoCpu);
+    }
+    let offset = (word >> 32) as i32 as isize;
+    let slabs = FAST.slabs.load(Ordering::Relaxed);
+    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
+    // SAFETY: as in `pop`; objects are at least 16-aligned, so bit 0 is clear.
+    unsafe { rseq_sys::slab_push::<Index, SLAB_SHIFT>(offset, slabs, ncpus, header_offset(class), object) }
+}
+
+// ---------------------------------------------------------------------------
+// Initialisation.
+
+/// How the per-CPU layer runs, decided once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Not decided yet.
+    Undecided,
+    /// Critical sections on rseq (glibc's area or our own).
+    Rseq(rseq_sys::Mode),
+    /// The CAS fallback, because rseq is unavailable.
+    Fallback(rseq_sys::Unavailable),
+    /// The CAS fallback, because `RSEQ_ALLOC_FORCE_FALLBACK` asked for it.
+    ForcedFallback,
+    /// No regions at all (their memory could not be mapped): central lists only.
+    NoRegions,
+}
+
+static MODE: AtomicU32 = AtomicU32::new(0);
+const MODE_RSEQ: u32 = 1;
+const MODE_FALLBACK: u32 = 2;
+const MODE_FORCED: u32 = 3;
+const MODE_NO_REGIONS: u32 = 4;
+
+/// The per-CPU layer's mode.
+pub(crate) fn mode() -> Mode {
+    match MODE.load(Ordering::Acquire) {
+        0 => Mode::Undecided,
+        MODE_RSEQ => Mode::Rseq(rseq_sys::mode()),
+        MODE_FALLBACK => match rseq_sys::mode() {
+            rseq_sys::Mode::Unavailable(why) => Mode::Fallback(why),
+            _ => Mode::ForcedFallback,
+        },
+        MODE_FORCED => Mode::ForcedFallback,
+        _ => Mode::NoRegions,
+    }
+}
+
+/// Makes the per-CPU layer ready: maps the regions (lock-free: racing
+/// threads each map, one publishes, the others unmap), and picks the mode.
+/// Safe before `main`, in any thread, and re-entrantly from a signal handler.
+#[inline]
+pub(crate) fn ensure_init() {
+    if MODE.load(Ordering::Acquire) == 0 {
+        init();
+    }
+}
+
+#[cold]
+fn init() {
+    let ncpus = rseq_sys::possible_cpus();
+    let bytes = (ncpus as usize) << SLAB_SHIFT;
+    let mut slabs = FAST.slabs.load(Ordering::Acquire);
+    if slabs.is_null() {
+        let Some(mapped) = os::map(bytes) else {
+            if MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                after_init();
+            }
+            return;
+        };
+        match FAST.slabs.compare_exchange(core::ptr::null_mut(), mapped.as_ptr(), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => slabs = mapped.as_ptr(),
+            Err(winner) => {
+                // SAFETY: our mapping lost the race and was never published.
+                unsafe { os::unmap(mapped.as_ptr(), bytes) };
+                slabs = winner;
+            }
+        }
+    }
+    debug_assert!(!slabs.is_null());
+    FAST.ncpus.store(ncpus, Ordering::Release);
+    let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
+    let chosen = match rseq_sys::mode() {
+        _ if forced => MODE_FORCED,
+        m if m.is_rseq() && rseq_sys::register_current_thread().is_ok() => {
+            let offset = rseq_sys::area_offset().unwrap_or(0);
+            FAST.rseq.store((offset as i32 as u32 as u64) << 32 | 1, Ordering::Release);
+            MODE_RSEQ
+        }
+        _ => MODE_FALLBACK,
+    };
+    if MODE.compare_exchange(0, chosen, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        after_init();
+    }
+}
+
+/// What the thread that completed initialisation does next, once: things
+/// that may allocate through us, which is safe now.
+fn after_init() {
+    crate::fork::register();
+    crate::stats::register_exit_report();
+}
+
+// ---------------------------------------------------------------------------
+// Regions, as seen from slow paths.
+
+fn region(cpu: u32) -> *mut u8 {
+    let slabs = FAST.slabs.load(Ordering::Acquire);
+    debug_assert!(!slabs.is_null() && cpu < FAST.ncpus.load(Ordering::Relaxed));
+    // SAFETY: `cpu < ncpus`, so the region is inside the mapping.
+    unsafe { slabs.add((cpu as usize) << SLAB_SHIFT) }
+}
+
+fn state(region: *mut u8) -> &'static AtomicU32 {
+    // SAFETY: the state word starts every region and is only accessed atomically
+    // (sections read it with a plain load, which is atomic on x86-64).
+    unsafe { &*region.cast::<AtomicU32>() }
+}
+
+fn header(region: *mut u8, class: usize) -> &'static AtomicU32 {
+    // SAFETY: headers are 4-aligned words inside the region.
+    unsafe { &*region.add(header_offset(class)).cast::<AtomicU32>() }
+}
+
+fn slot(region: *mut u8, index: usize) -> &'static AtomicUsize {
+    debug_assert!(index < 1 << (SLAB_SHIFT - 3));
+    // SAFETY: slots are 8-aligned words inside the region.
+    unsafe { &*region.add(index * SLOT_BYTES).cast::<AtomicUsize>() }
+}
+
+/// Writes a BUSY region's sentinels and empty headers.
+fn format(region: *mut u8) {
+    for class in 1..=CLASSES {
+        let begin = LAYOUT.begin[class] as usize;
+        slot(region, begin - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+        let empty = Header { current: begin as u16, end: (begin + capacity(class)) as u16 };
+        header(region, class).store(empty.pack(), Ordering::Relaxed);
+    }
+    REGIONS_OPENED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Opens region `cpu` if it was never initialised; true if it is OPEN now.
+fn open(cpu: u32) -> bool {
+    let region = region(cpu);
+    match state(region).compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {
+            format(region);
+            state(region).store(STATE_OPEN, Ordering::Release);
+            true
+        }
+        Err(current) => current == STATE_OPEN,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Slow paths.
+
+fn take_one(class: usize) -> *mut u8 {
+    let mut one = [0usize; 1];
+    if CENTRAL.take(class, &mut one) == 1 { one[0] as *mut u8 } else { core::ptr::null_mut() }
+}
+
+/// Allocation of `class` when the fast path missed (or is off).
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
+    ensure_init();
+    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+        return fallback_alloc(class);
+    }
+    for _ in 0..4 {
+        match pop(class) {
+            Ok(object) => return object as *mut u8,
+            Err(Miss::Exhausted) => return refill(class),
+            Err(Miss::Stopped) => {
+                let opened = rseq_sys::current_index::<Index>().is_some_and(open);
+                if !opened {
+                    break;
+                }
+            }
+            Err(Miss::NoCpu) => {
+                if rseq_sys::register_current_thread().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    take_one(class)
+}
+
+/// Takes a batch from the central list, keeps one for the caller and pushes
+/// the rest onto this CPU's region.
+fn refill(class: usize) -> *mut u8 {
+    REFILLS[class].fetch_add(1, Ordering::Relaxed);
+    let mut batch_buf = [0usize; MAX_BATCH];
+    let n = CENTRAL.take(class, &mut batch_buf[..batch(class)]);
+    if n == 0 {
+        return core::ptr::null_mut();
+    }
+    let mine = batch_buf[n - 1];
+    let mut rest = &batch_buf[..n - 1];
+    while !rest.is_empty() {
+        let word = FAST.rseq.load(Ordering::Acquire);
+        let offset = (word >> 32) as i32 as isize;
+        let slabs = FAST.slabs.load(Ordering::Relaxed);
+        let ncpus = FAST.ncpus.load(Ordering::Relaxed);
+        // SAFETY: as in `pop`; every object is 16-aligned.
+        let pushed = unsafe {
+            rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(
+                offset,
+                slabs,
+                ncpus,
+                header_offset(class),
+                rest.as_ptr(),
+                rest.len(),
+            )
+        };
+        match pushed {
+            Ok(k) => rest = &rest[k..],
+            Err(_) => {
+                CENTRAL.give(class, rest);
+                break;
+            }
+        }
+    }
+    mine as *mut u8
+}
+
+/// Free of `object` (of `class`) when the fast path missed (or is off).
+#[cold]
+#[inline(never)]
+pub(crate) fn free_slow(class: usize, object: usize) {
+    ensure_init();
+    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+        return fallback_free(class, object);
+    }
+    for _ in 0..4 {
+        match push(class, object) {
+            Ok(()) => return,
+            Err(Miss::Exhausted) => return drain(class, object),
+            Err(Miss::Stopped) => {
+                let opened = rseq_sys::current_index::<Index>().is_some_and(open);
+                if !opened {
+                    break;
+                }
+            }
+            Err(Miss::NoCpu) => {
+                if rseq_sys::register_current_thread().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    CENTRAL.give(class, &[object]);
+}
+
+/// This CPU's region is full: moves a batch of it, and `object`, to the
+/// central list.
+fn drain(class: usize, object: usize) {
+    DRAINS[class].fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0usize; MAX_BATCH + 1];
+    buf[0] = object;
+    let word = FAST.rseq.load(Ordering::Acquire);
+    let offset = (word >> 32) as i32 as isize;
+    let slabs = FAST.slabs.load(Ordering::Relaxed);
+    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
+    // SAFETY: as in `pop`; `buf[1..]` holds `batch(class)` items.
+    let popped = unsafe {
+        rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(
+            offset,
+            slabs,
+            ncpus,
+            header_offset(class),
+            buf[1..].as_mut_ptr(),
+            batch(class),
+        )
+    }
+    .unwrap_or(0);
+    CENTRAL.give(class, &buf[..1 + popped]);
+}
+
+// ---------------------------------------------------------------------------
+// The fallback: the same regions behind a CAS try-lock.
+
+/// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
+/// else the next free one; `None` if every region is busy (or there are none).
+fn with_region<R>(f: impl FnOnce(*mut u8) -> R) -> Option<R> {
+    let ncpus = FAST.ncpus.load(Ordering::Acquire);
+    if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
+        return None;
+    }
+    // SAFETY: sched_getcpu has no preconditions (glibc reads the rseq area or the vDSO).
+    let start = unsafe { libc::sched_getcpu() }.max(0) as u32 % ncpus;
+    for k in 0..ncpus {
+        let region = region((start + k) % ncpus);
+        let word = state(region);
+        let held = match word.compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => true,
+            Err(STATE_UNINIT) => {
+                let won = word.compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok();
+                if won {
+                    format(region);
+                }
+                won
+            }
+            Err(_) => false,
+        };
+        if held {
+            let result = f(region);
+            word.store(STATE_OPEN, Ordering::Release);
+            return Some(result);
+        }
+    }
+    None
+}
+
+fn fallback_alloc(class: usize) -> *mut u8 {
+    let from_region = with_region(|region| {
+        let h = header(region, class);
+        let mut hdr = Header::unpack(h.load(Ordering::Relaxed));
+        let begin = LAYOUT.begin[class];
+        if hdr.current == begin {
+            REFILLS[class].fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0usize; MAX_BATCH];
+            let n = CENTRAL.take(class, &mut buf[..batch(class)]);
+            for &object in &buf[..n] {
+                slot(region, hdr.current as usize).store(object, Ordering::Relaxed);
+                hdr.current += 1;
+            }
+        }
+        if hdr.current == begin {
+            return core::ptr::null_mut();
+        }
+        hdr.current -= 1;
+        let object = slot(region, hdr.current as usize).load(Ordering::Relaxed);
+        h.store(hdr.pack(), Ordering::Relaxed);
+        object as *mut u8
+    });
+    match from_region {
+        Some(object) if !object.is_null() => object,
+        _ => take_one(class),
+    }
+}
+
+fn fallback_free(class: usize, object: usize) {
+    let done = with_region(|region| {
+        let h = header(region, class);
+        let mut hdr = Header::unpack(h.load(Ordering::Relaxed));
+        if hdr.current == hdr.end {
+            DRAINS[class].fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0usize; MAX_BATCH];
+            let n = batch(class);
+            for item in buf[..n].iter_mut() {
+                hdr.current -= 1;
+                *item = slot(region, hdr.current as usize).load(Ordering::Relaxed);
+            }
+            CENTRAL.give(class, &buf[..n]);
+        }
+        slot(region, hdr.current as usize).store(object, Ordering::Relaxed);
+        hdr.current += 1;
+        h.store(hdr.pack(), Ordering::Relaxed);
+    });
+    if done.is_none() {
+        CENTRAL.give(class, &[object]);
+    }
+}
+
+/// Bytes of free objects cached in every region (a racy snapshot).
+pub(crate) fn cached_bytes() -> usize {
+    let ncpus = FAST.ncpus.load(Ordering::Acquire);
+    if FAST.slabs.load(Ordering::Acquire).is_null() {
+        return 0;
+    }
+    let mut total = 0;
+    for cpu in 0..ncpus {
+        let region = region(cpu);
+        if state(region).load(Ordering::Acquire) == STATE_UNINIT {
+            continue;
+        }
+        for class in 1..=CLASSES {
+            let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+            let count = (hdr.current as usize).saturating_sub(LAYOUT.begin[class] as usize);
+            total += count * SIZES[class] as usize;
+        }
+    }
+    total
+}
+
+/// Bytes mapped for the regions.
+pub(crate) fn mapped_bytes() -> usize {
+    if FAST.slabs.load(Ordering::Acquire).is_null() {
+        0
+    } else {
+        (FAST.ncpus.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
+    }
+}

@@ -1,0 +1,331 @@
+//! Segments and the page heap: where every byte the allocator hands out lives.
+//!
+//! A *segment* is [`SEGMENT_SIZE`] bytes (4 MiB) aligned to its size, so any
+//! pointer finds its segment by masking. A normal segment is cut into
+//! [`PAGES`] pages of [`PAGE_SIZE`] (64 KiB); page 0 holds the [`Segment`]
+//! header, the others are handed out as *spans* of contiguous pages: a small
+//! class's span holds many objects, a medium span is one block. A *huge*
+//! segment is one mapping holding one block, larger than a medium span.
+//!
+//! Invariants (a segment `s`, a page `p` of it):
+//! - `s` is ours iff its bit is set in [`SEGMENT_MAP`];
+//! - `s.page_class[p]` is 0 for a free page, the class for a small span's
+//!   pages, [`PAGE_MEDIUM`] for a medium span's, and is set before any object
+//!   of the span is handed out;
+//! - `s.page_head[p]` is the first page of the span covering `p`, and the
+//!   [`Span`] describing it is `s.spans[s.page_head[p]]`;
+//! - bit `p` of `s.free_pages` is set iff page `p` is in no span
+//!   (page heap lock); bit `p` of `s.dirty_pages` is set iff page `p` may hold
+//!   non-zero bytes.
+
+use core::ptr::null_mut;
+
+use crate::os;
+use crate::size_class::MAX_OBJECTS;
+use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, Lock, Ordering};
+
+/// log2 of [`SEGMENT_SIZE`].
+pub(crate) const SEGMENT_SHIFT: u32 = 22;
+/// Bytes per segment, and their alignment.
+pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// log2 of [`PAGE_SIZE`].
+pub(crate) const PAGE_SHIFT: u32 = 16;
+/// Bytes per page: the unit of spans.
+pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// Pages per segment (page 0 is the header).
+pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
+/// `free_pages` of an empty segment: every page but the header's.
+const ALL_USABLE: u64 = !1;
+/// `page_class` of a medium span's pages.
+pub(crate) const PAGE_MEDIUM: u8 = 255;
+/// Largest medium block: bigger requests get a huge segment.
+pub(crate) const MAX_MEDIUM: usize = 16 * PAGE_SIZE;
+
+/// What a segment holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    /// Spans of pages.
+    Spans = 1,
+    /// One huge block.
+    Huge = 2,
+}
+
+/// The header at the start of every segment.
+#[repr(C)]
+pub(crate) struct Segment {
+    /// What this segment holds.
+    pub(crate) kind: Kind,
+    /// Huge: bytes mapped, from the segment start.
+    pub(crate) huge_len: usize,
+    /// Huge: offset of the block from the segment start.
+    pub(crate) huge_offset: usize,
+    /// Pages in no span (page heap lock).
+    free_pages: u64,
+    /// Pages that may hold non-zero bytes (page heap lock).
+    dirty_pages: u64,
+    /// Next segment in the page heap's list (page heap lock).
+    next: *mut Segment,
+    /// Class of the span covering each page; read without locks on `free`.
+    pub(crate) page_class: [AtomicU8; PAGES],
+    /// First page of the span covering each page.
+    pub(crate) page_head: [u8; PAGES],
+    /// Span descriptors, meaningful at head pages.
+    pub(crate) spans: [Span; PAGES],
+}
+
+/// A span of a small class: its objects and which of them are free.
+/// Owned by the central list of its class (its lock), or by the page heap
+/// while free or medium.
+#[repr(C)]
+pub(crate) struct Span {
+    /// Size class (0 for medium spans).
+    pub(crate) class: u8,
+    /// Pages in the span.
+    pub(crate) pages: u8,
+    /// Whether the span is on its class's list of spans with free objects.
+    pub(crate) listed: bool,
+    /// Objects that fit in the span.
+    pub(crate) objects: u16,
+    /// Objects `bump..objects` have never been handed out.
+    pub(crate) bump: u16,
+    /// Objects handed out and not given back (in per-CPU caches or in use).
+    pub(crate) used: u16,
+    /// Neighbours on the class's list.
+    pub(crate) prev: *mut Span,
+    /// See `prev`.
+    pub(crate) next: *mut Span,
+    /// Bit `i` set: object `i < bump` is free in the central list.
+    pub(crate) free: [u64; MAX_OBJECTS / 64],
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
+
+impl Segment {
+    /// The segment containing `addr` (which may not be ours).
+    #[inline(always)]
+    pub(crate) fn containing(addr: usize) -> *mut Segment {
+        (addr & !(SEGMENT_SIZE - 1)) as *mut Segment
+    }
+
+    /// First byte of page `page` of this segment.
+    #[inline(always)]
+    pub(crate) fn page_start(seg: *mut Segment, page: usize) -> usize {
+        seg as usize + (page << PAGE_SHIFT)
+    }
+
+    /// Index of the page holding `addr`, in its segment.
+    #[inline(always)]
+    pub(crate) fn page_index(addr: usize) -> usize {
+        (addr & (SEGMENT_SIZE - 1)) >> PAGE_SHIFT
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The segment map: one bit per 4 MiB unit of the 47-bit user address space,
+// set iff a segment of ours starts there. It lives in .bss; only the words
+// for addresses in use are ever touched.
+
+const ADDRESS_BITS: u32 = 47;
+static SEGMENT_MAP: [AtomicU64; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)] =
+    [const { AtomicU64::new(0) }; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)];
+
+fn map_position(seg: usize) -> Option<(usize, u64)> {
+    let unit = seg >> SEGMENT_SHIFT;
+    (unit >> 6 < SEGMENT_MAP.len()).then(|| (unit >> 6, 1u64 << (unit & 63)))
+}
+
+/// Whether `addr` lies in the first 4 MiB of a segment of ours.
+#[inline]
+pub(crate) fn is_ours(addr: usize) -> bool {
+    map_position(Segment::containing(addr) as usize)
+        .is_some_and(|(word, bit)| SEGMENT_MAP[word].load(Ordering::Acquire) & bit != 0)
+}
+
+pub(crate) fn mark(seg: *mut Segment) {
+    if let Some((word, bit)) = map_position(seg as usize) {
+        SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+    }
+}
+
+pub(crate) fn unmark(seg: *mut Segment) {
+    if let Some((word, bit)) = map_position(seg as usize) {
+        SEGMENT_MAP[word].fetch_and(!bit, Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The page heap.
+
+/// Hands out spans of contiguous pages from segments, and segments from the
+/// OS. One lock; it is taken only when a central list needs a span or gives
+/// one back, and for medium blocks.
+pub(crate) struct PageHeap {
+    lock: Lock,
+    inner: core::cell::UnsafeCell<PageHeapInner>,
+    /// Bytes of address space mapped for segments (normal and huge).
+    pub(crate) mapped: AtomicUsize,
+}
+
+struct PageHeapInner {
+    /// Every normal segment.
+    segments: *mut Segment,
+    /// Segments with every usable page free, kept for reuse.
+    empty: usize,
+}
+
+// SAFETY: `inner` is only touched with `lock` held.
+unsafe impl Sync for PageHeap {}
+
+/// The process's page heap.
+pub(crate) static PAGE_HEAP: PageHeap = PageHeap::new();
+
+/// A span handed out by the page heap.
+pub(crate) struct NewSpan {
+    pub(crate) seg: *mut Segment,
+    pub(crate) head: usize,
+    /// Every byte of the span reads zero.
+    pub(crate) zeroed: bool,
+}
+
+/// Fully free segments kept mapped for reuse before the rest are unmapped.
+const EMPTY_SEGMENTS_KEPT: usize = 1;
+
+fn run_mask(pages: usize) -> u64 {
+    if pages >= 64 { u64::MAX } else { (1u64 << pages) - 1 }
+}
+
+impl PageHeap {
+    const fn new() -> PageHeap {
+        PageHeap {
+            lock: Lock::new(),
+            inner: core::cell::UnsafeCell::new(PageHeapInner { segments: null_mut(), empty: 0 }),
+            mapped: AtomicUsize::new(0),
+        }
+    }
+
+    /// A span of `pages` contiguous pages whose `page_class` reads `class`
+    /// (set before return), or `None` if the OS refuses memory.
+    pub(crate) fn alloc_span(&self, pages: usize, class: u8) -> Option<NewSpan> {
+        debug_assert!((1..PAGES).contains(&pages));
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
+        let want = run_mask(pages);
+        let mut seg = inner.segments;
+        while !seg.is_null() {
+            // SAFETY: segments on the list are mapped and ours; the lock guards these fields.
+            let found = unsafe { find_run((*seg).free_pages, want, pages) };
+            if let Some(head) = found {
+                return Some(unsafe { claim(inner, seg, head, pages, class) });
+            }
+            // SAFETY: as above.
+            seg = unsafe { (*seg).next };
+        }
+        let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?.as_ptr().cast::<Segment>();
+        self.mapped.fetch_add(SEGMENT_SIZE, Ordering::Relaxed);
+        // SAFETY: a fresh zeroed mapping of a whole segment; zero is a valid
+        // bit pattern for every header field but `kind`, written here.
+        unsafe {
+            (*seg).kind = Kind::Spans;
+            (*seg).free_pages = ALL_USABLE;
+            (*seg).dirty_pages = 1;
+            (*seg).next = inner.segments;
+        }
+        inner.segments = seg;
+        inner.empty += 1;
+        mark(seg);
+        // SAFETY: the new segment has every usable page free.
+        Some(unsafe { claim(inner, seg, 1, pages, class) })
+    }
+
+    /// Gives back the span at `head` of `seg` (`pages` long).
+    ///
+    /// # Safety
+    /// The span was returned by [`alloc_span`](Self::alloc_span) and nothing
+    /// refers to its memory any more.
+    pub(crate) unsafe fn free_span(&self, seg: *mut Segment, head: usize, pages: usize) {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
+        // SAFETY: the caller hands back a span of a mapped segment of ours.
+        let s = unsafe { &mut *seg };
+        for page in head..head + pages {
+            s.page_class[page].store(0, Ordering::Relaxed);
+        }
+        s.free_pages |= run_mask(pages) << head;
+        if s.free_pages == ALL_USABLE {
+            if inner.empty < EMPTY_SEGMENTS_KEPT {
+                inner.empty += 1;
+            } else {
+                // SAFETY: the lock is held and the segment holds nothing.
+                unsafe { self.release_segment(inner, seg) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// The lock is held; `seg` is on the list with every page free.
+    unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {
+        let mut link: *mut *mut Segment = &mut inner.segments;
+        // SAFETY: walking our own list under the lock.
+        unsafe {
+            while *link != seg {
+                link = &mut (**link).next;
+            }
+            *link = (*seg).next;
+        }
+        unmark(seg);
+        self.mapped.fetch_sub(SEGMENT_SIZE, Ordering::Relaxed);
+        // SAFETY: unlisted and unmarked; nothing refers to it.
+        unsafe { os::unmap(seg.cast(), SEGMENT_SIZE) };
+    }
+
+    /// Bytes mapped for segments, normal and huge.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Takes every lock this heap has (before `fork`).
+    pub(crate) fn lock_for_fork(&self) -> crate::sync::LockGuard<'_> {
+        self.lock.lock()
+    }
+
+    /// Releases the lock taken by [`lock_for_fork`](Self::lock_for_fork).
+    ///
+    /// # Safety
+    /// This thread took it with `lock_for_fork` and forgot the guard.
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.lock.force_unlock() };
+    }
+}
+
+/// First page of a run of `pages` free pages in `free`, if any.
+fn find_run(free: u64, want: u64, pages: usize) -> Option<usize> {
+    (1..=PAGES - pages).find(|&head| (free >> head) & want == want)
+}
+
+/// # Safety
+/// The page heap lock is held and pages `head..head + pages` of `seg` are free.
+unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages: usize, class: u8) -> NewSpan {
+    // SAFETY: the caller holds the lock and owns these pages now.
+    let s = unsafe { &mut *seg };
+    if s.free_pages == ALL_USABLE {
+        inner.empty -= 1;
+    }
+    let run = run_mask(pages) << head;
+    s.free_pages &= !run;
+    let zeroed = s.dirty_pages & run == 0;
+    s.dirty_pages |= run;
+    for page in head..head + pages {
+        s.page_head[page] = head as u8;
+    }
+    let span = &mut s.spans[head];
+    span.class = class;
+    span.pages = pages as u8;
+    for page in head..head + pages {
+        s.page_class[page].store(class, Ordering::Release);
+    }
+    NewSpan { seg, head, zeroed }
+}

@@ -1,0 +1,182 @@
+//! Size classes for small objects (up to [`MAX_SMALL`]), computed at compile
+//! time.
+//!
+//! Sizes step by 16 bytes up to 128, then eight steps per doubling, so a
+//! request above 128 bytes wastes at most `step / (lower + 1) < 1/8` of its
+//! size. Every size is a multiple of 16, and every object sits at
+//! `span_start + i * size` with spans 64 KiB aligned, so an object of a class
+//! whose size is a multiple of `align` is aligned to it.
+//!
+//! Lookup is one table load: sizes up to 1024 index [`SMALL_LUT`] by
+//! `(size + 15) / 16`; larger ones index [`LARGE_LUT`] by `(size + 127) / 128`
+//! (every class above 1024 is a multiple of 128).
+//!
+//! Class 0 is not a class: page-class bytes use it for "no small span here".
+
+use crate::segment::PAGE_SIZE;
+
+/// Largest small object, in bytes.
+pub(crate) const MAX_SMALL: usize = 32 * 1024;
+/// Number of classes, not counting the unused class 0.
+pub(crate) const CLASSES: usize = 8 + 8 * 8;
+
+const fn build_sizes() -> [u32; CLASSES + 1] {
+    let mut sizes = [0u32; CLASSES + 1];
+    let mut class = 1;
+    while class <= 8 {
+        sizes[class] = 16 * class as u32;
+        class += 1;
+    }
+    let mut base = 128u32;
+    while base < MAX_SMALL as u32 {
+        let step = base / 8;
+        let mut k = 1;
+        while k <= 8 {
+            sizes[class] = base + step * k;
+            class += 1;
+            k += 1;
+        }
+        base *= 2;
+    }
+    assert!(class == CLASSES + 1);
+    sizes
+}
+
+/// Bytes per object, by class.
+pub(crate) static SIZES: [u32; CLASSES + 1] = build_sizes();
+
+const fn smallest_class_at_least(size: usize) -> u8 {
+    let sizes = build_sizes();
+    let mut class = 1;
+    while (sizes[class] as usize) < size {
+        class += 1;
+    }
+    class as u8
+}
+
+const fn build_small_lut() -> [u8; 65] {
+    let mut lut = [0u8; 65];
+    let mut i = 0;
+    while i <= 64 {
+        lut[i] = smallest_class_at_least(if i == 0 { 1 } else { i * 16 });
+        i += 1;
+    }
+    lut
+}
+
+const fn build_large_lut() -> [u8; 257] {
+    let mut lut = [0u8; 257];
+    let mut i = 8;
+    while i <= 256 {
+        lut[i] = smallest_class_at_least(i * 128);
+        i += 1;
+    }
+    lut
+}
+
+/// Class by `(size + 15) / 16`, for sizes up to 1024.
+static SMALL_LUT: [u8; 65] = build_small_lut();
+/// Class by `(size + 127) / 128`, for sizes 1025 to [`MAX_SMALL`].
+static LARGE_LUT: [u8; 257] = build_large_lut();
+
+/// The class of a `size`-byte request (`size <= MAX_SMALL`; 0 counts as 1).
+#[inline(always)]
+pub(crate) fn class_of(size: usize) -> usize {
+    debug_assert!(size <= MAX_SMALL);
+    if size <= 1024 { SMALL_LUT[(size + 15) >> 4] as usize } else { LARGE_LUT[(size + 127) >> 7] as usize }
+}
+
+/// The class for a request of `size` bytes aligned to `align` (a power of
+/// two), if a small class can serve it: the smallest class at least that big
+/// whose size is a multiple of `align`.
+#[inline]
+pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        return (size <= MAX_SMALL).then(|| class_of(size));
+    }
+    let at_least = size.max(align);
+    if at_least > MAX_SMALL {
+        return None;
+    }
+    (class_of(at_least)..=CLASSES).find(|&class| (SIZES[class] as usize).is_multiple_of(align))
+}
+
+/// Pages (of [`PAGE_SIZE`]) per span of each class: the fewest that waste at
+/// most an eighth of the span on the tail.
+const fn build_span_pages() -> [u8; CLASSES + 1] {
+    let sizes = build_sizes();
+    let mut pages = [0u8; CLASSES + 1];
+    let mut class = 1;
+    while class <= CLASSES {
+        let size = sizes[class] as usize;
+        let mut k = 1;
+        while (k * PAGE_SIZE) % size > (k * PAGE_SIZE) / 8 {
+            k += 1;
+        }
+        pages[class] = k as u8;
+        class += 1;
+    }
+    pages
+}
+
+/// Pages per span, by class.
+pub(crate) static SPAN_PAGES: [u8; CLASSES + 1] = build_span_pages();
+
+/// Objects per span, by class.
+pub(crate) fn objects_per_span(class: usize) -> usize {
+    SPAN_PAGES[class] as usize * PAGE_SIZE / SIZES[class] as usize
+}
+
+/// Most objects any span holds (16-byte objects in one page).
+pub(crate) const MAX_OBJECTS: usize = PAGE_SIZE / 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_increasing_multiples_of_16() {
+        for class in 1..=CLASSES {
+            assert!(SIZES[class].is_multiple_of(16));
+            assert!(class == 1 || SIZES[class] > SIZES[class - 1]);
+        }
+        assert_eq!(SIZES[CLASSES] as usize, MAX_SMALL);
+    }
+
+    #[test]
+    fn lookup_is_the_smallest_fitting_class_and_wastes_at_most_an_eighth() {
+        for size in 0..=MAX_SMALL {
+            let class = class_of(size);
+            let got = SIZES[class] as usize;
+            assert!(got >= size.max(1), "size {size}: class {class} holds {got}");
+            assert!(class == 1 || (SIZES[class - 1] as usize) < size, "size {size}: class {class} not smallest");
+            if size > 128 {
+                assert!((got - size) * 8 < size, "size {size} wastes {} in {got}", got - size);
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_classes_are_multiples_of_the_alignment() {
+        for align in [32, 64, 128, 256, 4096, 8192, 16384, 32768] {
+            for size in [1, 17, 100, 1000, 5000, 32768] {
+                if let Some(class) = class_for(size, align) {
+                    assert!((SIZES[class] as usize).is_multiple_of(align));
+                    assert!(SIZES[class] as usize >= size);
+                } else {
+                    assert!(size.max(align) > MAX_SMALL || align > MAX_SMALL);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spans_waste_at_most_an_eighth_and_fit_a_segment() {
+        for class in 1..=CLASSES {
+            let span = SPAN_PAGES[class] as usize * PAGE_SIZE;
+            assert!(span % SIZES[class] as usize <= span / 8);
+            assert!(objects_per_span(class) >= 1 && objects_per_span(class) <= MAX_OBJECTS);
+            assert!(SPAN_PAGES[class] <= 8);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Statistics: readable at run time with [`stats()`], and printed to stderr
+//! at exit when `RSEQ_ALLOC_STATS=1`.
+//!
+//! Misses (refills, drains) and central-list traffic are always counted, on
+//! slow paths. Fast-path hits are counted only when `RSEQ_ALLOC_STATS` is
+//! set: then every operation takes an instrumented path that also bumps a
+//! per-CPU counter, so the uninstrumented fast path costs nothing extra.
+
+use core::fmt::{self, Write};
+
+use crate::central::CENTRAL;
+use crate::percpu;
+use crate::segment::PAGE_HEAP;
+use crate::size_class::{CLASSES, SIZES};
+use crate::sync::Ordering;
+
+/// How the allocator runs in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No allocation has happened yet.
+    Undecided,
+    /// Per-CPU caches on rseq, using glibc's registration.
+    RseqGlibcArea,
+    /// Per-CPU caches on rseq, with our own registration.
+    RseqOwnArea,
+    /// Per-CPU caches behind a CAS try-lock, because rseq is unavailable.
+    Fallback(rseq_sys::Unavailable),
+    /// Per-CPU caches behind a CAS try-lock, because `RSEQ_ALLOC_FORCE_FALLBACK=1`.
+    ForcedFallback,
+    /// No per-CPU caches (their memory could not be mapped): central lists only.
+    CentralOnly,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Undecided => f.write_str("undecided (nothing allocated yet)"),
+            Mode::RseqGlibcArea => f.write_str("rseq with glibc's area"),
+            Mode::RseqOwnArea => f.write_str("rseq with our own area"),
+            Mode::Fallback(why) => write!(f, "fallback (atomic compare-and-swap): {why}"),
+            Mode::ForcedFallback => {
+                f.write_str("fallback (atomic compare-and-swap): forced by RSEQ_ALLOC_FORCE_FALLBACK")
+            }
+            Mode::CentralOnly => f.write_str("central lists only: per-CPU caches could not be mapped"),
+        }
+    }
+}
+
+/// One size class's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Object size in bytes.
+    pub size: usize,
+    /// Refills: allocations that found the CPU's cache empty.
+    pub alloc_misses: u64,
+    /// Drains: frees that found the CPU's cache full.
+    pub free_misses: u64,
+    /// Objects moved from the central list to CPU caches or callers.
+    pub central_taken: u64,
+    /// Objects moved back to the central list.
+    pub central_given: u64,
+}
+
+/// A snapshot of the allocator's figures (taken without stopping anyone, so
+/// counters may be a little apart).
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// How the allocator runs.
+    pub mode: Mode,
+    /// rseq critical sections aborted and retried, process-wide.
+    pub rseq_aborts: u64,
+    /// Address space mapped: segments, huge blocks and per-CPU regions.
+    pub mapped_bytes: usize,
+    /// The process's resident memory (from `/proc/self/statm`).
+    pub process_resident_bytes: usize,
+    /// Bytes of free objects sitting in per-CPU caches.
+    pub cpu_cached_bytes: usize,
+    /// Per-CPU regions opened.
+    pub regions_opened: usize,
+    /// Per class, index 1 to 72 (index 0 unused).
+    pub classes: [ClassStats; CLASSES + 1],
+}
+
+/// The allocator's figures now.
+pub fn stats() -> Stats {
+    let mut classes = [ClassStats::default(); CLASSES + 1];
+    for (class, c) in classes.iter_mut().enumerate().skip(1) {
+        *c = ClassStats {
+            size: SIZES[class] as usize,
+            alloc_misses: percpu::REFILLS[class].load(Ordering::Relaxed),
+            free_misses: percpu::DRAINS[class].load(Ordering::Relaxed),
+            central_taken: CENTRAL.taken[class].load(Ordering::Relaxed),
+            central_given: CENTRAL.given[class].load(Ordering::Relaxed),
+        };
+    }
+    Stats {
+        mode: mode(),
+        rseq_aborts: rseq_sys::aborts(),
+        mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
+        process_resident_bytes: process_resident_bytes(),
+        cpu_cached_bytes: percpu::cached_bytes(),
+        regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
+        classes,
+    }
+}
+
+fn mode() -> Mode {
+    match percpu::mode() {
+        percpu::Mode::Undecided => Mode::Undecided,
+        percpu::Mode::Rseq(rseq_sys::Mode::OwnArea) => Mode::RseqOwnArea,
+        percpu::Mode::Rseq(_) => Mode::RseqGlibcArea,
+        percpu::Mode::Fallback(why) => Mode::Fallback(why),
+        percpu::Mode::ForcedFallback => Mode::ForcedFallback,
+        percpu::Mode::NoRegions => Mode::CentralOnly,
+    }
+}
+
+/// Resident set size of the process, read with raw system calls.
+fn process_resident_bytes() -> usize {
+    let path = c"/proc/self/statm";
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; read into a live buffer; close our fd.
+    let text = unsafe {
+        let Ok(fd) = rseq_sys::syscall::syscall4(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            libc::O_RDONLY as usize,
+            0,
+        ) else {
+            return 0;
+        };
+        let n = rseq_sys::syscall::syscall4(libc::SYS_read, fd, buf.as_mut_ptr() as usize, buf.len(), 0);
+        let _ = rseq_sys::syscall::syscall4(libc::SYS_close, fd, 0, 0, 0);
+        &buf[..n.unwrap_or(0)]
+    };
+    // Second field: resident pages.
+    let mut fields = text.split(|&b| b == b' ');
+    let pages =
+        fields.nth(1).map_or(0, |f| f.iter().fold(0usize, |n, &d| n * 10 + (d.wrapping_sub(b'0') as usize % 10)));
+    pages * crate::os::OS_PAGE
+}
+
+/// A `fmt::Write` into a stack buffer, flushed to stderr when full or dropped.
+pub(crate) struct StderrWriter {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl StderrWriter {
+    pub(crate) fn new() -> StderrWriter {
+        StderrWriter { buf: [0; 512], len: 0 }
+    }
+
+    fn flush(&mut self) {
+        crate::os::write_stderr(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl Write for StderrWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StderrWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Prints the summary: the mode first, then one line per class that saw traffic.
+pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
+    let s = stats();
+    writeln!(out, "rseq-alloc: mode: {}", s.mode)?;
+    writeln!(
+        out,
+        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, cached in CPUs {} KiB, regions opened {}",
+        s.rseq_aborts,
+        s.mapped_bytes >> 10,
+        s.process_resident_bytes >> 10,
+        s.cpu_cached_bytes >> 10,
+        s.regions_opened
+    )?;
+    writeln!(out, "rseq-alloc: class   size  alloc-misses  free-misses  central-taken  central-given")?;
+    for (class, c) in s.classes.iter().enumerate().skip(1) {
+        if c.central_taken + c.central_given + c.alloc_misses + c.free_misses == 0 {
+            continue;
+        }
+        writeln!(
+            out,
+            "rseq-alloc: {class:5} {:6} {:13} {:12} {:14} {:14}",
+            c.size, c.alloc_misses, c.free_misses, c.central_taken, c.central_given
+        )?;
+    }
+    Ok(())
+}
+
+extern "C" fn print_at_exit() {
+    let _ = print(&mut StderrWriter::new());
+}
+
+/// Arranges for the summary to be printed at exit if `RSEQ_ALLOC_STATS` is set.
+pub(crate) fn register_exit_report() {
+    if crate::os::env_flag(c"RSEQ_ALLOC_STATS") {
+        // SAFETY: registering a plain function; atexit may allocate, through
+        // us, which is fine once initialisation is done.
+        unsafe { libc::atexit(print_at_exit) };
+    }
+}

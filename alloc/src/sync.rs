@@ -1,0 +1,125 @@
+//! The only module that imports atomics: `core`'s normally, loom's under
+//! `cfg(rseq_alloc_loom)`, so the models in `tests/` check the real code.
+//! It also owns the one lock the allocator has, for slow paths only.
+
+#[cfg(rseq_alloc_loom)]
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(not(rseq_alloc_loom))]
+pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A mutual-exclusion lock for slow paths (central lists, page heap): a few
+/// spins, then `futex` sleep, so a holder that is preempted costs waiters a
+/// sleep, not a burnt time slice. It never allocates and has no poisoning.
+pub(crate) struct Lock {
+    // 0: free; 1: held; 2: held and someone may sleep on it.
+    state: AtomicU32,
+}
+
+impl Lock {
+    /// An unlocked lock.
+    #[cfg(not(rseq_alloc_loom))]
+    pub(crate) const fn new() -> Lock {
+        Lock { state: AtomicU32::new(0) }
+    }
+
+    /// An unlocked lock.
+    #[cfg(rseq_alloc_loom)]
+    pub(crate) fn new() -> Lock {
+        Lock { state: AtomicU32::new(0) }
+    }
+
+    /// Takes the lock; it is released when the guard drops.
+    #[inline]
+    pub(crate) fn lock(&self) -> LockGuard<'_> {
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended();
+        }
+        LockGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        for _ in 0..64 {
+            if self.state.load(Ordering::Relaxed) == 0
+                && self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                return;
+            }
+            spin_hint();
+        }
+        while self.state.swap(2, Ordering::Acquire) != 0 {
+            wait_while(&self.state, 2);
+        }
+    }
+
+    /// Makes the lock free again without a guard (a `fork` child, whose
+    /// parent's holder threads do not exist there).
+    ///
+    /// # Safety
+    /// No live thread may believe it holds the lock.
+    pub(crate) unsafe fn force_unlock(&self) {
+        self.state.store(0, Ordering::Release);
+    }
+}
+
+/// Proof that a [`Lock`] is held.
+pub(crate) struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.lock.state.swap(0, Ordering::Release) == 2 {
+            wake_one(&self.lock.state);
+        }
+    }
+}
+
+#[cfg(not(rseq_alloc_loom))]
+fn spin_hint() {
+    core::hint::spin_loop();
+}
+
+#[cfg(rseq_alloc_loom)]
+fn spin_hint() {
+    loom::thread::yield_now();
+}
+
+#[cfg(not(rseq_alloc_loom))]
+fn wait_while(word: &AtomicU32, value: u32) {
+    // SAFETY: FUTEX_WAIT_PRIVATE on a live u32; it returns at once if the
+    // value has changed, and spurious wake-ups are handled by the caller's loop.
+    let _ = unsafe {
+        rseq_sys::syscall::syscall4(
+            libc::SYS_futex,
+            word.as_ptr() as usize,
+            (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
+            value as usize,
+            0,
+        )
+    };
+}
+
+#[cfg(not(rseq_alloc_loom))]
+fn wake_one(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE_PRIVATE on a live u32.
+    let _ = unsafe {
+        rseq_sys::syscall::syscall4(
+            libc::SYS_futex,
+            word.as_ptr() as usize,
+            (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize,
+            1,
+            0,
+        )
+    };
+}
+
+#[cfg(rseq_alloc_loom)]
+fn wait_while(_: &AtomicU32, _: u32) {
+    loom::thread::yield_now();
+}
+
+#[cfg(rseq_alloc_loom)]
+fn wake_one(_: &AtomicU32) {}
