@@ -135,7 +135,7 @@ impl Central {
             let s = unsafe { &mut *span };
             let offset = object - span_start(span);
             let index = offset / size;
-            if offset % size != 0 || index >= s.bump as usize {
+            if !offset.is_multiple_of(size) || index >= s.bump as usize {
                 report::invalid_pointer(object);
             }
             let (word, bit) = (index / 64, 1u64 << (index % 64));
@@ -171,7 +171,7 @@ impl Central {
     pub(crate) unsafe fn unlock_all_after_fork(&self) {
         for list in &self.lists {
             // SAFETY: this thread took every lock in `lock_all_for_fork`.
-            unsafe { list.lock.force_unlock() };
+            unsafe { list.lock.unlock_forgotten() };
         }
     }
 }

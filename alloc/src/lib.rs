@@ -31,6 +31,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(test), no_std)]
 
+pub mod c_api;
 mod central;
 mod fork;
 mod heap;

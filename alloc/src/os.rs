@@ -53,16 +53,6 @@ pub(crate) unsafe fn unmap(addr: *mut u8, len: usize) {
     let _ = unsafe { syscall4(libc::SYS_munmap, addr as usize, len, 0, 0) };
 }
 
-/// Gives the pages of `len` bytes at `addr` back to the kernel; the range
-/// stays mapped and reads as zero afterwards.
-///
-/// # Safety
-/// The range is mapped by this module and holds nothing anyone needs.
-pub(crate) unsafe fn decommit(addr: *mut u8, len: usize) {
-    // SAFETY: the caller owns the range and its contents.
-    let _ = unsafe { syscall4(libc::SYS_madvise, addr as usize, len, libc::MADV_DONTNEED as usize, 0) };
-}
-
 /// Grows or shrinks the mapping at `addr` to `new_len` without moving it.
 ///
 /// # Safety

@@ -505,10 +505,10 @@ pub(crate) fn cached_bytes() -> usize {
         if state(region).load(Ordering::Acquire) == STATE_UNINIT {
             continue;
         }
-        for class in 1..=CLASSES {
+        for (class, &size) in SIZES.iter().enumerate().skip(1) {
             let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
             let count = (hdr.current as usize).saturating_sub(LAYOUT.begin[class] as usize);
-            total += count * SIZES[class] as usize;
+            total += count * size as usize;
         }
     }
     total

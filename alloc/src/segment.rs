@@ -217,6 +217,7 @@ impl PageHeap {
             // SAFETY: segments on the list are mapped and ours; the lock guards these fields.
             let found = unsafe { find_run((*seg).free_pages, want, pages) };
             if let Some(head) = found {
+                // SAFETY: the lock is held and `find_run` found these pages free.
                 return Some(unsafe { claim(inner, seg, head, pages, class) });
             }
             // SAFETY: as above.
@@ -297,7 +298,7 @@ impl PageHeap {
     /// This thread took it with `lock_for_fork` and forgot the guard.
     pub(crate) unsafe fn unlock_after_fork(&self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.lock.force_unlock() };
+        unsafe { self.lock.unlock_forgotten() };
     }
 }
 

@@ -11,22 +11,29 @@ pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, A
 /// A mutual-exclusion lock for slow paths (central lists, page heap): a few
 /// spins, then `futex` sleep, so a holder that is preempted costs waiters a
 /// sleep, not a burnt time slice. It never allocates and has no poisoning.
+///
+/// It records its holder (the thread pointer), because the one way to
+/// deadlock on it is a signal handler that allocates while its own thread
+/// was inside a slow path holding it: that is reported and aborts instead of
+/// hanging. (The rseq fast path, which holds no lock, is safe in handlers.)
 pub(crate) struct Lock {
     // 0: free; 1: held; 2: held and someone may sleep on it.
     state: AtomicU32,
+    // Thread pointer of the holder, 0 when free (best effort: set after taking).
+    holder: AtomicUsize,
 }
 
 impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
     pub(crate) const fn new() -> Lock {
-        Lock { state: AtomicU32::new(0) }
+        Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
     }
 
     /// An unlocked lock.
     #[cfg(rseq_alloc_loom)]
     pub(crate) fn new() -> Lock {
-        Lock { state: AtomicU32::new(0) }
+        Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
     }
 
     /// Takes the lock; it is released when the guard drops.
@@ -35,11 +42,18 @@ impl Lock {
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
+        self.holder.store(rseq_sys::thread_pointer(), Ordering::Relaxed);
         LockGuard { lock: self }
     }
 
     #[cold]
     fn lock_contended(&self) {
+        if self.holder.load(Ordering::Relaxed) == rseq_sys::thread_pointer() {
+            crate::os::fatal(
+                b"rseq-alloc: allocation in a signal handler interrupted this thread's own allocator slow path; \
+                  only the per-CPU fast path is async-signal-safe\n",
+            );
+        }
         for _ in 0..64 {
             if self.state.load(Ordering::Relaxed) == 0
                 && self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -53,13 +67,14 @@ impl Lock {
         }
     }
 
-    /// Makes the lock free again without a guard (a `fork` child, whose
-    /// parent's holder threads do not exist there).
+    /// Releases a lock whose guard was forgotten (the `fork` handlers take
+    /// locks in one callback and release them in another), waking a waiter
+    /// as a guard's drop would.
     ///
     /// # Safety
-    /// No live thread may believe it holds the lock.
-    pub(crate) unsafe fn force_unlock(&self) {
-        self.state.store(0, Ordering::Release);
+    /// This thread took the lock and forgot its guard.
+    pub(crate) unsafe fn unlock_forgotten(&self) {
+        drop(LockGuard { lock: self });
     }
 }
 
@@ -71,6 +86,7 @@ pub(crate) struct LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        self.lock.holder.store(0, Ordering::Relaxed);
         if self.lock.state.swap(0, Ordering::Release) == 2 {
             wake_one(&self.lock.state);
         }

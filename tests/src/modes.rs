@@ -12,8 +12,10 @@ pub enum Expected {
     GlibcArea,
     /// `own`: `GLIBC_TUNABLES=glibc.pthread.rseq=0`.
     OwnArea,
-    /// `unavailable`: valgrind, or a forced fallback.
+    /// `unavailable`: valgrind (no rseq at all).
     Unavailable,
+    /// `forced`: rseq works but `RSEQ_ALLOC_FORCE_FALLBACK=1` turns it off in the allocator.
+    ForcedFallback,
 }
 
 /// Test names starting with this spawn children; children skip them.
@@ -25,6 +27,7 @@ pub fn expected() -> Option<Expected> {
         "glibc" => Some(Expected::GlibcArea),
         "own" => Some(Expected::OwnArea),
         "unavailable" => Some(Expected::Unavailable),
+        "forced" => Some(Expected::ForcedFallback),
         other => panic!("unknown RSEQ_TEST_EXPECT_MODE {other:?}"),
     }
 }

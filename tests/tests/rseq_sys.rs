@@ -54,6 +54,7 @@ fn mode_is_the_one_the_environment_implies() {
         Some(Expected::GlibcArea) => assert_eq!(mode, Mode::GlibcArea),
         Some(Expected::OwnArea) => assert_eq!(mode, Mode::OwnArea),
         Some(Expected::Unavailable) => assert!(!mode.is_rseq(), "{mode}"),
+        Some(Expected::ForcedFallback) => assert!(mode.is_rseq(), "{mode}"),
         None => {
             // SAFETY: returns a static NUL-terminated string.
             let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();

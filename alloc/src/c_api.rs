@@ -1,0 +1,185 @@
+//! The C allocation API's semantics, in plain Rust: sizes of zero, overflow,
+//! alignment rules, `errno`, what `realloc` does with null and zero. The
+//! preload library (`alloc/preload`) only exports these under C names.
+//!
+//! The rules are glibc's: `malloc(0)` returns a unique pointer; failures
+//! return null with `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns
+//! null; a failed `realloc` leaves the block untouched; `free` preserves
+//! `errno`; `posix_memalign` returns `EINVAL` for an alignment that is not a
+//! power of two multiple of `sizeof(void *)`; `memalign` rounds a bad
+//! alignment up to a power of two; `aligned_alloc` rejects one.
+
+use core::ffi::{c_int, c_void};
+
+use crate::heap;
+use crate::os::OS_PAGE;
+
+/// What every block is aligned to (`alignof(max_align_t)`).
+pub const MIN_ALIGN: usize = 16;
+
+/// Largest request that can succeed: an object's size must fit `isize`.
+const MAX_REQUEST: usize = isize::MAX as usize - 2 * 1024 * 1024;
+
+fn set_errno(value: c_int) {
+    // SAFETY: errno is thread-local and always addressable.
+    unsafe { *libc::__errno_location() = value };
+}
+
+fn fail() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
+fn aligned(size: usize, align: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        return fail();
+    }
+    let ptr = heap::alloc(size, align.max(MIN_ALIGN));
+    if ptr.is_null() { fail() } else { ptr.cast() }
+}
+
+/// `malloc`.
+pub fn malloc(size: usize) -> *mut c_void {
+    aligned(size, MIN_ALIGN)
+}
+
+/// `calloc`: zero-filled; null with `ENOMEM` if `count * size` overflows.
+pub fn calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(bytes) = count.checked_mul(size).filter(|&b| b <= MAX_REQUEST) else { return fail() };
+    let ptr = heap::alloc_zeroed(bytes, MIN_ALIGN);
+    if ptr.is_null() { fail() } else { ptr.cast() }
+}
+
+/// `free`: null is a no-op; `errno` is preserved.
+///
+/// # Safety
+/// `ptr` is null or a live block of this allocator (anything else that can
+/// be detected is reported and aborts).
+pub unsafe fn free(ptr: *mut c_void) {
+    // SAFETY: forwarded from the caller.
+    unsafe { heap::free(ptr.cast()) }
+}
+
+/// C23 `free_sized`: `size` is the size passed to the allocation call.
+///
+/// # Safety
+/// As [`free`], and `size` is the block's requested size from `malloc`,
+/// `calloc` or `realloc`.
+pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
+    if !ptr.is_null() {
+        // SAFETY: forwarded from the caller.
+        unsafe { heap::dealloc(ptr.cast(), size, MIN_ALIGN) }
+    }
+}
+
+/// C23 `free_aligned_sized`.
+///
+/// # Safety
+/// As [`free`], and `align`/`size` are the ones passed to `aligned_alloc`.
+pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
+    if !ptr.is_null() {
+        // SAFETY: forwarded from the caller.
+        unsafe { heap::dealloc(ptr.cast(), size, align.max(MIN_ALIGN)) }
+    }
+}
+
+/// `realloc`: null `ptr` is `malloc`; size 0 frees and returns null (as
+/// glibc does); on failure the block is untouched and null is returned.
+///
+/// # Safety
+/// `ptr` is null or a live block of this allocator.
+pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: forwarded from the caller.
+        unsafe { free(ptr) };
+        return core::ptr::null_mut();
+    }
+    if size > MAX_REQUEST {
+        return fail();
+    }
+    // SAFETY: forwarded from the caller.
+    let new = unsafe { heap::realloc(ptr.cast(), None, MIN_ALIGN, size) };
+    if new.is_null() { fail() } else { new.cast() }
+}
+
+/// `reallocarray`: `realloc` with an overflow check on `count * size`.
+///
+/// # Safety
+/// As [`realloc`].
+pub unsafe fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    match count.checked_mul(size) {
+        // SAFETY: forwarded from the caller.
+        Some(bytes) => unsafe { realloc(ptr, bytes) },
+        None => fail(),
+    }
+}
+
+/// `posix_memalign`: 0, `EINVAL` or `ENOMEM`; `*out` is written only on success.
+///
+/// # Safety
+/// `out` is valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
+        return libc::EINVAL;
+    }
+    let saved = errno();
+    let ptr = aligned(size, align);
+    set_errno(saved);
+    if ptr.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller vouches for `out`.
+    unsafe { out.write(ptr) };
+    0
+}
+
+fn errno() -> c_int {
+    // SAFETY: errno is thread-local and always addressable.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `aligned_alloc`: the alignment must be a power of two (`EINVAL` otherwise).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    aligned(size, align)
+}
+
+/// `memalign`: an alignment that is not a power of two is rounded up to one.
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    match align.checked_next_power_of_two() {
+        Some(align) => aligned(size, align),
+        None => fail(),
+    }
+}
+
+/// `valloc`: page-aligned.
+pub fn valloc(size: usize) -> *mut c_void {
+    aligned(size, OS_PAGE)
+}
+
+/// `pvalloc`: page-aligned, size rounded up to whole pages (at least one).
+pub fn pvalloc(size: usize) -> *mut c_void {
+    match size.max(1).checked_next_multiple_of(OS_PAGE) {
+        Some(bytes) => aligned(bytes, OS_PAGE),
+        None => fail(),
+    }
+}
+
+/// `malloc_usable_size`: bytes usable in the block (0 for null).
+///
+/// # Safety
+/// `ptr` is null or a live block of this allocator.
+pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    if ptr.is_null() {
+        0
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { heap::usable_size(ptr.cast()) }
+    }
+}

@@ -1,0 +1,463 @@
+//! rseq-alloc as the `#[global_allocator]` of this whole test binary (the
+//! test harness included), under migration and signals, in whichever mode
+//! the process runs; `suite_*` tests run the file again with our own rseq
+//! registration, with the fallback forced, and under valgrind.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use rseq_alloc::{Mode, RseqAlloc};
+use rseq_alloc_tests::modes::{self, Expected};
+use rseq_alloc_tests::stress::{self, Conditions, Rng};
+use rseq_alloc_tests::{exclusive, scaled};
+
+#[global_allocator]
+static GLOBAL: RseqAlloc = RseqAlloc;
+
+#[test]
+fn mode_is_the_one_the_environment_implies() {
+    let _ = Box::new(1u8);
+    let mode = rseq_alloc::stats().mode;
+    eprintln!("allocator mode: {mode}");
+    match modes::expected() {
+        None | Some(Expected::GlibcArea) => assert_eq!(mode, Mode::RseqGlibcArea),
+        Some(Expected::OwnArea) => assert_eq!(mode, Mode::RseqOwnArea),
+        Some(Expected::Unavailable) => assert!(matches!(mode, Mode::Fallback(_)), "{mode}"),
+        Some(Expected::ForcedFallback) => assert_eq!(mode, Mode::ForcedFallback),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The stress test.
+
+/// A live block: where, its layout, and the seed of the pattern written in it.
+#[derive(Clone, Copy)]
+struct Block {
+    ptr: usize,
+    size: usize,
+    align: usize,
+    seed: u64,
+}
+
+impl Block {
+    fn new(rng: &mut Rng) -> Block {
+        // Mostly small, some medium, a few huge; mostly 16-aligned.
+        let size = match rng.below(1000) {
+            0..=899 => rng.below(512) + 1,
+            900..=979 => rng.below(32 * 1024) + 1,
+            980..=997 => rng.below(1 << 20) + 1,
+            _ => rng.below(4 << 20) + 1,
+        };
+        let align = match rng.below(20) {
+            0 => 1 << (5 + rng.below(8)),  // 32 B to 4 KiB
+            1 => 1 << (13 + rng.below(8)), // 8 KiB to 1 MiB
+            2 => 8,
+            _ => 16,
+        };
+        let seed = rng.next_u64();
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: a non-zero-size layout.
+        let ptr = unsafe { GLOBAL.alloc(layout) };
+        assert!(!ptr.is_null(), "allocation of {size} bytes aligned {align} failed");
+        assert_eq!(ptr as usize % align, 0, "{size} bytes not aligned to {align}");
+        let block = Block { ptr: ptr as usize, size, align, seed };
+        block.fill();
+        block
+    }
+
+    /// The pattern: a word derived from the seed and the offset, at the
+    /// start, the end and every 4 KiB (enough to catch two blocks overlapping).
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.size).step_by(4096).chain(self.size.saturating_sub(8)..self.size)
+    }
+
+    fn byte_at(&self, offset: usize) -> u8 {
+        (self.seed.wrapping_mul(offset as u64 + 1) >> 24) as u8
+    }
+
+    fn fill(&self) {
+        for offset in self.positions() {
+            // SAFETY: offset < size, inside the live block.
+            unsafe { *((self.ptr + offset) as *mut u8) = self.byte_at(offset) };
+        }
+    }
+
+    fn check_and_free(self) {
+        for offset in self.positions() {
+            // SAFETY: as in `fill`.
+            let got = unsafe { *((self.ptr + offset) as *const u8) };
+            assert_eq!(got, self.byte_at(offset), "block {:#x}+{offset} ({} bytes) overwritten", self.ptr, self.size);
+        }
+        // SAFETY: allocated with this layout, freed once.
+        unsafe { GLOBAL.dealloc(self.ptr as *mut u8, Layout::from_size_align(self.size, self.align).unwrap()) };
+    }
+}
+
+/// Every live block's address, sharded: inserting one that is already there
+/// is a block handed out twice.
+struct LiveSet {
+    shards: Vec<Mutex<HashSet<usize>>>,
+    duplicates: AtomicU64,
+}
+
+impl LiveSet {
+    fn new() -> LiveSet {
+        LiveSet { shards: (0..64).map(|_| Mutex::new(HashSet::new())).collect(), duplicates: AtomicU64::new(0) }
+    }
+
+    fn shard(&self, ptr: usize) -> &Mutex<HashSet<usize>> {
+        &self.shards[(ptr >> 4) % self.shards.len()]
+    }
+
+    fn insert(&self, ptr: usize) {
+        if !self.shard(ptr).lock().unwrap().insert(ptr) {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, ptr: usize) {
+        assert!(self.shard(ptr).lock().unwrap().remove(&ptr), "freeing {ptr:#x}, which is not live");
+    }
+}
+
+/// Blocks handed between threads: a thread swaps one of its blocks in and
+/// frees whatever it got out, so most blocks die on another thread (and CPU).
+struct Exchange {
+    slots: Vec<AtomicPtr<Block>>,
+}
+
+impl Exchange {
+    fn new(n: usize) -> Exchange {
+        Exchange { slots: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect() }
+    }
+
+    fn swap(&self, index: usize, block: Option<Block>) -> Option<Block> {
+        let new = block.map_or(std::ptr::null_mut(), |b| Box::into_raw(Box::new(b)));
+        let old = self.slots[index % self.slots.len()].swap(new, Ordering::AcqRel);
+        // SAFETY: every non-null slot value came from Box::into_raw above.
+        (!old.is_null()).then(|| *unsafe { Box::from_raw(old) })
+    }
+}
+
+/// A size no worker uses: the signal handler's class, warmed before the storm.
+const HANDLER_SIZE: usize = 200;
+static HANDLER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+fn allocate_in_signal_handler() {
+    let layout = Layout::from_size_align(HANDLER_SIZE, 8).unwrap();
+    // SAFETY: a valid layout; the block is freed at once.
+    unsafe {
+        let p = GLOBAL.alloc(layout);
+        if !p.is_null() {
+            p.write_bytes(0x5a, HANDLER_SIZE);
+            GLOBAL.dealloc(p, layout);
+            HANDLER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Puts a few free objects of the handler's class in every CPU's cache, so
+/// handlers run on the fast path (slow paths are not async-signal-safe).
+fn warm_handler_class() {
+    let layout = Layout::from_size_align(HANDLER_SIZE, 8).unwrap();
+    std::thread::spawn(move || {
+        for cpu in stress::allowed_cpus() {
+            stress::pin(0, &[cpu]);
+            // SAFETY: valid layout; blocks freed right after.
+            let blocks: Vec<*mut u8> = (0..16).map(|_| unsafe { GLOBAL.alloc(layout) }).collect();
+            for p in blocks {
+                // SAFETY: allocated just above with this layout.
+                unsafe { GLOBAL.dealloc(p, layout) };
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn stress_random_blocks_freed_across_threads_and_cpus() {
+    let _serial = exclusive();
+    warm_handler_class();
+    let live = LiveSet::new();
+    let exchange = Exchange::new(256);
+    let iterations = scaled(30_000);
+    let total = AtomicUsize::new(0);
+    stress::set_signal_hook(Some(allocate_in_signal_handler));
+    let report = stress::run(stress::default_threads(), Conditions::HOSTILE, |worker| {
+        let mut rng = Rng::new(worker.index as u64 * 7919 + 1);
+        let mut mine: Vec<Block> = Vec::new();
+        let mut i = 0;
+        while worker.keep_going(i, iterations) {
+            i += 1;
+            let block = Block::new(&mut rng);
+            live.insert(block.ptr);
+            match rng.below(3) {
+                0 => {
+                    if let Some(other) = exchange.swap(rng.below(1 << 20), Some(block)) {
+                        live.remove(other.ptr);
+                        other.check_and_free();
+                    }
+                }
+                _ => mine.push(block),
+            }
+            if mine.len() > 64 || (rng.below(8) == 0 && !mine.is_empty()) {
+                let victim = mine.swap_remove(rng.below(mine.len()));
+                live.remove(victim.ptr);
+                victim.check_and_free();
+            }
+        }
+        for block in mine {
+            live.remove(block.ptr);
+            block.check_and_free();
+        }
+        total.fetch_add(i, Ordering::Relaxed);
+    });
+    stress::set_signal_hook(None);
+    for i in 0..256 {
+        if let Some(block) = exchange.swap(i, None) {
+            live.remove(block.ptr);
+            block.check_and_free();
+        }
+    }
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "{report:?}; {} blocks; {} handler allocations; mode {}; aborts {}; mapped {} KiB",
+        total.load(Ordering::Relaxed),
+        HANDLER_ALLOCS.load(Ordering::Relaxed),
+        stats.mode,
+        stats.rseq_aborts,
+        stats.mapped_bytes >> 10
+    );
+    assert_eq!(live.duplicates.load(Ordering::Relaxed), 0, "a live block was handed out twice");
+    assert!(live.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+}
+
+// ---------------------------------------------------------------------------
+// realloc, zeroing, alignment.
+
+#[test]
+fn realloc_keeps_contents_across_every_kind_of_block() {
+    let mut v: Vec<u8> = Vec::new();
+    let mut expected_len = 0;
+    for step in 0..26 {
+        let target = 1usize << step;
+        while v.len() < target {
+            v.push((v.len() % 251) as u8);
+        }
+        expected_len = v.len();
+        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "contents lost at {target}");
+    }
+    assert_eq!(v.len(), expected_len);
+    v.truncate(100);
+    v.shrink_to_fit();
+    assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+#[test]
+fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    // SAFETY: valid layouts throughout; every block is freed with its final layout.
+    unsafe {
+        let p = GLOBAL.alloc(layout);
+        let q = GLOBAL.realloc(p, layout, 110);
+        assert_eq!(p, q, "100 and 110 bytes share a class");
+        let r = GLOBAL.realloc(q, Layout::from_size_align(110, 8).unwrap(), 1000);
+        assert_ne!(r, q);
+        GLOBAL.dealloc(r, Layout::from_size_align(1000, 8).unwrap());
+
+        // A huge block grows by mremap: 64 MiB of pattern survives growth to 1 GiB.
+        let mut size = 64 << 20;
+        let mut p = GLOBAL.alloc(Layout::from_size_align(size, 16).unwrap());
+        for offset in (0..size).step_by(4096) {
+            *p.add(offset) = (offset >> 12) as u8;
+        }
+        while size < 1 << 30 {
+            let grown = size * 2;
+            p = GLOBAL.realloc(p, Layout::from_size_align(size, 16).unwrap(), grown);
+            assert!(!p.is_null());
+            size = grown;
+        }
+        for offset in (0..64 << 20).step_by(4096) {
+            assert_eq!(*p.add(offset), (offset >> 12) as u8);
+        }
+        let stats = rseq_alloc::stats();
+        assert!(stats.process_resident_bytes < 512 << 20, "growth touched the new pages: it copied");
+        GLOBAL.dealloc(p, Layout::from_size_align(size, 16).unwrap());
+    }
+}
+
+#[test]
+fn alloc_zeroed_is_zero_even_on_reused_memory() {
+    for size in [1, 24, 100, 4000, 30_000, 40_000, 500_000, 3 << 20] {
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: valid layouts; blocks freed with them.
+        unsafe {
+            let dirty = GLOBAL.alloc(layout);
+            dirty.write_bytes(0xff, size);
+            GLOBAL.dealloc(dirty, layout);
+            for _ in 0..3 {
+                let p = GLOBAL.alloc_zeroed(layout);
+                assert!(std::slice::from_raw_parts(p, size).iter().all(|&b| b == 0), "{size} bytes not zeroed");
+                p.write_bytes(0xee, size);
+                GLOBAL.dealloc(p, layout);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_power_of_two_alignment_up_to_2_mib() {
+    for shift in 0..=21 {
+        let align = 1usize << shift;
+        for size in [1, align / 2 + 1, align, 3 * align, 100_000] {
+            let layout = Layout::from_size_align(size.max(1), align).unwrap();
+            // SAFETY: valid layout, freed with it.
+            unsafe {
+                let p = GLOBAL.alloc(layout);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                p.write_bytes(1, layout.size());
+                GLOBAL.dealloc(p, layout);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fork, thread churn, TLS destructors.
+
+#[test]
+fn fork_child_of_a_multithreaded_program_allocates() {
+    let _serial = exclusive();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut rng = Rng::new(t);
+                let mut keep = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    keep.push(vec![t as u8; rng.below(5000)]);
+                    if keep.len() > 100 {
+                        keep.clear();
+                    }
+                }
+            });
+        }
+        for _ in 0..5 {
+            // SAFETY: the child allocates, spawns a thread and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let v: Vec<Vec<u8>> = (0..10_000).map(|i| vec![1; i % 700]).collect();
+                    let t = std::thread::spawn(|| (0..10_000).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                    v.len() == 10_000 && t.join().unwrap() > 0
+                })
+                .unwrap_or(false);
+                // SAFETY: leaving the child at once.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: our child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn ten_thousand_short_threads_allocate() {
+    let _serial = exclusive();
+    let threads = scaled(10_000);
+    let before = rseq_alloc::stats().mapped_bytes;
+    for _ in 0..threads.div_ceil(50) {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let blocks: Vec<Vec<u8>> = (0..20).map(|j| vec![i as u8; j * 37]).collect();
+                    blocks.iter().map(|b| b.len()).sum::<usize>()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 37 * 190);
+        }
+    }
+    let grown = rseq_alloc::stats().mapped_bytes.saturating_sub(before);
+    assert!(grown < 64 << 20, "mapped memory grew by {grown} bytes over {threads} threads");
+}
+
+struct AllocatesOnDrop(Vec<u8>);
+
+impl Drop for AllocatesOnDrop {
+    fn drop(&mut self) {
+        let copy: Vec<u8> = self.0.iter().map(|b| b.wrapping_add(1)).collect();
+        let boxed = Box::new(copy);
+        assert_eq!(boxed.len(), self.0.len());
+        DESTRUCTORS_RAN.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static DESTRUCTORS_RAN: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static TLS_VALUE: std::cell::RefCell<Option<AllocatesOnDrop>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn tls_destructors_allocate_and_free() {
+    let before = DESTRUCTORS_RAN.load(Ordering::Relaxed);
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                TLS_VALUE.with(|v| *v.borrow_mut() = Some(AllocatesOnDrop(vec![i as u8; 1000 + i])));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(DESTRUCTORS_RAN.load(Ordering::Relaxed) - before, 32);
+}
+
+#[test]
+fn stats_report_traffic_and_the_mode() {
+    let blocks: Vec<Vec<u8>> = (0..10_000).map(|i| vec![0; 16 + i % 64]).collect();
+    drop(blocks);
+    let s = rseq_alloc::stats();
+    assert_ne!(s.mode, Mode::Undecided);
+    assert!(s.mapped_bytes > 0);
+    assert!(s.classes.iter().map(|c| c.central_taken).sum::<u64>() > 0);
+    assert!(s.classes.iter().map(|c| c.alloc_misses).sum::<u64>() > 0);
+}
+
+// ---------------------------------------------------------------------------
+// The same file in the other modes.
+
+#[test]
+fn suite_own_area() {
+    modes::rerun_self("own", &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")], &[]);
+}
+
+#[test]
+fn suite_forced_fallback() {
+    modes::rerun_self("forced", &[("RSEQ_ALLOC_FORCE_FALLBACK", "1")], &[]);
+}
+
+#[test]
+fn suite_valgrind_without_rseq() {
+    if !modes::have_valgrind() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install valgrind");
+        return;
+    }
+    modes::rerun_self(
+        "unavailable",
+        &[("RSEQ_TEST_SCALE", "2"), ("RSEQ_TEST_MIN_HITS", "0")],
+        &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
+    );
+}
