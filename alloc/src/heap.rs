@@ -221,11 +221,24 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         }
         Block::Medium(seg, head) => {
             // SAFETY: classify checked the span.
-            let capacity = (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT;
-            if new_route == Route::Medium && new_size <= capacity && new_size > capacity / 2 {
-                return ptr;
+            let pages = unsafe { (*seg).spans[head].pages } as usize;
+            if new_route == Route::Medium {
+                let new_pages = new_size.div_ceil(PAGE_SIZE);
+                let in_place = match new_pages.cmp(&pages) {
+                    core::cmp::Ordering::Equal => true,
+                    core::cmp::Ordering::Less => {
+                        // SAFETY: the span is live and the caller gives up its bytes past `new_size`.
+                        unsafe { PAGE_HEAP.shrink_span(seg, head, pages, new_pages) };
+                        true
+                    }
+                    // SAFETY: the span is live; growing only claims free pages after it.
+                    core::cmp::Ordering::Greater => unsafe { PAGE_HEAP.grow_span(seg, head, pages, new_pages) },
+                };
+                if in_place {
+                    return ptr;
+                }
             }
-            capacity
+            pages << PAGE_SHIFT
         }
         Block::Huge(seg) => {
             if new_route == Route::Huge {

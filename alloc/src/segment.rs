@@ -265,6 +265,56 @@ impl PageHeap {
         }
     }
 
+    /// Grows the medium span at `head` of `seg` from `pages` to `new_pages`
+    /// in place, if the pages after it are free; true if it did.
+    ///
+    /// # Safety
+    /// The span is a live medium span of `pages` pages.
+    pub(crate) unsafe fn grow_span(&self, seg: *mut Segment, head: usize, pages: usize, new_pages: usize) -> bool {
+        debug_assert!(new_pages > pages);
+        if head + new_pages > PAGES {
+            return false;
+        }
+        let _guard = self.lock.lock();
+        // SAFETY: the caller owns the span; the lock guards the segment's page state.
+        let s = unsafe { &mut *seg };
+        let extra = run_mask(new_pages - pages) << (head + pages);
+        if s.free_pages & extra != extra {
+            return false;
+        }
+        s.free_pages &= !extra;
+        s.dirty_pages |= extra;
+        for page in head + pages..head + new_pages {
+            s.page_head[page] = head as u8;
+            s.page_class[page].store(PAGE_MEDIUM, Ordering::Release);
+        }
+        s.spans[head].pages = new_pages as u8;
+        true
+    }
+
+    /// Shrinks the medium span at `head` of `seg` from `pages` to
+    /// `new_pages` in place, giving the tail back.
+    ///
+    /// # Safety
+    /// The span is a live medium span of `pages` pages, and nothing uses its
+    /// pages past `new_pages`.
+    pub(crate) unsafe fn shrink_span(&self, seg: *mut Segment, head: usize, pages: usize, new_pages: usize) {
+        debug_assert!(new_pages < pages && new_pages >= 1);
+        {
+            let _guard = self.lock.lock();
+            // SAFETY: the caller owns the span; the lock guards the segment's page state.
+            unsafe { (*seg).spans[head].pages = new_pages as u8 };
+        }
+        // SAFETY: the tail is a run of pages of the span that nobody uses; it
+        // becomes a span of its own and is freed like one.
+        unsafe {
+            for page in head + new_pages..head + pages {
+                (*seg).page_head[page] = (head + new_pages) as u8;
+            }
+            self.free_span(seg, head + new_pages, pages - new_pages);
+        }
+    }
+
     /// # Safety
     /// The lock is held; `seg` is on the list with every page free.
     unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {

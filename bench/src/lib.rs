@@ -6,3 +6,4 @@
 
 pub mod primitives;
 pub mod timing;
+pub mod workloads;

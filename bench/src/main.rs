@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! rseq-alloc-bench primitives [--rounds N]   per-CPU primitives, ns per call, median of N rounds
+//! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System
 //! ```
 
 use std::process::ExitCode;
@@ -11,8 +12,77 @@ use rseq_alloc_bench::primitives::{ALL, Op, Primitives, needs_rseq};
 use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rseq-alloc-bench primitives [--rounds N]");
+    eprintln!("usage: rseq-alloc-bench primitives|alloc [--rounds N]");
     ExitCode::from(2)
+}
+
+/// Every allocator workload, measured once on `alloc`: (name, ns).
+fn alloc_workloads<A: std::alloc::GlobalAlloc + Sync>(alloc: &A) -> Vec<(String, f64)> {
+    use rseq_alloc_bench::workloads;
+    let mut out = Vec::new();
+    for size in workloads::PAIR_SIZES {
+        out.push((format!("alloc/free pair, {size} B (ns/pair)"), workloads::pairs(alloc, size, 2_000_000)));
+    }
+    out.push(("1000 x 64 B then free all (ns/block)".into(), workloads::batches(alloc, 64, 1000, 2000)));
+    out.push(("realloc growth 16 B to 1 MiB (ns/doubling)".into(), workloads::vec_growth(alloc, 1 << 20, 2000)));
+    out.push(("cross-thread free, 64 B (ns/block)".into(), workloads::cross_thread_free(alloc, 64, 1 << 20)));
+    out
+}
+
+fn alloc_table(rounds: u64) {
+    let exe = std::env::current_exe().expect("current_exe");
+    // Warm up, and learn the mode.
+    let _ = alloc_workloads(&rseq_alloc::RseqAlloc);
+    println!(
+        "rseq-alloc mode here: {}; fallback column from a child with RSEQ_ALLOC_FORCE_FALLBACK=1",
+        rseq_alloc::stats().mode
+    );
+    let mut names = Vec::new();
+    // columns: rseq-alloc (this process), rseq-alloc fallback (child), System
+    let mut samples: Vec<[Vec<f64>; 3]> = Vec::new();
+    for round in 0..rounds {
+        eprint!("\rround {}/{rounds}", round + 1);
+        for column in shuffled(3, round) {
+            let results = match column {
+                0 => alloc_workloads(&rseq_alloc::RseqAlloc),
+                1 => child_workloads(&exe),
+                _ => alloc_workloads(&std::alloc::System),
+            };
+            if names.is_empty() {
+                names = results.iter().map(|(n, _)| n.clone()).collect();
+                samples = vec![[Vec::new(), Vec::new(), Vec::new()]; names.len()];
+            }
+            for (i, (_, ns)) in results.into_iter().enumerate() {
+                samples[i][column].push(ns);
+            }
+        }
+    }
+    eprintln!();
+    println!("\nmedian of {rounds} rounds, columns interleaved in shuffled order\n");
+    println!("| workload | rseq-alloc (rseq) | rseq-alloc (fallback) | System (glibc) | rseq / System |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, columns) in names.iter().zip(samples.iter_mut()) {
+        let [a, b, c] = columns;
+        let (a, b, c) = (median(a), median(b), median(c));
+        println!("| {name} | {a:.2} | {b:.2} | {c:.2} | {:.2} |", a / c);
+    }
+}
+
+/// Runs the workloads in a child with the fallback forced; parses its lines.
+fn child_workloads(exe: &std::path::Path) -> Vec<(String, f64)> {
+    let output = std::process::Command::new(exe)
+        .arg("alloc-child")
+        .env("RSEQ_ALLOC_FORCE_FALLBACK", "1")
+        .output()
+        .expect("spawn fallback child");
+    assert!(output.status.success(), "fallback child failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, ns) = line.rsplit_once('\t')?;
+            Some((name.to_string(), ns.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Wall-clock ns per call when `threads` threads each make `calls` calls of
@@ -80,18 +150,23 @@ fn primitives(rounds: u64) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut rounds = 11;
-    match args.first().map(String::as_str) {
-        Some("primitives") => {
-            let mut rest = args[1..].iter();
-            while let Some(flag) = rest.next() {
-                match (flag.as_str(), rest.next().and_then(|v| v.parse().ok())) {
-                    ("--rounds", Some(n)) if n > 0 => rounds = n,
-                    _ => return usage(),
-                }
-            }
-            primitives(rounds);
-            ExitCode::SUCCESS
+    let mut rest = args.iter().skip(1);
+    while let Some(flag) = rest.next() {
+        match (flag.as_str(), rest.next().and_then(|v| v.parse().ok())) {
+            ("--rounds", Some(n)) if n > 0 => rounds = n,
+            _ => return usage(),
         }
-        _ => usage(),
     }
+    match args.first().map(String::as_str) {
+        Some("primitives") => primitives(rounds),
+        Some("alloc") => alloc_table(rounds),
+        Some("alloc-child") => {
+            let _ = alloc_workloads(&rseq_alloc::RseqAlloc);
+            for (name, ns) in alloc_workloads(&rseq_alloc::RseqAlloc) {
+                println!("{name}\t{ns}");
+            }
+        }
+        _ => return usage(),
+    }
+    ExitCode::SUCCESS
 }

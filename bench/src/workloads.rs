@@ -1,0 +1,91 @@
+//! Allocator micro-workloads, generic over any `GlobalAlloc` instance so the
+//! same code times `RseqAlloc`, `System` and any other allocator, called
+//! directly (the benchmark binary's own global allocator is not involved).
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Sizes the pair benchmarks walk: small classes from 16 B to 32 KiB.
+pub const PAIR_SIZES: [usize; 8] = [16, 32, 64, 128, 256, 1024, 4096, 32768];
+
+/// `n` alloc/free pairs of `size` bytes; returns ns per pair.
+pub fn pairs<A: GlobalAlloc>(alloc: &A, size: usize, n: u64) -> f64 {
+    let layout = Layout::from_size_align(size, 8).expect("layout");
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a valid layout; the block is freed with it at once.
+        unsafe {
+            let p = alloc.alloc(layout);
+            black_box(p);
+            alloc.dealloc(p, layout);
+        }
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Allocates `batch` blocks of `size` bytes, then frees them all, `rounds`
+/// times: misses the per-CPU cache on purpose. Returns ns per block.
+pub fn batches<A: GlobalAlloc>(alloc: &A, size: usize, batch: usize, rounds: u64) -> f64 {
+    let layout = Layout::from_size_align(size, 8).expect("layout");
+    let mut blocks = vec![std::ptr::null_mut(); batch];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for slot in blocks.iter_mut() {
+            // SAFETY: a valid layout.
+            *slot = unsafe { alloc.alloc(layout) };
+        }
+        for &p in blocks.iter() {
+            // SAFETY: allocated above with this layout.
+            unsafe { alloc.dealloc(p, layout) };
+        }
+    }
+    start.elapsed().as_nanos() as f64 / (rounds * batch as u64) as f64
+}
+
+/// Grows a buffer by `realloc` from 16 B to `max` bytes, doubling; returns
+/// ns per doubling step.
+pub fn vec_growth<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
+    let steps = (max / 16).trailing_zeros() as u64;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut size = 16;
+        // SAFETY: valid layouts; the block is always freed with its current size.
+        unsafe {
+            let mut p = alloc.alloc(Layout::from_size_align(size, 8).expect("layout"));
+            while size < max {
+                p.write(size as u8);
+                p = alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), size * 2);
+                size *= 2;
+            }
+            alloc.dealloc(p, Layout::from_size_align(size, 8).expect("layout"));
+        }
+    }
+    start.elapsed().as_nanos() as f64 / (rounds * steps) as f64
+}
+
+/// One thread allocates `n` blocks of `size` bytes in batches of 256 and
+/// hands them to another, which frees them: every free is remote. Returns
+/// ns per block (wall clock).
+pub fn cross_thread_free<A: GlobalAlloc + Sync>(alloc: &A, size: usize, n: usize) -> f64 {
+    let layout = Layout::from_size_align(size, 8).expect("layout");
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<usize>>(4);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for batch in rx {
+                for p in batch {
+                    // SAFETY: allocated by the producer with this layout.
+                    unsafe { alloc.dealloc(p as *mut u8, layout) };
+                }
+            }
+        });
+        for _ in 0..n / 256 {
+            // SAFETY: a valid layout.
+            let batch: Vec<usize> = (0..256).map(|_| unsafe { alloc.alloc(layout) } as usize).collect();
+            tx.send(batch).expect("consumer alive");
+        }
+        drop(tx);
+    });
+    start.elapsed().as_nanos() as f64 / n as f64
+}
