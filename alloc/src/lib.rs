@@ -31,30 +31,56 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(test), no_std)]
 
+// Under `cfg(rseq_alloc_loom)` only the modules the loom models check are
+// built (over loom's atomics), and exported as `model`.
+#[cfg(not(rseq_alloc_loom))]
 pub mod c_api;
+#[cfg(not(rseq_alloc_loom))]
 mod central;
+mod fallback;
+#[cfg(not(rseq_alloc_loom))]
 mod fork;
+#[cfg(not(rseq_alloc_loom))]
 mod heap;
+#[cfg(not(rseq_alloc_loom))]
 mod huge;
+#[cfg(not(rseq_alloc_loom))]
 mod os;
+#[cfg(not(rseq_alloc_loom))]
 mod percpu;
+#[cfg(not(rseq_alloc_loom))]
 mod report;
+#[cfg(not(rseq_alloc_loom))]
 mod segment;
+#[cfg(not(rseq_alloc_loom))]
 mod size_class;
+#[cfg(not(rseq_alloc_loom))]
 mod stats;
 mod sync;
 
+/// What the loom models in `tests/` check: the fallback path's region
+/// protocol and the slow-path lock, over loom's atomics.
+#[cfg(rseq_alloc_loom)]
+pub mod model {
+    pub use crate::fallback::{Geometry, RegionStore, format, pop, push, release, try_hold, with_region};
+    pub use crate::sync::{Lock, LockGuard};
+}
+
+#[cfg(not(rseq_alloc_loom))]
 use core::alloc::{GlobalAlloc, Layout};
 
+#[cfg(not(rseq_alloc_loom))]
 pub use stats::{ClassStats, Mode, Stats, stats};
 
 /// The allocator. Use it as the `#[global_allocator]`, or call it directly.
+#[cfg(not(rseq_alloc_loom))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RseqAlloc;
 
 // SAFETY: every block returned is valid for the layout's size and aligned to
 // its alignment, and stays so until freed; `dealloc` and `realloc` accept
 // exactly the blocks `alloc` returned, with the same layout.
+#[cfg(not(rseq_alloc_loom))]
 unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

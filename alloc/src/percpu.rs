@@ -22,12 +22,11 @@
 //! - The two modes never mix: the process picks one at initialisation. A
 //!   thread that cannot register in rseq mode bypasses the regions entirely.
 
-use rseq_sys::slab_layout::{
-    Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset,
-};
+use rseq_sys::slab_layout::{Header, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
 use crate::central::CENTRAL;
+use crate::fallback;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -256,23 +255,13 @@ fn slot(region: *mut u8, index: usize) -> &'static AtomicUsize {
     unsafe { &*region.add(index * SLOT_BYTES).cast::<AtomicUsize>() }
 }
 
-/// Writes a BUSY region's sentinels and empty headers.
-fn format(region: *mut u8) {
-    for class in 1..=CLASSES {
-        let begin = LAYOUT.begin[class] as usize;
-        slot(region, begin - 1).store(SENTINEL_BIT, Ordering::Relaxed);
-        let empty = Header { current: begin as u16, end: (begin + capacity(class)) as u16 };
-        header(region, class).store(empty.pack(), Ordering::Relaxed);
-    }
-    REGIONS_OPENED.fetch_add(1, Ordering::Relaxed);
-}
-
 /// Opens region `cpu` if it was never initialised; true if it is OPEN now.
 fn open(cpu: u32) -> bool {
     let region = region(cpu);
     match state(region).compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {
-            format(region);
+            fallback::format(&RawRegion(region), geometry());
+            REGIONS_OPENED.fetch_add(1, Ordering::Relaxed);
             state(region).store(STATE_OPEN, Ordering::Release);
             true
         }
@@ -408,61 +397,57 @@ fn drain(class: usize, object: usize) {
 }
 
 // ---------------------------------------------------------------------------
-// The fallback: the same regions behind a CAS try-lock.
+// The fallback: the same regions behind a CAS try-lock (protocol in `fallback`).
+
+/// A region in the mapping, as the fallback protocol sees it.
+struct RawRegion(*mut u8);
+
+impl fallback::RegionStore for RawRegion {
+    fn state(&self) -> &AtomicU32 {
+        state(self.0)
+    }
+
+    fn header(&self, class: usize) -> &AtomicU32 {
+        header(self.0, class)
+    }
+
+    fn slot(&self, index: usize) -> &AtomicUsize {
+        slot(self.0, index)
+    }
+}
+
+fn geometry() -> fallback::Geometry<'static> {
+    fallback::Geometry { begin: &LAYOUT.begin, capacity: &LAYOUT.capacity }
+}
 
 /// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
 /// else the next free one; `None` if every region is busy (or there are none).
-fn with_region<R>(f: impl FnOnce(*mut u8) -> R) -> Option<R> {
-    let ncpus = FAST.ncpus.load(Ordering::Acquire);
+fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
+    let ncpus = FAST.ncpus.load(Ordering::Acquire) as usize;
     if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return None;
     }
     // SAFETY: sched_getcpu has no preconditions (glibc reads the rseq area or the vDSO).
-    let start = unsafe { libc::sched_getcpu() }.max(0) as u32 % ncpus;
-    for k in 0..ncpus {
-        let region = region((start + k) % ncpus);
-        let word = state(region);
-        let held = match word.compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => true,
-            Err(STATE_UNINIT) => {
-                let won = word.compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok();
-                if won {
-                    format(region);
-                }
-                won
-            }
-            Err(_) => false,
-        };
-        if held {
-            let result = f(region);
-            word.store(STATE_OPEN, Ordering::Release);
-            return Some(result);
-        }
-    }
-    None
+    let start = unsafe { libc::sched_getcpu() }.max(0) as usize % ncpus;
+    fallback::with_region(ncpus, start, |cpu| RawRegion(region(cpu as u32)), geometry(), f)
 }
 
 fn fallback_alloc(class: usize) -> *mut u8 {
     let from_region = with_region(|region| {
-        let h = header(region, class);
-        let mut hdr = Header::unpack(h.load(Ordering::Relaxed));
-        let begin = LAYOUT.begin[class];
-        if hdr.current == begin {
-            REFILLS[class].fetch_add(1, Ordering::Relaxed);
-            let mut buf = [0usize; MAX_BATCH];
-            let n = CENTRAL.take(class, &mut buf[..batch(class)]);
-            for &object in &buf[..n] {
-                slot(region, hdr.current as usize).store(object, Ordering::Relaxed);
-                hdr.current += 1;
-            }
+        if let Some(object) = fallback::pop(region, geometry(), class) {
+            return object as *mut u8;
         }
-        if hdr.current == begin {
+        REFILLS[class].fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0usize; MAX_BATCH];
+        let n = CENTRAL.take(class, &mut buf[..batch(class)]);
+        if n == 0 {
             return core::ptr::null_mut();
         }
-        hdr.current -= 1;
-        let object = slot(region, hdr.current as usize).load(Ordering::Relaxed);
-        h.store(hdr.pack(), Ordering::Relaxed);
-        object as *mut u8
+        for &object in &buf[..n - 1] {
+            let pushed = fallback::push(region, class, object);
+            debug_assert!(pushed, "an empty class has room for a batch");
+        }
+        buf[n - 1] as *mut u8
     });
     match from_region {
         Some(object) if !object.is_null() => object,
@@ -472,21 +457,21 @@ fn fallback_alloc(class: usize) -> *mut u8 {
 
 fn fallback_free(class: usize, object: usize) {
     let done = with_region(|region| {
-        let h = header(region, class);
-        let mut hdr = Header::unpack(h.load(Ordering::Relaxed));
-        if hdr.current == hdr.end {
-            DRAINS[class].fetch_add(1, Ordering::Relaxed);
-            let mut buf = [0usize; MAX_BATCH];
-            let n = batch(class);
-            for item in buf[..n].iter_mut() {
-                hdr.current -= 1;
-                *item = slot(region, hdr.current as usize).load(Ordering::Relaxed);
-            }
-            CENTRAL.give(class, &buf[..n]);
+        if fallback::push(region, class, object) {
+            return;
         }
-        slot(region, hdr.current as usize).store(object, Ordering::Relaxed);
-        hdr.current += 1;
-        h.store(hdr.pack(), Ordering::Relaxed);
+        DRAINS[class].fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0usize; MAX_BATCH + 1];
+        buf[0] = object;
+        let mut n = 1;
+        while n <= batch(class) {
+            match fallback::pop(region, geometry(), class) {
+                Some(item) => buf[n] = item,
+                None => break,
+            }
+            n += 1;
+        }
+        CENTRAL.give(class, &buf[..n]);
     });
     if done.is_none() {
         CENTRAL.give(class, &[object]);

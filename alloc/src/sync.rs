@@ -3,7 +3,7 @@
 //! It also owns the one lock the allocator has, for slow paths only.
 
 #[cfg(rseq_alloc_loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(not(rseq_alloc_loom))]
 pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, A
 /// deadlock on it is a signal handler that allocates while its own thread
 /// was inside a slow path holding it: that is reported and aborts instead of
 /// hanging. (The rseq fast path, which holds no lock, is safe in handlers.)
-pub(crate) struct Lock {
+pub struct Lock {
     // 0: free; 1: held; 2: held and someone may sleep on it.
     state: AtomicU32,
     // Thread pointer of the holder, 0 when free (best effort: set after taking).
@@ -26,29 +26,30 @@ pub(crate) struct Lock {
 impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
-    pub(crate) const fn new() -> Lock {
+    pub const fn new() -> Lock {
         Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
     }
 
     /// An unlocked lock.
     #[cfg(rseq_alloc_loom)]
-    pub(crate) fn new() -> Lock {
+    pub fn new() -> Lock {
         Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
     }
 
     /// Takes the lock; it is released when the guard drops.
     #[inline]
-    pub(crate) fn lock(&self) -> LockGuard<'_> {
+    pub fn lock(&self) -> LockGuard<'_> {
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
-        self.holder.store(rseq_sys::thread_pointer(), Ordering::Relaxed);
+        self.holder.store(current_thread(), Ordering::Relaxed);
         LockGuard { lock: self }
     }
 
     #[cold]
     fn lock_contended(&self) {
-        if self.holder.load(Ordering::Relaxed) == rseq_sys::thread_pointer() {
+        if self.holder.load(Ordering::Relaxed) == current_thread() && current_thread() != 0 {
+            #[cfg(not(rseq_alloc_loom))]
             crate::os::fatal(
                 b"rseq-alloc: allocation in a signal handler interrupted this thread's own allocator slow path; \
                   only the per-CPU fast path is async-signal-safe\n",
@@ -73,13 +74,14 @@ impl Lock {
     ///
     /// # Safety
     /// This thread took the lock and forgot its guard.
+    #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) unsafe fn unlock_forgotten(&self) {
         drop(LockGuard { lock: self });
     }
 }
 
 /// Proof that a [`Lock`] is held.
-pub(crate) struct LockGuard<'a> {
+pub struct LockGuard<'a> {
     lock: &'a Lock,
 }
 
@@ -91,6 +93,18 @@ impl Drop for LockGuard<'_> {
             wake_one(&self.lock.state);
         }
     }
+}
+
+/// This thread's identity for the re-entry check: its thread pointer (loom
+/// runs every model thread on one OS thread, so the check is off there).
+#[cfg(not(rseq_alloc_loom))]
+fn current_thread() -> usize {
+    rseq_sys::thread_pointer()
+}
+
+#[cfg(rseq_alloc_loom)]
+fn current_thread() -> usize {
+    0
 }
 
 #[cfg(not(rseq_alloc_loom))]

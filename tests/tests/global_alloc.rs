@@ -1,3 +1,4 @@
+#![cfg(not(rseq_alloc_loom))]
 //! rseq-alloc as the `#[global_allocator]` of this whole test binary (the
 //! test harness included), under migration and signals, in whichever mode
 //! the process runs; `suite_*` tests run the file again with our own rseq

@@ -1,3 +1,4 @@
+#![cfg(not(rseq_alloc_loom))]
 //! rseq-sys under preemption, migration, signals and injected delays, in
 //! whichever mode this process runs; `suite_*` tests run the whole file again
 //! with our own registration and under valgrind.

@@ -1,0 +1,125 @@
+//! The fallback path's protocol, written once over any region storage, so
+//! that the loom models in `tests/` check this very code (over loom atomics)
+//! while the allocator runs it over raw mapped memory.
+//!
+//! Without rseq, a per-CPU region is held by a thread through its state word:
+//! compare-and-swap OPEN→BUSY (or UNINIT→BUSY, and format it), work on it
+//! with plain atomic loads and stores, store OPEN with release ordering. A
+//! thread that finds a region busy moves on to the next one, and to the
+//! central lists when every region is busy, so it never waits for a holder
+//! that has been preempted. A held region is a private stack, so there is no
+//! ABA: nothing is ever compared against a value that may have been recycled.
+
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_BUSY, STATE_OPEN, STATE_UNINIT};
+
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+
+/// Where a region's state word, headers and slots live.
+pub trait RegionStore {
+    /// The region's state word.
+    fn state(&self) -> &AtomicU32;
+    /// `class`'s header.
+    fn header(&self, class: usize) -> &AtomicU32;
+    /// Slot `index` (slot numbers as in `rseq_sys::slab_layout`).
+    fn slot(&self, index: usize) -> &AtomicUsize;
+}
+
+/// Where each class's slots are: `begin[c]` is its first slot (the sentinel
+/// is at `begin[c] - 1`), `capacity[c]` how many it has. Class 0 is unused.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry<'a> {
+    /// First slot of each class.
+    pub begin: &'a [u16],
+    /// Slots of each class.
+    pub capacity: &'a [u16],
+}
+
+/// Writes the sentinels and empty headers of a region this thread holds BUSY.
+pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
+    for class in 1..geometry.begin.len() {
+        let begin = geometry.begin[class] as usize;
+        region.slot(begin - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+        let empty = Header { current: begin as u16, end: (begin + geometry.capacity[class] as usize) as u16 };
+        region.header(class).store(empty.pack(), Ordering::Relaxed);
+    }
+}
+
+/// Takes `region` BUSY if it is open, or never initialised (then formats
+/// it); false if someone else holds it.
+pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
+    let state = region.state();
+    match state.compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed) {
+        Ok(_) => true,
+        Err(STATE_UNINIT) => {
+            let won = state.compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok();
+            if won {
+                format(region, geometry);
+            }
+            won
+        }
+        Err(_) => false,
+    }
+}
+
+/// Lets go of a region taken with [`try_hold`].
+pub fn release<R: RegionStore>(region: &R) {
+    region.state().store(STATE_OPEN, Ordering::Release);
+}
+
+/// Runs `f` on the first of `count` regions, from `start` on, that this
+/// thread can hold; `None` if all are busy.
+pub fn with_region<R: RegionStore, T>(
+    count: usize,
+    start: usize,
+    region: impl Fn(usize) -> R,
+    geometry: Geometry<'_>,
+    f: impl FnOnce(&R) -> T,
+) -> Option<T> {
+    for k in 0..count {
+        let r = region((start + k) % count);
+        if try_hold(&r, geometry) {
+            let result = f(&r);
+            release(&r);
+            return Some(result);
+        }
+    }
+    None
+}
+
+impl<R: RegionStore> RegionStore for &R {
+    fn state(&self) -> &AtomicU32 {
+        (**self).state()
+    }
+
+    fn header(&self, class: usize) -> &AtomicU32 {
+        (**self).header(class)
+    }
+
+    fn slot(&self, index: usize) -> &AtomicUsize {
+        (**self).slot(index)
+    }
+}
+
+/// Pops the top item of `class` from a held region.
+pub fn pop<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> Option<usize> {
+    let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
+    if header.current as usize == geometry.begin[class] as usize {
+        return None;
+    }
+    header.current -= 1;
+    let item = region.slot(header.current as usize).load(Ordering::Relaxed);
+    region.header(class).store(header.pack(), Ordering::Relaxed);
+    Some(item)
+}
+
+/// Pushes `item` onto `class` of a held region; false if it is full.
+pub fn push<R: RegionStore>(region: &R, class: usize, item: usize) -> bool {
+    let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
+    if header.current == header.end {
+        return false;
+    }
+    region.slot(header.current as usize).store(item, Ordering::Relaxed);
+    header.current += 1;
+    region.header(class).store(header.pack(), Ordering::Relaxed);
+    true
+}
