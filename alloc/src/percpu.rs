@@ -87,7 +87,8 @@ pub(crate) fn batch(class: usize) -> usize {
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
 pub(crate) struct FastPath {
-    /// Bit 0: the rseq path is on; bits 32..64: the rseq area offset.
+    /// Bit 0: the rseq path is on; bit 1: count hits (statistics), which
+    /// sends every operation to the slow path; bits 32..64: the rseq area offset.
     rseq: AtomicU64,
     /// The regions, `ncpus << SLAB_SHIFT` bytes.
     slabs: AtomicPtr<u8>,
@@ -105,13 +106,21 @@ pub(crate) static DRAINS: [AtomicU64; CLASSES + 1] = [const { AtomicU64::new(0) 
 /// Regions opened so far.
 pub(crate) static REGIONS_OPENED: AtomicUsize = AtomicUsize::new(0);
 
+const RSEQ_ON: u64 = 1;
+const COUNT_HITS: u64 = 2;
+
 /// Pops an object of `class` from this CPU's region.
 #[inline(always)]
 pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
     let word = FAST.rseq.load(Ordering::Acquire);
-    if word & 1 == 0 {
+    if word & (RSEQ_ON | COUNT_HITS) != RSEQ_ON {
         return Err(Miss::NoCpu);
     }
+    pop_section(word, class)
+}
+
+#[inline(always)]
+fn pop_section(word: u64, class: usize) -> Result<usize, Miss> {
     let offset = (word >> 32) as i32 as isize;
     let slabs = FAST.slabs.load(Ordering::Relaxed);
     let ncpus = FAST.ncpus.load(Ordering::Relaxed);
@@ -125,9 +134,14 @@ pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
 #[inline(always)]
 pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
     let word = FAST.rseq.load(Ordering::Acquire);
-    if word & 1 == 0 {
+    if word & (RSEQ_ON | COUNT_HITS) != RSEQ_ON {
         return Err(Miss::NoCpu);
     }
+    push_section(word, class, object)
+}
+
+#[inline(always)]
+fn push_section(word: u64, class: usize, object: usize) -> Result<(), Miss> {
     let offset = (word >> 32) as i32 as isize;
     let slabs = FAST.slabs.load(Ordering::Relaxed);
     let ncpus = FAST.ncpus.load(Ordering::Relaxed);
@@ -207,11 +221,13 @@ fn init() {
     debug_assert!(!slabs.is_null());
     FAST.ncpus.store(ncpus, Ordering::Release);
     let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
+    let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
         _ if forced => MODE_FORCED,
         m if m.is_rseq() && rseq_sys::register_current_thread().is_ok() => {
             let offset = rseq_sys::area_offset().unwrap_or(0);
-            FAST.rseq.store((offset as i32 as u32 as u64) << 32 | 1, Ordering::Release);
+            let flags = if count_hits { RSEQ_ON | COUNT_HITS } else { RSEQ_ON };
+            FAST.rseq.store((offset as i32 as u32 as u64) << 32 | flags, Ordering::Release);
             MODE_RSEQ
         }
         _ => MODE_FALLBACK,
@@ -285,9 +301,13 @@ pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_alloc(class);
     }
+    let word = FAST.rseq.load(Ordering::Acquire);
     for _ in 0..4 {
-        match pop(class) {
-            Ok(object) => return object as *mut u8,
+        match pop_section(word, class) {
+            Ok(object) => {
+                hits::count_alloc(word, class);
+                return object as *mut u8;
+            }
             Err(Miss::Exhausted) => return refill(class),
             Err(Miss::Stopped) => {
                 let opened = rseq_sys::current_index::<Index>().is_some_and(open);
@@ -351,9 +371,13 @@ pub(crate) fn free_slow(class: usize, object: usize) {
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_free(class, object);
     }
+    let word = FAST.rseq.load(Ordering::Acquire);
     for _ in 0..4 {
-        match push(class, object) {
-            Ok(()) => return,
+        match push_section(word, class, object) {
+            Ok(()) => {
+                hits::count_free(word, class);
+                return;
+            }
             Err(Miss::Exhausted) => return drain(class, object),
             Err(Miss::Stopped) => {
                 let opened = rseq_sys::current_index::<Index>().is_some_and(open);
@@ -435,6 +459,7 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
 fn fallback_alloc(class: usize) -> *mut u8 {
     let from_region = with_region(|region| {
         if let Some(object) = fallback::pop(region, geometry(), class) {
+            hits::count_alloc(0, class);
             return object as *mut u8;
         }
         REFILLS[class].fetch_add(1, Ordering::Relaxed);
@@ -458,6 +483,7 @@ fn fallback_alloc(class: usize) -> *mut u8 {
 fn fallback_free(class: usize, object: usize) {
     let done = with_region(|region| {
         if fallback::push(region, class, object) {
+            hits::count_free(0, class);
             return;
         }
         DRAINS[class].fetch_add(1, Ordering::Relaxed);
@@ -505,5 +531,75 @@ pub(crate) fn mapped_bytes() -> usize {
         0
     } else {
         (FAST.ncpus.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
+    }
+}
+
+/// Fast-path hits, counted only with `RSEQ_ALLOC_STATS` set: per CPU, one
+/// counter per class and direction, bumped with an rseq increment (or an
+/// atomic add in fallback mode).
+pub(crate) mod hits {
+    use super::{CLASSES, COUNT_HITS, Index, Ordering};
+    use crate::sync::{AtomicPtr, AtomicU64};
+
+    /// Each CPU's counters: `[alloc; CLASSES + 1]`, then `[free; CLASSES + 1]`.
+    const SHIFT: u32 = 11;
+    const _: () = assert!(2 * (CLASSES + 1) * 8 <= 1 << SHIFT);
+
+    static COUNTERS: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+    static FALLBACK: [[AtomicU64; CLASSES + 1]; 2] = [const { [const { AtomicU64::new(0) }; CLASSES + 1] }; 2];
+
+    /// Maps the counters; false if that failed (hits are then not counted).
+    pub(crate) fn init(ncpus: u32) -> bool {
+        match crate::os::map((ncpus as usize) << SHIFT) {
+            Some(mapped) => {
+                COUNTERS.store(mapped.as_ptr(), Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn count(word: u64, index: usize) {
+        let counters = COUNTERS.load(Ordering::Acquire);
+        if counters.is_null() {
+            return;
+        }
+        if word & COUNT_HITS != 0 {
+            let offset = (word >> 32) as i32 as isize;
+            let ncpus = super::FAST.ncpus.load(Ordering::Relaxed);
+            // SAFETY: the counters cover `ncpus << SHIFT` bytes; `index` is
+            // inside one CPU's block; only sections touch them.
+            let done = unsafe { rseq_sys::percpu_add::<Index, SHIFT>(offset, counters.add(index * 8), ncpus, 1) };
+            if done.is_ok() {
+                return;
+            }
+        }
+        FALLBACK[index / (CLASSES + 1)][index % (CLASSES + 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_alloc(word: u64, class: usize) {
+        count(word, class);
+    }
+
+    pub(crate) fn count_free(word: u64, class: usize) {
+        count(word, CLASSES + 1 + class);
+    }
+
+    /// Hits so far for `class`: (allocations, frees), summed over CPUs.
+    pub(crate) fn total(class: usize) -> (u64, u64) {
+        let mut alloc = FALLBACK[0][class].load(Ordering::Relaxed);
+        let mut free = FALLBACK[1][class].load(Ordering::Relaxed);
+        let counters = COUNTERS.load(Ordering::Acquire);
+        if !counters.is_null() {
+            for cpu in 0..super::FAST.ncpus.load(Ordering::Relaxed) as usize {
+                // SAFETY: reading counters inside the mapping; a racy snapshot is fine for statistics.
+                unsafe {
+                    let block = counters.add(cpu << SHIFT).cast::<u64>();
+                    alloc += block.add(class).read_volatile();
+                    free += block.add(CLASSES + 1 + class).read_volatile();
+                }
+            }
+        }
+        (alloc, free)
     }
 }

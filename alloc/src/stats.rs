@@ -51,6 +51,10 @@ impl fmt::Display for Mode {
 pub struct ClassStats {
     /// Object size in bytes.
     pub size: usize,
+    /// Allocations served by the CPU's cache (counted only with `RSEQ_ALLOC_STATS=1`).
+    pub alloc_hits: u64,
+    /// Frees absorbed by the CPU's cache (counted only with `RSEQ_ALLOC_STATS=1`).
+    pub free_hits: u64,
     /// Refills: allocations that found the CPU's cache empty.
     pub alloc_misses: u64,
     /// Drains: frees that found the CPU's cache full.
@@ -85,8 +89,11 @@ pub struct Stats {
 pub fn stats() -> Stats {
     let mut classes = [ClassStats::default(); CLASSES + 1];
     for (class, c) in classes.iter_mut().enumerate().skip(1) {
+        let (alloc_hits, free_hits) = percpu::hits::total(class);
         *c = ClassStats {
             size: SIZES[class] as usize,
+            alloc_hits,
+            free_hits,
             alloc_misses: percpu::REFILLS[class].load(Ordering::Relaxed),
             free_misses: percpu::DRAINS[class].load(Ordering::Relaxed),
             central_taken: CENTRAL.taken[class].load(Ordering::Relaxed),
@@ -190,15 +197,18 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
         s.cpu_cached_bytes >> 10,
         s.regions_opened
     )?;
-    writeln!(out, "rseq-alloc: class   size  alloc-misses  free-misses  central-taken  central-given")?;
+    writeln!(
+        out,
+        "rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given"
+    )?;
     for (class, c) in s.classes.iter().enumerate().skip(1) {
-        if c.central_taken + c.central_given + c.alloc_misses + c.free_misses == 0 {
+        if c.central_taken + c.central_given + c.alloc_hits + c.free_hits == 0 {
             continue;
         }
         writeln!(
             out,
-            "rseq-alloc: {class:5} {:6} {:13} {:12} {:14} {:14}",
-            c.size, c.alloc_misses, c.free_misses, c.central_taken, c.central_given
+            "rseq-alloc: {class:5} {:6} {:13} {:13} {:13} {:12} {:14} {:14}",
+            c.size, c.alloc_hits, c.alloc_misses, c.free_hits, c.free_misses, c.central_taken, c.central_given
         )?;
     }
     Ok(())

@@ -462,3 +462,57 @@ fn suite_valgrind_without_rseq() {
         &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
     );
 }
+
+/// Run as a child by the next test: allocates with hit counting on.
+#[test]
+fn exercise_for_stats_child() {
+    if std::env::var_os("RSEQ_TEST_STATS_CHILD").is_none() {
+        return;
+    }
+    let blocks: Vec<Box<[u8; 48]>> = (0..100_000).map(|_| Box::new([1; 48])).collect();
+    drop(blocks);
+    let class = rseq_alloc::stats().classes.iter().find(|c| c.size == 48).copied().unwrap();
+    assert!(class.alloc_hits > 50_000 && class.free_hits > 50_000, "{class:?}");
+}
+
+#[test]
+fn suite_stats_at_exit_name_the_mode_and_count_hits() {
+    for (force, mode) in [(false, "rseq with"), (true, "fallback")] {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.args(["--exact", "exercise_for_stats_child", "--test-threads", "1"]);
+        command.env("RSEQ_ALLOC_STATS", "1").env("RSEQ_TEST_STATS_CHILD", "1");
+        if force {
+            command.env("RSEQ_ALLOC_FORCE_FALLBACK", "1");
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stderr}");
+        let first = stderr.lines().find(|l| l.starts_with("rseq-alloc:")).unwrap_or("");
+        assert!(first.starts_with(&format!("rseq-alloc: mode: {mode}")), "first line: {first}\n{stderr}");
+        let row = stderr
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("48"))
+            .unwrap_or_else(|| panic!("no row for 48-byte objects:\n{stderr}"));
+        let hits: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(hits > 50_000, "{row}");
+    }
+}
+
+// A constructor that allocates before `main` (and before the test harness):
+// initialisation must be safe there.
+static BEFORE_MAIN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn allocate_before_main() {
+    let v: Vec<u64> = (0..1000).collect();
+    let s = format!("{}", v.iter().sum::<u64>());
+    BEFORE_MAIN.store(s.parse().unwrap(), Ordering::Release);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn() = allocate_before_main;
+
+#[test]
+fn allocation_before_main_worked() {
+    assert_eq!(BEFORE_MAIN.load(Ordering::Acquire), 499_500);
+}
