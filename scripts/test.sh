@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the workspace's tests (which re-run themselves with
 # our own rseq registration, with the fallback forced and under valgrind),
-# then the loom models, built with their cfg in a target directory of their own.
+# then the loom models and the unsupported-target stubs, each built with its
+# cfg in a target directory of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,7 @@ cargo test --workspace --release
 echo "--- loom models (cfg rseq_alloc_loom)"
 RUSTFLAGS="--cfg rseq_alloc_loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p rseq-alloc-tests --release --test loom_models
+
+echo "--- the unsupported-target stubs (cfg rseq_sys_unsupported): everything on the fallback"
+RUSTFLAGS="--cfg rseq_sys_unsupported" CARGO_TARGET_DIR=target/unsupported RSEQ_TEST_EXPECT_MODE=unavailable \
+    cargo test -p rseq-alloc-tests --release --test rseq_sys --test global_alloc -- --skip suite_

@@ -27,6 +27,7 @@ impl Miss {
 
     /// The miss a section's exit code stands for.
     #[inline]
+    #[cfg_attr(not(all(target_os = "linux", target_arch = "x86_64", not(rseq_sys_unsupported))), allow(dead_code))]
     pub(crate) fn from_code(code: usize) -> Miss {
         match code {
             0 => Miss::Exhausted,
