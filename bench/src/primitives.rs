@@ -18,6 +18,9 @@ pub struct Primitives {
     counters: Vec<AtomicU64>,
     shared: AtomicU64,
     slab: Vec<u64>,
+    /// One list head per CPU, 64 bytes apart, each seeded with 64 nodes.
+    list_heads: Vec<u64>,
+    _nodes: Vec<[u64; 2]>,
     ncpus: u32,
 }
 
@@ -46,10 +49,19 @@ impl Primitives {
             region[header_word] = u64::from(header.pack());
             region[0] = u64::from(STATE_OPEN);
         }
+        let mut nodes = vec![[0u64; 2]; 64 * ncpus as usize];
+        let mut list_heads = vec![0u64; (ncpus as usize) << (STRIDE_SHIFT - 3)];
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let head = &mut list_heads[(i % ncpus as usize) << (STRIDE_SHIFT - 3)];
+            node[0] = *head;
+            *head = node.as_ptr() as u64;
+        }
         Primitives {
             counters: (0..(ncpus as usize) << (STRIDE_SHIFT - 3)).map(|_| AtomicU64::new(0)).collect(),
             shared: AtomicU64::new(0),
             slab,
+            list_heads,
+            _nodes: nodes,
             ncpus,
         }
     }
@@ -111,16 +123,33 @@ impl Primitives {
     }
 }
 
+impl Primitives {
+    /// One intrusive-list pop and one push of the same node, on this CPU.
+    #[inline(never)]
+    pub fn list_pop_push(&self) {
+        let offset = rseq_sys::area_offset().expect("rseq registered");
+        let heads = self.list_heads.as_ptr().cast_mut().cast::<u8>();
+        // SAFETY: one null-terminated list per CPU of nodes that live as long
+        // as `self`; only sections touch the heads and links.
+        unsafe {
+            if let Ok(node) = rseq_sys::list_pop::<ByCpuId, STRIDE_SHIFT>(offset, heads, self.ncpus) {
+                let _ = rseq_sys::list_push::<ByCpuId, STRIDE_SHIFT>(offset, heads, self.ncpus, node);
+            }
+        }
+    }
+}
+
 /// One benchmarked operation.
 pub type Op = fn(&Primitives);
 
 /// Every primitive, by name, for tables and benches.
-pub const ALL: [(&str, Op); 5] = [
+pub const ALL: [(&str, Op); 6] = [
     ("rseq increment (cpu_id)", Primitives::rseq_add_cpu_id),
     ("rseq increment (mm_cid)", Primitives::rseq_add_mm_cid),
     ("atomic fetch_add (one counter)", Primitives::atomic_fetch_add),
     ("sched_getcpu + atomic fetch_add", Primitives::getcpu_indexed_atomic),
     ("rseq slab pop + push", Primitives::slab_pop_push),
+    ("rseq intrusive list pop + push", Primitives::list_pop_push),
 ];
 
 /// Whether primitive `name` needs rseq.

@@ -24,9 +24,9 @@
 //! [`STATE_BUSY`] and fences the CPU before touching the region; without rseq,
 //! the same word is a try-lock taken by compare-and-swap from OPEN to BUSY.
 //!
-//! The sections write only `slot[current]` (push, speculatively) and the low
-//! half of a header (the commit). They never write `state` or `end`, which
-//! belong to whoever holds the region busy.
+//! The sections write only `slot[current]` (push, speculatively) and a
+//! header (the commit: the whole word, with `end` unchanged). They never
+//! change `state` or `end`, which belong to whoever holds the region busy.
 
 /// Byte offset of the `state` word in each CPU's region.
 pub const STATE_OFFSET: usize = 0;

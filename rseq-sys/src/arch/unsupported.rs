@@ -67,6 +67,22 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     Err(Miss::NoCpu)
 }
 
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn list_pop<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u32) -> Result<usize, Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn list_push<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u32, _: usize) -> Result<(), Miss> {
+    Err(Miss::NoCpu)
+}
+
 /// No thread pointer is read on this target.
 pub fn thread_pointer() -> usize {
     0
