@@ -89,3 +89,21 @@ pub fn cross_thread_free<A: GlobalAlloc + Sync>(alloc: &A, size: usize, n: usize
     });
     start.elapsed().as_nanos() as f64 / n as f64
 }
+
+/// `RseqAlloc::alloc` for a 16-aligned request of `size` bytes, not inlined,
+/// so its fast path can be read in the disassembly.
+#[inline(never)]
+pub fn probe_alloc(size: usize) -> *mut u8 {
+    // SAFETY: the caller passes a size that makes a valid layout.
+    unsafe { rseq_alloc::RseqAlloc.alloc(Layout::from_size_align_unchecked(size, 16)) }
+}
+
+/// `RseqAlloc::dealloc`, not inlined (see [`probe_alloc`]).
+///
+/// # Safety
+/// `ptr` came from [`probe_alloc`] with the same `size`.
+#[inline(never)]
+pub unsafe fn probe_dealloc(ptr: *mut u8, size: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { rseq_alloc::RseqAlloc.dealloc(ptr, Layout::from_size_align_unchecked(size, 16)) }
+}

@@ -123,9 +123,10 @@ fn fallback_regions_conserve_objects_under_every_interleaving() {
     });
 }
 
-/// Batch transfers between two lists behind the allocator's lock: the lock
-/// must exclude (loom's UnsafeCell checks every access) and publish what the
-/// previous holder wrote.
+/// Batch transfers as the central lists make them: a whole batch moves under
+/// one hold of the allocator's lock (a refill takes two, a drain gives two
+/// back). The lock must exclude (loom's UnsafeCell checks every access) and
+/// publish what the previous holder wrote: every object ends up exactly once.
 #[test]
 fn slow_path_lock_excludes_and_publishes_batch_transfers() {
     let mut builder = loom::model::Builder::new();
@@ -137,11 +138,16 @@ fn slow_path_lock_excludes_and_publishes_batch_transfers() {
             .map(|_| {
                 let central = central.clone();
                 loom::thread::spawn(move || {
-                    // Take a batch of two, then give it back.
-                    let batch: Vec<usize> = (0..2).filter_map(|_| central.take()).collect();
-                    for item in batch {
-                        central.give(item);
-                    }
+                    let batch: Vec<usize> = {
+                        let _guard = central.lock.lock();
+                        central.items.with_mut(|items| {
+                            let items = unsafe { &mut *items };
+                            let keep = items.len().saturating_sub(2);
+                            items.split_off(keep)
+                        })
+                    };
+                    let _guard = central.lock.lock();
+                    central.items.with_mut(|items| unsafe { (*items).extend(batch) });
                 })
             })
             .collect();
