@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "--- cargo build --release (the preload tests run target/release/librseq_alloc.so)"
+cargo build --release
+
 echo "--- cargo test --workspace --release"
 cargo test --workspace --release
 

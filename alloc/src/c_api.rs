@@ -183,3 +183,58 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
         unsafe { heap::usable_size(ptr.cast()) }
     }
 }
+
+/// `malloc_trim`: gives free memory back to the system; 1 if some was.
+/// (Returning memory arrives with the memory-return work; today nothing is
+/// released here.)
+pub fn malloc_trim(_pad: usize) -> c_int {
+    0
+}
+
+/// `mallopt`: every parameter is accepted and ignored (1 means success):
+/// glibc's knobs (arenas, mmap threshold, trim threshold) have no meaning here.
+pub fn mallopt(_param: c_int, _value: c_int) -> c_int {
+    1
+}
+
+/// glibc's `struct mallinfo2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mallinfo2 {
+    /// Non-mmapped space (bytes mapped for segments and per-CPU caches).
+    pub arena: usize,
+    /// Free chunks (unused).
+    pub ordblks: usize,
+    /// Free fastbin blocks (unused).
+    pub smblks: usize,
+    /// Mapped regions (unused).
+    pub hblks: usize,
+    /// Bytes in mapped regions (unused).
+    pub hblkhd: usize,
+    /// Max total allocated (unused).
+    pub usmblks: usize,
+    /// Free bytes held in fastbins (unused).
+    pub fsmblks: usize,
+    /// Total allocated space (mapped minus cached free bytes, approximately).
+    pub uordblks: usize,
+    /// Total free space: bytes cached in per-CPU caches.
+    pub fordblks: usize,
+    /// Top-most releasable space (unused).
+    pub keepcost: usize,
+}
+
+/// `mallinfo2`: the figures we have, in glibc's shape.
+pub fn mallinfo2() -> Mallinfo2 {
+    let s = crate::stats();
+    Mallinfo2 {
+        arena: s.mapped_bytes,
+        fordblks: s.cpu_cached_bytes,
+        uordblks: s.mapped_bytes.saturating_sub(s.cpu_cached_bytes),
+        ..Mallinfo2::default()
+    }
+}
+
+/// `malloc_stats`: our summary on stderr.
+pub fn malloc_stats() {
+    let _ = crate::stats::print(&mut crate::stats::StderrWriter::new());
+}

@@ -156,22 +156,28 @@ impl Central {
         self.given[class].fetch_add(objects.len() as u64, Ordering::Relaxed);
     }
 
-    /// Takes every list lock, in class order (before `fork`), and returns a
-    /// token that releases them.
-    pub(crate) fn lock_all_for_fork(&self) {
-        for list in &self.lists {
-            core::mem::forget(list.lock.lock());
+    /// Takes every list lock this thread does not already hold, in class
+    /// order (before `fork`); bit `c` of the result says whether it took class `c`'s.
+    pub(crate) fn lock_all_for_fork(&self) -> u128 {
+        let mut taken = 0u128;
+        for (class, list) in self.lists.iter().enumerate() {
+            if list.lock.lock_for_fork() {
+                taken |= 1 << class;
+            }
         }
+        taken
     }
 
-    /// Releases the locks taken by [`lock_all_for_fork`](Self::lock_all_for_fork).
+    /// Releases the locks [`lock_all_for_fork`](Self::lock_all_for_fork) took.
     ///
     /// # Safety
-    /// Called once after `lock_all_for_fork`, in the parent or the child.
-    pub(crate) unsafe fn unlock_all_after_fork(&self) {
-        for list in &self.lists {
-            // SAFETY: this thread took every lock in `lock_all_for_fork`.
-            unsafe { list.lock.unlock_forgotten() };
+    /// `taken` is what `lock_all_for_fork` returned on this thread.
+    pub(crate) unsafe fn unlock_all_after_fork(&self, taken: u128) {
+        for (class, list) in self.lists.iter().enumerate() {
+            if taken & (1 << class) != 0 {
+                // SAFETY: this thread took it in `lock_all_for_fork`.
+                unsafe { list.lock.unlock_after_fork() };
+            }
         }
     }
 }

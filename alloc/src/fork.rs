@@ -2,6 +2,10 @@
 //! held by any other thread at the moment of `fork` would stay held forever.
 //! Before `fork` we take every lock, in the order the allocator nests them
 //! (central lists, then the page heap), and both sides release them after.
+//! A lock the forking thread itself holds is skipped: `fork` was called from
+//! a signal handler that interrupted that thread's slow path, which finishes
+//! and releases it when the handler returns, on both sides (glibc gives the
+//! same guarantee; allocators that take the lock anyway hang there).
 //!
 //! The per-CPU regions need nothing: in rseq mode the child inherits a
 //! consistent copy (a section interrupted by `fork` is restarted in the
@@ -10,18 +14,45 @@
 
 use crate::central::CENTRAL;
 use crate::segment::PAGE_HEAP;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+// Which locks `prepare` took: written and read only by the forking thread
+// between `prepare` and its parent/child handler (a second forking thread
+// waits in `prepare` for the first one's locks).
+static TAKEN_CENTRAL: AtomicU128Cell = AtomicU128Cell::new();
+static TAKEN_PAGE_HEAP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn prepare() {
-    CENTRAL.lock_all_for_fork();
-    core::mem::forget(PAGE_HEAP.lock_for_fork());
+    TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
+    TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
 }
 
 extern "C" fn release() {
-    // SAFETY: `prepare` took every one of these locks on this thread, and
-    // `fork` runs exactly one of the parent/child handlers on each side.
+    // SAFETY: `prepare` took exactly these locks on this thread, and `fork`
+    // runs exactly one of the parent/child handlers on each side.
     unsafe {
-        PAGE_HEAP.unlock_after_fork();
-        CENTRAL.unlock_all_after_fork();
+        if TAKEN_PAGE_HEAP.load(Ordering::Relaxed) {
+            PAGE_HEAP.unlock_after_fork();
+        }
+        CENTRAL.unlock_all_after_fork(TAKEN_CENTRAL.get());
+    }
+}
+
+/// A `u128` kept in two relaxed atomic words (only the forking thread uses it).
+struct AtomicU128Cell([AtomicU64; 2]);
+
+impl AtomicU128Cell {
+    const fn new() -> Self {
+        AtomicU128Cell([AtomicU64::new(0), AtomicU64::new(0)])
+    }
+
+    fn set(&self, value: u128) {
+        self.0[0].store(value as u64, Ordering::Relaxed);
+        self.0[1].store((value >> 64) as u64, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u128 {
+        u128::from(self.0[0].load(Ordering::Relaxed)) | u128::from(self.0[1].load(Ordering::Relaxed)) << 64
     }
 }
 

@@ -29,7 +29,7 @@
 //! header pages, `.bss`, and mappings made with raw system calls.
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, rseq_alloc_loom)), no_std)]
 
 // Under `cfg(rseq_alloc_loom)` only the modules the loom models check are
 // built (over loom's atomics), and exported as `model`.

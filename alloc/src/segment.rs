@@ -337,18 +337,19 @@ impl PageHeap {
         self.mapped.load(Ordering::Relaxed)
     }
 
-    /// Takes every lock this heap has (before `fork`).
-    pub(crate) fn lock_for_fork(&self) -> crate::sync::LockGuard<'_> {
-        self.lock.lock()
+    /// Takes the heap's lock for `fork`, unless this thread holds it already;
+    /// true if it took it.
+    pub(crate) fn lock_for_fork(&self) -> bool {
+        self.lock.lock_for_fork()
     }
 
     /// Releases the lock taken by [`lock_for_fork`](Self::lock_for_fork).
     ///
     /// # Safety
-    /// This thread took it with `lock_for_fork` and forgot the guard.
+    /// This thread took it with `lock_for_fork`, which returned true.
     pub(crate) unsafe fn unlock_after_fork(&self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.lock.unlock_forgotten() };
+        unsafe { self.lock.unlock_after_fork() };
     }
 }
 

@@ -6,49 +6,52 @@
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(not(rseq_alloc_loom))]
-pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock for slow paths (central lists, page heap): a few
 /// spins, then `futex` sleep, so a holder that is preempted costs waiters a
 /// sleep, not a burnt time slice. It never allocates and has no poisoning.
 ///
-/// It records its holder (the thread pointer), because the one way to
-/// deadlock on it is a signal handler that allocates while its own thread
-/// was inside a slow path holding it: that is reported and aborts instead of
-/// hanging. (The rseq fast path, which holds no lock, is safe in handlers.)
+/// The lock word *is* the holder's identity (its thread pointer), taken by
+/// one compare-and-swap, so "this thread holds it" is exact at every
+/// instruction, even to a signal handler that interrupted the holder. Two
+/// things need that: `fork` from such a handler (the prepare handler must not
+/// wait for its own thread), and a handler that allocates while its thread
+/// is inside a slow path, which is reported and aborts instead of hanging
+/// (only the rseq fast path, which holds no lock, is async-signal-safe).
 pub struct Lock {
-    // 0: free; 1: held; 2: held and someone may sleep on it.
-    state: AtomicU32,
-    // Thread pointer of the holder, 0 when free (best effort: set after taking).
+    /// 0 when free, else the holder's identity.
     holder: AtomicUsize,
+    /// 1 when a waiter may be asleep on it (the futex word).
+    sleepers: AtomicU32,
 }
 
 impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
     pub const fn new() -> Lock {
-        Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
+        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0) }
     }
 
     /// An unlocked lock.
     #[cfg(rseq_alloc_loom)]
     pub fn new() -> Lock {
-        Lock { state: AtomicU32::new(0), holder: AtomicUsize::new(0) }
+        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0) }
     }
 
     /// Takes the lock; it is released when the guard drops.
     #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
-        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_contended();
+        let me = current_thread();
+        if self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended(me);
         }
-        self.holder.store(current_thread(), Ordering::Relaxed);
         LockGuard { lock: self }
     }
 
     #[cold]
-    fn lock_contended(&self) {
-        if self.holder.load(Ordering::Relaxed) == current_thread() && current_thread() != 0 {
+    fn lock_contended(&self, me: usize) {
+        if self.holder.load(Ordering::Relaxed) == me {
             #[cfg(not(rseq_alloc_loom))]
             crate::os::fatal(
                 b"rseq-alloc: allocation in a signal handler interrupted this thread's own allocator slow path; \
@@ -56,26 +59,47 @@ impl Lock {
             );
         }
         for _ in 0..64 {
-            if self.state.load(Ordering::Relaxed) == 0
-                && self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            if self.holder.load(Ordering::Relaxed) == 0
+                && self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
                 return;
             }
             spin_hint();
         }
-        while self.state.swap(2, Ordering::Acquire) != 0 {
-            wait_while(&self.state, 2);
+        // Announce a sleeper, then try once more before sleeping: an unlock
+        // that clears `holder` and then finds `sleepers` set wakes us, and one
+        // that found it clear left `holder` free for the retry (both sides
+        // are SeqCst, so one of them sees the other's store).
+        loop {
+            self.sleepers.store(1, Ordering::SeqCst);
+            if self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                return;
+            }
+            wait_while(&self.sleepers, 1);
         }
     }
 
-    /// Releases a lock whose guard was forgotten (the `fork` handlers take
-    /// locks in one callback and release them in another), waking a waiter
-    /// as a guard's drop would.
+    /// Takes the lock for `fork` and keeps it past this call, unless this
+    /// very thread already holds it: then `fork` was called from a signal
+    /// handler that interrupted this thread inside a slow path, and that
+    /// slow path will finish (and release the lock) when the handler
+    /// returns, in the parent and in the child alike. Returns whether it took it.
+    #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> bool {
+        if self.holder.load(Ordering::Relaxed) == current_thread() {
+            return false;
+        }
+        core::mem::forget(self.lock());
+        true
+    }
+
+    /// Releases a lock that [`lock_for_fork`](Self::lock_for_fork) took,
+    /// waking a waiter as a guard's drop would.
     ///
     /// # Safety
-    /// This thread took the lock and forgot its guard.
+    /// This thread took the lock with `lock_for_fork`, which returned true.
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
-    pub(crate) unsafe fn unlock_forgotten(&self) {
+    pub(crate) unsafe fn unlock_after_fork(&self) {
         drop(LockGuard { lock: self });
     }
 }
@@ -88,23 +112,27 @@ pub struct LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.lock.holder.store(0, Ordering::Relaxed);
-        if self.lock.state.swap(0, Ordering::Release) == 2 {
-            wake_one(&self.lock.state);
+        self.lock.holder.store(0, Ordering::SeqCst);
+        if self.lock.sleepers.swap(0, Ordering::SeqCst) != 0 {
+            wake_one(&self.lock.sleepers);
         }
     }
 }
 
-/// This thread's identity for the re-entry check: its thread pointer (loom
-/// runs every model thread on one OS thread, so the check is off there).
+/// This thread's identity in a lock word: its thread pointer, never 0.
 #[cfg(not(rseq_alloc_loom))]
 fn current_thread() -> usize {
     rseq_sys::thread_pointer()
 }
 
+/// Loom runs every model thread on one OS thread: use the address of a
+/// loom thread-local instead.
 #[cfg(rseq_alloc_loom)]
 fn current_thread() -> usize {
-    0
+    loom::thread_local! {
+        static MARK: u8 = 0;
+    }
+    MARK.with(|mark| mark as *const u8 as usize)
 }
 
 #[cfg(not(rseq_alloc_loom))]

@@ -1,0 +1,65 @@
+/* fork() from a signal handler that interrupted malloc or free: glibc
+ * guarantees this works (POSIX lists fork as async-signal-safe); the child
+ * must be able to allocate and the parent must go on. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t forks, failures;
+
+static void on_signal(int sig) {
+    (void)sig;
+    pid_t pid = fork();
+    if (pid == 0) {
+        void *p = malloc(100);
+        void *q = malloc(100000);
+        free(p);
+        free(q);
+        _exit(0);
+    }
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        failures++;
+    forks++;
+}
+
+static volatile int done;
+
+static void *signaller(void *main_thread) {
+    while (!done) {
+        pthread_kill(*(pthread_t *)main_thread, SIGUSR1);
+        usleep(200);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int target = argc > 1 ? atoi(argv[1]) : 300;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_t self = pthread_self(), thread;
+    pthread_create(&thread, NULL, signaller, &self);
+    unsigned seed = 1;
+    void *keep[256] = {0};
+    while (forks < target) {
+        int i = rand_r(&seed) % 256;
+        free(keep[i]);
+        keep[i] = malloc(rand_r(&seed) % 40000 + 1);
+    }
+    done = 1;
+    pthread_join(thread, NULL);
+    for (int i = 0; i < 256; i++) free(keep[i]);
+    if (failures) {
+        fprintf(stderr, "%d children failed\n", (int)failures);
+        return 1;
+    }
+    printf("fork_in_signal: ok (%d forks)\n", (int)forks);
+    return 0;
+}

@@ -1,0 +1,284 @@
+//! `librseq_alloc.so` under `LD_PRELOAD`: C and C++ programs written for the
+//! C API's rules, and real programs nobody here wrote, each in three modes:
+//! rseq (glibc's area), the fallback forced, and under valgrind (no rseq).
+//!
+//! The library is the one `cargo build --release` puts next to this test's
+//! profile directory (`scripts/test.sh` builds it first), or `RSEQ_ALLOC_SO`.
+
+#![cfg(not(rseq_alloc_loom))]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rseq_alloc_tests::modes;
+
+/// The library under test.
+fn library() -> PathBuf {
+    if let Some(path) = std::env::var_os("RSEQ_ALLOC_SO") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let so = profile_dir.join("librseq_alloc.so");
+    assert!(so.exists(), "{} is missing: run `cargo build --release` first (scripts/test.sh does)", so.display());
+    so
+}
+
+/// Where the C programs are built.
+fn build_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(Path::parent).unwrap().join("c-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c");
+        let c = |args: &[&str]| {
+            let status = Command::new(args[0]).args(&args[1..]).current_dir(&dir).status().expect("compiler");
+            assert!(status.success(), "{args:?} failed");
+        };
+        let s = |name: &str| src.join(name).to_str().unwrap().to_string();
+        for program in ["conformance", "fork_threads", "fork_in_signal", "threads_exit", "signal_alloc"] {
+            let source = s(&format!("{program}.c"));
+            c(&["gcc", "-O2", "-g", "-pthread", "-Wno-alloc-size-larger-than", "-o", program, &source, "-ldl"]);
+        }
+        c(&["gcc", "-O2", "-g", "-shared", "-fPIC", "-o", "libhelper.so", &s("helper.c")]);
+        let rpath = format!("-Wl,-rpath,{}", dir.display());
+        c(&["gcc", "-O2", "-g", "-o", "across_libraries", &s("across_libraries.c"), "-L.", "-lhelper", &rpath, "-ldl"]);
+        c(&["g++", "-O2", "-g", "-fsized-deallocation", "-faligned-new", "-o", "sized_delete", &s("sized_delete.cpp")]);
+        dir
+    })
+}
+
+/// How a program is run.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Rseq,
+    ForcedFallback,
+    Valgrind,
+}
+
+const MODES: [Mode; 3] = [Mode::Rseq, Mode::ForcedFallback, Mode::Valgrind];
+
+/// Runs `program args` with the library preloaded, in `mode`, killing it
+/// after `limit`; panics (with its output) unless it exits 0.
+fn run(mode: Mode, program: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let mut command = match mode {
+        Mode::Valgrind => {
+            let mut c = Command::new("valgrind");
+            c.args(["--tool=none", "--quiet", "--trace-children=yes", "--error-exitcode=97", program]);
+            c
+        }
+        _ => Command::new(program),
+    };
+    command.args(args).env("LD_PRELOAD", library()).current_dir(build_dir());
+    if let Mode::ForcedFallback = mode {
+        command.env("RSEQ_ALLOC_FORCE_FALLBACK", "1");
+    }
+    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
+    }
+    let deadline = Instant::now() + limit;
+    let out_reader = {
+        let mut out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
+        })
+    };
+    let err_reader = {
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
+        })
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} {args:?} ({mode:?}) did not finish within {limit:?}: hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: out_reader.join().unwrap().unwrap_or_default(),
+        stderr: err_reader.join().unwrap().unwrap_or_default(),
+    };
+    assert!(
+        output.status.success(),
+        "{program} {args:?} ({mode:?}) failed: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn modes() -> Vec<Mode> {
+    if modes::have_valgrind() {
+        MODES.to_vec()
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install valgrind");
+        vec![Mode::Rseq, Mode::ForcedFallback]
+    }
+}
+
+fn run_c_test(name: &str, args: &[&str]) {
+    run_c_test_scaled(name, |_| args.iter().map(|a| a.to_string()).collect());
+}
+
+/// As [`run_c_test`], with arguments that may depend on the mode (valgrind
+/// runs signal-heavy programs slowly: its scheduler rarely switches threads).
+fn run_c_test_scaled(name: &str, args_for: impl Fn(Mode) -> Vec<String>) {
+    let program = build_dir().join(name);
+    for mode in modes() {
+        let args = args_for(mode);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(mode, program.to_str().unwrap(), &args, None, Duration::from_secs(180));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&format!("{name}: ok")), "{name} ({mode:?}) said:\n{stdout}");
+        eprintln!("{mode:?}: {}", stdout.trim());
+    }
+}
+
+#[test]
+fn c_api_conformance() {
+    run_c_test("conformance", &[]);
+}
+
+#[test]
+fn memory_crosses_library_boundaries_and_dlopen_dlclose() {
+    let helper = build_dir().join("libhelper.so");
+    run_c_test("across_libraries", &[helper.to_str().unwrap()]);
+}
+
+#[test]
+fn fork_from_a_multithreaded_program() {
+    run_c_test("fork_threads", &[]);
+}
+
+#[test]
+fn fork_from_a_signal_handler_that_interrupted_malloc() {
+    run_c_test_scaled("fork_in_signal", |mode| vec![if let Mode::Valgrind = mode { "30" } else { "300" }.into()]);
+}
+
+#[test]
+fn threads_exit_holding_memory() {
+    run_c_test("threads_exit", &[]);
+}
+
+#[test]
+fn signal_handlers_allocate() {
+    run_c_test_scaled("signal_alloc", |mode| vec![if let Mode::Valgrind = mode { "50" } else { "2000" }.into()]);
+}
+
+#[test]
+fn cpp_sized_and_aligned_delete() {
+    run_c_test("sized_delete", &[]);
+}
+
+// ---------------------------------------------------------------------------
+// Real programs.
+
+#[test]
+fn python_threads() {
+    let script = "import threading\n\
+                  results = [0] * 8\n\
+                  def work(i):\n\
+                  \x20   d = {}\n\
+                  \x20   for j in range(30000): d[j] = str(j) * (j % 7)\n\
+                  \x20   results[i] = sum(len(v) for v in d.values())\n\
+                  ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]\n\
+                  [t.start() for t in ts]\n\
+                  [t.join() for t in ts]\n\
+                  print(sum(results))\n";
+    let expected: usize = 8 * (0..30000usize).map(|j| j.to_string().len() * (j % 7)).sum::<usize>();
+    for mode in modes() {
+        let out = run(mode, "python3", &["-c", script], None, Duration::from_secs(300));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected.to_string(), "{mode:?}");
+    }
+}
+
+#[test]
+fn gcc_compiles_a_program() {
+    let dir = build_dir();
+    let source = dir.join("hello_gcc.c");
+    std::fs::write(&source, "#include <stdio.h>\nint main(void){printf(\"%d\\n\", 6 * 7);return 0;}\n").unwrap();
+    for mode in modes() {
+        let binary = dir.join(format!("hello_gcc_{mode:?}"));
+        run(
+            mode,
+            "gcc",
+            &["-O2", source.to_str().unwrap(), "-o", binary.to_str().unwrap()],
+            None,
+            Duration::from_secs(300),
+        );
+        let out = Command::new(&binary).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{mode:?}");
+    }
+}
+
+#[test]
+fn git_commits_and_logs() {
+    for mode in modes() {
+        let repo = build_dir().join(format!("git_{mode:?}"));
+        let _ = std::fs::remove_dir_all(&repo);
+        std::fs::create_dir_all(&repo).unwrap();
+        for i in 0..50 {
+            std::fs::write(repo.join(format!("f{i}.txt")), format!("file {i}\n").repeat(100)).unwrap();
+        }
+        let r = repo.to_str().unwrap();
+        let git = |args: &[&str]| {
+            let mut full = vec!["-C", r, "-c", "user.name=t", "-c", "user.email=t@example.invalid"];
+            full.extend_from_slice(args);
+            run(mode, "git", &full, None, Duration::from_secs(300))
+        };
+        git(&["init", "-q"]);
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "fifty files"]);
+        let log = git(&["log", "--stat", "--oneline"]);
+        assert!(String::from_utf8_lossy(&log.stdout).contains("50 files changed"), "{mode:?}");
+    }
+}
+
+#[test]
+fn perl_hashes() {
+    let script =
+        "my %h; $h{$_} = 'x' x ($_ % 50) for 1..200000; my $t = 0; $t += length $h{$_} for keys %h; print \"$t\\n\";";
+    let expected: usize = (1..=200_000usize).map(|i| i % 50).sum();
+    for mode in modes() {
+        let out = run(mode, "perl", &["-e", script], None, Duration::from_secs(300));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected.to_string(), "{mode:?}");
+    }
+}
+
+#[test]
+fn sort_a_large_input() {
+    let n = 400_000u64;
+    let mut x = 88172645463325252u64;
+    let mut input = String::new();
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        input.push_str(&format!("{}\n", x % 1_000_000_000));
+    }
+    let mut expected: Vec<u64> = input.lines().map(|l| l.parse().unwrap()).collect();
+    expected.sort_unstable();
+    for mode in modes() {
+        let out = run(mode, "sort", &["-n"], Some(input.as_bytes()), Duration::from_secs(300));
+        let got: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(got, expected, "{mode:?}");
+    }
+}
