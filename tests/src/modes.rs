@@ -50,7 +50,9 @@ pub fn rerun_self(expect: &str, env: &[(&str, &str)], wrapper: &[&str]) {
         }
         None => Command::new(&exe),
     };
-    command.args(["--skip", PARENT_PREFIX, "--test-threads", "2"]).env("RSEQ_TEST_EXPECT_MODE", expect);
+    // Under a wrapper (valgrind runs one thread at a time) tests go one by one.
+    let threads = if wrapper.is_empty() { "2" } else { "1" };
+    command.args(["--skip", PARENT_PREFIX, "--test-threads", threads]).env("RSEQ_TEST_EXPECT_MODE", expect);
     for (key, value) in env {
         command.env(key, value);
     }

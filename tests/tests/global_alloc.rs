@@ -348,15 +348,16 @@ fn fork_child_of_a_multithreaded_program_allocates() {
                 }
             });
         }
-        for _ in 0..5 {
+        for _ in 0..scaled(5) {
             // SAFETY: the child allocates, spawns a thread and leaves with _exit.
             let pid = unsafe { libc::fork() };
             assert!(pid >= 0);
             if pid == 0 {
                 let ok = std::panic::catch_unwind(|| {
-                    let v: Vec<Vec<u8>> = (0..10_000).map(|i| vec![1; i % 700]).collect();
-                    let t = std::thread::spawn(|| (0..10_000).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
-                    v.len() == 10_000 && t.join().unwrap() > 0
+                    let n = scaled(10_000);
+                    let v: Vec<Vec<u8>> = (0..n).map(|i| vec![1; i % 700]).collect();
+                    let t = std::thread::spawn(move || (0..n).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                    v.len() == n && t.join().unwrap() > 0
                 })
                 .unwrap_or(false);
                 // SAFETY: leaving the child at once.
