@@ -121,13 +121,31 @@ pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
 
 #[inline(always)]
 fn pop_section(word: u64, class: usize) -> Result<usize, Miss> {
-    let offset = (word >> 32) as i32 as isize;
-    let slabs = FAST.slabs.load(Ordering::Relaxed);
-    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
+    let args = SectionArgs::load(word);
     // SAFETY: with the rseq bit set, the offset is this process's registered
     // area and `slabs` covers `ncpus` regions laid out as the sections expect
     // (both stored before the bit, with release ordering).
-    unsafe { rseq_sys::slab_pop::<Index, SLAB_SHIFT>(offset, slabs, ncpus, header_offset(class)) }
+    unsafe { rseq_sys::slab_pop::<Index, SLAB_SHIFT>(args.offset, args.slabs, args.ncpus, header_offset(class)) }
+}
+
+/// What every section takes, read once per operation: the rseq area offset
+/// from the fast-path word, the regions and their count.
+#[derive(Clone, Copy)]
+struct SectionArgs {
+    offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+}
+
+impl SectionArgs {
+    #[inline(always)]
+    fn load(word: u64) -> SectionArgs {
+        SectionArgs {
+            offset: (word >> 32) as i32 as isize,
+            slabs: FAST.slabs.load(Ordering::Relaxed),
+            ncpus: FAST.ncpus.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Pushes `object` of `class` onto this CPU's region.
@@ -142,11 +160,11 @@ pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
 
 #[inline(always)]
 fn push_section(word: u64, class: usize, object: usize) -> Result<(), Miss> {
-    let offset = (word >> 32) as i32 as isize;
-    let slabs = FAST.slabs.load(Ordering::Relaxed);
-    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
-    // SAFETY: as in `pop`; objects are at least 16-aligned, so bit 0 is clear.
-    unsafe { rseq_sys::slab_push::<Index, SLAB_SHIFT>(offset, slabs, ncpus, header_offset(class), object) }
+    let args = SectionArgs::load(word);
+    // SAFETY: as in `pop_section`; objects are at least 16-aligned, so bit 0 is clear.
+    unsafe {
+        rseq_sys::slab_push::<Index, SLAB_SHIFT>(args.offset, args.slabs, args.ncpus, header_offset(class), object)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -336,17 +354,14 @@ fn refill(class: usize) -> *mut u8 {
     }
     let mine = batch_buf[n - 1];
     let mut rest = &batch_buf[..n - 1];
+    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
     while !rest.is_empty() {
-        let word = FAST.rseq.load(Ordering::Acquire);
-        let offset = (word >> 32) as i32 as isize;
-        let slabs = FAST.slabs.load(Ordering::Relaxed);
-        let ncpus = FAST.ncpus.load(Ordering::Relaxed);
-        // SAFETY: as in `pop`; every object is 16-aligned.
+        // SAFETY: as in `pop_section`; every object is 16-aligned.
         let pushed = unsafe {
             rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(
-                offset,
-                slabs,
-                ncpus,
+                args.offset,
+                args.slabs,
+                args.ncpus,
                 header_offset(class),
                 rest.as_ptr(),
                 rest.len(),
@@ -401,16 +416,13 @@ fn drain(class: usize, object: usize) {
     DRAINS[class].fetch_add(1, Ordering::Relaxed);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
-    let word = FAST.rseq.load(Ordering::Acquire);
-    let offset = (word >> 32) as i32 as isize;
-    let slabs = FAST.slabs.load(Ordering::Relaxed);
-    let ncpus = FAST.ncpus.load(Ordering::Relaxed);
-    // SAFETY: as in `pop`; `buf[1..]` holds `batch(class)` items.
+    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
+    // SAFETY: as in `pop_section`; `buf[1..]` holds `batch(class)` items.
     let popped = unsafe {
         rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(
-            offset,
-            slabs,
-            ncpus,
+            args.offset,
+            args.slabs,
+            args.ncpus,
             header_offset(class),
             buf[1..].as_mut_ptr(),
             batch(class),

@@ -119,10 +119,13 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// This thread's identity in a lock word: its thread pointer, never 0.
+/// This thread's identity in a lock word: its thread pointer (on targets
+/// without rseq sections, `pthread_self`), never 0.
 #[cfg(not(rseq_alloc_loom))]
 fn current_thread() -> usize {
-    rseq_sys::thread_pointer()
+    let me = rseq_sys::thread_pointer();
+    debug_assert_ne!(me, 0);
+    me
 }
 
 /// Loom runs every model thread on one OS thread: use the address of a

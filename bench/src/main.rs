@@ -38,19 +38,21 @@ fn alloc_table(rounds: u64) {
         rseq_alloc::stats().mode
     );
     let mut names = Vec::new();
-    // columns: rseq-alloc (this process), rseq-alloc fallback (child), System
-    let mut samples: Vec<[Vec<f64>; 3]> = Vec::new();
+    // columns: rseq-alloc (this process), rseq-alloc fallback (child), System,
+    // rseq-alloc through its C entry points
+    let mut samples: Vec<[Vec<f64>; 4]> = Vec::new();
     for round in 0..rounds {
         eprint!("\rround {}/{rounds}", round + 1);
-        for column in shuffled(3, round) {
+        for column in shuffled(4, round) {
             let results = match column {
                 0 => alloc_workloads(&rseq_alloc::RseqAlloc),
                 1 => child_workloads(&exe),
-                _ => alloc_workloads(&std::alloc::System),
+                2 => alloc_workloads(&std::alloc::System),
+                _ => alloc_workloads(&rseq_alloc_bench::workloads::CEntryPoints),
             };
             if names.is_empty() {
                 names = results.iter().map(|(n, _)| n.clone()).collect();
-                samples = vec![[Vec::new(), Vec::new(), Vec::new()]; names.len()];
+                samples = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; names.len()];
             }
             for (i, (_, ns)) in results.into_iter().enumerate() {
                 samples[i][column].push(ns);
@@ -59,12 +61,14 @@ fn alloc_table(rounds: u64) {
     }
     eprintln!();
     println!("\nmedian of {rounds} rounds, columns interleaved in shuffled order\n");
-    println!("| workload | rseq-alloc (rseq) | rseq-alloc (fallback) | System (glibc) | rseq / System |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| workload | rseq-alloc (rseq) | rseq-alloc (fallback) | System (glibc) | rseq / System | rseq-alloc C API (malloc/free) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, columns) in names.iter().zip(samples.iter_mut()) {
-        let [a, b, c] = columns;
-        let (a, b, c) = (median(a), median(b), median(c));
-        println!("| {name} | {a:.2} | {b:.2} | {c:.2} | {:.2} |", a / c);
+        let [a, b, c, d] = columns;
+        let (a, b, c, d) = (median(a), median(b), median(c), median(d));
+        println!("| {name} | {a:.2} | {b:.2} | {c:.2} | {:.2} | {d:.2} |", a / c);
     }
 }
 

@@ -6,6 +6,34 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::time::Instant;
 
+/// rseq-alloc through its C entry points (`malloc`, `free`, `realloc`):
+/// `free` finds the block's class from the pointer instead of the layout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CEntryPoints;
+
+// SAFETY: `c_api` returns 16-aligned blocks of at least the requested size
+// (and honours larger alignments through `aligned_alloc`); blocks are freed
+// with `free`, which accepts every one of them.
+unsafe impl GlobalAlloc for CEntryPoints {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            rseq_alloc::c_api::malloc(layout.size()).cast()
+        } else {
+            rseq_alloc::c_api::aligned_alloc(layout.align(), layout.size()).cast()
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _: Layout) {
+        // SAFETY: `ptr` came from `alloc` above.
+        unsafe { rseq_alloc::c_api::free(ptr.cast()) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, _: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `alloc` above.
+        unsafe { rseq_alloc::c_api::realloc(ptr.cast(), new_size).cast() }
+    }
+}
+
 /// Sizes the pair benchmarks walk: small classes from 16 B to 32 KiB.
 pub const PAIR_SIZES: [usize; 8] = [16, 32, 64, 128, 256, 1024, 4096, 32768];
 

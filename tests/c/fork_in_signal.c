@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "signal_storm.h"
+
 static volatile sig_atomic_t forks, failures;
 
 static void on_signal(int sig) {
@@ -27,25 +29,10 @@ static void on_signal(int sig) {
     forks++;
 }
 
-static volatile int done;
-
-static void *signaller(void *main_thread) {
-    while (!done) {
-        pthread_kill(*(pthread_t *)main_thread, SIGUSR1);
-        usleep(200);
-    }
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     int target = argc > 1 ? atoi(argv[1]) : 300;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
-    pthread_t self = pthread_self(), thread;
-    pthread_create(&thread, NULL, signaller, &self);
+    struct signal_storm storm;
+    signal_storm_start(&storm, SIGUSR1, on_signal, 200);
     unsigned seed = 1;
     void *keep[256] = {0};
     while (forks < target) {
@@ -53,8 +40,7 @@ int main(int argc, char **argv) {
         free(keep[i]);
         keep[i] = malloc(rand_r(&seed) % 40000 + 1);
     }
-    done = 1;
-    pthread_join(thread, NULL);
+    signal_storm_stop(&storm);
     for (int i = 0; i < 256; i++) free(keep[i]);
     if (failures) {
         fprintf(stderr, "%d children failed\n", (int)failures);

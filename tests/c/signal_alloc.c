@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "signal_storm.h"
+
 static volatile sig_atomic_t handled;
 
 static void on_signal(int sig) {
@@ -19,31 +21,15 @@ static void on_signal(int sig) {
     handled++;
 }
 
-static volatile int done;
-
-static void *signaller(void *target) {
-    while (!done) {
-        pthread_kill(*(pthread_t *)target, SIGUSR1);
-        usleep(50);
-    }
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     int target = argc > 1 ? atoi(argv[1]) : 2000;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
-    pthread_t self = pthread_self(), thread;
-    pthread_create(&thread, NULL, signaller, &self);
+    struct signal_storm storm;
+    signal_storm_start(&storm, SIGUSR1, on_signal, 50);
     for (long i = 0; handled < target; i++) {
         void *p = malloc(48);
         free(p);
     }
-    done = 1;
-    pthread_join(thread, NULL);
+    signal_storm_stop(&storm);
     printf("signal_alloc: ok (%d handlers allocated)\n", (int)handled);
     return 0;
 }

@@ -70,3 +70,20 @@ pub fn rerun_self(expect: &str, env: &[(&str, &str)], wrapper: &[&str]) {
     );
     eprintln!("child run ({expect}): {} tests passed", passed.unwrap_or(0));
 }
+
+/// Runs this test binary again under valgrind memcheck, where rseq does not
+/// exist: small (`RSEQ_TEST_SCALE=2`) and without waiting for migrations or
+/// signals (no section can be hit). Without valgrind it is a skip, except in
+/// CI, which must have it.
+pub fn rerun_under_valgrind() {
+    if !have_valgrind() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install valgrind");
+        eprintln!("valgrind not installed; skipped");
+        return;
+    }
+    rerun_self(
+        "unavailable",
+        &[("RSEQ_TEST_SCALE", "2"), ("RSEQ_TEST_MIN_HITS", "0")],
+        &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
+    );
+}

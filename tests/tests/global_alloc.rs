@@ -453,15 +453,7 @@ fn suite_forced_fallback() {
 
 #[test]
 fn suite_valgrind_without_rseq() {
-    if !modes::have_valgrind() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install valgrind");
-        return;
-    }
-    modes::rerun_self(
-        "unavailable",
-        &[("RSEQ_TEST_SCALE", "2"), ("RSEQ_TEST_MIN_HITS", "0")],
-        &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
-    );
+    modes::rerun_under_valgrind();
 }
 
 /// Run as a child by the next test: allocates with hit counting on.

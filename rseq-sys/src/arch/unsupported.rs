@@ -83,9 +83,11 @@ pub unsafe fn list_push<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: 
     Err(Miss::NoCpu)
 }
 
-/// No thread pointer is read on this target.
+/// An identity of the calling thread, never 0 (`pthread_self`, which glibc
+/// and musl derive from the thread pointer; async-signal-safe).
 pub fn thread_pointer() -> usize {
-    0
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as usize }
 }
 
 /// Never called: the mode is unavailable on this target.

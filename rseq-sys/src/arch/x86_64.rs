@@ -146,6 +146,43 @@ macro_rules! cs_region {
     };
 }
 
+/// Leaves through `8:` unless the region's state word reads OPEN.
+macro_rules! cs_require_open {
+    () => {
+        "cmp dword ptr [{base}], 1\njne 8f\n"
+    };
+}
+
+/// Miss stubs of a single-item section: `$r` gets the miss code.
+macro_rules! miss_stubs {
+    ($r:literal) => {
+        concat!(
+            "7:\nmov {",
+            $r,
+            ":e}, 2\njmp 5b\n",
+            "8:\nmov {",
+            $r,
+            ":e}, 1\njmp 5b\n",
+            "9:\nxor {",
+            $r,
+            ":e}, {",
+            $r,
+            ":e}\njmp 5b\n",
+        )
+    };
+}
+
+/// Miss stubs of a batch section: no items (`cnt`), and the miss code in `val`.
+macro_rules! batch_miss_stubs {
+    () => {
+        concat!(
+            "7:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 2\njmp 5b\n",
+            "8:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 1\njmp 5b\n",
+            "9:\nxor {val:e}, {val:e}\njmp 5b\n",
+        )
+    };
+}
+
 /// Post-commit label, injection point 5, the miss stubs `$stubs` and the abort
 /// handler in a cold section, then the descriptor. The stubs jump back to `5:`.
 macro_rules! cs_end {
@@ -234,8 +271,7 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("res"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 1",
-            "jne 8f",
+            cs_require_open!(),
             "mov {word:e}, dword ptr [{base} + {hdr}]",
             "movzx {cur:e}, {word:x}",
             inject_point!(2),
@@ -245,11 +281,7 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
             "sub {word:e}, 1",
             inject_point!(3),
             "mov dword ptr [{base} + {hdr}], {word:e}",
-            cs_end!(concat!(
-                "7:\nmov {res:e}, 2\njmp 5b\n",
-                "8:\nmov {res:e}, 1\njmp 5b\n",
-                "9:\nxor {res:e}, {res:e}\njmp 5b\n",
-            ));
+            cs_end!(miss_stubs!("res"));
             off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
             ncpus = in(reg) ncpus,
@@ -286,8 +318,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("code"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 1",
-            "jne 8f",
+            cs_require_open!(),
             "mov {word:e}, dword ptr [{base} + {hdr}]",
             "movzx {cur:e}, {word:x}",
             "mov {code:e}, {word:e}",
@@ -300,11 +331,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
             "mov {code:e}, 3",
             inject_point!(3),
             "mov dword ptr [{base} + {hdr}], {word:e}",
-            cs_end!(concat!(
-                "7:\nmov {code:e}, 2\njmp 5b\n",
-                "8:\nmov {code:e}, 1\njmp 5b\n",
-                "9:\nxor {code:e}, {code:e}\njmp 5b\n",
-            ));
+            cs_end!(miss_stubs!("code"));
             off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
             ncpus = in(reg) ncpus,
@@ -345,8 +372,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("cnt"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 1",
-            "jne 8f",
+            cs_require_open!(),
             "mov {word:e}, dword ptr [{base} + {hdr}]",
             "movzx {cur:e}, {word:x}",
             "xor {cnt:e}, {cnt:e}",
@@ -367,11 +393,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             "sub {word:e}, {cnt:e}",
             inject_point!(3),
             "mov dword ptr [{base} + {hdr}], {word:e}",
-            cs_end!(concat!(
-                "7:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 2\njmp 5b\n",
-                "8:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 1\njmp 5b\n",
-                "9:\nxor {val:e}, {val:e}\njmp 5b\n",
-            ));
+            cs_end!(batch_miss_stubs!());
             off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
             ncpus = in(reg) ncpus,
@@ -415,8 +437,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             cs_begin!("cnt"),
             inject_point!(1),
             cs_region!(),
-            "cmp dword ptr [{base}], 1",
-            "jne 8f",
+            cs_require_open!(),
             "mov {word:e}, dword ptr [{base} + {hdr}]",
             "movzx {cur:e}, {word:x}",
             "xor {cnt:e}, {cnt:e}",
@@ -437,11 +458,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             "add {word:e}, {cnt:e}",
             inject_point!(3),
             "mov dword ptr [{base} + {hdr}], {word:e}",
-            cs_end!(concat!(
-                "7:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 2\njmp 5b\n",
-                "8:\nxor {cnt:e}, {cnt:e}\nmov {val:e}, 1\njmp 5b\n",
-                "9:\nxor {val:e}, {val:e}\njmp 5b\n",
-            ));
+            cs_end!(batch_miss_stubs!());
             off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
             ncpus = in(reg) ncpus,
