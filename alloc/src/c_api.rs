@@ -185,10 +185,10 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
 }
 
 /// `malloc_trim`: gives free memory back to the system; 1 if some was.
-/// (Returning memory arrives with the memory-return work; today nothing is
-/// released here.)
+/// Today that is the cache of freed huge blocks; free spans and per-CPU
+/// caches are given back by the memory-return work still to come.
 pub fn malloc_trim(_pad: usize) -> c_int {
-    0
+    c_int::from(crate::huge::release_cache() > 0)
 }
 
 /// `mallopt`: every parameter is accepted and ignored (1 means success):

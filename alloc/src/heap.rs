@@ -105,7 +105,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match route(size, align) {
         Route::Small(class) => alloc_small(class),
         Route::Medium => alloc_medium(size).0,
-        Route::Huge => huge::alloc(size, align),
+        Route::Huge => huge::alloc(size, align, false),
     }
 }
 
@@ -127,7 +127,7 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
             (ptr, true) => return ptr,
             (ptr, false) => ptr,
         },
-        Route::Huge => return huge::alloc(size, align),
+        Route::Huge => return huge::alloc(size, align, true),
     };
     if !ptr.is_null() {
         // SAFETY: the block holds at least `size` bytes.

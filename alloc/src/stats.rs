@@ -79,6 +79,8 @@ pub struct Stats {
     pub process_resident_bytes: usize,
     /// Bytes of free objects sitting in per-CPU caches.
     pub cpu_cached_bytes: usize,
+    /// Bytes of freed huge blocks kept mapped for reuse.
+    pub huge_cached_bytes: usize,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
     /// Per class, index 1 to 72 (index 0 unused).
@@ -106,6 +108,7 @@ pub fn stats() -> Stats {
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
         cpu_cached_bytes: percpu::cached_bytes(),
+        huge_cached_bytes: crate::huge::cached_bytes(),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
         classes,
     }
@@ -190,11 +193,12 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     writeln!(out, "rseq-alloc: mode: {}", s.mode)?;
     writeln!(
         out,
-        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, cached in CPUs {} KiB, regions opened {}",
+        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, cached in CPUs {} KiB, huge blocks cached {} KiB, regions opened {}",
         s.rseq_aborts,
         s.mapped_bytes >> 10,
         s.process_resident_bytes >> 10,
         s.cpu_cached_bytes >> 10,
+        s.huge_cached_bytes >> 10,
         s.regions_opened
     )?;
     writeln!(

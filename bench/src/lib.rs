@@ -4,6 +4,7 @@
 //! The `rseq-alloc-bench` binary is the command-line front end; criterion
 //! benches in `benches/` call the same code.
 
+pub mod compare;
 pub mod primitives;
 pub mod timing;
 pub mod workloads;

@@ -1,8 +1,12 @@
 //! `rseq-alloc-bench`: the benchmark front end.
 //!
 //! ```text
+//! rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b]
+//!                          [--threads N] [--scale X] [--out DIR]
+//!                                            C workloads under rseq-alloc, glibc, jemalloc,
+//!                                            tcmalloc, mimalloc and TBB (LD_PRELOAD)
+//! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System, in-process
 //! rseq-alloc-bench primitives [--rounds N]   per-CPU primitives, ns per call, median of N rounds
-//! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System
 //! ```
 
 use std::process::ExitCode;
@@ -12,8 +16,98 @@ use rseq_alloc_bench::primitives::{ALL, Op, Primitives, needs_rseq};
 use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rseq-alloc-bench primitives|alloc [--rounds N]");
+    eprintln!(
+        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
+    );
     ExitCode::from(2)
+}
+
+/// `compare`: builds our library and the C workloads, finds the peers, runs
+/// everything, prints the report and writes it under `--out`.
+fn compare(args: &[String]) -> Result<(), String> {
+    use rseq_alloc_bench::compare::{self, Allocator, OURS, Options};
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir = exe.parent().ok_or("no profile dir")?.to_path_buf();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no workspace")?.to_path_buf();
+    let mut options = Options {
+        workloads: Vec::new(),
+        allocators: Vec::new(),
+        threads: None,
+        rounds: 5,
+        scale: 1.0,
+        out_dir: workspace.join("target/compare"),
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--quick" => {
+                options.rounds = 3;
+                options.scale = 0.05;
+            }
+            "--rounds" => options.rounds = value()?.parse().map_err(|_| "--rounds N")?,
+            "--scale" => options.scale = value()?.parse().map_err(|_| "--scale X")?,
+            "--threads" => options.threads = Some(value()?.parse().map_err(|_| "--threads N")?),
+            "--workloads" => options.workloads = value()?.split(',').map(String::from).collect(),
+            "--allocators" => options.allocators = value()?.split(',').map(String::from).collect(),
+            "--out" => options.out_dir = value()?.into(),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    eprintln!("building librseq_alloc.so and the C workloads");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "rseq-alloc-preload"])
+        .current_dir(&workspace)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !built.success() {
+        return Err("building librseq_alloc.so failed".into());
+    }
+    let binary = profile_dir.join("bench-workloads");
+    let source = workspace.join("bench/c/workloads.c");
+    let compiled = std::process::Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .map_err(|e| format!("gcc: {e}"))?;
+    if !compiled.success() {
+        return Err("compiling bench/c/workloads.c failed".into());
+    }
+    let (peers, skipped) = compare::peers();
+    let mut allocators = vec![
+        Allocator { name: OURS, preload: Some(profile_dir.join("librseq_alloc.so")) },
+        Allocator { name: "glibc", preload: None },
+    ];
+    allocators.extend(peers);
+    if !options.allocators.is_empty() {
+        allocators.retain(|a| options.allocators.iter().any(|n| n == a.name));
+    }
+    for (name, why) in &skipped {
+        eprintln!("skipped {name}: {why}");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let header = format!(
+        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time.{}",
+        options.rounds,
+        options.scale,
+        skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
+    );
+    let results = compare::run(&binary, &allocators, &options);
+    let summary = compare::summarize(&results);
+    let verdicts = compare::targets(&summary);
+    let report = compare::markdown(&summary, &verdicts, &header);
+    println!("{report}");
+    std::fs::create_dir_all(&options.out_dir).map_err(|e| e.to_string())?;
+    std::fs::write(options.out_dir.join("report.md"), &report).map_err(|e| e.to_string())?;
+    std::fs::write(options.out_dir.join("report.json"), compare::json(&results)).map_err(|e| e.to_string())?;
+    eprintln!("report: {}/report.md, report.json", options.out_dir.display());
+    let failed_runs: usize = summary.values().flatten().map(|r| r.failures).sum();
+    if failed_runs > 0 {
+        return Err(format!("{failed_runs} run(s) failed or gave a wrong answer"));
+    }
+    Ok(())
 }
 
 /// Every allocator workload, measured once on `alloc`: (name, ns).
@@ -153,6 +247,15 @@ fn primitives(rounds: u64) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("compare") {
+        return match compare(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("compare: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut rounds = 11;
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {

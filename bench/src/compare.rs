@@ -1,0 +1,434 @@
+//! `compare`: rseq-alloc side by side with glibc, jemalloc, tcmalloc,
+//! mimalloc and TBB on the C workloads of `bench/c/workloads.c`, each loaded
+//! with `LD_PRELOAD`.
+//!
+//! Method (the machine is shared and noisy): in every round each workload
+//! runs under every allocator in a shuffled order; per round we take the
+//! ratio ours/peer, and report the median ratio with its spread. Wall time
+//! comes from the clock, user and system time and peak RSS from `wait4`.
+//! Single-thread workloads are pinned to one CPU. Every run must print the
+//! same checksum as the others: a fast wrong answer is a failure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::timing::{median, shuffled};
+
+/// An allocator to compare: `None` preload is glibc itself.
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    /// Short name.
+    pub name: &'static str,
+    /// Library for `LD_PRELOAD`.
+    pub preload: Option<PathBuf>,
+}
+
+/// The name of our allocator in reports.
+pub const OURS: &str = "rseq-alloc";
+
+struct Peer {
+    name: &'static str,
+    library: &'static str,
+    package: &'static str,
+}
+
+const PEERS: [Peer; 4] = [
+    Peer { name: "jemalloc", library: "libjemalloc.so.2", package: "libjemalloc2" },
+    Peer { name: "tcmalloc", library: "libtcmalloc_minimal.so.4", package: "libtcmalloc-minimal4" },
+    Peer { name: "mimalloc", library: "libmimalloc.so.2", package: "libmimalloc2.0" },
+    Peer { name: "tbb", library: "libtbbmalloc_proxy.so.2", package: "libtbbmalloc2" },
+];
+
+const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
+
+fn find_library(file: &str) -> Option<PathBuf> {
+    LIB_DIRS.iter().map(|d| Path::new(d).join(file)).find(|p| p.exists())
+}
+
+/// The peers that are installed, installing the missing ones with apt when
+/// we can; the rest come back as `(name, why it was skipped)`.
+pub fn peers() -> (Vec<Allocator>, Vec<(&'static str, String)>) {
+    let missing: Vec<&Peer> = PEERS.iter().filter(|p| find_library(p.library).is_none()).collect();
+    if !missing.is_empty() {
+        let packages: Vec<&str> = missing.iter().map(|p| p.package).collect();
+        eprintln!("installing missing peers with apt-get: {}", packages.join(" "));
+        let install = |update: bool| {
+            if update {
+                let _ = Command::new("apt-get").args(["update", "-qq"]).stdout(Stdio::null()).status();
+            }
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&packages)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install(false) {
+            install(true);
+        }
+    }
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for peer in &PEERS {
+        match find_library(peer.library) {
+            Some(path) => found.push(Allocator { name: peer.name, preload: Some(path) }),
+            None => skipped.push((
+                peer.name,
+                format!("{} not found and `apt-get install {}` did not provide it", peer.library, peer.package),
+            )),
+        }
+    }
+    (found, skipped)
+}
+
+/// A workload of `workloads.c`, and how many threads it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    /// Name, as `workloads.c` knows it.
+    pub name: &'static str,
+    /// What it measures.
+    pub about: &'static str,
+    /// Threads per online CPU (0: one thread, pinned).
+    pub threads_per_cpu: usize,
+}
+
+/// Every workload.
+pub const WORKLOADS: [Workload; 10] = [
+    Workload { name: "tight", about: "one thread, malloc/free of small sizes", threads_per_cpu: 0 },
+    Workload { name: "pareto", about: "one thread, 200k live blocks of Pareto-like sizes", threads_per_cpu: 0 },
+    Workload { name: "larson", about: "server churn, a fifth of frees cross-thread", threads_per_cpu: 1 },
+    Workload { name: "prodcons", about: "producers allocate, consumers free", threads_per_cpu: 1 },
+    Workload { name: "oversub", about: "8 threads per CPU, tight loops", threads_per_cpu: 8 },
+    Workload { name: "generations", about: "threads exit leaving live objects, 10k generations", threads_per_cpu: 1 },
+    Workload { name: "false_sharing", about: "threads hammer their own small objects", threads_per_cpu: 1 },
+    Workload { name: "realloc", about: "realloc growth from 16 B to 1 MiB", threads_per_cpu: 0 },
+    Workload { name: "large", about: "1-8 MiB blocks, touched and freed", threads_per_cpu: 0 },
+    Workload { name: "trim", about: "512 MiB in 256 B blocks, freed, malloc_trim(0)", threads_per_cpu: 0 },
+];
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Seconds of wall time.
+    pub wall: f64,
+    /// Seconds of user time.
+    pub user: f64,
+    /// Seconds of system time.
+    pub sys: f64,
+    /// Peak resident set, KiB.
+    pub max_rss_kb: u64,
+    /// The run's `checksum` line.
+    pub checksum: String,
+    /// `trim`: resident KiB after `malloc_trim(0)`.
+    pub rss_after_trim_kb: Option<u64>,
+}
+
+/// Runs `workload` once under `allocator`.
+pub fn run_once(
+    binary: &Path,
+    workload: &Workload,
+    threads: usize,
+    scale: f64,
+    allocator: &Allocator,
+) -> Result<Sample, String> {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(binary);
+    command.args([workload.name, &threads.to_string(), &scale.to_string()]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(library) = &allocator.preload {
+        command.env("LD_PRELOAD", library);
+    }
+    if workload.threads_per_cpu == 0 {
+        // SAFETY: pre_exec runs in the child between fork and exec; it only
+        // calls sched_setaffinity on itself, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                Ok(())
+            });
+        }
+    }
+    let start = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, once (Child::wait is never called).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).ok();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
+    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("exit status {status:#x}: {}", stderr.trim()));
+    }
+    let field = |key: &str| stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Sample {
+        wall,
+        user: seconds(usage.ru_utime),
+        sys: seconds(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss as u64,
+        checksum: field("checksum ").ok_or("no checksum printed")?,
+        rss_after_trim_kb: field("rss_after_trim_kb ").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// What to compare.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Workload names (all when empty).
+    pub workloads: Vec<String>,
+    /// Allocator names (all found when empty).
+    pub allocators: Vec<String>,
+    /// Threads for multithreaded workloads (default: per workload × CPUs).
+    pub threads: Option<usize>,
+    /// Rounds.
+    pub rounds: usize,
+    /// Work per run (1.0: 1-2 s each here).
+    pub scale: f64,
+    /// Where the report goes.
+    pub out_dir: PathBuf,
+}
+
+/// Results: workload → allocator → samples (`Err` for a failed run).
+pub type Results = BTreeMap<&'static str, BTreeMap<&'static str, Vec<Result<Sample, String>>>>;
+
+/// Runs every selected workload under every selected allocator, `rounds` times.
+pub fn run(binary: &Path, allocators: &[Allocator], options: &Options) -> Results {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workloads: Vec<&Workload> = WORKLOADS
+        .iter()
+        .filter(|w| options.workloads.is_empty() || options.workloads.iter().any(|n| n == w.name))
+        .collect();
+    let mut results = Results::new();
+    let total = options.rounds * workloads.len() * allocators.len();
+    let mut done = 0;
+    for round in 0..options.rounds {
+        for (w, workload) in workloads.iter().enumerate() {
+            let threads = match workload.threads_per_cpu {
+                0 => 1,
+                per_cpu => options.threads.unwrap_or(per_cpu * cpus).max(2),
+            };
+            for a in shuffled(allocators.len(), (round * 131 + w) as u64) {
+                let allocator = &allocators[a];
+                let sample = run_once(binary, workload, threads, options.scale, allocator);
+                done += 1;
+                match &sample {
+                    Ok(s) => eprintln!(
+                        "[{done}/{total}] round {} {} x{threads} {}: {:.3} s, {} MiB",
+                        round + 1,
+                        workload.name,
+                        allocator.name,
+                        s.wall,
+                        s.max_rss_kb >> 10
+                    ),
+                    Err(e) => eprintln!("[{done}/{total}] {} {}: FAILED: {e}", workload.name, allocator.name),
+                }
+                results.entry(workload.name).or_default().entry(allocator.name).or_default().push(sample);
+            }
+        }
+    }
+    mark_wrong_answers(&mut results);
+    results
+}
+
+/// A run whose checksum differs from the majority of its workload's runs is a failure.
+fn mark_wrong_answers(results: &mut Results) {
+    for by_allocator in results.values_mut() {
+        let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+        for sample in by_allocator.values().flatten().flatten() {
+            *votes.entry(sample.checksum.clone()).or_default() += 1;
+        }
+        let Some((right, _)) = votes.into_iter().max_by_key(|(_, n)| *n) else { continue };
+        for samples in by_allocator.values_mut() {
+            for sample in samples.iter_mut() {
+                if let Ok(s) = sample
+                    && s.checksum != right
+                {
+                    *sample = Err(format!("wrong answer: checksum {} instead of {right}", s.checksum));
+                }
+            }
+        }
+    }
+}
+
+/// One workload × allocator row of the report.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Allocator.
+    pub allocator: &'static str,
+    /// Median wall seconds.
+    pub wall: f64,
+    /// Median user seconds.
+    pub user: f64,
+    /// Median system seconds.
+    pub sys: f64,
+    /// Median peak RSS, KiB.
+    pub rss_kb: f64,
+    /// Median resident KiB after trim (`trim` only).
+    pub after_trim_kb: Option<f64>,
+    /// Failed runs.
+    pub failures: usize,
+    /// Median and spread (min, max) of the per-round ratio ours / this allocator's wall time.
+    pub ours_over_this: Option<(f64, f64, f64)>,
+}
+
+fn med(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() { f64::NAN } else { median(&mut v) }
+}
+
+/// The report's rows, per workload.
+pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
+    let mut out = BTreeMap::new();
+    for (&workload, by_allocator) in results {
+        let ours = by_allocator.get(OURS);
+        let mut rows = Vec::new();
+        for (&allocator, samples) in by_allocator {
+            let ok: Vec<&Sample> = samples.iter().flatten().collect();
+            let ratios: Vec<f64> = match ours {
+                Some(ours) => ours
+                    .iter()
+                    .zip(samples)
+                    .filter_map(|(a, b)| Some(a.as_ref().ok()?.wall / b.as_ref().ok()?.wall))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let spread = (!ratios.is_empty()).then(|| {
+                let mut r = ratios.clone();
+                let m = median(&mut r);
+                (m, r[0], r[r.len() - 1])
+            });
+            rows.push(Row {
+                allocator,
+                wall: med(ok.iter().map(|s| s.wall)),
+                user: med(ok.iter().map(|s| s.user)),
+                sys: med(ok.iter().map(|s| s.sys)),
+                rss_kb: med(ok.iter().map(|s| s.max_rss_kb as f64)),
+                after_trim_kb: ok
+                    .iter()
+                    .any(|s| s.rss_after_trim_kb.is_some())
+                    .then(|| med(ok.iter().filter_map(|s| s.rss_after_trim_kb.map(|v| v as f64)))),
+                failures: samples.len() - ok.len(),
+                ours_over_this: spread,
+            });
+        }
+        out.insert(workload, rows);
+    }
+    out
+}
+
+/// The targets the report states, each with pass or fail.
+pub fn targets(summary: &BTreeMap<&'static str, Vec<Row>>) -> Vec<(String, bool)> {
+    let mut verdicts = Vec::new();
+    let mut logs = Vec::new();
+    for (workload, rows) in summary {
+        let Some(ours) = rows.iter().find(|r| r.allocator == OURS) else { continue };
+        let peers: Vec<&Row> = rows.iter().filter(|r| r.allocator != OURS && r.failures == 0).collect();
+        let Some(best_time) = peers.iter().min_by(|a, b| a.wall.total_cmp(&b.wall)) else { continue };
+        let ratio = ours.wall / best_time.wall;
+        logs.push(ratio.ln());
+        verdicts.push((
+            format!("{workload}: time ours / best peer ({}) = {ratio:.2} <= 1.00", best_time.allocator),
+            ratio <= 1.0 && ours.failures == 0,
+        ));
+        let best_rss = peers.iter().map(|r| r.rss_kb).fold(f64::INFINITY, f64::min);
+        let rss_ratio = ours.rss_kb / best_rss;
+        verdicts.push((format!("{workload}: peak RSS ours / best peer = {rss_ratio:.2} <= 1.10"), rss_ratio <= 1.10));
+    }
+    if !logs.is_empty() {
+        let geomean = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+        verdicts.push((format!("geometric mean of time ours / best peer = {geomean:.2} <= 0.80"), geomean <= 0.80));
+    }
+    verdicts
+}
+
+/// The Markdown report (also printed).
+pub fn markdown(summary: &BTreeMap<&'static str, Vec<Row>>, verdicts: &[(String, bool)], header: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# rseq-alloc compared\n\n{header}\n");
+    for (workload, rows) in summary {
+        let about = WORKLOADS.iter().find(|w| w.name == *workload).map_or("", |w| w.about);
+        let _ = writeln!(md, "## {workload}: {about}\n");
+        let _ = writeln!(
+            md,
+            "| allocator | wall s | user s | sys s | peak RSS MiB | ours/this (median, min–max) | failed |{}",
+            if *workload == "trim" { " RSS after trim MiB |" } else { "" }
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|{}", if *workload == "trim" { "---:|" } else { "" });
+        for r in rows {
+            let ratio = r.ours_over_this.map_or("–".into(), |(m, lo, hi)| format!("{m:.2} ({lo:.2}–{hi:.2})"));
+            let trim = r.after_trim_kb.map_or(String::new(), |kb| format!(" {:.1} |", kb / 1024.0));
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {ratio} | {} |{trim}",
+                r.allocator,
+                r.wall,
+                r.user,
+                r.sys,
+                r.rss_kb / 1024.0,
+                r.failures
+            );
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "## Targets\n");
+    for (text, pass) in verdicts {
+        let _ = writeln!(md, "- {} {text}", if *pass { "PASS" } else { "FAIL" });
+    }
+    md
+}
+
+/// The raw results as JSON (every sample of every run).
+pub fn json(results: &Results) -> String {
+    let mut out = String::from("{\n");
+    let mut first_w = true;
+    for (workload, by_allocator) in results {
+        if !first_w {
+            out.push_str(",\n");
+        }
+        first_w = false;
+        let _ = write!(out, "  \"{workload}\": {{");
+        let mut first_a = true;
+        for (allocator, samples) in by_allocator {
+            if !first_a {
+                out.push(',');
+            }
+            first_a = false;
+            let _ = write!(out, "\n    \"{allocator}\": [");
+            for (i, sample) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                match sample {
+                    Ok(s) => {
+                        let _ = write!(
+                            out,
+                            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rss_after_trim_kb\": {}}}",
+                            s.wall,
+                            s.user,
+                            s.sys,
+                            s.max_rss_kb,
+                            s.rss_after_trim_kb.map_or("null".into(), |v| v.to_string())
+                        );
+                    }
+                    Err(e) => {
+                        let _ = write!(out, "{{\"error\": \"{}\"}}", e.replace('\\', "\\\\").replace('"', "'"));
+                    }
+                }
+            }
+            out.push(']');
+        }
+        out.push_str("\n  }");
+    }
+    out.push_str("\n}\n");
+    out
+}
