@@ -102,7 +102,8 @@ fn compare(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&options.out_dir).map_err(|e| e.to_string())?;
     std::fs::write(options.out_dir.join("report.md"), &report).map_err(|e| e.to_string())?;
     std::fs::write(options.out_dir.join("report.json"), compare::json(&results)).map_err(|e| e.to_string())?;
-    eprintln!("report: {}/report.md, report.json", options.out_dir.display());
+    compare::chart(&summary, &options.out_dir.join("chart.svg"))?;
+    eprintln!("report: {}/report.md, report.json, chart.svg", options.out_dir.display());
     let failed_runs: usize = summary.values().flatten().map(|r| r.failures).sum();
     if failed_runs > 0 {
         return Err(format!("{failed_runs} run(s) failed or gave a wrong answer"));
