@@ -327,20 +327,25 @@ pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
                 return object as *mut u8;
             }
             Err(Miss::Exhausted) => return refill(class),
-            Err(Miss::Stopped) => {
-                let opened = rseq_sys::current_index::<Index>().is_some_and(open);
-                if !opened {
-                    break;
-                }
-            }
-            Err(Miss::NoCpu) => {
-                if rseq_sys::register_current_thread().is_err() {
+            Err(miss) => {
+                if !recover(miss) {
                     break;
                 }
             }
         }
     }
     take_one(class)
+}
+
+/// After a section missed because the region is closed or the thread has no
+/// CPU index: opens this CPU's region, or registers the thread; true if the
+/// section is worth trying again.
+fn recover(miss: Miss) -> bool {
+    match miss {
+        Miss::Stopped => rseq_sys::current_index::<Index>().is_some_and(open),
+        Miss::NoCpu => rseq_sys::register_current_thread().is_ok(),
+        Miss::Exhausted => false,
+    }
 }
 
 /// Takes a batch from the central list, keeps one for the caller and pushes
@@ -394,14 +399,8 @@ pub(crate) fn free_slow(class: usize, object: usize) {
                 return;
             }
             Err(Miss::Exhausted) => return drain(class, object),
-            Err(Miss::Stopped) => {
-                let opened = rseq_sys::current_index::<Index>().is_some_and(open);
-                if !opened {
-                    break;
-                }
-            }
-            Err(Miss::NoCpu) => {
-                if rseq_sys::register_current_thread().is_err() {
+            Err(miss) => {
+                if !recover(miss) {
                     break;
                 }
             }
