@@ -530,3 +530,102 @@ pub fn chart(summary: &BTreeMap<&'static str, Vec<Row>>, path: &Path) -> Result<
     }
     root.present().map_err(|e| e.to_string())
 }
+
+/// Instructions executed by one run of `workload` under `allocator`, counted
+/// by `valgrind --tool=cachegrind --cache-sim=no` (exact and repeatable,
+/// where time is not). Valgrind has no rseq, so for rseq-alloc this is the
+/// fallback path's count.
+pub fn instructions(binary: &Path, workload: &Workload, scale: f64, allocator: &Allocator) -> Result<u64, String> {
+    let mut command = Command::new("valgrind");
+    command
+        .args(["--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"])
+        .arg(binary)
+        .args([workload.name, "1", &scale.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(library) = &allocator.preload {
+        command.env("LD_PRELOAD", library);
+    }
+    let output = command.output().map_err(|e| format!("valgrind: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("valgrind exited with {}", output.status));
+    }
+    stderr
+        .lines()
+        .find_map(|l| l.split_once("I   refs:").map(|(_, n)| n.trim().replace(',', "")))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| "no instruction count in cachegrind's output".into())
+}
+
+/// Instruction counts: workload → allocator → count.
+pub type Counts = BTreeMap<&'static str, BTreeMap<&'static str, Result<u64, String>>>;
+
+/// Counts the instructions of every selected single-thread workload under
+/// every allocator, once each, at `scale`.
+pub fn count_instructions(binary: &Path, allocators: &[Allocator], options: &Options, scale: f64) -> Counts {
+    let mut counts = Counts::new();
+    for workload in WORKLOADS.iter().filter(|w| w.threads_per_cpu == 0) {
+        if !options.workloads.is_empty() && !options.workloads.iter().any(|n| n == workload.name) {
+            continue;
+        }
+        for allocator in allocators {
+            let count = instructions(binary, workload, scale, allocator);
+            match &count {
+                Ok(n) => eprintln!("cachegrind {} {}: {n} instructions", workload.name, allocator.name),
+                Err(e) => eprintln!("cachegrind {} {}: {e}", workload.name, allocator.name),
+            }
+            counts.entry(workload.name).or_default().insert(allocator.name, count);
+        }
+    }
+    counts
+}
+
+/// The instruction counts as a Markdown section.
+pub fn counts_markdown(counts: &Counts, scale: f64) -> String {
+    let mut md = String::new();
+    if counts.is_empty() {
+        return md;
+    }
+    let allocators: Vec<&str> = counts
+        .values()
+        .flat_map(|m| m.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let _ = writeln!(
+        md,
+        "## Instructions (cachegrind, single-thread workloads at scale {scale}; millions)\n\n\
+         Exact and repeatable. Valgrind has no rseq, so rseq-alloc's count is its fallback path's.\n"
+    );
+    let _ = writeln!(md, "| workload | {} |", allocators.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(allocators.len()));
+    for (workload, by_allocator) in counts {
+        let cells: Vec<String> = allocators
+            .iter()
+            .map(|a| match by_allocator.get(a) {
+                Some(Ok(n)) => format!("{:.1}", *n as f64 / 1e6),
+                Some(Err(_)) => "failed".into(),
+                None => "–".into(),
+            })
+            .collect();
+        let _ = writeln!(md, "| {workload} | {} |", cells.join(" | "));
+    }
+    md.push('\n');
+    md
+}
+
+/// The instruction counts as JSON: workload → allocator → count (or null).
+pub fn counts_json(counts: &Counts) -> String {
+    let workloads: Vec<String> = counts
+        .iter()
+        .map(|(workload, by_allocator)| {
+            let cells: Vec<String> = by_allocator
+                .iter()
+                .map(|(a, n)| format!("\"{a}\": {}", n.as_ref().map_or("null".into(), |n| n.to_string())))
+                .collect();
+            format!("  \"{workload}\": {{{}}}", cells.join(", "))
+        })
+        .collect();
+    format!("{{\n{}\n}}\n", workloads.join(",\n"))
+}

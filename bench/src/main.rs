@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b]
-//!                          [--threads N] [--scale X] [--out DIR]
+//!                          [--threads N] [--scale X] [--cachegrind-scale X] [--out DIR]
 //!                                            C workloads under rseq-alloc, glibc, jemalloc,
 //!                                            tcmalloc, mimalloc and TBB (LD_PRELOAD)
 //! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System, in-process
@@ -17,7 +17,7 @@ use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
+        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
     );
     ExitCode::from(2)
 }
@@ -37,6 +37,7 @@ fn compare(args: &[String]) -> Result<(), String> {
         scale: 1.0,
         out_dir: workspace.join("target/compare"),
     };
+    let mut cachegrind_scale = 0.01;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -44,7 +45,9 @@ fn compare(args: &[String]) -> Result<(), String> {
             "--quick" => {
                 options.rounds = 3;
                 options.scale = 0.05;
+                cachegrind_scale = 0.002;
             }
+            "--cachegrind-scale" => cachegrind_scale = value()?.parse().map_err(|_| "--cachegrind-scale X")?,
             "--rounds" => options.rounds = value()?.parse().map_err(|_| "--rounds N")?,
             "--scale" => options.scale = value()?.parse().map_err(|_| "--scale X")?,
             "--threads" => options.threads = Some(value()?.parse().map_err(|_| "--threads N")?),
@@ -95,15 +98,29 @@ fn compare(args: &[String]) -> Result<(), String> {
         skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
     );
     let results = compare::run(&binary, &allocators, &options);
+    let have_valgrind =
+        std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
+    let counts = if cachegrind_scale > 0.0 && have_valgrind {
+        compare::count_instructions(&binary, &allocators, &options, cachegrind_scale)
+    } else {
+        eprintln!(
+            "instruction counts skipped ({})",
+            if have_valgrind { "--cachegrind-scale 0" } else { "no valgrind" }
+        );
+        compare::Counts::new()
+    };
     let summary = compare::summarize(&results);
     let verdicts = compare::targets(&summary);
-    let report = compare::markdown(&summary, &verdicts, &header);
+    let mut report = compare::markdown(&summary, &verdicts, &header);
+    report.push_str(&compare::counts_markdown(&counts, cachegrind_scale));
     println!("{report}");
     std::fs::create_dir_all(&options.out_dir).map_err(|e| e.to_string())?;
     std::fs::write(options.out_dir.join("report.md"), &report).map_err(|e| e.to_string())?;
     std::fs::write(options.out_dir.join("report.json"), compare::json(&results)).map_err(|e| e.to_string())?;
+    std::fs::write(options.out_dir.join("instructions.json"), compare::counts_json(&counts))
+        .map_err(|e| e.to_string())?;
     compare::chart(&summary, &options.out_dir.join("chart.svg"))?;
-    eprintln!("report: {}/report.md, report.json, chart.svg", options.out_dir.display());
+    eprintln!("report: {}/report.md, report.json, instructions.json, chart.svg", options.out_dir.display());
     let failed_runs: usize = summary.values().flatten().map(|r| r.failures).sum();
     if failed_runs > 0 {
         return Err(format!("{failed_runs} run(s) failed or gave a wrong answer"));
