@@ -191,6 +191,36 @@ const MODE_FALLBACK: u32 = 2;
 const MODE_FORCED: u32 = 3;
 const MODE_NO_REGIONS: u32 = 4;
 
+/// Why the initialising thread could not register although the process can
+/// use rseq (0: that did not happen).
+static THREAD_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+fn encode_refusal(why: rseq_sys::Unavailable) -> u64 {
+    use rseq_sys::Unavailable::*;
+    let (tag, errno) = match why {
+        NoKernelSupport => (1, 0),
+        Forbidden(e) => (2, e),
+        RegisteredElsewhere => (3, 0),
+        FakeSuccess => (4, 0),
+        Refused(e) => (5, e),
+        UnsupportedTarget => (6, 0),
+    };
+    tag | (errno as u32 as u64) << 32
+}
+
+fn decode_refusal(word: u64) -> rseq_sys::Unavailable {
+    use rseq_sys::Unavailable::*;
+    let errno = (word >> 32) as u32 as i32;
+    match word & 0xff {
+        1 => NoKernelSupport,
+        2 => Forbidden(errno),
+        3 => RegisteredElsewhere,
+        4 => FakeSuccess,
+        6 => UnsupportedTarget,
+        _ => Refused(errno),
+    }
+}
+
 /// The per-CPU layer's mode.
 pub(crate) fn mode() -> Mode {
     match MODE.load(Ordering::Acquire) {
@@ -198,7 +228,7 @@ pub(crate) fn mode() -> Mode {
         MODE_RSEQ => Mode::Rseq(rseq_sys::mode()),
         MODE_FALLBACK => match rseq_sys::mode() {
             rseq_sys::Mode::Unavailable(why) => Mode::Fallback(why),
-            _ => Mode::ForcedFallback,
+            _ => Mode::Fallback(decode_refusal(THREAD_REFUSED.load(Ordering::Relaxed))),
         },
         MODE_FORCED => Mode::ForcedFallback,
         _ => Mode::NoRegions,
@@ -242,12 +272,20 @@ fn init() {
     let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
         _ if forced => MODE_FORCED,
-        m if m.is_rseq() && rseq_sys::register_current_thread().is_ok() => {
-            let offset = rseq_sys::area_offset().unwrap_or(0);
-            let flags = if count_hits { RSEQ_ON | COUNT_HITS } else { RSEQ_ON };
-            FAST.rseq.store((offset as i32 as u32 as u64) << 32 | flags, Ordering::Release);
-            MODE_RSEQ
-        }
+        m if m.is_rseq() => match rseq_sys::register_current_thread() {
+            Ok(()) => {
+                let offset = rseq_sys::area_offset().unwrap_or(0);
+                let flags = if count_hits { RSEQ_ON | COUNT_HITS } else { RSEQ_ON };
+                FAST.rseq.store((offset as i32 as u32 as u64) << 32 | flags, Ordering::Release);
+                MODE_RSEQ
+            }
+            Err(why) => {
+                // The process has rseq but this thread was refused (a sandbox
+                // that allows only the first registration): say so, not "forced".
+                let _ = THREAD_REFUSED.compare_exchange(0, encode_refusal(why), Ordering::Relaxed, Ordering::Relaxed);
+                MODE_FALLBACK
+            }
+        },
         _ => MODE_FALLBACK,
     };
     if MODE.compare_exchange(0, chosen, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -576,11 +614,11 @@ pub(crate) mod hits {
             return;
         }
         if word & COUNT_HITS != 0 {
-            let offset = (word >> 32) as i32 as isize;
-            let ncpus = super::FAST.ncpus.load(Ordering::Relaxed);
+            let args = super::SectionArgs::load(word);
             // SAFETY: the counters cover `ncpus << SHIFT` bytes; `index` is
             // inside one CPU's block; only sections touch them.
-            let done = unsafe { rseq_sys::percpu_add::<Index, SHIFT>(offset, counters.add(index * 8), ncpus, 1) };
+            let done =
+                unsafe { rseq_sys::percpu_add::<Index, SHIFT>(args.offset, counters.add(index * 8), args.ncpus, 1) };
             if done.is_ok() {
                 return;
             }

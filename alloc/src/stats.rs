@@ -146,8 +146,10 @@ fn process_resident_bytes() -> usize {
     };
     // Second field: resident pages.
     let mut fields = text.split(|&b| b == b' ');
-    let pages =
-        fields.nth(1).map_or(0, |f| f.iter().fold(0usize, |n, &d| n * 10 + (d.wrapping_sub(b'0') as usize % 10)));
+    let pages = fields
+        .nth(1)
+        .filter(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+        .map_or(0, |f| f.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')));
     pages * crate::os::OS_PAGE
 }
 

@@ -156,10 +156,3 @@ pub const ALL: [(&str, Op); 6] = [
 pub fn needs_rseq(name: &str) -> bool {
     name.starts_with("rseq")
 }
-
-impl Primitives {
-    /// Sum of the per-CPU counters (for checking that calls happened).
-    pub fn counter_sum(&self) -> u64 {
-        self.counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-}

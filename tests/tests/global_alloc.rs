@@ -434,6 +434,7 @@ fn stats_report_traffic_and_the_mode() {
     let s = rseq_alloc::stats();
     assert_ne!(s.mode, Mode::Undecided);
     assert!(s.mapped_bytes > 0);
+    assert!(s.process_resident_bytes > 0, "resident size not read from /proc/self/statm");
     assert!(s.classes.iter().map(|c| c.central_taken).sum::<u64>() > 0);
     assert!(s.classes.iter().map(|c| c.alloc_misses).sum::<u64>() > 0);
 }
