@@ -29,3 +29,29 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Runs `work` on a new thread made with `pthread_create` and returns its
+/// result. For `fork` children of multithreaded tests: `std::thread::spawn`
+/// takes std-internal locks that another thread of the parent may have held
+/// at the moment of `fork`, and would then wait forever.
+pub fn raw_thread<F: FnOnce() -> T + Send, T: Send>(work: F) -> T {
+    struct Job<F, T> {
+        work: Option<F>,
+        result: Option<T>,
+    }
+    extern "C" fn run<F: FnOnce() -> T, T>(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `Job` below, alive until pthread_join returns.
+        let job = unsafe { &mut *arg.cast::<Job<F, T>>() };
+        job.result = job.work.take().map(|f| f());
+        std::ptr::null_mut()
+    }
+    let mut job = Job { work: Some(work), result: None };
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `job` outlives the thread, which is joined before we return.
+    unsafe {
+        let arg = (&raw mut job).cast::<libc::c_void>();
+        assert_eq!(libc::pthread_create(&mut thread, std::ptr::null(), run::<F, T>, arg), 0);
+        assert_eq!(libc::pthread_join(thread, std::ptr::null_mut()), 0);
+    }
+    job.result.expect("thread ran")
+}

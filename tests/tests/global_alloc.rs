@@ -356,8 +356,9 @@ fn fork_child_of_a_multithreaded_program_allocates() {
                 let ok = std::panic::catch_unwind(|| {
                     let n = scaled(10_000);
                     let v: Vec<Vec<u8>> = (0..n).map(|i| vec![1; i % 700]).collect();
-                    let t = std::thread::spawn(move || (0..n).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
-                    v.len() == n && t.join().unwrap() > 0
+                    let from_thread =
+                        rseq_alloc_tests::raw_thread(move || (0..n).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                    v.len() == n && from_thread > 0
                 })
                 .unwrap_or(false);
                 // SAFETY: leaving the child at once.
