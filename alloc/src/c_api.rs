@@ -13,6 +13,7 @@ use core::ffi::{c_int, c_void};
 
 use crate::heap;
 use crate::os::OS_PAGE;
+use crate::report::Call;
 
 /// What every block is aligned to (`alignof(max_align_t)`).
 pub const MIN_ALIGN: usize = 16;
@@ -68,7 +69,7 @@ pub unsafe fn free(ptr: *mut c_void) {
 pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::dealloc(ptr.cast(), size, MIN_ALIGN) }
+        unsafe { heap::dealloc(ptr.cast(), size, MIN_ALIGN, Call::FreeSized) }
     }
 }
 
@@ -79,7 +80,7 @@ pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
 pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::dealloc(ptr.cast(), size, align.max(MIN_ALIGN)) }
+        unsafe { heap::dealloc(ptr.cast(), size, align.max(MIN_ALIGN), Call::FreeSized) }
     }
 }
 

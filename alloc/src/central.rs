@@ -16,7 +16,8 @@ use core::ptr::null_mut;
 
 use crossbeam_utils::CachePadded;
 
-use crate::report;
+use crate::hardened;
+use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, objects_per_span};
 use crate::sync::{AtomicU64, Lock, Ordering};
@@ -136,11 +137,11 @@ impl Central {
             let offset = object - span_start(span);
             let index = offset / size;
             if !offset.is_multiple_of(size) || index >= s.bump as usize {
-                report::invalid_pointer(object);
+                report::invalid_pointer(Call::Free, object);
             }
             let (word, bit) = (index / 64, 1u64 << (index % 64));
             if s.free[word] & bit != 0 {
-                report::double_free(object);
+                report::double_free(Call::Free, object);
             }
             s.free[word] |= bit;
             s.used -= 1;
@@ -185,14 +186,14 @@ impl Central {
 /// The span holding `object`, checked to be a live span of `class`; aborts otherwise.
 fn span_of(object: usize, class: u8) -> *mut Span {
     if !crate::segment::is_ours(object) {
-        report::invalid_pointer(object);
+        report::invalid_pointer(Call::Free, object);
     }
     let seg = Segment::containing(object);
     let page = Segment::page_index(object);
     // SAFETY: the segment is ours, so its header is mapped.
     let (page_class, head) = unsafe { ((*seg).page_class[page].load(Ordering::Acquire), (*seg).page_head[page]) };
     if page_class != class {
-        report::invalid_pointer(object);
+        report::invalid_pointer(Call::Free, object);
     }
     // SAFETY: as above; `head` is a page index below PAGES.
     unsafe { (&raw mut (*seg).spans).cast::<Span>().add(head as usize) }
@@ -211,6 +212,12 @@ fn new_span(class: usize) -> Option<*mut Span> {
     s.prev = null_mut();
     s.next = null_mut();
     debug_assert!(s.objects as usize * SIZES[class] as usize <= s.pages as usize * PAGE_SIZE);
+    if hardened::enabled() {
+        // Every free small object is poison in hardened mode, fresh ones too.
+        let bytes = s.objects as usize * SIZES[class] as usize;
+        // SAFETY: the span's pages are ours and hold no live object.
+        unsafe { (Segment::page_start(new.seg, new.head) as *mut u8).write_bytes(hardened::POISON, bytes) };
+    }
     Some(s)
 }
 

@@ -5,11 +5,12 @@
 
 use core::ptr::null_mut;
 
+use crate::hardened;
 use crate::huge;
 use crate::percpu;
-use crate::report;
+use crate::report::{self, Call};
 use crate::segment::{Kind, MAX_MEDIUM, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
-use crate::size_class::{CLASSES, SIZES, class_for};
+use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::Ordering;
 
 /// What a block is, found from its address alone.
@@ -23,13 +24,15 @@ pub(crate) enum Block {
     Huge(*mut Segment),
 }
 
-/// Finds what `ptr` is; aborts if it is not a block the allocator handed
-/// out (a small object's alignment within its span is checked when it
-/// reaches the central list).
+/// Finds what `ptr` is; aborts, naming `call`, if it is not a block the
+/// allocator handed out: not in a segment of ours, not the start of an
+/// object or span (an interior pointer), or in a free page. What it cannot
+/// see here, a small object freed twice, is caught when the object reaches
+/// the central list, and at once in hardened mode.
 #[inline]
-pub(crate) fn classify(ptr: usize) -> Block {
+pub(crate) fn classify(ptr: usize, call: Call) -> Block {
     if !is_ours(ptr) {
-        report::invalid_pointer(ptr);
+        report::invalid_pointer(call, ptr);
     }
     let seg = Segment::containing(ptr);
     let page = Segment::page_index(ptr);
@@ -37,13 +40,27 @@ pub(crate) fn classify(ptr: usize) -> Block {
     // segments read 0 in `page_class` (never written).
     let class = unsafe { (*seg).page_class[page].load(Ordering::Acquire) };
     if class != 0 && class as usize <= CLASSES {
-        return Block::Small(class as usize);
+        let class = class as usize;
+        if !starts_object(class, span_offset(ptr)) {
+            report::invalid_pointer(call, ptr);
+        }
+        return Block::Small(class);
     }
-    classify_other(seg, page, class, ptr)
+    classify_other(seg, page, class, ptr, call)
+}
+
+/// Offset of `ptr` from the start of the span covering it (a span of ours).
+#[inline(always)]
+pub(crate) fn span_offset(ptr: usize) -> usize {
+    let seg = Segment::containing(ptr);
+    // SAFETY: the segment is ours; `page_head` is written before the page's
+    // class is published (release), which the caller has read (acquire).
+    let head = unsafe { (*seg).page_head[Segment::page_index(ptr)] } as usize;
+    ptr - Segment::page_start(seg, head)
 }
 
 #[cold]
-fn classify_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Block {
+fn classify_other(seg: *mut Segment, page: usize, class: u8, ptr: usize, call: Call) -> Block {
     // SAFETY: the segment is ours; `kind` is always written at creation.
     match unsafe { (*seg).kind } {
         // SAFETY: as above.
@@ -51,29 +68,50 @@ fn classify_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Bloc
         // SAFETY: as above; `page_head` is written with the page class.
         Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
             if ptr != Segment::page_start(seg, page) {
-                report::invalid_pointer(ptr);
+                report::invalid_pointer(call, ptr);
             }
             Block::Medium(seg, page)
         }
-        _ => report::invalid_pointer(ptr),
+        _ => report::invalid_pointer(call, ptr),
     }
 }
 
-/// Allocates a small object of `class`.
+/// Allocates a small object of `class`, for a request of `size` bytes
+/// aligned to `align` (which only hardened mode needs).
 #[inline(always)]
-pub(crate) fn alloc_small(class: usize) -> *mut u8 {
+pub(crate) fn alloc_small(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
     match percpu::pop(class) {
         Ok(object) => object as *mut u8,
-        Err(_) => percpu::alloc_slow(class),
+        Err(_) => alloc_small_missed(class, size, align, call),
     }
 }
 
-/// Frees a small object of `class`.
-#[inline(always)]
-pub(crate) fn free_small(class: usize, ptr: *mut u8) {
-    if percpu::push(class, ptr as usize).is_err() {
-        percpu::free_slow(class, ptr as usize);
+#[cold]
+#[inline(never)]
+fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
+    if hardened::enabled() {
+        return hardened::alloc(size, align, false, call);
     }
+    percpu::alloc_slow(class)
+}
+
+/// Frees a small object of `class`; `size` is the caller's size, if known
+/// (hardened mode checks it).
+#[inline(always)]
+pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
+    if percpu::push(class, ptr as usize).is_err() {
+        free_small_missed(class, ptr, size, call);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
+    if hardened::enabled() {
+        // SAFETY: the caller of `free_small` gives the block up.
+        return unsafe { hardened::free(ptr, size, call) };
+    }
+    percpu::free_slow(class, ptr as usize);
 }
 
 /// Where a request of a given size and alignment is served.
@@ -103,14 +141,15 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 #[inline]
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match route(size, align) {
-        Route::Small(class) => alloc_small(class),
+        Route::Small(class) => alloc_small(class, size, align, Call::Malloc),
+        _ if hardened::enabled() => hardened::alloc(size, align, false, Call::Malloc),
         Route::Medium => alloc_medium(size).0,
         Route::Huge => huge::alloc(size, align, false),
     }
 }
 
 /// A medium block, and whether it is zero-filled.
-fn alloc_medium(size: usize) -> (*mut u8, bool) {
+pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
     let pages = size.max(1).div_ceil(PAGE_SIZE);
     match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
         Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
@@ -122,7 +161,8 @@ fn alloc_medium(size: usize) -> (*mut u8, bool) {
 /// are not zeroed again.
 pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     let ptr = match route(size, align) {
-        Route::Small(class) => alloc_small(class),
+        Route::Small(class) => alloc_small(class, size, align, Call::Calloc),
+        _ if hardened::enabled() => return hardened::alloc(size, align, true, Call::Calloc),
         Route::Medium => match alloc_medium(size) {
             (ptr, true) => return ptr,
             (ptr, false) => ptr,
@@ -143,11 +183,11 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `ptr` was returned by [`alloc`] (or a sibling) with this size and
 /// alignment, and is not used afterwards.
 #[inline]
-pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
+pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call) {
     match class_for(size, align) {
-        Some(class) => free_small(class, ptr),
+        Some(class) => free_small(class, ptr, Some(size), call),
         // SAFETY: forwarded from the caller.
-        None => unsafe { free_block(ptr as usize, classify(ptr as usize)) },
+        None => unsafe { free_checked(ptr, Some(size), call) },
     }
 }
 
@@ -158,21 +198,37 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 /// anything else is reported and aborts, when it can be detected.
 #[inline]
 pub(crate) unsafe fn free(ptr: *mut u8) {
-    if ptr.is_null() {
-        return;
+    if !ptr.is_null() {
+        // SAFETY: forwarded from the caller.
+        unsafe { free_checked(ptr, None, Call::Free) }
     }
-    match classify(ptr as usize) {
-        Block::Small(class) => free_small(class, ptr),
+}
+
+/// # Safety
+/// As [`free`], `ptr` not null; `size` is the caller's size, if known.
+#[inline(always)]
+unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
+    match classify(ptr as usize, call) {
+        Block::Small(class) => free_small(class, ptr, size, call),
+        // SAFETY: forwarded from the caller.
+        _ if hardened::enabled() => unsafe { hardened::free(ptr, size, call) },
         // SAFETY: forwarded from the caller.
         block => unsafe { free_block(ptr as usize, block) },
     }
 }
 
+/// Gives a checked block back to its tier (hardened mode has done its
+/// checks already, or is off).
+///
 /// # Safety
 /// `block` is what `ptr` is, and `ptr` is not used afterwards.
-unsafe fn free_block(ptr: usize, block: Block) {
+pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
     match block {
-        Block::Small(class) => free_small(class, ptr as *mut u8),
+        Block::Small(class) => {
+            if percpu::push(class, ptr).is_err() {
+                percpu::free_slow(class, ptr);
+            }
+        }
         Block::Medium(seg, head) => {
             // SAFETY: classify checked that `head` starts a medium span of `seg`.
             let pages = unsafe { (*seg).spans[head].pages } as usize;
@@ -184,18 +240,30 @@ unsafe fn free_block(ptr: usize, block: Block) {
     }
 }
 
-/// Bytes usable in the block at `ptr` (at least what was asked for).
+/// Bytes in `block` (at least what was asked for, hardened mode's overhead included).
 ///
 /// # Safety
-/// `ptr` is a live block of this allocator.
-pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
-    match classify(ptr as usize) {
+/// `block` is what [`classify`] found for a live block.
+pub(crate) unsafe fn capacity(block: Block) -> usize {
+    match block {
         Block::Small(class) => SIZES[class] as usize,
         // SAFETY: classify checked the span.
         Block::Medium(seg, head) => (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT,
         // SAFETY: classify checked the segment.
         Block::Huge(seg) => unsafe { huge::usable_size(seg) },
     }
+}
+
+/// Bytes usable in the block at `ptr` (at least what was asked for).
+///
+/// # Safety
+/// `ptr` is a live block of this allocator.
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if hardened::enabled() {
+        return hardened::usable_size(ptr);
+    }
+    // SAFETY: classify found what the block is.
+    unsafe { capacity(classify(ptr as usize, Call::UsableSize)) }
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
@@ -207,9 +275,13 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
 /// `ptr` is a live block of this allocator, allocated with alignment `align`;
 /// `old_size`, when known, is its requested size.
 pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize, new_size: usize) -> *mut u8 {
+    if hardened::enabled() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { hardened::realloc(ptr, old_size, align, new_size) };
+    }
     let block = match old_size.and_then(|size| class_for(size, align)) {
         Some(class) => Block::Small(class),
-        None => classify(ptr as usize),
+        None => classify(ptr as usize, Call::Realloc),
     };
     let new_route = route(new_size, align);
     let old_usable = match block {

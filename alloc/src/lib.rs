@@ -41,6 +41,8 @@ mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
 #[cfg(not(rseq_alloc_loom))]
+mod hardened;
+#[cfg(not(rseq_alloc_loom))]
 mod heap;
 #[cfg(not(rseq_alloc_loom))]
 mod huge;
@@ -85,7 +87,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
-            return heap::alloc_small(size_class::class_of(layout.size()));
+            return heap::alloc_small(size_class::class_of(layout.size()), layout.size(), 16, report::Call::Malloc);
         }
         heap::alloc(layout.size(), layout.align())
     }
@@ -93,10 +95,11 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
-            return heap::free_small(size_class::class_of(layout.size()), ptr);
+            let class = size_class::class_of(layout.size());
+            return heap::free_small(class, ptr, Some(layout.size()), report::Call::Free);
         }
         // SAFETY: the caller returns a block of ours with its layout.
-        unsafe { heap::dealloc(ptr, layout.size(), layout.align()) }
+        unsafe { heap::dealloc(ptr, layout.size(), layout.align(), report::Call::Free) }
     }
 
     #[inline]

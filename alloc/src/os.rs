@@ -97,6 +97,23 @@ pub(crate) fn env_flag(name: &core::ffi::CStr) -> bool {
     !value.is_null() && matches!(unsafe { *value } as u8, b'1' | b'y' | b'Y')
 }
 
+/// 64 random bits from the kernel (`getrandom`, never blocking); if that
+/// fails, the auxiliary vector's `AT_RANDOM` bytes mixed with an address
+/// (so the value still differs between processes under ASLR).
+pub(crate) fn random_u64() -> u64 {
+    let mut value = 0u64;
+    let buf = (&raw mut value) as usize;
+    // SAFETY: the kernel writes at most 8 bytes into `value`.
+    if let Ok(8) = unsafe { syscall4(libc::SYS_getrandom, buf, 8, libc::GRND_NONBLOCK as usize, 0) } {
+        return value;
+    }
+    // SAFETY: getauxval has no preconditions; AT_RANDOM points at 16 bytes.
+    let at_random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+    // SAFETY: as above, when non-null.
+    let seed = if at_random.is_null() { 0 } else { unsafe { at_random.read_unaligned() } };
+    seed ^ (buf as u64).rotate_left(17)
+}
+
 /// Aborts the process with `message` on stderr: for corruption that must not
 /// go on (an invalid or double free), where unwinding would allocate.
 #[cold]

@@ -87,8 +87,9 @@ pub(crate) fn batch(class: usize) -> usize {
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
 pub(crate) struct FastPath {
-    /// Bit 0: the rseq path is on; bit 1: count hits (statistics), which
-    /// sends every operation to the slow path; bits 32..64: the rseq area offset.
+    /// Bit 0: the rseq path is on; bit 1: count hits (statistics) and bit 2:
+    /// hardened mode, each of which sends every operation to the slow path;
+    /// bits 32..64: the rseq area offset.
     rseq: AtomicU64,
     /// The regions, `ncpus << SLAB_SHIFT` bytes.
     slabs: AtomicPtr<u8>,
@@ -108,12 +109,15 @@ pub(crate) static REGIONS_OPENED: AtomicUsize = AtomicUsize::new(0);
 
 const RSEQ_ON: u64 = 1;
 const COUNT_HITS: u64 = 2;
+const HARDENED: u64 = 4;
+/// Bits that keep operations off the fast path.
+const SLOW_ONLY: u64 = COUNT_HITS | HARDENED;
 
 /// Pops an object of `class` from this CPU's region.
 #[inline(always)]
 pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
     let word = FAST.rseq.load(Ordering::Acquire);
-    if word & (RSEQ_ON | COUNT_HITS) != RSEQ_ON {
+    if word & (RSEQ_ON | SLOW_ONLY) != RSEQ_ON {
         return Err(Miss::NoCpu);
     }
     pop_section(word, class)
@@ -152,7 +156,7 @@ impl SectionArgs {
 #[inline(always)]
 pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
     let word = FAST.rseq.load(Ordering::Acquire);
-    if word & (RSEQ_ON | COUNT_HITS) != RSEQ_ON {
+    if word & (RSEQ_ON | SLOW_ONLY) != RSEQ_ON {
         return Err(Miss::NoCpu);
     }
     push_section(word, class, object)
@@ -275,7 +279,9 @@ fn init() {
         m if m.is_rseq() => match rseq_sys::register_current_thread() {
             Ok(()) => {
                 let offset = rseq_sys::area_offset().unwrap_or(0);
-                let flags = if count_hits { RSEQ_ON | COUNT_HITS } else { RSEQ_ON };
+                let flags = RSEQ_ON
+                    | if count_hits { COUNT_HITS } else { 0 }
+                    | if crate::hardened::enabled() { HARDENED } else { 0 };
                 FAST.rseq.store((offset as i32 as u32 as u64) << 32 | flags, Ordering::Release);
                 MODE_RSEQ
             }

@@ -127,6 +127,43 @@ pub(crate) fn objects_per_span(class: usize) -> usize {
     SPAN_PAGES[class] as usize * PAGE_SIZE / SIZES[class] as usize
 }
 
+/// What `free` checks to know that an offset into a span starts an object:
+/// Lemire's divisibility test (`offset % size == 0` iff
+/// `offset * magic < magic`, with `magic = ceil(2^64 / size)`, exact for
+/// offsets below 2^32) and the offset of the span's last object, so a
+/// pointer into the span's unused tail is refused too.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub(crate) struct ObjectStart {
+    magic: u64,
+    last: u64,
+}
+
+const fn build_object_starts() -> [ObjectStart; CLASSES + 1] {
+    let sizes = build_sizes();
+    let pages = build_span_pages();
+    let mut table = [ObjectStart { magic: 0, last: 0 }; CLASSES + 1];
+    let mut class = 1;
+    while class <= CLASSES {
+        let size = sizes[class] as u64;
+        let objects = pages[class] as u64 * PAGE_SIZE as u64 / size;
+        table[class] = ObjectStart { magic: u64::MAX / size + 1, last: (objects - 1) * size };
+        class += 1;
+    }
+    table
+}
+
+static OBJECT_STARTS: [ObjectStart; CLASSES + 1] = build_object_starts();
+
+/// Whether `offset` bytes from the start of a span of `class` is where one of
+/// its objects starts. No division: one multiply, two compares.
+#[inline(always)]
+pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
+    let check = &OBJECT_STARTS[class];
+    let offset = offset as u64;
+    offset <= check.last && offset.wrapping_mul(check.magic) < check.magic
+}
+
 /// Most objects any span holds (16-byte objects in one page).
 pub(crate) const MAX_OBJECTS: usize = PAGE_SIZE / 16;
 
@@ -166,6 +203,18 @@ mod tests {
                 } else {
                     assert!(size.max(align) > MAX_SMALL || align > MAX_SMALL);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn object_starts_are_exactly_the_multiples_of_the_size_inside_the_span() {
+        for class in 1..=CLASSES {
+            let size = SIZES[class] as usize;
+            let span = SPAN_PAGES[class] as usize * PAGE_SIZE;
+            for offset in 0..span + 64 {
+                let expected = offset % size == 0 && offset / size < objects_per_span(class);
+                assert_eq!(starts_object(class, offset), expected, "class {class} offset {offset}");
             }
         }
     }

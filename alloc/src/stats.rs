@@ -71,6 +71,8 @@ pub struct ClassStats {
 pub struct Stats {
     /// How the allocator runs.
     pub mode: Mode,
+    /// Whether hardened mode (`RSEQ_ALLOC_HARDENED=1`) checks every block.
+    pub hardened: bool,
     /// rseq critical sections aborted and retried, process-wide.
     pub rseq_aborts: u64,
     /// Address space mapped: segments, huge blocks and per-CPU regions.
@@ -104,6 +106,7 @@ pub fn stats() -> Stats {
     }
     Stats {
         mode: mode(),
+        hardened: crate::hardened::enabled(),
         rseq_aborts: rseq_sys::aborts(),
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
@@ -192,7 +195,8 @@ impl Drop for StderrWriter {
 /// Prints the summary: the mode first, then one line per class that saw traffic.
 pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     let s = stats();
-    writeln!(out, "rseq-alloc: mode: {}", s.mode)?;
+    let hardened = if s.hardened { ", hardened (RSEQ_ALLOC_HARDENED)" } else { "" };
+    writeln!(out, "rseq-alloc: mode: {}{hardened}", s.mode)?;
     writeln!(
         out,
         "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, cached in CPUs {} KiB, huge blocks cached {} KiB, regions opened {}",

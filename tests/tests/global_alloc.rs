@@ -28,6 +28,8 @@ fn mode_is_the_one_the_environment_implies() {
         Some(Expected::Unavailable) => assert!(matches!(mode, Mode::Fallback(_)), "{mode}"),
         Some(Expected::ForcedFallback) => assert_eq!(mode, Mode::ForcedFallback),
     }
+    let hardened = std::env::var_os("RSEQ_TEST_EXPECT_HARDENED").is_some();
+    assert_eq!(rseq_alloc::stats().hardened, hardened);
 }
 
 // ---------------------------------------------------------------------------
@@ -264,7 +266,10 @@ fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
     unsafe {
         let p = GLOBAL.alloc(layout);
         let q = GLOBAL.realloc(p, layout, 110);
-        assert_eq!(p, q, "100 and 110 bytes share a class");
+        // Hardened mode always moves small blocks (a stale pointer then hits poison).
+        if !rseq_alloc::stats().hardened {
+            assert_eq!(p, q, "100 and 110 bytes share a class");
+        }
         let r = GLOBAL.realloc(q, Layout::from_size_align(110, 8).unwrap(), 1000);
         assert_ne!(r, q);
         GLOBAL.dealloc(r, Layout::from_size_align(1000, 8).unwrap());
@@ -451,6 +456,11 @@ fn suite_own_area() {
 #[test]
 fn suite_forced_fallback() {
     modes::rerun_self("forced", &[("RSEQ_ALLOC_FORCE_FALLBACK", "1")], &[]);
+}
+
+#[test]
+fn suite_hardened() {
+    modes::rerun_self("glibc", &[("RSEQ_ALLOC_HARDENED", "1"), ("RSEQ_TEST_EXPECT_HARDENED", "1")], &[]);
 }
 
 #[test]
