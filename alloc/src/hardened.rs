@@ -126,6 +126,7 @@ unsafe fn seal(ptr: *mut u8, n: usize, cap: usize) {
 }
 
 /// A block of `n` bytes aligned to `align`, sealed; zero-filled if `zeroed`.
+#[inline(never)]
 pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8 {
     let Some(size) = n.checked_add(OVERHEAD) else { return null_mut() };
     let ptr = match heap::route(size, align) {
@@ -215,6 +216,7 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
 /// # Safety
 /// `ptr` is a block of this allocator (anything else is reported) and is not
 /// used afterwards.
+#[inline(never)]
 pub(crate) unsafe fn free(ptr: *mut u8, size: Option<usize>, call: Call) {
     let (block, cap, n) = check(ptr, call, true);
     if let Some(size) = size
@@ -234,6 +236,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: Option<usize>, call: Call) {
 }
 
 /// The caller's size of a hardened block.
+#[inline(never)]
 pub(crate) fn usable_size(ptr: *mut u8) -> usize {
     check(ptr, Call::UsableSize, false).2
 }
@@ -244,6 +247,7 @@ pub(crate) fn usable_size(ptr: *mut u8) -> usize {
 ///
 /// # Safety
 /// `ptr` is a live block of this allocator allocated with `align`.
+#[inline(never)]
 pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize, new_n: usize) -> *mut u8 {
     let (block, _, n) = check(ptr, Call::Realloc, false);
     if let Some(size) = old_size

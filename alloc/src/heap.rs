@@ -31,8 +31,19 @@ pub(crate) enum Block {
 /// the central list, and at once in hardened mode.
 #[inline]
 pub(crate) fn classify(ptr: usize, call: Call) -> Block {
+    match lookup(ptr) {
+        Some(block) => block,
+        None => report::invalid_pointer(call, ptr),
+    }
+}
+
+/// What the block starting at `ptr` is, or `None` if no block of ours can
+/// start there. Safe for any address: it reads only the segment map and,
+/// for addresses in a segment of ours, that segment's header.
+#[inline]
+pub(crate) fn lookup(ptr: usize) -> Option<Block> {
     if !is_ours(ptr) {
-        report::invalid_pointer(call, ptr);
+        return None;
     }
     let seg = Segment::containing(ptr);
     let page = Segment::page_index(ptr);
@@ -41,12 +52,9 @@ pub(crate) fn classify(ptr: usize, call: Call) -> Block {
     let class = unsafe { (*seg).page_class[page].load(Ordering::Acquire) };
     if class != 0 && class as usize <= CLASSES {
         let class = class as usize;
-        if !starts_object(class, span_offset(ptr)) {
-            report::invalid_pointer(call, ptr);
-        }
-        return Block::Small(class);
+        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
     }
-    classify_other(seg, page, class, ptr, call)
+    lookup_other(seg, page, class, ptr)
 }
 
 /// Offset of `ptr` from the start of the span covering it (a span of ours).
@@ -60,19 +68,16 @@ pub(crate) fn span_offset(ptr: usize) -> usize {
 }
 
 #[cold]
-fn classify_other(seg: *mut Segment, page: usize, class: u8, ptr: usize, call: Call) -> Block {
+fn lookup_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Option<Block> {
     // SAFETY: the segment is ours; `kind` is always written at creation.
     match unsafe { (*seg).kind } {
         // SAFETY: as above.
-        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Block::Huge(seg),
+        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Some(Block::Huge(seg)),
         // SAFETY: as above; `page_head` is written with the page class.
         Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
-            if ptr != Segment::page_start(seg, page) {
-                report::invalid_pointer(call, ptr);
-            }
-            Block::Medium(seg, page)
+            (ptr == Segment::page_start(seg, page)).then_some(Block::Medium(seg, page))
         }
-        _ => report::invalid_pointer(call, ptr),
+        _ => None,
     }
 }
 
@@ -208,6 +213,45 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
 /// As [`free`], `ptr` not null; `size` is the caller's size, if known.
 #[inline(always)]
 unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
+    match small_class_of(ptr as usize) {
+        Some(class) => free_small(class, ptr, size, call),
+        // SAFETY: forwarded from the caller.
+        None => unsafe { free_other(ptr, size, call) },
+    }
+}
+
+/// The class of `ptr` if it passes the checks `free` can afford on every
+/// call: 16-aligned, in a segment of ours, in a page of a small span.
+///
+/// Whether it starts an object is checked later, when the object reaches
+/// the central list, and at once in hardened mode and for every other
+/// call: doing it here (`starts_object`, a multiply and two table loads)
+/// cost 10% on the `tight` workload and 3% on `larson` (medians of 7
+/// interleaved rounds), where this alignment test costs nothing measurable.
+#[inline(always)]
+fn small_class_of(ptr: usize) -> Option<usize> {
+    if !ptr.is_multiple_of(16) {
+        return None;
+    }
+    if !is_ours(ptr) {
+        return None;
+    }
+    let seg = Segment::containing(ptr);
+    // SAFETY: the segment is ours, so its header page is mapped.
+    let class = unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) };
+    if class.wrapping_sub(1) >= CLASSES as u8 {
+        return None;
+    }
+    Some(class as usize)
+}
+
+/// `free` of anything but a small object that passed [`small_class_of`]:
+/// medium and huge blocks, and every invalid pointer (reported here).
+///
+/// # Safety
+/// As [`free_checked`].
+#[inline(never)]
+unsafe fn free_other(ptr: *mut u8, size: Option<usize>, call: Call) {
     match classify(ptr as usize, call) {
         Block::Small(class) => free_small(class, ptr, size, call),
         // SAFETY: forwarded from the caller.

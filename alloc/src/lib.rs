@@ -74,6 +74,78 @@ use core::alloc::{GlobalAlloc, Layout};
 #[cfg(not(rseq_alloc_loom))]
 pub use stats::{ClassStats, Mode, Stats, stats};
 
+/// Internals for the fuzz targets in `fuzz/` (feature `internals`): the
+/// size-class and page-map functions whose invariants they check. Not an API.
+#[cfg(all(feature = "internals", not(rseq_alloc_loom)))]
+#[doc(hidden)]
+pub mod internals {
+    use crate::heap::{self, Block, Route};
+
+    /// Number of small classes (numbered 1 to `CLASSES`).
+    pub const CLASSES: usize = crate::size_class::CLASSES;
+    /// Largest small object.
+    pub const MAX_SMALL: usize = crate::size_class::MAX_SMALL;
+
+    /// Where a request is served, or what a block is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Tier {
+        /// A small class.
+        Small(usize),
+        /// A medium span.
+        Medium,
+        /// A segment of its own.
+        Huge,
+    }
+
+    /// The small class serving `size` bytes aligned to `align`, if any.
+    pub fn class_for(size: usize, align: usize) -> Option<usize> {
+        crate::size_class::class_for(size, align)
+    }
+
+    /// Bytes per object of `class`.
+    pub fn class_size(class: usize) -> usize {
+        crate::size_class::SIZES[class] as usize
+    }
+
+    /// Objects per span of `class`.
+    pub fn objects_per_span(class: usize) -> usize {
+        crate::size_class::objects_per_span(class)
+    }
+
+    /// Whether an object of `class` starts `offset` bytes into its span.
+    pub fn starts_object(class: usize, offset: usize) -> bool {
+        crate::size_class::starts_object(class, offset)
+    }
+
+    /// Where a request of `size` bytes aligned to `align` is served.
+    pub fn route(size: usize, align: usize) -> Tier {
+        match heap::route(size, align) {
+            Route::Small(class) => Tier::Small(class),
+            Route::Medium => Tier::Medium,
+            Route::Huge => Tier::Huge,
+        }
+    }
+
+    /// Bytes every block adds to its request: hardened mode's canary and tail.
+    pub fn request_overhead() -> usize {
+        if crate::hardened::enabled() { crate::hardened::OVERHEAD } else { 0 }
+    }
+
+    /// The block of ours that starts at `addr` (its tier and capacity), if
+    /// any; safe for any address.
+    pub fn lookup(addr: usize) -> Option<(Tier, usize)> {
+        let block = heap::lookup(addr)?;
+        // SAFETY: `lookup` found this block's shape in live metadata.
+        let capacity = unsafe { heap::capacity(block) };
+        let tier = match block {
+            Block::Small(class) => Tier::Small(class),
+            Block::Medium(..) => Tier::Medium,
+            Block::Huge(_) => Tier::Huge,
+        };
+        Some((tier, capacity))
+    }
+}
+
 /// The allocator. Use it as the `#[global_allocator]`, or call it directly.
 #[cfg(not(rseq_alloc_loom))]
 #[derive(Clone, Copy, Debug, Default)]

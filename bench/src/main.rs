@@ -3,6 +3,7 @@
 //! ```text
 //! rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b]
 //!                          [--threads N] [--scale X] [--cachegrind-scale X] [--out DIR]
+//!                          [--with NAME=LIB.so]...   (another library, e.g. an older build)
 //!                                            C workloads under rseq-alloc, glibc, jemalloc,
 //!                                            tcmalloc, mimalloc and TBB (LD_PRELOAD)
 //! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System, in-process
@@ -17,7 +18,7 @@ use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
+        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...\n       rseq-alloc-bench alloc|primitives [--rounds N]"
     );
     ExitCode::from(2)
 }
@@ -38,6 +39,7 @@ fn compare(args: &[String]) -> Result<(), String> {
         out_dir: workspace.join("target/compare"),
     };
     let mut cachegrind_scale = 0.01;
+    let mut extra: Vec<Allocator> = Vec::new();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -54,6 +56,16 @@ fn compare(args: &[String]) -> Result<(), String> {
             "--workloads" => options.workloads = value()?.split(',').map(String::from).collect(),
             "--allocators" => options.allocators = value()?.split(',').map(String::from).collect(),
             "--out" => options.out_dir = value()?.into(),
+            "--with" => {
+                let spec = value()?;
+                let (name, path) = spec.split_once('=').ok_or("--with NAME=LIBRARY.so")?;
+                if !std::path::Path::new(path).exists() {
+                    return Err(format!("--with {name}: {path} does not exist"));
+                }
+                // The name lives as long as the process, like the built-in ones.
+                extra
+                    .push(Allocator { name: Box::leak(name.to_string().into_boxed_str()), preload: Some(path.into()) });
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -84,6 +96,7 @@ fn compare(args: &[String]) -> Result<(), String> {
         Allocator { name: "glibc", preload: None },
     ];
     allocators.extend(peers);
+    allocators.extend(extra);
     if !options.allocators.is_empty() {
         allocators.retain(|a| options.allocators.iter().any(|n| n == a.name));
     }

@@ -1,0 +1,124 @@
+/* Classic heap misuse, one probe per run: `misuse PROBE`.
+ *
+ * Each probe prints "ptr=0x..." (the pointer it is about to misuse, for the
+ * caller to match against the allocator's report), commits the misuse, then
+ * makes the calls where an allocator could notice it, and prints "survived"
+ * if nothing stopped it. A probe that is caught dies before "survived".
+ * Used by tests/tests/misuse.rs and by `rseq-alloc-bench misuse`, which runs
+ * every probe under every allocator. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static char static_block[64];
+
+static void show(const void *p) {
+    printf("ptr=%p\n", p);
+    fflush(stdout);
+}
+
+/* Keeps the compiler from seeing through the misuse. */
+static void *launder(void *p) {
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+static void churn(size_t size) {
+    void *blocks[64];
+    for (int i = 0; i < 64; i++) {
+        blocks[i] = malloc(size);
+        memset(blocks[i], 1, size);
+    }
+    for (int i = 0; i < 64; i++) free(blocks[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: misuse overflow|overflow_far|underflow|double_free|double_free_later|"
+                        "use_after_free_write|invalid_stack|invalid_static|invalid_mmap|interior|misaligned|"
+                        "realloc_invalid\n");
+        return 2;
+    }
+    const char *probe = argv[1];
+    if (!strcmp(probe, "overflow")) {
+        /* One byte past the end: the classic off-by-one of a string copy. */
+        char *p = launder(malloc(24));
+        show(p);
+        memset(p, 'A', 25);
+        free(p);
+        churn(24);
+    } else if (!strcmp(probe, "overflow_far")) {
+        char *p = launder(malloc(100));
+        show(p);
+        memset(p, 'A', 100 + 24);
+        free(p);
+        churn(100);
+    } else if (!strcmp(probe, "underflow")) {
+        char *a = launder(malloc(24));
+        char *b = launder(malloc(24));
+        char *p = a > b ? a : b; /* the later one: likely to have a neighbour below */
+        show(p);
+        memset(p - 8, 'A', 8);
+        free(p);
+        free(p == a ? b : a);
+        churn(24);
+    } else if (!strcmp(probe, "double_free")) {
+        char *p = launder(malloc(24));
+        show(p);
+        free(p);
+        free(p);
+        churn(24);
+    } else if (!strcmp(probe, "double_free_later")) {
+        /* Another free in between defeats a check of only the last freed block. */
+        char *p = launder(malloc(24));
+        char *q = launder(malloc(24));
+        show(p);
+        free(p);
+        free(q);
+        free(p);
+        churn(24);
+    } else if (!strcmp(probe, "use_after_free_write")) {
+        /* Writes where freelists keep their links. */
+        char *p = launder(malloc(24));
+        show(p);
+        free(p);
+        memset(launder(p), 'A', 16);
+        void *q = malloc(24);
+        void *r = malloc(24);
+        free(q);
+        free(r);
+        churn(24);
+    } else if (!strcmp(probe, "invalid_stack")) {
+        char local[64];
+        show(local);
+        free(launder(local));
+    } else if (!strcmp(probe, "invalid_static")) {
+        show(static_block);
+        free(launder(static_block));
+    } else if (!strcmp(probe, "invalid_mmap")) {
+        void *p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        show(p);
+        free(launder(p));
+    } else if (!strcmp(probe, "interior")) {
+        char *p = launder(malloc(64));
+        show(p + 16);
+        free(launder(p + 16));
+        churn(64);
+    } else if (!strcmp(probe, "misaligned")) {
+        char *p = launder(malloc(64));
+        show(p + 1);
+        free(launder(p + 1));
+        churn(64);
+    } else if (!strcmp(probe, "realloc_invalid")) {
+        char local[64];
+        show(local);
+        void *q = realloc(launder(local), 100);
+        free(q);
+    } else {
+        fprintf(stderr, "unknown probe %s\n", probe);
+        return 2;
+    }
+    printf("survived\n");
+    return 0;
+}
