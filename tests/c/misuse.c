@@ -24,6 +24,12 @@ static void *launder(void *p) {
     return p;
 }
 
+/* Makes the misuse's writes happen: without it the compiler drops stores to
+ * memory that is freed right after. */
+static void commit(void *p) {
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
 static void churn(size_t size) {
     void *blocks[64];
     for (int i = 0; i < 64; i++) {
@@ -46,12 +52,14 @@ int main(int argc, char **argv) {
         char *p = launder(malloc(24));
         show(p);
         memset(p, 'A', 25);
+        commit(p);
         free(p);
         churn(24);
     } else if (!strcmp(probe, "overflow_far")) {
         char *p = launder(malloc(100));
         show(p);
         memset(p, 'A', 100 + 24);
+        commit(p);
         free(p);
         churn(100);
     } else if (!strcmp(probe, "underflow")) {
@@ -60,6 +68,7 @@ int main(int argc, char **argv) {
         char *p = a > b ? a : b; /* the later one: likely to have a neighbour below */
         show(p);
         memset(p - 8, 'A', 8);
+        commit(p);
         free(p);
         free(p == a ? b : a);
         churn(24);
@@ -84,6 +93,7 @@ int main(int argc, char **argv) {
         show(p);
         free(p);
         memset(launder(p), 'A', 16);
+        commit(p);
         void *q = malloc(24);
         void *r = malloc(24);
         free(q);

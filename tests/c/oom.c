@@ -75,7 +75,7 @@ int main(void) {
         errno = 0;
         CHECK(calloc(1, size) == NULL && errno == ENOMEM);
         void *aligned = (void *)1;
-        CHECK(posix_memalign(&aligned, 4096, size) == ENOMEM && aligned == (void *)1);
+        CHECK(posix_memalign(&aligned, 16, size) == ENOMEM && aligned == (void *)1);
         /* A failed realloc keeps the block and its contents. */
         char *kept = blocks[first - 1];
         errno = 0;
