@@ -6,6 +6,7 @@
 //!                          [--with NAME=LIB.so]...   (another library, e.g. an older build)
 //!                                            C workloads under rseq-alloc, glibc, jemalloc,
 //!                                            tcmalloc, mimalloc and TBB (LD_PRELOAD)
+//! rseq-alloc-bench misuse [--out DIR]        heap-misuse probes (tests/c/misuse.c): what each allocator stops
 //! rseq-alloc-bench alloc [--rounds N]        rseq-alloc (rseq and fallback paths) against System, in-process
 //! rseq-alloc-bench primitives [--rounds N]   per-CPU primitives, ns per call, median of N rounds
 //! ```
@@ -18,7 +19,7 @@ use rseq_alloc_bench::timing::{median, shuffled};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...\n       rseq-alloc-bench alloc|primitives [--rounds N]"
+        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...\n       rseq-alloc-bench misuse [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
     );
     ExitCode::from(2)
 }
@@ -70,26 +71,9 @@ fn compare(args: &[String]) -> Result<(), String> {
         }
     }
     eprintln!("building librseq_alloc.so and the C workloads");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "rseq-alloc-preload"])
-        .current_dir(&workspace)
-        .status()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !built.success() {
-        return Err("building librseq_alloc.so failed".into());
-    }
+    build_ours(&workspace)?;
     let binary = profile_dir.join("bench-workloads");
-    let source = workspace.join("bench/c/workloads.c");
-    let compiled = std::process::Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .status()
-        .map_err(|e| format!("gcc: {e}"))?;
-    if !compiled.success() {
-        return Err("compiling bench/c/workloads.c failed".into());
-    }
+    compile_c(&workspace.join("bench/c/workloads.c"), &binary)?;
     let (peers, skipped) = compare::peers();
     let mut allocators = vec![
         Allocator { name: OURS, preload: Some(profile_dir.join("librseq_alloc.so")) },
@@ -138,6 +122,68 @@ fn compare(args: &[String]) -> Result<(), String> {
     if failed_runs > 0 {
         return Err(format!("{failed_runs} run(s) failed or gave a wrong answer"));
     }
+    Ok(())
+}
+
+/// Builds `librseq_alloc.so` (release) in `workspace`.
+fn build_ours(workspace: &std::path::Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "rseq-alloc-preload"])
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if built.success() { Ok(()) } else { Err("building librseq_alloc.so failed".into()) }
+}
+
+/// Compiles the C program `source` to `binary` with gcc.
+fn compile_c(source: &std::path::Path, binary: &std::path::Path) -> Result<(), String> {
+    let compiled = std::process::Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(binary)
+        .arg(source)
+        .status()
+        .map_err(|e| format!("gcc: {e}"))?;
+    if compiled.success() { Ok(()) } else { Err(format!("compiling {} failed", source.display())) }
+}
+
+/// `misuse`: the probes of `tests/c/misuse.c` under every allocator, ours
+/// also in hardened mode; prints the table and writes it to `--out`.
+fn misuse(args: &[String]) -> Result<(), String> {
+    use rseq_alloc_bench::compare::{self, OURS};
+    use rseq_alloc_bench::misuse::{self, Subject};
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir = exe.parent().ok_or("no profile dir")?.to_path_buf();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("no workspace")?.to_path_buf();
+    let out_dir = match args {
+        [] => workspace.join("target/compare"),
+        [flag, dir] if flag == "--out" => dir.into(),
+        _ => return Err("usage: misuse [--out DIR]".into()),
+    };
+    build_ours(&workspace)?;
+    let binary = profile_dir.join("bench-misuse");
+    compile_c(&workspace.join("tests/c/misuse.c"), &binary)?;
+    let ours = profile_dir.join("librseq_alloc.so");
+    let mut subjects = vec![
+        Subject { name: OURS.into(), preload: Some(ours.clone()), env: Vec::new() },
+        Subject {
+            name: format!("{OURS} (hardened)"),
+            preload: Some(ours),
+            env: vec![("RSEQ_ALLOC_HARDENED".into(), "1".into())],
+        },
+        Subject { name: "glibc".into(), preload: None, env: Vec::new() },
+    ];
+    let (peers, skipped) = compare::peers();
+    for (name, why) in &skipped {
+        eprintln!("skipped {name}: {why}");
+    }
+    subjects.extend(peers.into_iter().map(|p| Subject { name: p.name.into(), preload: p.preload, env: Vec::new() }));
+    let results = misuse::run(&binary, &subjects);
+    let table = misuse::markdown(&subjects, &results);
+    println!("{table}");
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    std::fs::write(out_dir.join("misuse.md"), &table).map_err(|e| e.to_string())?;
+    eprintln!("table: {}/misuse.md", out_dir.display());
     Ok(())
 }
 
@@ -278,11 +324,16 @@ fn primitives(rounds: u64) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("compare") {
-        return match compare(&args[1..]) {
+    let command: Option<(&str, fn(&[String]) -> Result<(), String>)> = match args.first().map(String::as_str) {
+        Some("compare") => Some(("compare", compare)),
+        Some("misuse") => Some(("misuse", misuse)),
+        _ => None,
+    };
+    if let Some((name, run)) = command {
+        return match run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("compare: {e}");
+                eprintln!("{name}: {e}");
                 ExitCode::FAILURE
             }
         };

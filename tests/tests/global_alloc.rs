@@ -503,6 +503,50 @@ fn suite_stats_at_exit_name_the_mode_and_count_hits() {
     }
 }
 
+/// A write into a freed block cannot redirect an allocation: no freelist
+/// link lives in object memory (the per-CPU caches are arrays of pointers
+/// in their own mappings, the central lists keep bitmaps in segment headers).
+/// Overwrite freed blocks with a pointer to memory of the test's, as an
+/// attacker with a use-after-free would, then allocate: nothing of ours may
+/// come back. (Hardened mode reports the write instead: not tested here.)
+#[test]
+fn writes_into_freed_blocks_cannot_redirect_allocations() {
+    if rseq_alloc::stats().hardened {
+        return;
+    }
+    let mut target = [0u8; 4096];
+    let target_range = target.as_mut_ptr() as usize..target.as_mut_ptr() as usize + target.len();
+    // Small classes whose per-CPU caches hold all 32 victims, so their spans
+    // stay mapped (a medium span or a drained span may go back to the OS,
+    // and a write there would be a plain fault).
+    for size in [16usize, 48, 256, 1024] {
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: valid layouts; every block is freed once, with its layout;
+        // the writes into freed blocks are the point of the test (they stay
+        // mapped, in the CPU's cache, so the writes are not faults).
+        unsafe {
+            let victims: Vec<*mut u8> = (0..32).map(|_| GLOBAL.alloc(layout)).collect();
+            for &v in &victims {
+                GLOBAL.dealloc(v, layout);
+            }
+            for &v in &victims {
+                let words = (size / 8).min(64);
+                for i in 0..words {
+                    v.cast::<usize>().add(i).write_volatile(target_range.start + 64);
+                }
+            }
+            let fresh: Vec<*mut u8> = (0..256).map(|_| GLOBAL.alloc(layout)).collect();
+            for &f in &fresh {
+                assert!(!target_range.contains(&(f as usize)), "{size}: allocation redirected to {f:p}");
+            }
+            for f in fresh {
+                GLOBAL.dealloc(f, layout);
+            }
+        }
+    }
+    assert!(target.iter().all(|&b| b == 0), "the target was written through a forged link");
+}
+
 // ---------------------------------------------------------------------------
 // Out of memory.
 
