@@ -322,9 +322,12 @@ fn primitives(rounds: u64) {
     println!("\nrseq aborts during the run: {}", rseq_sys::aborts());
 }
 
+/// A subcommand that parses its own options.
+type Subcommand = fn(&[String]) -> Result<(), String>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command: Option<(&str, fn(&[String]) -> Result<(), String>)> = match args.first().map(String::as_str) {
+    let command: Option<(&str, Subcommand)> = match args.first().map(String::as_str) {
         Some("compare") => Some(("compare", compare)),
         Some("misuse") => Some(("misuse", misuse)),
         _ => None,
