@@ -61,26 +61,28 @@ pub unsafe fn free(ptr: *mut c_void) {
     unsafe { heap::free(ptr.cast()) }
 }
 
-/// C23 `free_sized`: `size` is the size passed to the allocation call.
+/// C23 `free_sized`: `size` is the size passed to the allocation call. A
+/// size that does not fit the block (or a pointer that is not a block) is
+/// reported and aborts.
 ///
 /// # Safety
-/// As [`free`], and `size` is the block's requested size from `malloc`,
-/// `calloc` or `realloc`.
+/// As [`free`].
 pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::dealloc(ptr.cast(), size, MIN_ALIGN, Call::FreeSized) }
+        unsafe { heap::free_stated(ptr.cast(), size, MIN_ALIGN, Call::FreeSized) }
     }
 }
 
-/// C23 `free_aligned_sized`.
+/// C23 `free_aligned_sized`: `align` and `size` are the ones passed to
+/// `aligned_alloc`; checked as in [`free_sized`].
 ///
 /// # Safety
-/// As [`free`], and `align`/`size` are the ones passed to `aligned_alloc`.
+/// As [`free`].
 pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::dealloc(ptr.cast(), size, align.max(MIN_ALIGN), Call::FreeSized) }
+        unsafe { heap::free_stated(ptr.cast(), size, align.max(MIN_ALIGN), Call::FreeSized) }
     }
 }
 

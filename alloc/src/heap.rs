@@ -181,8 +181,8 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     ptr
 }
 
-/// Frees a block whose size and alignment the caller knows (Rust's
-/// `dealloc`, C's `free_sized`).
+/// Frees a block whose size and alignment the caller knows: Rust's
+/// `dealloc`, whose layout the language guarantees, so it is trusted.
 ///
 /// # Safety
 /// `ptr` was returned by [`alloc`] (or a sibling) with this size and
@@ -193,6 +193,38 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
         Some(class) => free_small(class, ptr, Some(size), call),
         // SAFETY: forwarded from the caller.
         None => unsafe { free_checked(ptr, Some(size), call) },
+    }
+}
+
+/// Frees a block whose size and alignment a C caller states (`free_sized`,
+/// `free_aligned_sized`, C++ sized `delete`): checked like `free`, and a
+/// size that does not fit the block is reported rather than trusted (a
+/// wrong one would put the block in another class's cache).
+///
+/// # Safety
+/// `ptr` is a block of this allocator (anything else is reported) and is not
+/// used afterwards.
+#[inline]
+pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
+    match small_class_of(ptr as usize) {
+        Some(class) if class_for(size, align) == Some(class) || hardened::enabled() => {
+            free_small(class, ptr, Some(size), call)
+        }
+        Some(class) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),
+        None => {
+            if !hardened::enabled()
+                && let Some(block) = lookup(ptr as usize)
+                && !matches!(
+                    (route(size, align), block),
+                    (Route::Medium, Block::Medium(..)) | (Route::Huge, Block::Huge(_))
+                )
+            {
+                // SAFETY: as above.
+                report::size_mismatch(call, ptr as usize, size, unsafe { capacity(block) });
+            }
+            // SAFETY: forwarded from the caller.
+            unsafe { free_other(ptr, Some(size), call) }
+        }
     }
 }
 

@@ -23,6 +23,9 @@ struct Live {
     ptr: *mut c_void,
     size: usize,
     seed: u64,
+    /// The alignment `free_aligned_sized` may name with `size` (16 for
+    /// `free_sized`), if C23 allows a sized free of this block at all.
+    sized_free: Option<usize>,
 }
 
 fn errno() -> i32 {
@@ -50,7 +53,7 @@ fn accept(ptr: *mut c_void, size: usize, align: usize, zeroed: bool, seed: u64, 
     }
     // SAFETY: as above.
     unsafe { fill(ptr.cast(), size, seed) };
-    Live { ptr, size, seed }
+    Live { ptr, size, seed, sized_free: Some(align.max(16)) }
 }
 
 /// A failure must be a null with `ENOMEM`; it is allowed only for sizes the
@@ -197,7 +200,10 @@ pub fn run(data: &[u8]) {
                     assert_eq!(errno(), libc::ENOMEM);
                     assert!(size > MAX_SERVED, "memalign({align}, {size}) refused");
                 } else {
-                    live.push(accept(ptr, size, align.next_power_of_two(), false, seed, "memalign"));
+                    live.push(Live {
+                        sized_free: None,
+                        ..accept(ptr, size, align.next_power_of_two(), false, seed, "memalign")
+                    });
                 }
             }
             7 => {
@@ -209,7 +215,7 @@ pub fn run(data: &[u8]) {
                 };
                 if !refused(ptr, size, name) {
                     let usable = if name == "pvalloc" { size.max(1).next_multiple_of(4096) } else { size };
-                    live.push(accept(ptr, usable, 4096, false, seed, name));
+                    live.push(Live { sized_free: None, ..accept(ptr, usable, 4096, false, seed, name) });
                 }
             }
             8 | 9 if !live.is_empty() => {
@@ -219,10 +225,10 @@ pub fn run(data: &[u8]) {
                 set_errno(12345);
                 // SAFETY: a live block of ours, freed once.
                 unsafe {
-                    if input.byte() & 1 == 0 {
-                        c_api::free(block.ptr);
-                    } else {
-                        c_api::free_sized(block.ptr, block.size);
+                    match block.sized_free {
+                        Some(16) if input.byte() & 1 == 1 => c_api::free_sized(block.ptr, block.size),
+                        Some(align) if input.byte() & 1 == 1 => c_api::free_aligned_sized(block.ptr, align, block.size),
+                        _ => c_api::free(block.ptr),
                     }
                 }
                 assert_eq!(errno(), 12345, "free must preserve errno");

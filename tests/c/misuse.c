@@ -6,6 +6,8 @@
  * if nothing stopped it. A probe that is caught dies before "survived".
  * Used by tests/tests/misuse.rs and by `rseq-alloc-bench misuse`, which runs
  * every probe under every allocator. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +127,14 @@ int main(int argc, char **argv) {
         show(local);
         void *q = realloc(launder(local), 100);
         free(q);
+    } else if (!strcmp(probe, "free_sized_mismatch")) {
+        /* C23 free_sized with a size that is not the block's (not in glibc
+         * 2.36: found with dlsym, skipped where missing). */
+        void (*free_sized)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "free_sized");
+        char *p = launder(malloc(100));
+        show(p);
+        if (free_sized) free_sized(p, 1000);
+        churn(100);
     } else {
         fprintf(stderr, "unknown probe %s\n", probe);
         return 2;

@@ -148,3 +148,16 @@ fn default_mode_reports_only_the_pointer_misused() {
         eprintln!("{name}: {}", if run.caught() { "caught" } else { "not caught" });
     }
 }
+
+/// C23 `free_sized` (and C++ sized `delete`) with a size that is not the
+/// block's: reported, not trusted (a wrong size would put the block in
+/// another class's cache), in every mode.
+#[test]
+fn sized_free_with_the_wrong_size_is_refused() {
+    for (mode, hardened) in [(Mode::Rseq, false), (Mode::ForcedFallback, false), (Mode::Rseq, true)] {
+        let run = probe(mode, hardened, "free_sized_mismatch");
+        assert!(run.aborted(), "{mode:?}: {}", run.describe());
+        let expected = format!("rseq-alloc: free_sized(): size 1000 does not match block {} of ", run.ptr);
+        assert!(run.report().iter().any(|l| l.starts_with(&expected)), "{mode:?}: {}", run.describe());
+    }
+}
