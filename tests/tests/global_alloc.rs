@@ -547,6 +547,66 @@ fn writes_into_freed_blocks_cannot_redirect_allocations() {
     assert!(target.iter().all(|&b| b == 0), "the target was written through a forged link");
 }
 
+/// Without hardened mode, a double free is caught when the object reaches
+/// the central list. In a child pinned to one CPU: bring the cache of a
+/// class to a known fill (right after a drain it holds `capacity - batch`
+/// objects), free the victim into a drain, free it again onto the cache's
+/// top, then make the next drain take it: the central list must refuse it,
+/// naming it.
+#[test]
+fn suite_double_free_is_caught_when_the_cache_drains() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "double_free_child", "--test-threads", "1", "--nocapture"])
+        .env("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
+    let victim = stderr.lines().find_map(|l| l.strip_prefix("victim=")).expect("victim named");
+    assert!(stderr.contains(&format!("rseq-alloc: free(): double free of {victim}\n")), "{stderr}");
+}
+
+#[test]
+fn double_free_child() {
+    if std::env::var_os("RSEQ_TEST_DOUBLE_FREE_CHILD").is_none() {
+        return;
+    }
+    // SAFETY: no preconditions.
+    let (tid, cpu) = unsafe { (libc::gettid(), libc::sched_getcpu()) };
+    assert!(stress::pin(tid, &[cpu as usize]), "pin to CPU {cpu}");
+    let layout = Layout::from_size_align(3000, 8).unwrap();
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size >= 3000).unwrap();
+    let (drains, given) =
+        (|| rseq_alloc::stats().classes[class].free_misses, || rseq_alloc::stats().classes[class].central_given);
+    // SAFETY: valid layouts; blocks are freed with them (the victim twice: the point).
+    unsafe {
+        let victim = RseqAlloc.alloc(layout);
+        let blocks: Vec<*mut u8> = (0..400).map(|_| RseqAlloc.alloc(layout)).collect();
+        let mut next = blocks.into_iter();
+        let mut free_next = || RseqAlloc.dealloc(next.next().expect("enough blocks"), layout);
+        let (d0, g0) = (drains(), given());
+        while drains() == d0 {
+            free_next();
+        }
+        let batch = (given() - g0 - 1) as usize;
+        assert!(batch > 1, "batch {batch}");
+        for _ in 0..batch {
+            free_next();
+        }
+        assert_eq!(drains(), d0 + 1, "the cache is full, not drained");
+        RseqAlloc.dealloc(victim, layout);
+        assert_eq!(drains(), d0 + 2, "the victim went to the central list with a drain");
+        for _ in 0..batch - 1 {
+            free_next();
+        }
+        eprintln!("victim={victim:p}");
+        RseqAlloc.dealloc(victim, layout);
+        free_next();
+    }
+    panic!("the double free was not caught");
+}
+
 // ---------------------------------------------------------------------------
 // Out of memory.
 
