@@ -146,6 +146,23 @@ pub mod internals {
     }
 }
 
+// Everything but small blocks of alignment <= 16, kept out of line so that
+// `alloc` and `dealloc` stay small enough to be inlined into their callers.
+#[cfg(not(rseq_alloc_loom))]
+#[inline(never)]
+fn alloc_other(layout: Layout) -> *mut u8 {
+    heap::alloc(layout.size(), layout.align())
+}
+
+/// # Safety
+/// As `GlobalAlloc::dealloc`.
+#[cfg(not(rseq_alloc_loom))]
+#[inline(never)]
+unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
+    // SAFETY: forwarded from the caller.
+    unsafe { heap::dealloc(ptr, layout.size(), layout.align(), report::Call::Free) }
+}
+
 /// The allocator. Use it as the `#[global_allocator]`, or call it directly.
 #[cfg(not(rseq_alloc_loom))]
 #[derive(Clone, Copy, Debug, Default)]
@@ -161,7 +178,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
         if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
             return heap::alloc_small(size_class::class_of(layout.size()), layout.size(), 16, report::Call::Malloc);
         }
-        heap::alloc(layout.size(), layout.align())
+        alloc_other(layout)
     }
 
     #[inline]
@@ -171,7 +188,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
             return heap::free_small(class, ptr, Some(layout.size()), report::Call::Free);
         }
         // SAFETY: the caller returns a block of ours with its layout.
-        unsafe { heap::dealloc(ptr, layout.size(), layout.align(), report::Call::Free) }
+        unsafe { dealloc_other(ptr, layout) }
     }
 
     #[inline]
