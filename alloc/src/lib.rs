@@ -26,7 +26,18 @@
 //! have a segment of their own, and `realloc` moves them with `mremap`.
 //!
 //! The allocator never allocates through itself: metadata lives in segment
-//! header pages, `.bss`, and mappings made with raw system calls.
+//! header pages, `.bss`, and mappings made with raw system calls; none of it
+//! lives in object memory, so a write into a freed block cannot redirect an
+//! allocation.
+//!
+//! # Bad input
+//!
+//! A pointer that is not a block of ours is refused with one line naming the
+//! call and the pointer, then `abort` (`report`): `free` checks alignment,
+//! segment and page on its fast path; the slow paths (central lists) check
+//! that an object starts where it should and is not already free. Hardened
+//! mode (`RSEQ_ALLOC_HARDENED=1`, module `hardened`) adds canaries, poison
+//! and exact double-free detection on every block.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(any(test, rseq_alloc_loom)), no_std)]
