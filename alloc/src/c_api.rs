@@ -187,11 +187,11 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
     }
 }
 
-/// `malloc_trim`: gives free memory back to the system; 1 if some was.
-/// Today that is the cache of freed huge blocks; free spans and per-CPU
-/// caches are given back by the memory-return work still to come.
+/// `malloc_trim`: gives free memory back to the system ([`crate::trim`]);
+/// 1 if some was. `pad` (bytes to leave at the top of the heap) has no
+/// meaning here and is ignored.
 pub fn malloc_trim(_pad: usize) -> c_int {
-    c_int::from(crate::huge::release_cache() > 0)
+    c_int::from(crate::trim() > 0)
 }
 
 /// `mallopt`: every parameter is accepted and ignored (1 means success):

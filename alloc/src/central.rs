@@ -20,7 +20,7 @@ use crate::hardened;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, objects_per_span};
-use crate::sync::{AtomicU64, Lock, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
 struct ClassList {
     lock: Lock,
@@ -45,6 +45,8 @@ pub(crate) struct Central {
     pub(crate) taken: [AtomicU64; CLASSES + 1],
     /// See `taken`.
     pub(crate) given: [AtomicU64; CLASSES + 1],
+    /// Bytes of free objects in the spans the lists own (spares included).
+    pub(crate) free_bytes: AtomicUsize,
 }
 
 /// The process's central lists.
@@ -57,6 +59,7 @@ pub(crate) static CENTRAL: Central = Central {
     }; CLASSES + 1],
     taken: [const { AtomicU64::new(0) }; CLASSES + 1],
     given: [const { AtomicU64::new(0) }; CLASSES + 1],
+    free_bytes: AtomicUsize::new(0),
 };
 
 /// Address of a span's first object.
@@ -81,7 +84,11 @@ impl Central {
             if inner.head.is_null() {
                 let span = if inner.spare.is_null() {
                     match new_span(class) {
-                        Some(span) => span,
+                        Some(span) => {
+                            // SAFETY: a fresh span, ours alone.
+                            self.free_bytes.fetch_add(unsafe { (*span).objects } as usize * size, Ordering::Relaxed);
+                            span
+                        }
                         None => break,
                     }
                 } else {
@@ -119,6 +126,7 @@ impl Central {
             }
         }
         self.taken[class].fetch_add(n as u64, Ordering::Relaxed);
+        self.free_bytes.fetch_sub(n * size, Ordering::Relaxed);
         n
     }
 
@@ -151,10 +159,30 @@ impl Central {
             }
             if s.used == 0 {
                 // SAFETY: the span is listed (just ensured) and entirely free.
-                unsafe { retire(inner, span) };
+                let released = unsafe { retire(inner, span) };
+                self.free_bytes.fetch_sub(released, Ordering::Relaxed);
             }
         }
         self.given[class].fetch_add(objects.len() as u64, Ordering::Relaxed);
+        self.free_bytes.fetch_add(objects.len() * size, Ordering::Relaxed);
+    }
+
+    /// Gives every class's spare span back to the page heap (for trimming);
+    /// returns the bytes of free objects that left the lists.
+    pub(crate) fn release_spares(&self) -> usize {
+        let mut released = 0;
+        for list in &self.lists[1..] {
+            let _guard = list.lock.lock();
+            // SAFETY: the lock is held.
+            let inner = unsafe { &mut *list.inner.get() };
+            let spare = core::mem::replace(&mut inner.spare, null_mut());
+            if !spare.is_null() {
+                // SAFETY: the spare holds no live object and is on no list.
+                released += unsafe { free_whole_span(spare) };
+            }
+        }
+        self.free_bytes.fetch_sub(released, Ordering::Relaxed);
+        released
     }
 
     /// Takes every list lock this thread does not already hold, in class
@@ -255,19 +283,33 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
 }
 
 /// A listed span whose every object is free: becomes the class's spare, and
-/// the previous spare (if any) goes back to the page heap.
+/// the previous spare (if any) goes back to the page heap. Returns the bytes
+/// of free objects that left the lists with it.
 ///
 /// # Safety
 /// The list lock is held; `span` is listed with `used == 0`.
-unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
+unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
     // SAFETY: forwarded from the caller.
     unsafe { unlink(inner, span) };
     let old = core::mem::replace(&mut inner.spare, span);
-    if !old.is_null() {
-        let seg = Segment::containing(old as usize);
-        // SAFETY: `old` is an element of its segment's span array.
-        let head = unsafe { old.offset_from((*seg).spans.as_ptr()) } as usize;
-        // SAFETY: the spare holds no live object and is on no list.
-        unsafe { PAGE_HEAP.free_span(seg, head, (*old).pages as usize) };
+    if old.is_null() {
+        return 0;
     }
+    // SAFETY: the spare holds no live object and is on no list.
+    unsafe { free_whole_span(old) }
+}
+
+/// Gives a span with every object free back to the page heap; returns the
+/// bytes of objects it held.
+///
+/// # Safety
+/// The span holds no live object and is on no list.
+unsafe fn free_whole_span(span: *mut Span) -> usize {
+    let seg = Segment::containing(span as usize);
+    // SAFETY: `span` is an element of its segment's span array.
+    let (head, pages, objects, class) =
+        unsafe { (span.offset_from((*seg).spans.as_ptr()) as usize, (*span).pages, (*span).objects, (*span).class) };
+    // SAFETY: forwarded from the caller.
+    unsafe { PAGE_HEAP.free_span(seg, head, pages as usize) };
+    objects as usize * SIZES[class as usize] as usize
 }

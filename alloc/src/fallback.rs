@@ -61,6 +61,50 @@ pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
     }
 }
 
+/// Empties a region from outside: takes it OPEN→BUSY (a region never
+/// initialised has nothing to drain; one held by someone else is left
+/// alone), hands every cached item of every class to `sink` in batches of at
+/// most `batch.len()`, and reopens it. `after_stop` runs between the stop
+/// and the first pop: in rseq mode it is the fence that keeps a section
+/// which read OPEN before the stop from committing; if it fails the region
+/// is reopened untouched. Returns how many items were drained, `None` if the
+/// region was not drained.
+pub fn drain<R: RegionStore>(
+    region: &R,
+    geometry: Geometry<'_>,
+    batch: &mut [usize],
+    after_stop: impl FnOnce() -> bool,
+    mut sink: impl FnMut(usize, &[usize]),
+) -> Option<usize> {
+    if region.state().compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return None;
+    }
+    if !after_stop() {
+        release(region);
+        return None;
+    }
+    let mut drained = 0;
+    for class in 1..geometry.begin.len() {
+        loop {
+            let mut n = 0;
+            while n < batch.len() {
+                match pop(region, geometry, class) {
+                    Some(item) => batch[n] = item,
+                    None => break,
+                }
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            sink(class, &batch[..n]);
+            drained += n;
+        }
+    }
+    release(region);
+    Some(drained)
+}
+
 /// Lets go of a region taken with [`try_hold`].
 pub fn release<R: RegionStore>(region: &R) {
     region.state().store(STATE_OPEN, Ordering::Release);

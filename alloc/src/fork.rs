@@ -1,7 +1,9 @@
 //! `fork` from a multithreaded process: the child has one thread, so a lock
 //! held by any other thread at the moment of `fork` would stay held forever.
 //! Before `fork` we take every lock, in the order the allocator nests them
-//! (central lists, then the page heap), and both sides release them after.
+//! (the drain lock, central lists, then the page heap), and both sides
+//! release them after. Taking the drain lock first means no child inherits
+//! a region that a drain in another thread held stopped.
 //! A lock the forking thread itself holds is skipped: `fork` was called from
 //! a signal handler that interrupted that thread's slow path, which finishes
 //! and releases it when the handler returns, on both sides (glibc gives the
@@ -13,6 +15,7 @@
 //! thread held busy stays busy in the child, which simply uses the others.
 
 use crate::central::CENTRAL;
+use crate::percpu::DRAIN_LOCK;
 use crate::segment::PAGE_HEAP;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -21,8 +24,10 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 // waits in `prepare` for the first one's locks).
 static TAKEN_CENTRAL: AtomicU128Cell = AtomicU128Cell::new();
 static TAKEN_PAGE_HEAP: AtomicBool = AtomicBool::new(false);
+static TAKEN_DRAIN: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn prepare() {
+    TAKEN_DRAIN.store(DRAIN_LOCK.lock_for_fork(), Ordering::Relaxed);
     TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
     TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
 }
@@ -35,6 +40,9 @@ extern "C" fn release() {
             PAGE_HEAP.unlock_after_fork();
         }
         CENTRAL.unlock_all_after_fork(TAKEN_CENTRAL.get());
+        if TAKEN_DRAIN.load(Ordering::Relaxed) {
+            DRAIN_LOCK.unlock_after_fork();
+        }
     }
 }
 

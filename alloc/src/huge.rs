@@ -83,6 +83,7 @@ pub(crate) fn release_cache() -> usize {
             released += len;
         }
     }
+    PAGE_HEAP.released.fetch_add(released, Ordering::Relaxed);
     released
 }
 

@@ -70,12 +70,14 @@ mod size_class;
 #[cfg(not(rseq_alloc_loom))]
 mod stats;
 mod sync;
+#[cfg(not(rseq_alloc_loom))]
+mod trim;
 
 /// What the loom models in `tests/` check: the fallback path's region
 /// protocol and the slow-path lock, over loom's atomics.
 #[cfg(rseq_alloc_loom)]
 pub mod model {
-    pub use crate::fallback::{Geometry, RegionStore, format, pop, push, release, try_hold, with_region};
+    pub use crate::fallback::{Geometry, RegionStore, drain, format, pop, push, release, try_hold, with_region};
     pub use crate::sync::{Lock, LockGuard};
 }
 
@@ -84,6 +86,8 @@ use core::alloc::{GlobalAlloc, Layout};
 
 #[cfg(not(rseq_alloc_loom))]
 pub use stats::{ClassStats, Mode, Stats, stats};
+#[cfg(not(rseq_alloc_loom))]
+pub use trim::trim;
 
 /// Internals for the fuzz targets in `fuzz/` (feature `internals`): the
 /// size-class and page-map functions whose invariants they check. Not an API.

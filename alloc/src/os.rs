@@ -74,6 +74,17 @@ pub(crate) unsafe fn remap_to(addr: *mut u8, old_len: usize, new_addr: *mut u8, 
     unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, flags, new_addr as usize, 0]) }.is_ok()
 }
 
+/// Gives the pages of `addr..addr + len` back to the OS: the range stays
+/// mapped and reads zero when next touched (`MADV_DONTNEED`).
+///
+/// # Safety
+/// The range is mapped by this module, page-aligned, and holds nothing
+/// anyone will read.
+pub(crate) unsafe fn purge(addr: *mut u8, len: usize) {
+    // SAFETY: forwarded from the caller.
+    let _ = unsafe { syscall4(libc::SYS_madvise, addr as usize, len, libc::MADV_DONTNEED as usize, 0) };
+}
+
 /// Writes `bytes` to standard error, ignoring failures.
 pub(crate) fn write_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {

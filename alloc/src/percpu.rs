@@ -29,7 +29,7 @@ use crate::central::CENTRAL;
 use crate::fallback;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
 
 /// Which rseq field indexes the regions (see the closing note of issue 3 for
 /// why `cpu_id` rather than `mm_cid`).
@@ -557,6 +557,48 @@ fn fallback_free(class: usize, object: usize) {
     if done.is_none() {
         CENTRAL.give(class, &[object]);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Draining a region from any thread (trim, idle CPUs).
+
+/// Held while draining: one drain at a time, and `fork` takes it first so
+/// that no child inherits a region a drain held BUSY.
+pub(crate) static DRAIN_LOCK: Lock = Lock::new();
+/// Objects moved from regions to the central lists by drains, ever.
+pub(crate) static DRAINED_OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+/// Moves every object cached in `cpu`'s region to the central lists (the
+/// protocol is `fallback::drain`; in rseq mode the stop is followed by a
+/// `membarrier` rseq fence of that CPU). While it runs, sections on that CPU
+/// miss and their threads use the central lists; fallback threads use other
+/// regions. Returns the bytes moved (0 if the region was busy, never opened,
+/// or could not be fenced: a kernel before 5.10 or a seccomp filter).
+pub(crate) fn drain_cpu(cpu: u32) -> usize {
+    if FAST.slabs.load(Ordering::Acquire).is_null() || cpu >= FAST.ncpus.load(Ordering::Acquire) {
+        return 0;
+    }
+    let _guard = DRAIN_LOCK.lock();
+    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    let mut batch = [0usize; MAX_BATCH];
+    let mut bytes = 0;
+    let drained = fallback::drain(
+        &RawRegion(region(cpu)),
+        geometry(),
+        &mut batch,
+        || !rseq || rseq_sys::fence_cpu(cpu).is_ok(),
+        |class, objects| {
+            CENTRAL.give(class, objects);
+            bytes += objects.len() * SIZES[class] as usize;
+        },
+    );
+    DRAINED_OBJECTS.fetch_add(drained.unwrap_or(0) as u64, Ordering::Relaxed);
+    bytes
+}
+
+/// Drains every CPU's region; returns the bytes moved.
+pub(crate) fn drain_all() -> usize {
+    (0..FAST.ncpus.load(Ordering::Acquire)).map(drain_cpu).sum()
 }
 
 /// Bytes of free objects cached in every region (a racy snapshot).

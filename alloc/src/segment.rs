@@ -165,6 +165,8 @@ pub(crate) struct PageHeap {
     inner: core::cell::UnsafeCell<PageHeapInner>,
     /// Bytes of address space mapped for segments (normal and huge).
     pub(crate) mapped: AtomicUsize,
+    /// Bytes given back to the OS by purges, ever.
+    pub(crate) released: AtomicUsize,
 }
 
 struct PageHeapInner {
@@ -201,6 +203,7 @@ impl PageHeap {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(PageHeapInner { segments: null_mut(), empty: 0 }),
             mapped: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
         }
     }
 
@@ -330,6 +333,61 @@ impl PageHeap {
         self.mapped.fetch_sub(SEGMENT_SIZE, Ordering::Relaxed);
         // SAFETY: unlisted and unmarked; nothing refers to it.
         unsafe { os::unmap(seg.cast(), SEGMENT_SIZE) };
+    }
+
+    /// Gives the memory of every free page back to the OS: unmaps every
+    /// segment with no span (the one kept for reuse too) and `madvise`s
+    /// away the free pages of the others that may hold data. Returns the
+    /// bytes given back.
+    pub(crate) fn purge(&self) -> usize {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
+        let mut released = 0;
+        let mut seg = inner.segments;
+        while !seg.is_null() {
+            // SAFETY: listed segments are mapped and ours; the lock guards them.
+            let (next, free, dirty) = unsafe { ((*seg).next, (*seg).free_pages, (*seg).dirty_pages) };
+            if free == ALL_USABLE {
+                inner.empty -= 1;
+                released += (dirty & ALL_USABLE).count_ones() as usize * PAGE_SIZE;
+                // SAFETY: the lock is held and the segment holds nothing.
+                unsafe { self.release_segment(inner, seg) };
+            } else {
+                let mut purge = free & dirty;
+                while purge != 0 {
+                    let head = purge.trailing_zeros() as usize;
+                    let pages = (!(purge >> head)).trailing_zeros() as usize;
+                    // SAFETY: free pages of a segment of ours: no span, no data anyone uses.
+                    unsafe { os::purge(Segment::page_start(seg, head) as *mut u8, pages * PAGE_SIZE) };
+                    purge &= !(run_mask(pages) << head);
+                    released += pages * PAGE_SIZE;
+                }
+                // SAFETY: as above.
+                unsafe { (*seg).dirty_pages &= !free };
+            }
+            seg = next;
+        }
+        self.released.fetch_add(released, Ordering::Relaxed);
+        released
+    }
+
+    /// Bytes in free pages of normal segments: (may hold data, given back
+    /// to the OS or never touched).
+    pub(crate) fn free_page_bytes(&self) -> (usize, usize) {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &*self.inner.get() };
+        let (mut dirty, mut clean) = (0, 0);
+        let mut seg = inner.segments;
+        while !seg.is_null() {
+            // SAFETY: listed segments are mapped and ours; the lock guards them.
+            let (next, free, dirty_pages) = unsafe { ((*seg).next, (*seg).free_pages, (*seg).dirty_pages) };
+            dirty += (free & dirty_pages).count_ones() as usize * PAGE_SIZE;
+            clean += (free & !dirty_pages).count_ones() as usize * PAGE_SIZE;
+            seg = next;
+        }
+        (dirty, clean)
     }
 
     /// Bytes mapped for segments, normal and huge.

@@ -81,8 +81,18 @@ pub struct Stats {
     pub process_resident_bytes: usize,
     /// Bytes of free objects sitting in per-CPU caches.
     pub cpu_cached_bytes: usize,
+    /// Bytes of free objects in the central lists' spans (including objects
+    /// never handed out yet).
+    pub central_free_bytes: usize,
+    /// Bytes of free pages in the page heap that may still hold data (the
+    /// rest of the free pages were given back or never touched).
+    pub free_page_bytes: usize,
     /// Bytes of freed huge blocks kept mapped for reuse.
     pub huge_cached_bytes: usize,
+    /// Bytes given back to the OS by trims (`madvise`d or unmapped), ever.
+    pub released_bytes: usize,
+    /// Objects moved from per-CPU caches to the central lists by drains, ever.
+    pub drained_objects: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
     /// Per class, index 1 to 72 (index 0 unused).
@@ -111,7 +121,11 @@ pub fn stats() -> Stats {
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
         cpu_cached_bytes: percpu::cached_bytes(),
+        central_free_bytes: CENTRAL.free_bytes.load(Ordering::Relaxed),
+        free_page_bytes: PAGE_HEAP.free_page_bytes().0,
         huge_cached_bytes: crate::huge::cached_bytes(),
+        released_bytes: PAGE_HEAP.released.load(Ordering::Relaxed),
+        drained_objects: percpu::DRAINED_OBJECTS.load(Ordering::Relaxed),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
         classes,
     }
@@ -199,13 +213,21 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     writeln!(out, "rseq-alloc: mode: {}{hardened}", s.mode)?;
     writeln!(
         out,
-        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, cached in CPUs {} KiB, huge blocks cached {} KiB, regions opened {}",
+        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, regions opened {}",
         s.rseq_aborts,
         s.mapped_bytes >> 10,
         s.process_resident_bytes >> 10,
-        s.cpu_cached_bytes >> 10,
-        s.huge_cached_bytes >> 10,
         s.regions_opened
+    )?;
+    writeln!(
+        out,
+        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}",
+        s.cpu_cached_bytes >> 10,
+        s.central_free_bytes >> 10,
+        s.free_page_bytes >> 10,
+        s.huge_cached_bytes >> 10,
+        s.released_bytes >> 10,
+        s.drained_objects
     )?;
     writeln!(
         out,

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use rseq_alloc::{Mode, RseqAlloc};
 use rseq_alloc_tests::modes::{self, Expected};
@@ -189,7 +189,50 @@ fn stress_random_blocks_freed_across_threads_and_cpus() {
     let iterations = scaled(30_000);
     let total = AtomicUsize::new(0);
     stress::set_signal_hook(Some(allocate_in_signal_handler));
-    let report = stress::run(stress::default_threads(), Conditions::HOSTILE, |worker| {
+    // A drainer empties every CPU's cache (and trims) all along: objects move
+    // from regions in use to the central lists under the workers' feet.
+    let done = AtomicBool::new(false);
+    let trims = AtomicUsize::new(0);
+    let drained_before = rseq_alloc::stats().drained_objects;
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                rseq_alloc::trim();
+                trims.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let report = stress_workers(&live, &exchange, iterations, &total);
+        done.store(true, Ordering::Release);
+        report
+    });
+    stress::set_signal_hook(None);
+    for i in 0..256 {
+        if let Some(block) = exchange.swap(i, None) {
+            live.remove(block.ptr);
+            block.check_and_free();
+        }
+    }
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "{report:?}; {} blocks; {} handler allocations; {} trims draining {} objects; mode {}; aborts {}; mapped {} KiB",
+        total.load(Ordering::Relaxed),
+        HANDLER_ALLOCS.load(Ordering::Relaxed),
+        trims.load(Ordering::Relaxed),
+        stats.drained_objects - drained_before,
+        stats.mode,
+        stats.rseq_aborts,
+        stats.mapped_bytes >> 10
+    );
+    assert_eq!(live.duplicates.load(Ordering::Relaxed), 0, "a live block was handed out twice");
+    assert!(live.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    assert!(trims.load(Ordering::Relaxed) > 0);
+    assert!(stats.drained_objects > drained_before, "the drains moved nothing");
+}
+
+/// The stress workers: random blocks, a third handed to other threads
+/// through `exchange`, every one checked at free.
+fn stress_workers(live: &LiveSet, exchange: &Exchange, iterations: usize, total: &AtomicUsize) -> stress::Report {
+    stress::run(stress::default_threads(), Conditions::HOSTILE, |worker| {
         let mut rng = Rng::new(worker.index as u64 * 7919 + 1);
         let mut mine: Vec<Block> = Vec::new();
         let mut i = 0;
@@ -217,25 +260,67 @@ fn stress_random_blocks_freed_across_threads_and_cpus() {
             block.check_and_free();
         }
         total.fetch_add(i, Ordering::Relaxed);
-    });
-    stress::set_signal_hook(None);
-    for i in 0..256 {
-        if let Some(block) = exchange.swap(i, None) {
-            live.remove(block.ptr);
-            block.check_and_free();
+    })
+}
+
+/// `fork` and short-lived threads while another thread drains every CPU's
+/// cache in a loop: the child of a fork taken mid-drain must find every
+/// region usable (the fork handler waits for the drain), and threads that
+/// come and go while their CPU is stopped fall back to the central lists.
+#[test]
+fn fork_and_thread_churn_while_draining() {
+    let _serial = exclusive();
+    let stop = AtomicBool::new(false);
+    let trims = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                rseq_alloc::trim();
+                trims.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        scope.spawn(|| {
+            let mut rng = Rng::new(5);
+            let mut keep = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                keep.push(vec![5u8; rng.below(3000)]);
+                if keep.len() > 200 {
+                    keep.clear();
+                }
+            }
+        });
+        for round in 0..scaled(20) {
+            let churn: usize = (0..8)
+                .map(|t| {
+                    std::thread::spawn(move || (0..500).map(|i| vec![t as u8; (i * 7) % 900].len()).sum::<usize>())
+                })
+                .map(|h| h.join().unwrap())
+                .sum();
+            assert!(churn > 0);
+            // SAFETY: the child allocates, spawns a thread, trims, and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let v: Vec<Vec<u8>> = (0..5000).map(|i| vec![1; i % 700]).collect();
+                    let from_thread =
+                        rseq_alloc_tests::raw_thread(|| (0..5000).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                    drop(v);
+                    rseq_alloc::trim();
+                    from_thread > 0 && rseq_alloc::stats().cpu_cached_bytes < 1 << 20
+                })
+                .unwrap_or(false);
+                // SAFETY: leaving the child at once.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: our child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "round {round}: child {status:#x}");
         }
-    }
-    let stats = rseq_alloc::stats();
-    eprintln!(
-        "{report:?}; {} blocks; {} handler allocations; mode {}; aborts {}; mapped {} KiB",
-        total.load(Ordering::Relaxed),
-        HANDLER_ALLOCS.load(Ordering::Relaxed),
-        stats.mode,
-        stats.rseq_aborts,
-        stats.mapped_bytes >> 10
-    );
-    assert_eq!(live.duplicates.load(Ordering::Relaxed), 0, "a live block was handed out twice");
-    assert!(live.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(trims.load(Ordering::Relaxed) > 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -605,6 +690,53 @@ fn double_free_child() {
         free_next();
     }
     panic!("the double free was not caught");
+}
+
+/// Free everything, trim, and the process's resident memory (from
+/// `/proc/self/statm`) falls back to near where it started: in a child, so
+/// that no other test's memory is counted.
+#[test]
+fn suite_trim_gives_memory_back() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "trim_child", "--test-threads", "1", "--nocapture"])
+        .env("RSEQ_TEST_TRIM_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stderr}", output.status);
+    assert!(stderr.contains("trim_child: "), "{stderr}");
+}
+
+fn resident_kib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4
+}
+
+#[test]
+fn trim_child() {
+    if std::env::var_os("RSEQ_TEST_TRIM_CHILD").is_none() {
+        return;
+    }
+    let start = resident_kib();
+    let mut blocks: Vec<Box<[u8; 256]>> = Vec::with_capacity(1 << 20);
+    for i in 0..(256 << 20) / 256 {
+        blocks.push(Box::new([i as u8; 256]));
+    }
+    let mixed: Vec<Vec<u8>> = (0..2000).map(|i| vec![3u8; 1 + (i * 997) % 200_000]).collect();
+    let peak = resident_kib();
+    drop(blocks);
+    drop(mixed);
+    let freed = resident_kib();
+    let released = rseq_alloc::trim();
+    let after = resident_kib();
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "trim_child: resident {start} KiB at start, {peak} at peak, {freed} after free, {after} after trim ({released} bytes given back; {} KiB still in free pages)",
+        stats.free_page_bytes >> 10
+    );
+    assert!(peak - start > 200 << 10, "the blocks were not resident");
+    assert!(after - start.min(after) < (peak - start) / 20, "trim left over 5% of the peak resident");
+    assert!(released > 0 && stats.released_bytes >= released);
 }
 
 // ---------------------------------------------------------------------------

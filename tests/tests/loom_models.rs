@@ -1,7 +1,8 @@
 //! Loom models of the allocator's concurrent slow paths, checked over every
 //! interleaving: the fallback path's per-CPU region protocol (try-lock by
-//! CAS, lazy formatting, pop and push) and the slow-path lock guarding a
-//! batch transfer. They run the allocator's own code (`rseq_alloc::model`)
+//! CAS, lazy formatting, pop and push), the drain that empties a region from
+//! another thread (stop by CAS, empty, reopen), and the slow-path lock
+//! guarding a batch transfer. They run the allocator's own code (`rseq_alloc::model`)
 //! on test-owned structures, never through a global allocator.
 //!
 //! `RUSTFLAGS="--cfg rseq_alloc_loom" cargo test -p rseq-alloc-tests --release --test loom_models`
@@ -11,7 +12,7 @@
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use rseq_alloc::model::{Geometry, Lock, RegionStore, pop, push, with_region};
+use rseq_alloc::model::{Geometry, Lock, RegionStore, drain, pop, push, release, try_hold, with_region};
 
 /// One class (1) of two slots; the sentinel sits in slot 2.
 const BEGIN: [u16; 2] = [0, 3];
@@ -120,6 +121,59 @@ fn fallback_regions_conserve_objects_under_every_interleaving() {
         all.extend(central.drain());
         all.sort_unstable();
         assert_eq!(all, vec![16, 32, 48], "objects lost or duplicated");
+    });
+}
+
+/// A drain from another thread (what `trim` and idle-CPU drains do) while a
+/// worker allocates and frees through the same region: the region starts
+/// open with two objects cached; the drainer stops it, moves everything to
+/// the central list one object at a time, and reopens it. Every object must
+/// come out exactly once, and the region must end open.
+#[test]
+fn drain_from_another_thread_conserves_objects() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let region = Arc::new(ModelRegion::new());
+        assert!(try_hold(&*region, GEOMETRY));
+        assert!(push(&*region, 1, 16) && push(&*region, 1, 32));
+        release(&*region);
+        let central = Arc::new(Central { lock: Lock::new(), items: UnsafeCell::new(vec![48]) });
+        let worker = {
+            let (region, central) = (region.clone(), central.clone());
+            loom::thread::spawn(move || {
+                for _ in 0..2 {
+                    let popped = with_region(1, 0, |_| &*region, GEOMETRY, |r| pop(r, GEOMETRY, 1));
+                    let Some(item) = popped.flatten().or_else(|| central.take()) else { continue };
+                    let pushed = with_region(1, 0, |_| &*region, GEOMETRY, |r| push(r, 1, item));
+                    if pushed != Some(true) {
+                        central.give(item);
+                    }
+                }
+            })
+        };
+        let drainer = {
+            let (region, central) = (region.clone(), central.clone());
+            loom::thread::spawn(move || {
+                let mut batch = [0usize; 1];
+                drain(
+                    &*region,
+                    GEOMETRY,
+                    &mut batch,
+                    || true,
+                    |class, items| {
+                        assert_eq!(class, 1);
+                        items.iter().for_each(|&item| central.give(item));
+                    },
+                )
+            })
+        };
+        worker.join().unwrap();
+        let drained = drainer.join().unwrap();
+        let mut all: Vec<usize> = region.items();
+        all.extend(central.drain());
+        all.sort_unstable();
+        assert_eq!(all, vec![16, 32, 48], "objects lost or duplicated (drained {drained:?})");
     });
 }
 
