@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/mman.h>
 
 static char static_block[64];
@@ -32,6 +33,8 @@ static void commit(void *p) {
     __asm__ volatile("" : : "r"(p) : "memory");
 }
 
+/* Goes on using the heap, as a program would, then trims: every slow path
+ * where an allocator could notice the misuse runs. */
 static void churn(size_t size) {
     void *blocks[64];
     for (int i = 0; i < 64; i++) {
@@ -39,6 +42,7 @@ static void churn(size_t size) {
         memset(blocks[i], 1, size);
     }
     for (int i = 0; i < 64; i++) free(blocks[i]);
+    malloc_trim(0);
 }
 
 int main(int argc, char **argv) {
