@@ -33,6 +33,8 @@ struct ListInner {
     /// One span with every object free, kept so a class that empties and
     /// refills a span does not round-trip it through the page heap.
     spare: *mut Span,
+    /// The spare has sat unused since the last upkeep.
+    spare_aged: bool,
 }
 
 // SAFETY: `inner` and the spans it reaches are only touched with `lock` held.
@@ -54,7 +56,7 @@ pub(crate) static CENTRAL: Central = Central {
     lists: [const {
         CachePadded::new(ClassList {
             lock: Lock::new(),
-            inner: core::cell::UnsafeCell::new(ListInner { head: null_mut(), spare: null_mut() }),
+            inner: core::cell::UnsafeCell::new(ListInner { head: null_mut(), spare: null_mut(), spare_aged: false }),
         })
     }; CLASSES + 1],
     taken: [const { AtomicU64::new(0) }; CLASSES + 1],
@@ -165,6 +167,28 @@ impl Central {
         }
         self.given[class].fetch_add(objects.len() as u64, Ordering::Relaxed);
         self.free_bytes.fetch_add(objects.len() * size, Ordering::Relaxed);
+    }
+
+    /// Upkeep: gives back the spare spans that sat unused for a whole
+    /// period, and marks the others.
+    pub(crate) fn age_spares(&self) {
+        let mut released = 0;
+        for list in &self.lists[1..] {
+            let _guard = list.lock.lock();
+            // SAFETY: the lock is held.
+            let inner = unsafe { &mut *list.inner.get() };
+            if inner.spare.is_null() {
+                continue;
+            }
+            if inner.spare_aged {
+                let spare = core::mem::replace(&mut inner.spare, null_mut());
+                // SAFETY: the spare holds no live object and is on no list.
+                released += unsafe { free_whole_span(spare) };
+            } else {
+                inner.spare_aged = true;
+            }
+        }
+        self.free_bytes.fetch_sub(released, Ordering::Relaxed);
     }
 
     /// Gives every class's spare span back to the page heap (for trimming);
@@ -291,6 +315,7 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
 unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
     // SAFETY: forwarded from the caller.
     unsafe { unlink(inner, span) };
+    inner.spare_aged = false;
     let old = core::mem::replace(&mut inner.spare, span);
     if old.is_null() {
         return 0;

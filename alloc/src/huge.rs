@@ -24,6 +24,17 @@ pub(crate) const CACHE_SLOTS: usize = 8;
 pub(crate) const CACHE_MAX_BYTES: usize = 64 << 20;
 
 static CACHE: [AtomicUsize; CACHE_SLOTS] = [const { AtomicUsize::new(0) }; CACHE_SLOTS];
+/// Huge allocations so far, and their count at the last upkeep.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
+
+/// Upkeep: unmaps the cache if no huge block was asked for in a whole period.
+pub(crate) fn decay() {
+    let now = ALLOCS.load(Ordering::Relaxed);
+    if ALLOCS_AT_UPKEEP.swap(now, Ordering::Relaxed) == now {
+        release_cache();
+    }
+}
 static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes held in the cache of freed huge segments.
@@ -104,6 +115,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return core::ptr::null_mut();
     }
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
     if let Some(seg) = take_cached(offset, size) {
         // SAFETY: the segment came out of the cache, so it is ours alone;
         // its mapping holds `offset + size` bytes (checked when taken).

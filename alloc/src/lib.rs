@@ -72,6 +72,8 @@ mod stats;
 mod sync;
 #[cfg(not(rseq_alloc_loom))]
 mod trim;
+#[cfg(not(rseq_alloc_loom))]
+mod upkeep;
 
 /// What the loom models in `tests/` check: the fallback path's region
 /// protocol and the slow-path lock, over loom's atomics.

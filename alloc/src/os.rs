@@ -108,6 +108,30 @@ pub(crate) fn env_flag(name: &core::ffi::CStr) -> bool {
     !value.is_null() && matches!(unsafe { *value } as u8, b'1' | b'y' | b'Y')
 }
 
+/// Environment variable `name` as a decimal number, if it is one.
+pub(crate) fn env_u64(name: &core::ffi::CStr) -> Option<u64> {
+    // SAFETY: as in `env_flag`.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string from the environment.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// A monotonic clock in nanoseconds, coarse (a few ms) and cheap: the vDSO,
+/// no system call.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes into `ts`; CLOCK_MONOTONIC_COARSE always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// 64 random bits from the kernel (`getrandom`, never blocking); if that
 /// fails, the auxiliary vector's `AT_RANDOM` bytes mixed with an address
 /// (so the value still differs between processes under ASLR).

@@ -395,7 +395,7 @@ fn recover(miss: Miss) -> bool {
 /// Takes a batch from the central list, keeps one for the caller and pushes
 /// the rest onto this CPU's region.
 fn refill(class: usize) -> *mut u8 {
-    REFILLS[class].fetch_add(1, Ordering::Relaxed);
+    crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
     let mut batch_buf = [0usize; MAX_BATCH];
     let n = CENTRAL.take(class, &mut batch_buf[..batch(class)]);
     if n == 0 {
@@ -456,7 +456,7 @@ pub(crate) fn free_slow(class: usize, object: usize) {
 /// This CPU's region is full: moves a batch of it, and `object`, to the
 /// central list.
 fn drain(class: usize, object: usize) {
-    DRAINS[class].fetch_add(1, Ordering::Relaxed);
+    crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
     let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
@@ -512,12 +512,13 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
 }
 
 fn fallback_alloc(class: usize) -> *mut u8 {
+    let mut refills = None;
     let from_region = with_region(|region| {
         if let Some(object) = fallback::pop(region, geometry(), class) {
             hits::count_alloc(0, class);
             return object as *mut u8;
         }
-        REFILLS[class].fetch_add(1, Ordering::Relaxed);
+        refills = Some(REFILLS[class].fetch_add(1, Ordering::Relaxed));
         let mut buf = [0usize; MAX_BATCH];
         let n = CENTRAL.take(class, &mut buf[..batch(class)]);
         if n == 0 {
@@ -529,6 +530,9 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         }
         buf[n - 1] as *mut u8
     });
+    if let Some(count) = refills {
+        crate::upkeep::on_slow_path(count);
+    }
     match from_region {
         Some(object) if !object.is_null() => object,
         _ => take_one(class),
@@ -536,12 +540,13 @@ fn fallback_alloc(class: usize) -> *mut u8 {
 }
 
 fn fallback_free(class: usize, object: usize) {
+    let mut drains = None;
     let done = with_region(|region| {
         if fallback::push(region, class, object) {
             hits::count_free(0, class);
             return;
         }
-        DRAINS[class].fetch_add(1, Ordering::Relaxed);
+        drains = Some(DRAINS[class].fetch_add(1, Ordering::Relaxed));
         let mut buf = [0usize; MAX_BATCH + 1];
         buf[0] = object;
         let mut n = 1;
@@ -556,6 +561,9 @@ fn fallback_free(class: usize, object: usize) {
     });
     if done.is_none() {
         CENTRAL.give(class, &[object]);
+    }
+    if let Some(count) = drains {
+        crate::upkeep::on_slow_path(count);
     }
 }
 
@@ -600,6 +608,62 @@ pub(crate) fn drain_cpu(cpu: u32) -> usize {
 pub(crate) fn drain_all() -> usize {
     (0..FAST.ncpus.load(Ordering::Acquire)).map(drain_cpu).sum()
 }
+
+/// Each region's fingerprint at the last upkeep (mapped at the first one).
+static FINGERPRINTS: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A digest of `cpu`'s region that changes whenever a section or a holder
+/// changes a class's fill; 0 for a region that holds nothing.
+fn fingerprint(cpu: u32) -> u64 {
+    let region = region(cpu);
+    if state(region).load(Ordering::Acquire) != STATE_OPEN {
+        return 0;
+    }
+    let mut digest = 0u64;
+    let mut cached = 0usize;
+    for class in 1..=CLASSES {
+        let word = header(region, class).load(Ordering::Relaxed);
+        cached += (Header::unpack(word).current as usize).saturating_sub(LAYOUT.begin[class] as usize);
+        digest = (digest ^ u64::from(word)).wrapping_mul(0x100_0000_01b3);
+    }
+    if cached == 0 { 0 } else { digest | 1 }
+}
+
+/// Drains the regions of CPUs that did nothing since the last upkeep (their
+/// fingerprint did not change) and still cache objects. A CPU that
+/// allocates and frees in perfect balance looks idle too, and pays one
+/// refill per period for it.
+pub(crate) fn drain_idle() {
+    let ncpus = FAST.ncpus.load(Ordering::Acquire);
+    if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
+        return;
+    }
+    let mut prints = FINGERPRINTS.load(Ordering::Acquire);
+    if prints.is_null() {
+        let Some(mapped) = os::map(ncpus as usize * 8) else { return };
+        prints = mapped.as_ptr().cast();
+        if let Err(winner) =
+            FINGERPRINTS.compare_exchange(core::ptr::null_mut(), prints, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // SAFETY: our mapping lost the race and was never published.
+            unsafe { os::unmap(prints.cast(), ncpus as usize * 8) };
+            prints = winner;
+        }
+    }
+    for cpu in 0..ncpus {
+        // SAFETY: the mapping holds one word per CPU.
+        let last = unsafe { &*prints.add(cpu as usize) };
+        let now = fingerprint(cpu);
+        if now != 0 && now == last.load(Ordering::Relaxed) {
+            drain_cpu(cpu);
+            IDLE_DRAINS.fetch_add(1, Ordering::Relaxed);
+        }
+        last.store(fingerprint(cpu), Ordering::Relaxed);
+    }
+}
+
+/// Regions drained because their CPU was idle, ever.
+pub(crate) static IDLE_DRAINS: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of free objects cached in every region (a racy snapshot).
 pub(crate) fn cached_bytes() -> usize {

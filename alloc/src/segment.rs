@@ -66,6 +66,8 @@ pub(crate) struct Segment {
     dirty_pages: u64,
     /// Next segment in the page heap's list (page heap lock).
     next: *mut Segment,
+    /// Pages that were free and dirty at the last upkeep (page heap lock).
+    aged_pages: u64,
     /// Class of the span covering each page; read without locks on `free`.
     pub(crate) page_class: [AtomicU8; PAGES],
     /// First page of the span covering each page.
@@ -354,19 +356,33 @@ impl PageHeap {
                 // SAFETY: the lock is held and the segment holds nothing.
                 unsafe { self.release_segment(inner, seg) };
             } else {
-                let mut purge = free & dirty;
-                while purge != 0 {
-                    let head = purge.trailing_zeros() as usize;
-                    let pages = (!(purge >> head)).trailing_zeros() as usize;
-                    // SAFETY: free pages of a segment of ours: no span, no data anyone uses.
-                    unsafe { os::purge(Segment::page_start(seg, head) as *mut u8, pages * PAGE_SIZE) };
-                    purge &= !(run_mask(pages) << head);
-                    released += pages * PAGE_SIZE;
-                }
+                released += purge_pages(seg, free & dirty);
                 // SAFETY: as above.
                 unsafe { (*seg).dirty_pages &= !free };
             }
             seg = next;
+        }
+        self.released.fetch_add(released, Ordering::Relaxed);
+        released
+    }
+
+    /// Upkeep: `madvise`s away the free pages that were free and dirty at
+    /// the last upkeep and still are (free for a whole period), and marks
+    /// the ones free now. Returns the bytes given back.
+    pub(crate) fn decay(&self) -> usize {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
+        let mut released = 0;
+        let mut seg = inner.segments;
+        while !seg.is_null() {
+            // SAFETY: listed segments are mapped and ours; the lock guards these fields.
+            let s = unsafe { &mut *seg };
+            let stale = s.aged_pages & s.free_pages & s.dirty_pages & ALL_USABLE;
+            released += purge_pages(seg, stale);
+            s.dirty_pages &= !stale;
+            s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
+            seg = s.next;
         }
         self.released.fetch_add(released, Ordering::Relaxed);
         released
@@ -409,6 +425,21 @@ impl PageHeap {
         // SAFETY: forwarded from the caller.
         unsafe { self.lock.unlock_after_fork() };
     }
+}
+
+/// `madvise`s away the pages of `seg` set in `pages` (free pages, page heap
+/// lock held), a run at a time; returns the bytes.
+fn purge_pages(seg: *mut Segment, mut pages: u64) -> usize {
+    let mut bytes = 0;
+    while pages != 0 {
+        let head = pages.trailing_zeros() as usize;
+        let run = (!(pages >> head)).trailing_zeros() as usize;
+        // SAFETY: free pages of a segment of ours: no span, no data anyone uses.
+        unsafe { os::purge(Segment::page_start(seg, head) as *mut u8, run * PAGE_SIZE) };
+        pages &= !(run_mask(run) << head);
+        bytes += run * PAGE_SIZE;
+    }
+    bytes
 }
 
 /// First page of a run of `pages` free pages in `free`, if any.

@@ -93,6 +93,10 @@ pub struct Stats {
     pub released_bytes: usize,
     /// Objects moved from per-CPU caches to the central lists by drains, ever.
     pub drained_objects: u64,
+    /// Rounds of upkeep run by slow paths (idle-CPU drains, decay), ever.
+    pub upkeeps: u64,
+    /// CPU caches drained because the CPU was idle, ever.
+    pub idle_drains: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
     /// Per class, index 1 to 72 (index 0 unused).
@@ -126,6 +130,8 @@ pub fn stats() -> Stats {
         huge_cached_bytes: crate::huge::cached_bytes(),
         released_bytes: PAGE_HEAP.released.load(Ordering::Relaxed),
         drained_objects: percpu::DRAINED_OBJECTS.load(Ordering::Relaxed),
+        upkeeps: crate::upkeep::RUNS.load(Ordering::Relaxed),
+        idle_drains: percpu::IDLE_DRAINS.load(Ordering::Relaxed),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
         classes,
     }
@@ -221,13 +227,15 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     )?;
     writeln!(
         out,
-        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}",
+        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {})",
         s.cpu_cached_bytes >> 10,
         s.central_free_bytes >> 10,
         s.free_page_bytes >> 10,
         s.huge_cached_bytes >> 10,
         s.released_bytes >> 10,
-        s.drained_objects
+        s.drained_objects,
+        s.upkeeps,
+        s.idle_drains
     )?;
     writeln!(
         out,

@@ -739,6 +739,86 @@ fn trim_child() {
     assert!(released > 0 && stats.released_bytes >= released);
 }
 
+/// Without any call to `trim`: a CPU whose thread went quiet has its cache
+/// drained, and free pages go back to the OS after the decay period, paid
+/// for by another thread's slow paths. In a child, with a 50 ms period.
+#[test]
+fn suite_upkeep_drains_idle_cpus_and_decays_free_pages() {
+    if stress::allowed_cpus().len() < 2 {
+        eprintln!("one CPU: skipped");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "upkeep_child", "--test-threads", "1", "--nocapture"])
+        .env("RSEQ_TEST_UPKEEP_CHILD", "1")
+        .env("RSEQ_ALLOC_DECAY_MS", "50")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stderr}", output.status);
+    assert!(stderr.contains("upkeep_child: "), "{stderr}");
+}
+
+#[test]
+fn upkeep_child() {
+    if std::env::var_os("RSEQ_TEST_UPKEEP_CHILD").is_none() {
+        return;
+    }
+    let cpus = stress::allowed_cpus();
+    // SAFETY: no preconditions.
+    let tid = unsafe { libc::gettid() };
+    assert!(stress::pin(tid, &cpus[1..2]));
+    // A thread on the other CPU fills its cache, then waits, idle.
+    let (quiet_tx, quiet_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let idle = std::thread::spawn(move || {
+        // SAFETY: no preconditions.
+        assert!(stress::pin(unsafe { libc::gettid() }, &cpus[0..1]));
+        let blocks: Vec<Box<[u8; 64]>> = (0..200).map(|i| Box::new([i as u8; 64])).collect();
+        drop(blocks);
+        quiet_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    quiet_rx.recv().unwrap();
+    // Memory freed into pages: 64 MiB of 256-byte blocks.
+    let blocks: Vec<Box<[u8; 256]>> = (0..(64 << 20) / 256).map(|i| Box::new([i as u8; 256])).collect();
+    drop(blocks);
+    let before = rseq_alloc::stats();
+    // Slow paths on this CPU (bursts that overflow and empty its cache)
+    // until the upkeep has done both, or 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    let mut after = before;
+    while std::time::Instant::now() < deadline {
+        // SAFETY: valid layout; every block freed with it.
+        unsafe {
+            let burst: Vec<*mut u8> = (0..2000).map(|_| RseqAlloc.alloc(layout)).collect();
+            burst.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+        }
+        after = rseq_alloc::stats();
+        if after.idle_drains > before.idle_drains
+            && after.released_bytes > before.released_bytes
+            && after.free_page_bytes == 0
+        {
+            break;
+        }
+    }
+    done_tx.send(()).unwrap();
+    idle.join().unwrap();
+    eprintln!(
+        "upkeep_child: {} upkeeps, {} idle drains, {} KiB given back, {} KiB left in free pages (was {} KiB)",
+        after.upkeeps - before.upkeeps,
+        after.idle_drains - before.idle_drains,
+        (after.released_bytes - before.released_bytes) >> 10,
+        after.free_page_bytes >> 10,
+        before.free_page_bytes >> 10,
+    );
+    assert!(after.upkeeps > before.upkeeps, "no upkeep ran");
+    assert!(after.idle_drains > before.idle_drains, "the idle CPU's cache was not drained");
+    assert!(after.released_bytes > before.released_bytes, "no free page was given back");
+    assert_eq!(after.free_page_bytes, 0, "free pages still hold data");
+}
+
 // ---------------------------------------------------------------------------
 // Out of memory.
 

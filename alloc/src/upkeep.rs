@@ -1,0 +1,81 @@
+//! Upkeep on a clock, paid by slow paths: at most once per period
+//! (`RSEQ_ALLOC_DECAY_MS`, default 1000; 0 turns it off), a thread that
+//! went to a slow path anyway
+//! - drains the cache of every CPU that has gone idle (its region did not
+//!   change for a whole period) to the central lists;
+//! - gives back to the OS the free pages that stayed free for a whole
+//!   period (`madvise`), the central lists' spare spans that went unused,
+//!   and the cache of freed huge blocks if no huge block was asked for.
+//!
+//! The fast path pays nothing: the check rides on the counters that refills
+//! and drains already bump, and reads the clock once every
+//! [`CHECK_EVERY`] of them. A process that stops allocating altogether
+//! keeps what it holds until it allocates again or calls `trim`: there is no
+//! thread of ours to do it behind the program's back.
+
+use crate::central::CENTRAL;
+use crate::huge;
+use crate::os;
+use crate::percpu;
+use crate::segment::PAGE_HEAP;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Slow-path events between two looks at the clock.
+pub(crate) const CHECK_EVERY: u64 = 32;
+
+/// The period in nanoseconds; 0: not read from the environment yet;
+/// `u64::MAX`: off.
+static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
+/// When the last upkeep ran (monotonic nanoseconds).
+static LAST_RUN: AtomicU64 = AtomicU64::new(0);
+/// Upkeeps run so far.
+pub(crate) static RUNS: AtomicU64 = AtomicU64::new(0);
+
+fn period_ns() -> u64 {
+    match PERIOD_NS.load(Ordering::Relaxed) {
+        0 => {
+            let ms = os::env_u64(c"RSEQ_ALLOC_DECAY_MS").unwrap_or(1000);
+            let ns = if ms == 0 { u64::MAX } else { ms.saturating_mul(1_000_000) };
+            PERIOD_NS.store(ns, Ordering::Relaxed);
+            ns
+        }
+        ns => ns,
+    }
+}
+
+/// Called by a slow path with the value its event counter had before it
+/// bumped it; runs the upkeep if it is due. Must be called with no lock of
+/// the allocator held and no region held.
+#[inline]
+pub(crate) fn on_slow_path(count: u64) {
+    if count % CHECK_EVERY == 0 {
+        maybe_run();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn maybe_run() {
+    let period = period_ns();
+    if period == u64::MAX {
+        return;
+    }
+    let now = os::monotonic_ns();
+    let last = LAST_RUN.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < period {
+        return;
+    }
+    // One thread runs it; the others go on at once.
+    if LAST_RUN.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        run();
+    }
+}
+
+/// One round of upkeep (also what tests call directly).
+pub(crate) fn run() {
+    RUNS.fetch_add(1, Ordering::Relaxed);
+    percpu::drain_idle();
+    CENTRAL.age_spares();
+    PAGE_HEAP.decay();
+    huge::decay();
+}
