@@ -48,7 +48,7 @@ fn period_ns() -> u64 {
 /// the allocator held and no region held.
 #[inline]
 pub(crate) fn on_slow_path(count: u64) {
-    if count % CHECK_EVERY == 0 {
+    if count.is_multiple_of(CHECK_EVERY) {
         maybe_run();
     }
 }
