@@ -178,8 +178,9 @@ fn misuse(args: &[String]) -> Result<(), String> {
         eprintln!("skipped {name}: {why}");
     }
     subjects.extend(peers.into_iter().map(|p| Subject { name: p.name.into(), preload: p.preload, env: Vec::new() }));
-    let results = misuse::run(&binary, &subjects);
-    let table = misuse::markdown(&subjects, &results);
+    let probes = misuse::probes(&binary)?;
+    let results = misuse::run(&binary, &probes, &subjects);
+    let table = misuse::markdown(&probes, &subjects, &results);
     println!("{table}");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     std::fs::write(out_dir.join("misuse.md"), &table).map_err(|e| e.to_string())?;

@@ -10,21 +10,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Every probe of `misuse.c`.
-pub const PROBES: [&str; 12] = [
-    "overflow",
-    "overflow_far",
-    "underflow",
-    "double_free",
-    "double_free_later",
-    "use_after_free_write",
-    "invalid_stack",
-    "invalid_static",
-    "invalid_mmap",
-    "interior",
-    "misaligned",
-    "realloc_invalid",
-];
+/// The probes `misuse.c` knows (`misuse --list`).
+pub fn probes(binary: &Path) -> Result<Vec<String>, String> {
+    let output = Command::new(binary).arg("--list").output().map_err(|e| format!("{}: {e}", binary.display()))?;
+    let list: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    if output.status.success() && !list.is_empty() { Ok(list) } else { Err("misuse --list failed".into()) }
+}
 
 /// How a probe ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,11 +62,11 @@ pub fn run_probe(binary: &Path, subject: &Subject, probe: &str) -> Outcome {
 }
 
 /// Every probe under every subject: `results[s][p]`.
-pub fn run(binary: &Path, subjects: &[Subject]) -> Vec<Vec<Outcome>> {
+pub fn run(binary: &Path, probes: &[String], subjects: &[Subject]) -> Vec<Vec<Outcome>> {
     subjects
         .iter()
         .map(|subject| {
-            PROBES
+            probes
                 .iter()
                 .map(|probe| {
                     let outcome = run_probe(binary, subject, probe);
@@ -89,7 +80,7 @@ pub fn run(binary: &Path, subjects: &[Subject]) -> Vec<Vec<Outcome>> {
 
 /// The table: one row per probe, one column per subject, and the count of
 /// probes each reported.
-pub fn markdown(subjects: &[Subject], results: &[Vec<Outcome>]) -> String {
+pub fn markdown(probes: &[String], subjects: &[Subject], results: &[Vec<Outcome>]) -> String {
     let mut md = String::from("## Heap misuse: what each allocator stops\n\n");
     md.push_str(
         "`reported`: stopped with a message; `crashed (N)`: killed by signal N after the fact; `–`: missed.\n\n",
@@ -97,7 +88,7 @@ pub fn markdown(subjects: &[Subject], results: &[Vec<Outcome>]) -> String {
     let names: Vec<&str> = subjects.iter().map(|s| s.name.as_str()).collect();
     let _ = writeln!(md, "| probe | {} |", names.join(" | "));
     let _ = writeln!(md, "|---|{}", ":---:|".repeat(names.len()));
-    for (p, probe) in PROBES.iter().enumerate() {
+    for (p, probe) in probes.iter().enumerate() {
         let cells: Vec<String> = results
             .iter()
             .map(|r| match &r[p] {
@@ -110,7 +101,7 @@ pub fn markdown(subjects: &[Subject], results: &[Vec<Outcome>]) -> String {
     }
     let counts: Vec<String> = results
         .iter()
-        .map(|r| format!("{}/{}", r.iter().filter(|o| matches!(o, Outcome::Reported(_))).count(), PROBES.len()))
+        .map(|r| format!("{}/{}", r.iter().filter(|o| matches!(o, Outcome::Reported(_))).count(), probes.len()))
         .collect();
     let _ = writeln!(md, "| **reported** | {} |", counts.join(" | "));
     md

@@ -14,7 +14,7 @@ use crate::{Input, fill, first_mismatch};
 /// Most actions per input, and most bytes live at once (inputs are replayed
 /// in one process, so each run frees everything it allocated).
 const MAX_ACTIONS: usize = 4096;
-const MAX_LIVE_BYTES: usize = 256 << 20;
+const MAX_LIVE_BYTES: usize = 64 << 20;
 /// Largest alignment the allocator serves (`RseqAlloc` returns null above).
 const MAX_ALIGN: usize = 2 << 20;
 

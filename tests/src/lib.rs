@@ -57,3 +57,21 @@ pub fn raw_thread<F: FnOnce() -> T + Send, T: Send>(work: F) -> T {
     }
     job.result.expect("thread ran")
 }
+
+/// Forks; the child runs `work` (with `raw_thread` for any thread it needs)
+/// and leaves with `_exit`: 0 if `work` returned true, 1 if it returned false
+/// or panicked. Panics in the parent unless the child exited 0.
+pub fn fork_and_check(what: &str, work: impl FnOnce() -> bool + std::panic::UnwindSafe) {
+    // SAFETY: the child only runs `work` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(work).unwrap_or(false);
+        // SAFETY: leaving the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what}: child status {status:#x}");
+}

@@ -87,3 +87,16 @@ pub fn rerun_under_valgrind() {
         &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
     );
 }
+
+/// Runs one test of this binary (`name`, exactly) in a child process with
+/// `env`, and returns how it ended: for tests that must own the whole
+/// process (pinning, resource limits, resident memory) or that end in an
+/// abort on purpose.
+pub fn run_test_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("current_exe");
+    Command::new(exe)
+        .args(["--exact", name, "--test-threads", "1", "--nocapture"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("spawn child test")
+}

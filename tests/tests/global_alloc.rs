@@ -297,26 +297,14 @@ fn fork_and_thread_churn_while_draining() {
                 .map(|h| h.join().unwrap())
                 .sum();
             assert!(churn > 0);
-            // SAFETY: the child allocates, spawns a thread, trims, and leaves with _exit.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0);
-            if pid == 0 {
-                let ok = std::panic::catch_unwind(|| {
-                    let v: Vec<Vec<u8>> = (0..5000).map(|i| vec![1; i % 700]).collect();
-                    let from_thread =
-                        rseq_alloc_tests::raw_thread(|| (0..5000).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
-                    drop(v);
-                    rseq_alloc::trim();
-                    from_thread > 0 && rseq_alloc::stats().cpu_cached_bytes < 1 << 20
-                })
-                .unwrap_or(false);
-                // SAFETY: leaving the child at once.
-                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-            }
-            let mut status = 0;
-            // SAFETY: our child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "round {round}: child {status:#x}");
+            rseq_alloc_tests::fork_and_check(&format!("round {round}"), || {
+                let v: Vec<Vec<u8>> = (0..5000).map(|i| vec![1; i % 700]).collect();
+                let from_thread =
+                    rseq_alloc_tests::raw_thread(|| (0..5000).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                drop(v);
+                rseq_alloc::trim();
+                from_thread > 0 && rseq_alloc::stats().cpu_cached_bytes < 1 << 20
+            });
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -439,25 +427,13 @@ fn fork_child_of_a_multithreaded_program_allocates() {
             });
         }
         for _ in 0..scaled(5) {
-            // SAFETY: the child allocates, spawns a thread and leaves with _exit.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0);
-            if pid == 0 {
-                let ok = std::panic::catch_unwind(|| {
-                    let n = scaled(10_000);
-                    let v: Vec<Vec<u8>> = (0..n).map(|i| vec![1; i % 700]).collect();
-                    let from_thread =
-                        rseq_alloc_tests::raw_thread(move || (0..n).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
-                    v.len() == n && from_thread > 0
-                })
-                .unwrap_or(false);
-                // SAFETY: leaving the child at once.
-                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-            }
-            let mut status = 0;
-            // SAFETY: our child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+            rseq_alloc_tests::fork_and_check("fork", || {
+                let n = scaled(10_000);
+                let v: Vec<Vec<u8>> = (0..n).map(|i| vec![1; i % 700]).collect();
+                let from_thread =
+                    rseq_alloc_tests::raw_thread(move || (0..n).map(|i| vec![2u8; i % 300].len()).sum::<usize>());
+                v.len() == n && from_thread > 0
+            });
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -640,11 +616,7 @@ fn writes_into_freed_blocks_cannot_redirect_allocations() {
 /// naming it.
 #[test]
 fn suite_double_free_is_caught_when_the_cache_drains() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "double_free_child", "--test-threads", "1", "--nocapture"])
-        .env("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")
-        .output()
-        .unwrap();
+    let output = modes::run_test_in_child("double_free_child", &[("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
@@ -697,11 +669,7 @@ fn double_free_child() {
 /// that no other test's memory is counted.
 #[test]
 fn suite_trim_gives_memory_back() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "trim_child", "--test-threads", "1", "--nocapture"])
-        .env("RSEQ_TEST_TRIM_CHILD", "1")
-        .output()
-        .unwrap();
+    let output = modes::run_test_in_child("trim_child", &[("RSEQ_TEST_TRIM_CHILD", "1")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}\n{stderr}", output.status);
     assert!(stderr.contains("trim_child: "), "{stderr}");
@@ -748,12 +716,8 @@ fn suite_upkeep_drains_idle_cpus_and_decays_free_pages() {
         eprintln!("one CPU: skipped");
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "upkeep_child", "--test-threads", "1", "--nocapture"])
-        .env("RSEQ_TEST_UPKEEP_CHILD", "1")
-        .env("RSEQ_ALLOC_DECAY_MS", "50")
-        .output()
-        .unwrap();
+    let output =
+        modes::run_test_in_child("upkeep_child", &[("RSEQ_TEST_UPKEEP_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}\n{stderr}", output.status);
     assert!(stderr.contains("upkeep_child: "), "{stderr}");
@@ -827,11 +791,7 @@ fn upkeep_child() {
 /// infallible allocation ends in `handle_alloc_error`'s message and abort.
 #[test]
 fn suite_out_of_memory_in_rust() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "out_of_memory_child", "--test-threads", "1", "--nocapture"])
-        .env("RSEQ_TEST_OOM_CHILD", "1")
-        .output()
-        .unwrap();
+    let output = modes::run_test_in_child("out_of_memory_child", &[("RSEQ_TEST_OOM_CHILD", "1")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);

@@ -12,21 +12,14 @@ use std::time::Duration;
 
 use rseq_alloc_tests::preload::{Mode, build_dir, spawn};
 
-/// Every probe of `misuse.c`.
-const PROBES: [&str; 12] = [
-    "overflow",
-    "overflow_far",
-    "underflow",
-    "double_free",
-    "double_free_later",
-    "use_after_free_write",
-    "invalid_stack",
-    "invalid_static",
-    "invalid_mmap",
-    "interior",
-    "misaligned",
-    "realloc_invalid",
-];
+/// The classic probes `misuse.c` knows (`misuse --list`).
+fn probes() -> Vec<String> {
+    let program = build_dir().join("misuse");
+    let output = std::process::Command::new(program).arg("--list").output().unwrap();
+    let list: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    assert!(list.len() >= 12, "misuse --list: {list:?}");
+    list
+}
 
 struct Run {
     output: Output,
@@ -118,7 +111,7 @@ fn invalid_pointers_are_refused_naming_the_call_and_the_pointer() {
 #[test]
 fn hardened_mode_catches_every_probe() {
     for mode in [Mode::Rseq, Mode::ForcedFallback] {
-        for name in PROBES {
+        for name in &probes() {
             let run = probe(mode, true, name);
             assert_reported(&run, name, mode);
         }
@@ -128,10 +121,11 @@ fn hardened_mode_catches_every_probe() {
 /// The same probes under glibc's malloc: hardened mode must catch more.
 #[test]
 fn hardened_mode_catches_more_than_glibc() {
-    let glibc: Vec<&str> = PROBES.into_iter().filter(|name| probe(Mode::Glibc, false, name).caught()).collect();
-    let ours: Vec<&str> = PROBES.into_iter().filter(|name| probe(Mode::Rseq, true, name).caught()).collect();
-    eprintln!("glibc caught {}/{}: {glibc:?}", glibc.len(), PROBES.len());
-    eprintln!("rseq-alloc (hardened) caught {}/{}: {ours:?}", ours.len(), PROBES.len());
+    let probes = probes();
+    let glibc: Vec<&String> = probes.iter().filter(|name| probe(Mode::Glibc, false, name).caught()).collect();
+    let ours: Vec<&String> = probes.iter().filter(|name| probe(Mode::Rseq, true, name).caught()).collect();
+    eprintln!("glibc caught {}/{}: {glibc:?}", glibc.len(), probes.len());
+    eprintln!("rseq-alloc (hardened) caught {}/{}: {ours:?}", ours.len(), probes.len());
     assert!(ours.len() > glibc.len(), "glibc {glibc:?}, ours {ours:?}");
     assert!(glibc.iter().all(|name| ours.contains(name)), "glibc {glibc:?}, ours {ours:?}");
 }
@@ -143,9 +137,9 @@ fn hardened_mode_catches_more_than_glibc() {
 #[test]
 fn default_mode_catches_double_and_interior_frees_on_the_slow_path() {
     for mode in [Mode::Rseq, Mode::ForcedFallback] {
-        for name in PROBES {
+        for name in &probes() {
             let run = probe(mode, false, name);
-            match name {
+            match name.as_str() {
                 "double_free" | "double_free_later" | "interior" => assert_reported(&run, name, mode),
                 _ => {
                     for line in run.report() {
