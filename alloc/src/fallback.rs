@@ -61,6 +61,20 @@ pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
     }
 }
 
+/// Takes an open region BUSY from outside (to drain or re-size it), then
+/// runs `after_stop` (in rseq mode, the fence); false, with the region left
+/// as it was, if it was not open or `after_stop` failed. Undo with [`release`].
+pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bool {
+    if region.state().compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    if !after_stop() {
+        release(region);
+        return false;
+    }
+    true
+}
+
 /// Empties a region from outside: takes it OPEN→BUSY (a region never
 /// initialised has nothing to drain; one held by someone else is left
 /// alone), hands every cached item of every class to `sink` in batches of at
@@ -76,11 +90,7 @@ pub fn drain<R: RegionStore>(
     after_stop: impl FnOnce() -> bool,
     mut sink: impl FnMut(usize, &[usize]),
 ) -> Option<usize> {
-    if region.state().compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-        return None;
-    }
-    if !after_stop() {
-        release(region);
+    if !stop(region, after_stop) {
         return None;
     }
     let mut drained = 0;

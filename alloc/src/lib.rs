@@ -47,6 +47,8 @@
 #[cfg(not(rseq_alloc_loom))]
 pub mod c_api;
 #[cfg(not(rseq_alloc_loom))]
+mod capacity;
+#[cfg(not(rseq_alloc_loom))]
 mod central;
 mod fallback;
 #[cfg(not(rseq_alloc_loom))]

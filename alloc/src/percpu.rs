@@ -25,6 +25,7 @@
 use rseq_sys::slab_layout::{Header, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
+use crate::capacity::{self, Activity};
 use crate::central::CENTRAL;
 use crate::fallback;
 use crate::os;
@@ -38,34 +39,26 @@ pub(crate) type Index = ByCpuId;
 /// log2 of each region's size: 256 KiB, 32768 slots.
 pub(crate) const SLAB_SHIFT: u32 = 18;
 
-/// Largest batch moved between a region and the central lists.
-pub(crate) const MAX_BATCH: usize = 32;
+pub(crate) use crate::capacity::{MAX_BATCH, batch};
 
-const fn capacity_of(class: usize) -> usize {
-    let by_bytes = (64 * 1024) / crate::size_class::SIZES[class] as usize;
-    if by_bytes < 8 {
-        8
-    } else if by_bytes > 512 {
-        512
-    } else {
-        by_bytes
-    }
-}
-
+/// Where each class's slots are in a region: `begin[c]` is its first slot
+/// (its sentinel is at `begin[c] - 1`), `reserved[c]` how many it may ever
+/// use, `initial[c]` how many a fresh region lets it use.
 struct Layout {
     begin: [u16; CLASSES + 1],
-    capacity: [u16; CLASSES + 1],
+    reserved: [u16; CLASSES + 1],
+    initial: [u16; CLASSES + 1],
 }
 
 const fn build_layout() -> Layout {
-    let mut layout = Layout { begin: [0; CLASSES + 1], capacity: [0; CLASSES + 1] };
+    let mut layout = Layout { begin: [0; CLASSES + 1], reserved: [0; CLASSES + 1], initial: [0; CLASSES + 1] };
     let mut slot = first_free_slot(CLASSES + 1);
     let mut class = 1;
     while class <= CLASSES {
-        let capacity = capacity_of(class);
         layout.begin[class] = (slot + 1) as u16;
-        layout.capacity[class] = capacity as u16;
-        slot += 1 + capacity;
+        layout.reserved[class] = capacity::max(class) as u16;
+        layout.initial[class] = capacity::initial(class) as u16;
+        slot += 1 + capacity::max(class);
         class += 1;
     }
     assert!(slot <= 1 << (SLAB_SHIFT - 3));
@@ -73,16 +66,6 @@ const fn build_layout() -> Layout {
 }
 
 static LAYOUT: Layout = build_layout();
-
-/// Slots of `class` in each region.
-pub(crate) fn capacity(class: usize) -> usize {
-    LAYOUT.capacity[class] as usize
-}
-
-/// Objects moved per refill or drain of `class`.
-pub(crate) fn batch(class: usize) -> usize {
-    (capacity(class) / 2).clamp(1, MAX_BATCH)
-}
 
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
@@ -272,6 +255,7 @@ fn init() {
     }
     debug_assert!(!slabs.is_null());
     FAST.ncpus.store(ncpus, Ordering::Release);
+    map_class_state(ncpus);
     let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
     let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
@@ -396,8 +380,10 @@ fn recover(miss: Miss) -> bool {
 /// the rest onto this CPU's region.
 fn refill(class: usize) -> *mut u8 {
     crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+    let cpu = rseq_sys::current_index::<Index>();
+    count_miss(cpu, class);
     let mut batch_buf = [0usize; MAX_BATCH];
-    let n = CENTRAL.take(class, &mut batch_buf[..batch(class)]);
+    let n = CENTRAL.take(class, &mut batch_buf[..refill_batch(cpu, class)]);
     if n == 0 {
         return core::ptr::null_mut();
     }
@@ -457,6 +443,7 @@ pub(crate) fn free_slow(class: usize, object: usize) {
 /// central list.
 fn drain(class: usize, object: usize) {
     crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
+    count_miss(rseq_sys::current_index::<Index>(), class);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
     let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
@@ -481,6 +468,13 @@ fn drain(class: usize, object: usize) {
 /// A region in the mapping, as the fallback protocol sees it.
 struct RawRegion(*mut u8);
 
+impl RawRegion {
+    /// The CPU this region belongs to.
+    fn cpu(&self) -> u32 {
+        ((self.0 as usize - FAST.slabs.load(Ordering::Relaxed) as usize) >> SLAB_SHIFT) as u32
+    }
+}
+
 impl fallback::RegionStore for RawRegion {
     fn state(&self) -> &AtomicU32 {
         state(self.0)
@@ -496,7 +490,7 @@ impl fallback::RegionStore for RawRegion {
 }
 
 fn geometry() -> fallback::Geometry<'static> {
-    fallback::Geometry { begin: &LAYOUT.begin, capacity: &LAYOUT.capacity }
+    fallback::Geometry { begin: &LAYOUT.begin, capacity: &LAYOUT.initial }
 }
 
 /// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
@@ -519,14 +513,18 @@ fn fallback_alloc(class: usize) -> *mut u8 {
             return object as *mut u8;
         }
         refills = Some(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+        count_miss(Some(region.cpu()), class);
         let mut buf = [0usize; MAX_BATCH];
-        let n = CENTRAL.take(class, &mut buf[..batch(class)]);
+        let n = CENTRAL.take(class, &mut buf[..refill_batch(Some(region.cpu()), class)]);
         if n == 0 {
             return core::ptr::null_mut();
         }
-        for &object in &buf[..n - 1] {
-            let pushed = fallback::push(region, class, object);
-            debug_assert!(pushed, "an empty class has room for a batch");
+        let mut pushed = 0;
+        while pushed < n - 1 && fallback::push(region, class, buf[pushed]) {
+            pushed += 1;
+        }
+        if pushed < n - 1 {
+            CENTRAL.give(class, &buf[pushed..n - 1]);
         }
         buf[n - 1] as *mut u8
     });
@@ -547,6 +545,7 @@ fn fallback_free(class: usize, object: usize) {
             return;
         }
         drains = Some(DRAINS[class].fetch_add(1, Ordering::Relaxed));
+        count_miss(Some(region.cpu()), class);
         let mut buf = [0usize; MAX_BATCH + 1];
         buf[0] = object;
         let mut n = 1;
@@ -629,11 +628,12 @@ fn fingerprint(cpu: u32) -> u64 {
     if cached == 0 { 0 } else { digest | 1 }
 }
 
-/// Drains the regions of CPUs that did nothing since the last upkeep (their
-/// fingerprint did not change) and still cache objects. A CPU that
-/// allocates and frees in perfect balance looks idle too, and pays one
-/// refill per period for it.
-pub(crate) fn drain_idle() {
+/// Upkeep of every region: drains the regions of CPUs that did nothing
+/// since the last round (their fingerprint did not change) and still cache
+/// objects, and re-sizes the classes of the others (`capacity::plan`). A
+/// CPU that allocates and frees in perfect balance looks idle too, and pays
+/// one refill per period for it.
+pub(crate) fn upkeep() {
     let ncpus = FAST.ncpus.load(Ordering::Acquire);
     if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return;
@@ -657,9 +657,145 @@ pub(crate) fn drain_idle() {
         if now != 0 && now == last.load(Ordering::Relaxed) {
             drain_cpu(cpu);
             IDLE_DRAINS.fetch_add(1, Ordering::Relaxed);
+        } else if now != 0 {
+            rebalance(cpu);
         }
         last.store(fingerprint(cpu), Ordering::Relaxed);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Adaptive capacity: what each class of each CPU did, and re-sizing.
+
+/// Per CPU and class: misses since the last round, and the header then.
+#[repr(C)]
+struct ClassState {
+    misses: AtomicU32,
+    last_header: AtomicU32,
+}
+
+/// `ncpus * (CLASSES + 1)` class states, mapped at initialisation (null if
+/// that failed: capacities then stay as they are).
+static CLASS_STATE: AtomicPtr<ClassState> = AtomicPtr::new(core::ptr::null_mut());
+
+fn map_class_state(ncpus: u32) {
+    if !CLASS_STATE.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let bytes = ncpus as usize * (CLASSES + 1) * core::mem::size_of::<ClassState>();
+    if let Some(mapped) = os::map(bytes)
+        && CLASS_STATE
+            .compare_exchange(core::ptr::null_mut(), mapped.as_ptr().cast(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        // SAFETY: our mapping lost the race and was never published.
+        unsafe { os::unmap(mapped.as_ptr(), bytes) };
+    }
+}
+
+fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
+    let states = CLASS_STATE.load(Ordering::Acquire);
+    if states.is_null() || cpu >= FAST.ncpus.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: the mapping holds `ncpus * (CLASSES + 1)` zero-initialised states.
+    Some(unsafe { &*states.add(cpu as usize * (CLASSES + 1) + class) })
+}
+
+/// Objects a refill of `class` on `cpu` takes: a batch, or half the
+/// class's current capacity if that is less (a read of the header that may
+/// be stale: it only sizes the batch).
+fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
+    let Some(cpu) = cpu.filter(|&c| c < FAST.ncpus.load(Ordering::Relaxed)) else { return batch(class) };
+    let end = Header::unpack(header(region(cpu), class).load(Ordering::Relaxed)).end as usize;
+    let capacity = end.saturating_sub(LAYOUT.begin[class] as usize);
+    batch(class).min(capacity / 2).max(1)
+}
+
+/// Counts a refill or drain of `class` on `cpu` (slow paths only).
+fn count_miss(cpu: Option<u32>, class: usize) {
+    if let Some(state) = cpu.and_then(|cpu| class_state(cpu, class)) {
+        state.misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Re-sizes `cpu`'s classes by what they did since the last round: reads
+/// the activity without stopping anyone, and stops and fences the region
+/// (as a drain does) only if some capacity changes; objects beyond a
+/// shrunk class's new end go to the central lists.
+fn rebalance(cpu: u32) {
+    let region = region(cpu);
+    let mut activity = [Activity::default(); CLASSES + 1];
+    let mut capacity = [0usize; CLASSES + 1];
+    for class in 1..=CLASSES {
+        let Some(state) = class_state(cpu, class) else { return };
+        let word = header(region, class).load(Ordering::Relaxed);
+        capacity[class] = (Header::unpack(word).end - LAYOUT.begin[class]) as usize;
+        activity[class] = Activity {
+            misses: state.misses.swap(0, Ordering::Relaxed),
+            active: state.last_header.swap(word, Ordering::Relaxed) != word,
+        };
+    }
+    let old = capacity;
+    capacity::plan(&mut capacity, &activity);
+    if capacity == old {
+        return;
+    }
+    let _guard = DRAIN_LOCK.lock();
+    let raw = RawRegion(region);
+    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    if !fallback::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
+        return;
+    }
+    let mut moved = [0usize; MAX_BATCH];
+    for class in (1..=CLASSES).filter(|&c| capacity[c] != old[c]) {
+        let end = LAYOUT.begin[class] as usize + capacity[class];
+        loop {
+            let current = Header::unpack(header(region, class).load(Ordering::Relaxed)).current as usize;
+            let excess = current.saturating_sub(end).min(MAX_BATCH);
+            if excess == 0 {
+                break;
+            }
+            let mut n = 0;
+            while n < excess
+                && let Some(object) = fallback::pop(&raw, geometry(), class)
+            {
+                moved[n] = object;
+                n += 1;
+            }
+            CENTRAL.give(class, &moved[..n]);
+        }
+        let mut hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+        hdr.end = end as u16;
+        header(region, class).store(hdr.pack(), Ordering::Relaxed);
+        if let Some(state) = class_state(cpu, class) {
+            state.last_header.store(hdr.pack(), Ordering::Relaxed);
+        }
+    }
+    fallback::release(&raw);
+    REBALANCES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Regions re-sized, ever.
+pub(crate) static REBALANCES: AtomicU64 = AtomicU64::new(0);
+
+/// Per class: the objects every opened region lets it cache now.
+pub(crate) fn capacities() -> [usize; CLASSES + 1] {
+    let mut total = [0usize; CLASSES + 1];
+    if FAST.slabs.load(Ordering::Acquire).is_null() {
+        return total;
+    }
+    for cpu in 0..FAST.ncpus.load(Ordering::Acquire) {
+        let region = region(cpu);
+        if state(region).load(Ordering::Acquire) == STATE_UNINIT {
+            continue;
+        }
+        for (class, slot) in total.iter_mut().enumerate().skip(1) {
+            let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+            *slot += (hdr.end as usize).saturating_sub(LAYOUT.begin[class] as usize);
+        }
+    }
+    total
 }
 
 /// Regions drained because their CPU was idle, ever.

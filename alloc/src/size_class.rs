@@ -20,7 +20,7 @@ pub(crate) const MAX_SMALL: usize = 32 * 1024;
 /// Number of classes, not counting the unused class 0.
 pub(crate) const CLASSES: usize = 8 + 8 * 8;
 
-const fn build_sizes() -> [u32; CLASSES + 1] {
+pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
     let mut sizes = [0u32; CLASSES + 1];
     let mut class = 1;
     while class <= 8 {

@@ -63,6 +63,9 @@ pub struct ClassStats {
     pub central_taken: u64,
     /// Objects moved back to the central list.
     pub central_given: u64,
+    /// Objects the class may cache, summed over the CPUs' caches (it adapts:
+    /// `capacity` module).
+    pub cpu_capacity: usize,
 }
 
 /// A snapshot of the allocator's figures (taken without stopping anyone, so
@@ -97,6 +100,8 @@ pub struct Stats {
     pub upkeeps: u64,
     /// CPU caches drained because the CPU was idle, ever.
     pub idle_drains: u64,
+    /// CPU caches whose classes were re-sized, ever.
+    pub rebalances: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
     /// Per class, index 1 to 72 (index 0 unused).
@@ -106,6 +111,7 @@ pub struct Stats {
 /// The allocator's figures now.
 pub fn stats() -> Stats {
     let mut classes = [ClassStats::default(); CLASSES + 1];
+    let capacities = percpu::capacities();
     for (class, c) in classes.iter_mut().enumerate().skip(1) {
         let (alloc_hits, free_hits) = percpu::hits::total(class);
         *c = ClassStats {
@@ -116,6 +122,7 @@ pub fn stats() -> Stats {
             free_misses: percpu::DRAINS[class].load(Ordering::Relaxed),
             central_taken: CENTRAL.taken[class].load(Ordering::Relaxed),
             central_given: CENTRAL.given[class].load(Ordering::Relaxed),
+            cpu_capacity: capacities[class],
         };
     }
     Stats {
@@ -132,6 +139,7 @@ pub fn stats() -> Stats {
         drained_objects: percpu::DRAINED_OBJECTS.load(Ordering::Relaxed),
         upkeeps: crate::upkeep::RUNS.load(Ordering::Relaxed),
         idle_drains: percpu::IDLE_DRAINS.load(Ordering::Relaxed),
+        rebalances: percpu::REBALANCES.load(Ordering::Relaxed),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
         classes,
     }
@@ -227,7 +235,7 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     )?;
     writeln!(
         out,
-        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {})",
+        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {}, caches re-sized {})",
         s.cpu_cached_bytes >> 10,
         s.central_free_bytes >> 10,
         s.free_page_bytes >> 10,
@@ -235,11 +243,12 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
         s.released_bytes >> 10,
         s.drained_objects,
         s.upkeeps,
-        s.idle_drains
+        s.idle_drains,
+        s.rebalances
     )?;
     writeln!(
         out,
-        "rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given"
+        "rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given  cpu-capacity"
     )?;
     for (class, c) in s.classes.iter().enumerate().skip(1) {
         if c.central_taken + c.central_given + c.alloc_hits + c.free_hits == 0 {
@@ -247,8 +256,15 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
         }
         writeln!(
             out,
-            "rseq-alloc: {class:5} {:6} {:13} {:13} {:13} {:12} {:14} {:14}",
-            c.size, c.alloc_hits, c.alloc_misses, c.free_hits, c.free_misses, c.central_taken, c.central_given
+            "rseq-alloc: {class:5} {:6} {:13} {:13} {:13} {:12} {:14} {:14} {:13}",
+            c.size,
+            c.alloc_hits,
+            c.alloc_misses,
+            c.free_hits,
+            c.free_misses,
+            c.central_taken,
+            c.central_given,
+            c.cpu_capacity
         )?;
     }
     Ok(())

@@ -2,7 +2,8 @@
 //! (`RSEQ_ALLOC_DECAY_MS`, default 1000; 0 turns it off), a thread that
 //! went to a slow path anyway
 //! - drains the cache of every CPU that has gone idle (its region did not
-//!   change for a whole period) to the central lists;
+//!   change for a whole period) to the central lists, and re-sizes the
+//!   classes of the others (`capacity`);
 //! - gives back to the OS the free pages that stayed free for a whole
 //!   period (`madvise`), the central lists' spare spans that went unused,
 //!   and the cache of freed huge blocks if no huge block was asked for.
@@ -74,7 +75,7 @@ fn maybe_run() {
 /// One round of upkeep (also what tests call directly).
 pub(crate) fn run() {
     RUNS.fetch_add(1, Ordering::Relaxed);
-    percpu::drain_idle();
+    percpu::upkeep();
     CENTRAL.age_spares();
     PAGE_HEAP.decay();
     huge::decay();

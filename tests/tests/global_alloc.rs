@@ -783,6 +783,54 @@ fn upkeep_child() {
     assert_eq!(after.free_page_bytes, 0, "free pages still hold data");
 }
 
+/// Adaptive capacity: a class whose bursts overflow its cache keeps
+/// draining at first; the upkeep grows it, and the same bursts then fit. In
+/// a child pinned to one CPU, with a 50 ms period.
+#[test]
+fn suite_capacity_grows_for_a_class_that_keeps_missing() {
+    let output =
+        modes::run_test_in_child("capacity_child", &[("RSEQ_TEST_CAPACITY_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stderr}", output.status);
+    assert!(stderr.contains("capacity_child: "), "{stderr}");
+}
+
+#[test]
+fn capacity_child() {
+    if std::env::var_os("RSEQ_TEST_CAPACITY_CHILD").is_none() {
+        return;
+    }
+    // SAFETY: no preconditions.
+    let (tid, cpu) = unsafe { (libc::gettid(), libc::sched_getcpu()) };
+    assert!(stress::pin(tid, &[cpu as usize]));
+    let layout = Layout::from_size_align(96, 8).unwrap();
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    let class_stats = || rseq_alloc::stats().classes[class];
+    // One burst: 900 blocks allocated, then all freed (the cache starts with room for 512).
+    let burst = || {
+        let before = class_stats().free_misses;
+        // SAFETY: valid layout; every block freed with it.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..900).map(|_| RseqAlloc.alloc(layout)).collect();
+            blocks.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+        }
+        class_stats().free_misses - before
+    };
+    let first: u64 = (0..10).map(|_| burst()).sum();
+    let capacity_before = class_stats().cpu_capacity;
+    // Until a burst no longer drains (the upkeep grew the class), or 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while burst() > 0 && std::time::Instant::now() < deadline {}
+    let last: u64 = (0..10).map(|_| burst()).sum();
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "capacity_child: drains per 10 bursts {first} -> {last}; capacity {capacity_before} -> {}; {} re-sizes in {} upkeeps",
+        stats.classes[class].cpu_capacity, stats.rebalances, stats.upkeeps
+    );
+    assert!(stats.rebalances > 0, "no cache was re-sized");
+    assert!(last * 4 <= first, "bursts still drain: {first} -> {last}");
+}
+
 // ---------------------------------------------------------------------------
 // Out of memory.
 
