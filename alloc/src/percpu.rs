@@ -506,13 +506,13 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
 }
 
 fn fallback_alloc(class: usize) -> *mut u8 {
-    let mut refills = None;
     let from_region = with_region(|region| {
         if let Some(object) = fallback::pop(region, geometry(), class) {
             hits::count_alloc(0, class);
             return object as *mut u8;
         }
-        refills = Some(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+        // The upkeep skips the region we hold (it cannot stop it).
+        crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
         count_miss(Some(region.cpu()), class);
         let mut buf = [0usize; MAX_BATCH];
         let n = CENTRAL.take(class, &mut buf[..refill_batch(Some(region.cpu()), class)]);
@@ -528,9 +528,6 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         }
         buf[n - 1] as *mut u8
     });
-    if let Some(count) = refills {
-        crate::upkeep::on_slow_path(count);
-    }
     match from_region {
         Some(object) if !object.is_null() => object,
         _ => take_one(class),
@@ -538,13 +535,12 @@ fn fallback_alloc(class: usize) -> *mut u8 {
 }
 
 fn fallback_free(class: usize, object: usize) {
-    let mut drains = None;
     let done = with_region(|region| {
         if fallback::push(region, class, object) {
             hits::count_free(0, class);
             return;
         }
-        drains = Some(DRAINS[class].fetch_add(1, Ordering::Relaxed));
+        crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
         count_miss(Some(region.cpu()), class);
         let mut buf = [0usize; MAX_BATCH + 1];
         buf[0] = object;
@@ -560,9 +556,6 @@ fn fallback_free(class: usize, object: usize) {
     });
     if done.is_none() {
         CENTRAL.give(class, &[object]);
-    }
-    if let Some(count) = drains {
-        crate::upkeep::on_slow_path(count);
     }
 }
 

@@ -46,7 +46,8 @@ fn period_ns() -> u64 {
 
 /// Called by a slow path with the value its event counter had before it
 /// bumped it; runs the upkeep if it is due. Must be called with no lock of
-/// the allocator held and no region held.
+/// the allocator held; a region the caller holds (fallback mode) is simply
+/// skipped by this round, since it cannot be stopped.
 #[inline]
 pub(crate) fn on_slow_path(count: u64) {
     if count.is_multiple_of(CHECK_EVERY) {
