@@ -48,9 +48,8 @@ impl Model {
         let end = start + layout.size().max(1);
         if zeroed {
             // SAFETY: a live block of `layout.size()` bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            if let Some(i) = bytes.iter().position(|&b| b != 0) {
-                panic!("alloc_zeroed({layout:?}) = {ptr:p}: byte {i} is {:#x}", bytes[i]);
+            if let Some(i) = unsafe { crate::first_nonzero(ptr, layout.size()) } {
+                panic!("alloc_zeroed({layout:?}) = {ptr:p}: byte {i} is not zero");
             }
         }
         let seed = self.next_seed;

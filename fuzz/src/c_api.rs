@@ -15,7 +15,7 @@ use crate::{Input, fill, first_mismatch};
 const MAX_ACTIONS: usize = 2048;
 /// Requests above this are not attempted unless they must fail (the
 /// machine's memory is not what is being fuzzed).
-const MAX_SERVED: usize = 64 << 20;
+const MAX_SERVED: usize = 16 << 20;
 /// Anything above this must fail: it cannot fit `isize`.
 const MUST_FAIL: usize = isize::MAX as usize;
 
@@ -48,8 +48,7 @@ fn accept(ptr: *mut c_void, size: usize, align: usize, zeroed: bool, seed: u64, 
     assert!(usable >= size, "{what}: usable size {usable} < {size}");
     if zeroed {
         // SAFETY: `size` bytes of a live block.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), size) };
-        assert!(bytes.iter().all(|&b| b == 0), "{what}: not zeroed");
+        assert_eq!(unsafe { crate::first_nonzero(ptr.cast(), size) }, None, "{what}: not zeroed");
     }
     // SAFETY: as above.
     unsafe { fill(ptr.cast(), size, seed) };

@@ -107,6 +107,15 @@ pub unsafe fn first_mismatch(ptr: *const u8, filled: usize, len: usize, seed: u6
         .find(|&offset| unsafe { ptr.add(offset).read() } != pattern(seed, offset))
 }
 
+/// The first offset in `0..len` (sampled as [`fill`] does) that is not zero.
+///
+/// # Safety
+/// `ptr` is valid for reads of `len` bytes.
+pub unsafe fn first_nonzero(ptr: *const u8, len: usize) -> Option<usize> {
+    // SAFETY: `offset < len`.
+    sample_offsets(len).find(|&offset| unsafe { ptr.add(offset).read() } != 0)
+}
+
 fn pattern(seed: u64, offset: usize) -> u8 {
     (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8 ^ (offset as u8).wrapping_mul(31)
 }
