@@ -28,8 +28,14 @@ struct ClassList {
 }
 
 struct ListInner {
-    /// Spans with free objects, most recently useful first.
+    /// Spans with free objects. Refills draw from the head: a span that
+    /// gets its first free object back (the fullest kind) goes to the front,
+    /// and one that falls below a quarter used goes to the back, so that
+    /// fuller spans are filled first and emptying ones get the chance to
+    /// empty completely and go back to the page heap (less fragmentation).
     head: *mut Span,
+    /// The last listed span.
+    tail: *mut Span,
     /// One span with every object free, kept so a class that empties and
     /// refills a span does not round-trip it through the page heap.
     spare: *mut Span,
@@ -56,7 +62,12 @@ pub(crate) static CENTRAL: Central = Central {
     lists: [const {
         CachePadded::new(ClassList {
             lock: Lock::new(),
-            inner: core::cell::UnsafeCell::new(ListInner { head: null_mut(), spare: null_mut(), spare_aged: false }),
+            inner: core::cell::UnsafeCell::new(ListInner {
+                head: null_mut(),
+                tail: null_mut(),
+                spare: null_mut(),
+                spare_aged: false,
+            }),
         })
     }; CLASSES + 1],
     taken: [const { AtomicU64::new(0) }; CLASSES + 1],
@@ -158,6 +169,12 @@ impl Central {
             if !s.listed {
                 // SAFETY: the span now has a free object and is not listed.
                 unsafe { push_front(inner, span) };
+            } else if s.used == s.objects / 4 && inner.tail != span {
+                // SAFETY: the span is listed; it moves to the back.
+                unsafe {
+                    unlink(inner, span);
+                    push_back(inner, span);
+                }
             }
             if s.used == 0 {
                 // SAFETY: the span is listed (just ensured) and entirely free.
@@ -280,12 +297,31 @@ unsafe fn push_front(inner: &mut ListInner, span: *mut Span) {
     unsafe {
         (*span).prev = null_mut();
         (*span).next = inner.head;
-        if !inner.head.is_null() {
+        if inner.head.is_null() {
+            inner.tail = span;
+        } else {
             (*inner.head).prev = span;
         }
         (*span).listed = true;
     }
     inner.head = span;
+}
+
+/// # Safety
+/// As [`push_front`].
+unsafe fn push_back(inner: &mut ListInner, span: *mut Span) {
+    // SAFETY: the caller holds the lock; listed spans are ours.
+    unsafe {
+        (*span).next = null_mut();
+        (*span).prev = inner.tail;
+        if inner.tail.is_null() {
+            inner.head = span;
+        } else {
+            (*inner.tail).next = span;
+        }
+        (*span).listed = true;
+    }
+    inner.tail = span;
 }
 
 /// # Safety
@@ -299,7 +335,9 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
         } else {
             (*prev).next = next;
         }
-        if !next.is_null() {
+        if next.is_null() {
+            inner.tail = prev;
+        } else {
             (*next).prev = prev;
         }
         (*span).listed = false;

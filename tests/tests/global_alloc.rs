@@ -831,6 +831,67 @@ fn capacity_child() {
     assert!(last * 4 <= first, "bursts still drain: {first} -> {last}");
 }
 
+/// Refills draw from fuller spans first: of four spans, two nearly empty
+/// and two nearly full (their frees reaching the central lists in the order
+/// full, full, empty, empty), new objects come from the nearly full ones,
+/// so the nearly empty ones can empty and go back. In a child, pinned.
+#[test]
+fn suite_refills_prefer_fuller_spans() {
+    let output = modes::run_test_in_child(
+        "fuller_spans_child",
+        &[("RSEQ_TEST_FULLER_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "0")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stderr}", output.status);
+    assert!(stderr.contains("fuller_spans_child: "), "{stderr}");
+}
+
+#[test]
+fn fuller_spans_child() {
+    if std::env::var_os("RSEQ_TEST_FULLER_CHILD").is_none() {
+        return;
+    }
+    // SAFETY: no preconditions.
+    let (tid, cpu) = unsafe { (libc::gettid(), libc::sched_getcpu()) };
+    assert!(stress::pin(tid, &[cpu as usize]));
+    // 256-byte objects: 256 to a one-page (64 KiB) span.
+    let layout = Layout::from_size_align(256, 16).unwrap();
+    let span_of = |p: usize| p >> 16;
+    // SAFETY: valid layout throughout; every block is freed once with it.
+    unsafe {
+        let blocks: Vec<usize> = (0..1536).map(|_| RseqAlloc.alloc(layout) as usize).collect();
+        let mut by_span: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+        for &b in &blocks {
+            by_span.entry(span_of(b)).or_default().push(b);
+        }
+        let full: Vec<Vec<usize>> = by_span.into_values().filter(|v| v.len() == 256).take(4).collect();
+        assert_eq!(full.len(), 4, "four spans of our own");
+        let (c, d, a, b) = (&full[0], &full[1], &full[2], &full[3]);
+        let mut freed = std::collections::HashSet::new();
+        // Nearly full spans get a few frees, nearly empty ones most; each
+        // span's frees reach the central list (trim drains) before the next's.
+        for (span, count) in [(c, 40), (d, 40), (a, 240), (b, 240)] {
+            for &p in &span[..count] {
+                RseqAlloc.dealloc(p as *mut u8, layout);
+                freed.insert(p);
+            }
+            rseq_alloc::trim();
+        }
+        // Two refills' worth (batches of 32) from an empty cache.
+        let fresh: Vec<usize> = (0..64).map(|_| RseqAlloc.alloc(layout) as usize).collect();
+        let emptying = [span_of(a[0]), span_of(b[0])];
+        let from_emptying = fresh.iter().filter(|&&p| emptying.contains(&span_of(p))).count();
+        eprintln!("fuller_spans_child: {from_emptying} of 64 new objects from the nearly empty spans");
+        assert_eq!(from_emptying, 0, "refills drew from nearly empty spans");
+        for p in fresh {
+            RseqAlloc.dealloc(p as *mut u8, layout);
+        }
+        for &p in blocks.iter().filter(|p| !freed.contains(p)) {
+            RseqAlloc.dealloc(p as *mut u8, layout);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Out of memory.
 

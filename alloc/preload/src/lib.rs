@@ -9,11 +9,28 @@
 //! (`operator new` is libstdc++'s, which calls `malloc` and keeps its
 //! `std::bad_alloc` behaviour).
 //!
-//! The crate links `std` only for the runtime symbols a shared library needs
-//! (the unwinding personality `core` refers to); nothing on an allocation
-//! path uses it.
+//! The library is `no_std`: it links neither Rust's `std` nor `libgcc_s`
+//! (the unwinder), so a program that preloads it maps only this code and
+//! libc. Nothing in it can panic in practice; if something did, the handler
+//! below aborts (the profiles build with `panic = "abort"`).
 
+#![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// The unwinding personality the precompiled `core` refers to. Nothing
+/// unwinds through this library (every profile aborts on panic, and no
+/// callback runs foreign code), so it is never called; it only lets the
+/// library load without `std` and `libgcc_s`.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+pub extern "C" fn rust_eh_personality() {}
 
 use core::ffi::{c_int, c_void};
 
