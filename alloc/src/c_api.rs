@@ -13,6 +13,7 @@ use core::ffi::{c_int, c_void};
 
 use crate::heap;
 use crate::os::OS_PAGE;
+use crate::size_class::{MAX_SMALL, class_of};
 use crate::report::Call;
 
 /// What every block is aligned to (`alignof(max_align_t)`).
@@ -26,11 +27,13 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
+#[cold]
 fn fail() -> *mut c_void {
     set_errno(libc::ENOMEM);
     core::ptr::null_mut()
 }
 
+#[inline(never)]
 fn aligned(size: usize, align: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return fail();
@@ -39,8 +42,14 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
-/// `malloc`.
+/// `malloc`: small sizes go straight to the per-CPU caches (inlined into
+/// the exported symbol), the rest through [`aligned`].
+#[inline]
 pub fn malloc(size: usize) -> *mut c_void {
+    if size <= MAX_SMALL {
+        let ptr = heap::alloc_small(class_of(size), size, MIN_ALIGN, Call::Malloc);
+        return if ptr.is_null() { fail() } else { ptr.cast() };
+    }
     aligned(size, MIN_ALIGN)
 }
 
@@ -56,6 +65,7 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` is null or a live block of this allocator (anything else that can
 /// be detected is reported and aborts).
+#[inline]
 pub unsafe fn free(ptr: *mut c_void) {
     // SAFETY: forwarded from the caller.
     unsafe { heap::free(ptr.cast()) }
