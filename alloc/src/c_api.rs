@@ -13,8 +13,8 @@ use core::ffi::{c_int, c_void};
 
 use crate::heap;
 use crate::os::OS_PAGE;
-use crate::size_class::{MAX_SMALL, class_of};
 use crate::report::Call;
+use crate::size_class::{MAX_SMALL, class_of};
 
 /// What every block is aligned to (`alignof(max_align_t)`).
 pub const MIN_ALIGN: usize = 16;

@@ -1,6 +1,8 @@
-//! Criterion: `RseqAlloc` against `System`, called directly as `GlobalAlloc`
-//! instances: alloc/free pairs per size, batches that miss the per-CPU cache,
-//! `realloc` growth and cross-thread frees.
+//! Criterion: `RseqAlloc` against `System` and the Rust allocator crates
+//! (mimalloc, jemalloc, snmalloc, rpmalloc, and Google's per-CPU tcmalloc,
+//! which has no `LD_PRELOAD` build here), each called directly as a
+//! `GlobalAlloc` instance: alloc/free pairs per size, batches of 10,000 that
+//! miss the per-CPU cache, `realloc` growth and cross-thread frees.
 //! `cargo bench -p rseq-alloc-bench --bench alloc` (add
 //! `RSEQ_ALLOC_FORCE_FALLBACK=1` for the fallback path).
 
@@ -10,6 +12,41 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rseq_alloc::RseqAlloc;
 use rseq_alloc_bench::workloads;
+
+/// Runs `$body` once per allocator, with `$name` its name and `$alloc` a
+/// `&'static` instance.
+macro_rules! each_allocator {
+    (|$name:ident, $alloc:ident| $body:block) => {{
+        {
+            let ($name, $alloc) = ("rseq-alloc", &RseqAlloc);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("system", &System);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("mimalloc", &mimalloc::MiMalloc);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("jemalloc", &tikv_jemallocator::Jemalloc);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("snmalloc", &snmalloc_rs::SnMalloc);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("rpmalloc", &rpmalloc::RpMalloc);
+            $body
+        }
+        {
+            let ($name, $alloc) = ("tcmalloc", &tcmalloc_better::TCMalloc);
+            $body
+        }
+    }};
+}
 
 fn pair<A: GlobalAlloc>(alloc: &A, layout: Layout) {
     // SAFETY: a valid layout; the block is freed with it at once.
@@ -24,24 +61,24 @@ fn pairs(c: &mut Criterion) {
     let mut group = c.benchmark_group("pair");
     for size in workloads::PAIR_SIZES {
         let layout = Layout::from_size_align(size, 8).unwrap();
-        group.bench_with_input(BenchmarkId::new("rseq-alloc", size), &layout, |b, &l| b.iter(|| pair(&RseqAlloc, l)));
-        group.bench_with_input(BenchmarkId::new("system", size), &layout, |b, &l| b.iter(|| pair(&System, l)));
+        each_allocator!(|name, alloc| {
+            group.bench_with_input(BenchmarkId::new(name, size), &layout, |b, &l| b.iter(|| pair(alloc, l)));
+        });
     }
     group.finish();
 }
 
 fn others(c: &mut Criterion) {
     let mut group = c.benchmark_group("workloads");
-    group.bench_function("rseq-alloc/batch-1000x64B", |b| b.iter(|| workloads::batches(&RseqAlloc, 64, 1000, 1)));
-    group.bench_function("system/batch-1000x64B", |b| b.iter(|| workloads::batches(&System, 64, 1000, 1)));
-    group.bench_function("rseq-alloc/vec-growth-1MiB", |b| b.iter(|| workloads::vec_growth(&RseqAlloc, 1 << 20, 1)));
-    group.bench_function("system/vec-growth-1MiB", |b| b.iter(|| workloads::vec_growth(&System, 1 << 20, 1)));
     group.sample_size(20);
-    group.bench_function("rseq-alloc/cross-thread-free-64B", |b| {
-        b.iter(|| workloads::cross_thread_free(&RseqAlloc, 64, 1 << 14))
-    });
-    group.bench_function("system/cross-thread-free-64B", |b| {
-        b.iter(|| workloads::cross_thread_free(&System, 64, 1 << 14))
+    each_allocator!(|name, alloc| {
+        group
+            .bench_function(format!("{name}/batch-10000x64B"), |b| b.iter(|| workloads::batches(alloc, 64, 10_000, 1)));
+        group
+            .bench_function(format!("{name}/vec-growth-1MiB"), |b| b.iter(|| workloads::vec_growth(alloc, 1 << 20, 1)));
+        group.bench_function(format!("{name}/cross-thread-free-64B"), |b| {
+            b.iter(|| workloads::cross_thread_free(alloc, 64, 1 << 14))
+        });
     });
     group.finish();
 }
