@@ -100,3 +100,12 @@ pub fn run_test_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Outp
         .output()
         .expect("spawn child test")
 }
+
+/// Runs one test in a child as [`run_test_in_child`] does, and panics with
+/// its output unless it passed and printed its summary line (`NAME: ...`).
+pub fn child_passes(name: &str, env: &[(&str, &str)]) {
+    let output = run_test_in_child(name, env);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name}: {}\n{stderr}", output.status);
+    assert!(stderr.contains(&format!("{name}: ")), "{name} printed no summary:\n{stderr}");
+}

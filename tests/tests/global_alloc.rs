@@ -669,10 +669,7 @@ fn double_free_child() {
 /// that no other test's memory is counted.
 #[test]
 fn suite_trim_gives_memory_back() {
-    let output = modes::run_test_in_child("trim_child", &[("RSEQ_TEST_TRIM_CHILD", "1")]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stderr}", output.status);
-    assert!(stderr.contains("trim_child: "), "{stderr}");
+    modes::child_passes("trim_child", &[("RSEQ_TEST_TRIM_CHILD", "1")]);
 }
 
 fn resident_kib() -> usize {
@@ -716,11 +713,7 @@ fn suite_upkeep_drains_idle_cpus_and_decays_free_pages() {
         eprintln!("one CPU: skipped");
         return;
     }
-    let output =
-        modes::run_test_in_child("upkeep_child", &[("RSEQ_TEST_UPKEEP_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stderr}", output.status);
-    assert!(stderr.contains("upkeep_child: "), "{stderr}");
+    modes::child_passes("upkeep_child", &[("RSEQ_TEST_UPKEEP_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
 }
 
 #[test]
@@ -788,11 +781,7 @@ fn upkeep_child() {
 /// a child pinned to one CPU, with a 50 ms period.
 #[test]
 fn suite_capacity_grows_for_a_class_that_keeps_missing() {
-    let output =
-        modes::run_test_in_child("capacity_child", &[("RSEQ_TEST_CAPACITY_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stderr}", output.status);
-    assert!(stderr.contains("capacity_child: "), "{stderr}");
+    modes::child_passes("capacity_child", &[("RSEQ_TEST_CAPACITY_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
 }
 
 #[test]
@@ -837,13 +826,7 @@ fn capacity_child() {
 /// so the nearly empty ones can empty and go back. In a child, pinned.
 #[test]
 fn suite_refills_prefer_fuller_spans() {
-    let output = modes::run_test_in_child(
-        "fuller_spans_child",
-        &[("RSEQ_TEST_FULLER_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "0")],
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stderr}", output.status);
-    assert!(stderr.contains("fuller_spans_child: "), "{stderr}");
+    modes::child_passes("fuller_spans_child", &[("RSEQ_TEST_FULLER_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "0")]);
 }
 
 #[test]
