@@ -182,8 +182,8 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
     // SAFETY: `block` is what `ptr` is.
     let cap = unsafe { heap::capacity(block) };
     // SAFETY: a block of ours is at least `OVERHEAD` bytes.
-    let tail = unsafe { tail(ptr, cap) };
-    let word = if claim { tail.swap(POISON_WORD, Ordering::AcqRel) } else { tail.load(Ordering::Acquire) };
+    let own_tail = unsafe { tail(ptr, cap) };
+    let word = if claim { own_tail.swap(POISON_WORD, Ordering::AcqRel) } else { own_tail.load(Ordering::Acquire) };
     if word == POISON_WORD {
         report::double_free(call, ptr as usize);
     }
@@ -201,7 +201,7 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
         if heap::span_offset(ptr as usize) != 0 {
             let below = (ptr as usize - size) as *mut u8;
             // SAFETY: the previous object of the same span, a block of `size` bytes.
-            let word = unsafe { self::tail(below, size) }.load(Ordering::Acquire);
+            let word = unsafe { tail(below, size) }.load(Ordering::Acquire);
             if word != POISON_WORD && decode(below, size, word).is_none() {
                 report::corrupted(call, b"heap underflow below block", ptr as usize, None);
             }

@@ -42,19 +42,31 @@ pub(crate) fn classify(ptr: usize, call: Call) -> Block {
 /// for addresses in a segment of ours, that segment's header.
 #[inline]
 pub(crate) fn lookup(ptr: usize) -> Option<Block> {
+    let class = page_class(ptr)?;
+    if is_small(class) {
+        let class = class as usize;
+        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
+    }
+    lookup_other(Segment::containing(ptr), Segment::page_index(ptr), class, ptr)
+}
+
+/// The class byte of the page holding `ptr`, if `ptr` is in a segment of
+/// ours (0: a free page or a huge segment; [`PAGE_MEDIUM`]: a medium span).
+#[inline(always)]
+fn page_class(ptr: usize) -> Option<u8> {
     if !is_ours(ptr) {
         return None;
     }
     let seg = Segment::containing(ptr);
-    let page = Segment::page_index(ptr);
     // SAFETY: the segment is ours, so its header page is mapped; huge
     // segments read 0 in `page_class` (never written).
-    let class = unsafe { (*seg).page_class[page].load(Ordering::Acquire) };
-    if class != 0 && class as usize <= CLASSES {
-        let class = class as usize;
-        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
-    }
-    lookup_other(seg, page, class, ptr)
+    Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) })
+}
+
+/// Whether a page class byte names a small class.
+#[inline(always)]
+fn is_small(class: u8) -> bool {
+    class.wrapping_sub(1) < CLASSES as u8
 }
 
 /// Offset of `ptr` from the start of the span covering it (a span of ours).
@@ -265,16 +277,8 @@ fn small_class_of(ptr: usize) -> Option<usize> {
     if !ptr.is_multiple_of(16) {
         return None;
     }
-    if !is_ours(ptr) {
-        return None;
-    }
-    let seg = Segment::containing(ptr);
-    // SAFETY: the segment is ours, so its header page is mapped.
-    let class = unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) };
-    if class.wrapping_sub(1) >= CLASSES as u8 {
-        return None;
-    }
-    Some(class as usize)
+    let class = page_class(ptr)?;
+    is_small(class).then_some(class as usize)
 }
 
 /// `free` of anything but a small object that passed [`small_class_of`]:

@@ -7,6 +7,8 @@ use core::ptr::NonNull;
 
 use rseq_sys::syscall::{syscall4, syscall6};
 
+use crate::sync::{AtomicPtr, Ordering};
+
 /// The kernel's page size on x86-64 Linux.
 pub(crate) const OS_PAGE: usize = 4096;
 
@@ -22,6 +24,26 @@ fn map_at(hint: usize, len: usize, extra_flags: i32) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous mapping request; the kernel validates every argument.
     let addr = unsafe { syscall6(libc::SYS_mmap, [hint, len, prot, flags, usize::MAX, 0]) }.ok()?;
     NonNull::new(addr as *mut u8)
+}
+
+/// The mapping published in `slot`, mapping `len` zeroed bytes and
+/// publishing them first if there is none: lock-free, so racing threads may
+/// each map, and every loser unmaps its own and takes the winner's. `None`
+/// if the OS refuses memory and nothing was published.
+pub(crate) fn map_once<T>(slot: &AtomicPtr<T>, len: usize) -> Option<*mut T> {
+    let published = slot.load(Ordering::Acquire);
+    if !published.is_null() {
+        return Some(published);
+    }
+    let mine = map(len)?.as_ptr().cast::<T>();
+    match slot.compare_exchange(core::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(mine),
+        Err(winner) => {
+            // SAFETY: our mapping lost the race and was never published.
+            unsafe { unmap(mine.cast(), len) };
+            Some(winner)
+        }
+    }
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two at least [`OS_PAGE`]),

@@ -236,23 +236,12 @@ pub(crate) fn ensure_init() {
 fn init() {
     let ncpus = rseq_sys::possible_cpus();
     let bytes = (ncpus as usize) << SLAB_SHIFT;
-    let mut slabs = FAST.slabs.load(Ordering::Acquire);
-    if slabs.is_null() {
-        let Some(mapped) = os::map(bytes) else {
-            if MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                after_init();
-            }
-            return;
-        };
-        match FAST.slabs.compare_exchange(core::ptr::null_mut(), mapped.as_ptr(), Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => slabs = mapped.as_ptr(),
-            Err(winner) => {
-                // SAFETY: our mapping lost the race and was never published.
-                unsafe { os::unmap(mapped.as_ptr(), bytes) };
-                slabs = winner;
-            }
+    let Some(slabs) = os::map_once(&FAST.slabs, bytes) else {
+        if MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            after_init();
         }
-    }
+        return;
+    };
     debug_assert!(!slabs.is_null());
     FAST.ncpus.store(ncpus, Ordering::Release);
     map_class_state(ncpus);
@@ -631,18 +620,7 @@ pub(crate) fn upkeep() {
     if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return;
     }
-    let mut prints = FINGERPRINTS.load(Ordering::Acquire);
-    if prints.is_null() {
-        let Some(mapped) = os::map(ncpus as usize * 8) else { return };
-        prints = mapped.as_ptr().cast();
-        if let Err(winner) =
-            FINGERPRINTS.compare_exchange(core::ptr::null_mut(), prints, Ordering::AcqRel, Ordering::Acquire)
-        {
-            // SAFETY: our mapping lost the race and was never published.
-            unsafe { os::unmap(prints.cast(), ncpus as usize * 8) };
-            prints = winner;
-        }
-    }
+    let Some(prints) = os::map_once(&FINGERPRINTS, ncpus as usize * 8) else { return };
     for cpu in 0..ncpus {
         // SAFETY: the mapping holds one word per CPU.
         let last = unsafe { &*prints.add(cpu as usize) };
@@ -672,18 +650,8 @@ struct ClassState {
 static CLASS_STATE: AtomicPtr<ClassState> = AtomicPtr::new(core::ptr::null_mut());
 
 fn map_class_state(ncpus: u32) {
-    if !CLASS_STATE.load(Ordering::Acquire).is_null() {
-        return;
-    }
-    let bytes = ncpus as usize * (CLASSES + 1) * core::mem::size_of::<ClassState>();
-    if let Some(mapped) = os::map(bytes)
-        && CLASS_STATE
-            .compare_exchange(core::ptr::null_mut(), mapped.as_ptr().cast(), Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-    {
-        // SAFETY: our mapping lost the race and was never published.
-        unsafe { os::unmap(mapped.as_ptr(), bytes) };
-    }
+    // Without them (no memory), capacities simply stay as they are.
+    let _ = os::map_once(&CLASS_STATE, ncpus as usize * (CLASSES + 1) * core::mem::size_of::<ClassState>());
 }
 
 fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
