@@ -36,6 +36,9 @@
 //! poison: they go back to the page heap and the OS when freed, so a write
 //! after free lands in memory that is not (or not yet) a block.
 //!
+//! Every operation takes a slow path here, so allocating in a signal
+//! handler is not safe in hardened mode (it is, on the fast path, otherwise).
+//!
 //! The allocator's own metadata is never in object memory (see the crate
 //! docs), so none of these writes can redirect an allocation even when
 //! hardened mode is off; hardened mode is about *reporting* them.
