@@ -13,7 +13,9 @@
 //!   with the fewest misses (the biggest, of equals) is halved.
 //!
 //! So hot classes get room, cold ones give it back, and no CPU can hold
-//! more than the budget (plus what is in flight) in its cache.
+//! more than the budget (plus what is in flight) in its cache. A class
+//! never used on a CPU stays dormant there (capacity 0, no slots touched)
+//! until its first miss wakes it with [`initial`].
 
 use crate::size_class::{CLASSES, SIZES};
 
@@ -74,6 +76,10 @@ pub(crate) struct Activity {
 pub(crate) fn plan(capacity: &mut [usize; CLASSES + 1], activity: &[Activity; CLASSES + 1]) {
     for class in 1..=CLASSES {
         let a = activity[class];
+        if capacity[class] == 0 {
+            // Dormant: never used on this CPU, so it has no slots to size.
+            continue;
+        }
         if a.misses >= GROW_AT {
             capacity[class] = (capacity[class] * 2).min(max(class));
         } else if !a.active && a.misses == 0 {

@@ -10,7 +10,7 @@
 //! that has been preempted. A held region is a private stack, so there is no
 //! ABA: nothing is ever compared against a value that may have been recycled.
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_BUSY, STATE_OPEN, STATE_UNINIT};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot};
 
 use crate::sync::{AtomicU32, AtomicUsize, Ordering};
 
@@ -25,23 +25,58 @@ pub trait RegionStore {
 }
 
 /// Where each class's slots are: `begin[c]` is its first slot (the sentinel
-/// is at `begin[c] - 1`), `capacity[c]` how many it has. Class 0 is unused.
+/// is at `begin[c] - 1`), `capacity[c]` how many it gets when it wakes.
+/// Class 0 is unused. The slot right after the headers is the sentinel that
+/// dormant classes share, so `begin[c]` is at least two past it.
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry<'a> {
     /// First slot of each class.
     pub begin: &'a [u16],
-    /// Slots of each class.
+    /// Slots of each class once awake.
     pub capacity: &'a [u16],
 }
 
-/// Writes the sentinels and empty headers of a region this thread holds BUSY.
-pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
-    for class in 1..geometry.begin.len() {
-        let begin = geometry.begin[class] as usize;
-        region.slot(begin - 1).store(SENTINEL_BIT, Ordering::Relaxed);
-        let empty = Header { current: begin as u16, end: (begin + geometry.capacity[class] as usize) as u16 };
-        region.header(class).store(empty.pack(), Ordering::Relaxed);
+impl Geometry<'_> {
+    /// The sentinel slot dormant classes share.
+    pub fn shared_sentinel(&self) -> usize {
+        first_free_slot(self.begin.len())
     }
+
+    /// The header of a class that has no slots of its own yet in a region
+    /// (see `rseq_sys::slab_layout`): every pop and push misses.
+    pub fn dormant(&self) -> Header {
+        let above = (self.shared_sentinel() + 1) as u16;
+        Header { current: above, end: above }
+    }
+
+    /// The header of `class` when it wakes: empty, with its full capacity.
+    pub fn awake(&self, class: usize) -> Header {
+        let begin = self.begin[class];
+        debug_assert!(begin as usize >= self.shared_sentinel() + 2);
+        Header { current: begin, end: begin + self.capacity[class] }
+    }
+}
+
+/// Formats a region this thread holds BUSY: every class dormant, so the
+/// only memory written is the first page (headers and the shared
+/// sentinel); a class's slots are touched when it first wakes there.
+pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
+    region.slot(geometry.shared_sentinel()).store(SENTINEL_BIT, Ordering::Relaxed);
+    for class in 1..geometry.begin.len() {
+        region.header(class).store(geometry.dormant().pack(), Ordering::Relaxed);
+    }
+}
+
+/// Gives dormant `class` its own slots in a held region; false if it was
+/// awake already.
+pub fn wake<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> bool {
+    if region.header(class).load(Ordering::Relaxed) != geometry.dormant().pack() {
+        return false;
+    }
+    let awake = geometry.awake(class);
+    region.slot(awake.current as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+    region.header(class).store(awake.pack(), Ordering::Relaxed);
+    true
 }
 
 /// Takes `region` BUSY if it is open, or never initialised (then formats
@@ -157,7 +192,8 @@ impl<R: RegionStore> RegionStore for &R {
 /// Pops the top item of `class` from a held region.
 pub fn pop<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> Option<usize> {
     let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
-    if header.current as usize == geometry.begin[class] as usize {
+    // Empty, or dormant (below `begin`).
+    if header.current <= geometry.begin[class] {
         return None;
     }
     header.current -= 1;
@@ -166,11 +202,15 @@ pub fn pop<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> 
     Some(item)
 }
 
-/// Pushes `item` onto `class` of a held region; false if it is full.
-pub fn push<R: RegionStore>(region: &R, class: usize, item: usize) -> bool {
+/// Pushes `item` onto `class` of a held region, waking the class if it is
+/// dormant; false if it is full.
+pub fn push<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize, item: usize) -> bool {
     let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
     if header.current == header.end {
-        return false;
+        if !wake(region, geometry, class) {
+            return false;
+        }
+        header = geometry.awake(class);
     }
     region.slot(header.current as usize).store(item, Ordering::Relaxed);
     header.current += 1;

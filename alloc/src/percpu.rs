@@ -52,7 +52,8 @@ struct Layout {
 
 const fn build_layout() -> Layout {
     let mut layout = Layout { begin: [0; CLASSES + 1], reserved: [0; CLASSES + 1], initial: [0; CLASSES + 1] };
-    let mut slot = first_free_slot(CLASSES + 1);
+    // The first free slot is the sentinel dormant classes share.
+    let mut slot = first_free_slot(CLASSES + 1) + 1;
     let mut class = 1;
     while class <= CLASSES {
         layout.begin[class] = (slot + 1) as u16;
@@ -369,6 +370,7 @@ fn recover(miss: Miss) -> bool {
 /// the rest onto this CPU's region.
 fn refill(class: usize) -> *mut u8 {
     crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+    wake_here(class);
     let cpu = rseq_sys::current_index::<Index>();
     count_miss(cpu, class);
     let mut batch_buf = [0usize; MAX_BATCH];
@@ -402,6 +404,29 @@ fn refill(class: usize) -> *mut u8 {
     mine as *mut u8
 }
 
+/// Gives `class` its own slots on the CPU this thread runs on, if it is
+/// dormant there (the first miss of a class on a CPU); true if it did.
+fn wake_here(class: usize) -> bool {
+    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
+    let geometry = geometry();
+    let awake = geometry.awake(class);
+    // SAFETY: as in `pop_section`; while the class is dormant nobody reads
+    // slot `begin - 1`, and `awake` keeps the layout's invariants once it
+    // holds the sentinel.
+    let woke = unsafe {
+        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
+            args.offset,
+            args.slabs,
+            args.ncpus,
+            header_offset(class),
+            geometry.dormant().pack(),
+            awake.pack(),
+            awake.current as usize - 1,
+        )
+    };
+    woke == Ok(true)
+}
+
 /// Free of `object` (of `class`) when the fast path missed (or is off).
 #[cold]
 #[inline(never)]
@@ -431,11 +456,15 @@ pub(crate) fn free_slow(class: usize, object: usize) {
 /// This CPU's region is full: moves a batch of it, and `object`, to the
 /// central list.
 fn drain(class: usize, object: usize) {
+    let word = FAST.rseq.load(Ordering::Acquire);
+    if wake_here(class) && push_section(word, class, object).is_ok() {
+        return;
+    }
     crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
     count_miss(rseq_sys::current_index::<Index>(), class);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
-    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
+    let args = SectionArgs::load(word);
     // SAFETY: as in `pop_section`; `buf[1..]` holds `batch(class)` items.
     let popped = unsafe {
         rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(
@@ -503,13 +532,14 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         // The upkeep skips the region we hold (it cannot stop it).
         crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
         count_miss(Some(region.cpu()), class);
+        fallback::wake(region, geometry(), class);
         let mut buf = [0usize; MAX_BATCH];
         let n = CENTRAL.take(class, &mut buf[..refill_batch(Some(region.cpu()), class)]);
         if n == 0 {
             return core::ptr::null_mut();
         }
         let mut pushed = 0;
-        while pushed < n - 1 && fallback::push(region, class, buf[pushed]) {
+        while pushed < n - 1 && fallback::push(region, geometry(), class, buf[pushed]) {
             pushed += 1;
         }
         if pushed < n - 1 {
@@ -525,7 +555,7 @@ fn fallback_alloc(class: usize) -> *mut u8 {
 
 fn fallback_free(class: usize, object: usize) {
     let done = with_region(|region| {
-        if fallback::push(region, class, object) {
+        if fallback::push(region, geometry(), class, object) {
             hits::count_free(0, class);
             return;
         }
@@ -691,7 +721,8 @@ fn rebalance(cpu: u32) {
     for class in 1..=CLASSES {
         let Some(state) = class_state(cpu, class) else { return };
         let word = header(region, class).load(Ordering::Relaxed);
-        capacity[class] = (Header::unpack(word).end - LAYOUT.begin[class]) as usize;
+        // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
+        capacity[class] = Header::unpack(word).end.saturating_sub(LAYOUT.begin[class]) as usize;
         activity[class] = Activity {
             misses: state.misses.swap(0, Ordering::Relaxed),
             active: state.last_header.swap(word, Ordering::Relaxed) != word,

@@ -56,7 +56,10 @@ mod registration;
 pub mod slab_layout;
 pub mod syscall;
 
-pub use arch::{list_pop, list_push, percpu_add, slab_pop, slab_pop_batch, slab_push, slab_push_batch, thread_pointer};
+pub use arch::{
+    list_pop, list_push, percpu_add, slab_pop, slab_pop_batch, slab_push, slab_push_batch, slab_replace_header,
+    thread_pointer,
+};
 pub use cpus::possible_cpus;
 pub use cs::{ByCpuId, ByMmCid, CpuIndex, MAX_BATCH, Miss, aborts};
 pub use membarrier::{fence_all_cpus, fence_cpu, register_rseq_fence};

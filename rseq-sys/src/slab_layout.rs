@@ -16,7 +16,13 @@
 //! "empty" a property of the loaded slot, so pop never loads `begin`);
 //! `begin <= current <= end <= capacity_end`; the live items are
 //! `slot[begin..current]`; items have bit 0 clear and are larger than
-//! [`MAX_MISS_CODE`](crate::MAX_MISS_CODE).
+//! [`Miss::MAX_CODE`](crate::Miss::MAX_CODE).
+//!
+//! A class may also be *dormant*: its header reads `current == end == s + 1`
+//! for a sentinel slot `s` that any number of dormant classes share. Every
+//! section then misses (pop finds the sentinel, push finds no room), so a
+//! region that is never used for a class never touches that class's slots;
+//! [`slab_replace_header`](crate::slab_replace_header) gives it its own.
 //!
 //! The state word makes a fresh, zero-filled mapping safe: a region reads
 //! [`STATE_UNINIT`] until its owner has written the headers and sentinels and

@@ -13,7 +13,9 @@ use rseq_sys::{CpuIndex, Miss};
 /// Each CPU's region is `1 << SHIFT` bytes (1024 slots).
 pub const SHIFT: u32 = 13;
 
-/// A per-CPU slab of `classes` classes with `capacity` slots each.
+/// A per-CPU slab of `classes` classes with `capacity` slots each. Every
+/// class starts dormant on every CPU, as the allocator's do: sections miss
+/// until [`TestSlab::wake`] gives it its slots there.
 pub struct TestSlab<I: CpuIndex> {
     base: *mut u8,
     bytes: usize,
@@ -32,7 +34,7 @@ impl<I: CpuIndex> TestSlab<I> {
     /// An empty slab over all possible CPUs.
     pub fn new(classes: usize, capacity: usize) -> Self {
         let ncpus = rseq_sys::possible_cpus();
-        assert!(first_free_slot(classes) + classes * (capacity + 1) <= 1 << (SHIFT - 3), "classes do not fit");
+        assert!(first_free_slot(classes) + 1 + classes * (capacity + 1) <= 1 << (SHIFT - 3), "classes do not fit");
         let bytes = (ncpus as usize) << SHIFT;
         // SAFETY: an anonymous private mapping; checked below.
         let base = unsafe {
@@ -48,15 +50,46 @@ impl<I: CpuIndex> TestSlab<I> {
         assert_ne!(base, libc::MAP_FAILED);
         let slab = TestSlab { base: base.cast(), bytes, ncpus, classes, capacity, _index: PhantomData };
         for cpu in 0..ncpus {
+            slab.slot(cpu, slab.shared_sentinel()).store(SENTINEL_BIT as u64, Ordering::Relaxed);
             for class in 0..classes {
-                let begin = slab.begin(class);
-                slab.slot(cpu, begin - 1).store((class << 1 | SENTINEL_BIT) as u64, Ordering::Relaxed);
-                let header = Header { current: begin as u16, end: (begin + capacity) as u16 };
-                slab.header(cpu, class).store(header.pack(), Ordering::Relaxed);
+                slab.header(cpu, class).store(slab.dormant().pack(), Ordering::Relaxed);
             }
             slab.state(cpu).store(STATE_OPEN, Ordering::Release);
         }
         slab
+    }
+
+    /// The sentinel slot every dormant class shares.
+    fn shared_sentinel(&self) -> usize {
+        first_free_slot(self.classes)
+    }
+
+    /// A dormant class's header.
+    fn dormant(&self) -> Header {
+        let above = (self.shared_sentinel() + 1) as u16;
+        Header { current: above, end: above }
+    }
+
+    /// Gives `class` its own slots on this CPU if it is dormant there;
+    /// `Ok(true)` if this call did.
+    pub fn wake(&self, class: usize) -> Result<bool, Miss> {
+        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let begin = self.begin(class);
+        let awake = Header { current: begin as u16, end: (begin + self.capacity) as u16 };
+        // SAFETY: the layout invariants hold; slot `begin - 1` is read by
+        // nobody while the class is dormant, and `awake` is valid once it
+        // holds the sentinel bit.
+        unsafe {
+            rseq_sys::slab_replace_header::<I, SHIFT>(
+                offset,
+                self.base,
+                self.ncpus,
+                header_offset(class),
+                self.dormant().pack(),
+                awake.pack(),
+                begin - 1,
+            )
+        }
     }
 
     /// Slots per class per CPU.
@@ -70,7 +103,7 @@ impl<I: CpuIndex> TestSlab<I> {
     }
 
     fn begin(&self, class: usize) -> usize {
-        first_free_slot(self.classes) + 1 + class * (self.capacity + 1)
+        self.shared_sentinel() + 2 + class * (self.capacity + 1)
     }
 
     fn region(&self, cpu: u32) -> *mut u8 {
@@ -162,6 +195,9 @@ impl<I: CpuIndex> TestSlab<I> {
         let mut items = Vec::new();
         for class in 0..self.classes {
             let header = Header::unpack(self.header(cpu, class).load(Ordering::Acquire));
+            if header == self.dormant() {
+                continue;
+            }
             let begin = self.begin(class);
             for index in begin..header.current as usize {
                 items.push(self.slot(cpu, index).load(Ordering::Relaxed) as usize);
@@ -184,14 +220,22 @@ impl<I: CpuIndex> TestSlab<I> {
     pub fn contents(&self) -> Vec<usize> {
         let mut items = Vec::new();
         for cpu in 0..self.ncpus {
+            assert_eq!(
+                self.slot(cpu, self.shared_sentinel()).load(Ordering::Relaxed) as usize,
+                SENTINEL_BIT,
+                "shared sentinel overwritten"
+            );
             for class in 0..self.classes {
                 let header = Header::unpack(self.header(cpu, class).load(Ordering::Acquire));
+                if header == self.dormant() {
+                    continue;
+                }
                 let begin = self.begin(class);
                 assert!(begin <= header.current as usize && header.current <= header.end, "header out of range");
                 assert_eq!(header.end as usize, begin + self.capacity, "sections must not write `end`");
                 assert_eq!(
                     self.slot(cpu, begin - 1).load(Ordering::Relaxed) as usize,
-                    class << 1 | SENTINEL_BIT,
+                    SENTINEL_BIT,
                     "sentinel overwritten"
                 );
                 for index in begin..header.current as usize {

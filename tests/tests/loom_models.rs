@@ -1,8 +1,8 @@
 //! Loom models of the allocator's concurrent slow paths, checked over every
 //! interleaving: the fallback path's per-CPU region protocol (try-lock by
-//! CAS, lazy formatting, pop and push), the drain that empties a region from
-//! another thread (stop by CAS, empty, reopen), and the slow-path lock
-//! guarding a batch transfer. They run the allocator's own code (`rseq_alloc::model`)
+//! CAS, lazy formatting, pop, and push waking a dormant class), the drain
+//! that empties a region from another thread (stop by CAS, empty, reopen),
+//! and the slow-path lock guarding a batch transfer. They run the allocator's own code (`rseq_alloc::model`)
 //! on test-owned structures, never through a global allocator.
 //!
 //! `RUSTFLAGS="--cfg rseq_alloc_loom" cargo test -p rseq-alloc-tests --release --test loom_models`
@@ -14,11 +14,12 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use rseq_alloc::model::{Geometry, Lock, RegionStore, drain, pop, push, release, try_hold, with_region};
 
-/// One class (1) of two slots; the sentinel sits in slot 2.
-const BEGIN: [u16; 2] = [0, 3];
+/// One class (1) of two slots, dormant at first: the shared sentinel sits
+/// in slot 2, the class's own (written when it wakes) in slot 3.
+const BEGIN: [u16; 2] = [0, 4];
 const CAPACITY: [u16; 2] = [0, 2];
 const GEOMETRY: Geometry<'static> = Geometry { begin: &BEGIN, capacity: &CAPACITY };
-const SLOTS: usize = 5;
+const SLOTS: usize = 6;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.
 struct ModelRegion {
@@ -106,7 +107,7 @@ fn fallback_regions_conserve_objects_under_every_interleaving() {
                         let popped = with_region(2, start, |i| &regions[i], GEOMETRY, |r| pop(r, GEOMETRY, 1));
                         let Some(item) = popped.flatten().or_else(|| central.take()) else { continue };
                         assert_eq!(item % 16, 0, "a sentinel or garbage was handed out");
-                        let pushed = with_region(2, start, |i| &regions[i], GEOMETRY, |r| push(r, 1, item));
+                        let pushed = with_region(2, start, |i| &regions[i], GEOMETRY, |r| push(r, GEOMETRY, 1, item));
                         if pushed != Some(true) {
                             central.give(item);
                         }
@@ -136,7 +137,7 @@ fn drain_from_another_thread_conserves_objects() {
     builder.check(|| {
         let region = Arc::new(ModelRegion::new());
         assert!(try_hold(&*region, GEOMETRY));
-        assert!(push(&*region, 1, 16) && push(&*region, 1, 32));
+        assert!(push(&*region, GEOMETRY, 1, 16) && push(&*region, GEOMETRY, 1, 32));
         release(&*region);
         let central = Arc::new(Central { lock: Lock::new(), items: UnsafeCell::new(vec![48]) });
         let worker = {
@@ -145,7 +146,7 @@ fn drain_from_another_thread_conserves_objects() {
                 for _ in 0..2 {
                     let popped = with_region(1, 0, |_| &*region, GEOMETRY, |r| pop(r, GEOMETRY, 1));
                     let Some(item) = popped.flatten().or_else(|| central.take()) else { continue };
-                    let pushed = with_region(1, 0, |_| &*region, GEOMETRY, |r| push(r, 1, item));
+                    let pushed = with_region(1, 0, |_| &*region, GEOMETRY, |r| push(r, GEOMETRY, 1, item));
                     if pushed != Some(true) {
                         central.give(item);
                     }

@@ -243,9 +243,15 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
         ledger.take(token);
         Some(token)
     };
+    let wakes = AtomicUsize::new(0);
     let put_back = |class: usize, token: usize| {
         ledger.give(token);
-        match slab.push(class, token) {
+        let mut pushed = slab.push(class, token);
+        if pushed == Err(Miss::Exhausted) && slab.wake(class) == Ok(true) {
+            wakes.fetch_add(1, Ordering::Relaxed);
+            pushed = slab.push(class, token);
+        }
+        match pushed {
             Ok(()) => {}
             Err(Miss::Exhausted | Miss::Stopped) => pools[class].lock().unwrap().push(token),
             Err(Miss::NoCpu) => {
@@ -329,8 +335,12 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
         PARKED_LEN.load(Ordering::Relaxed)
     );
     ledger.assert_conserved(found);
+    let wakes = wakes.load(Ordering::Relaxed);
+    assert!(wakes <= slab.ncpus() as usize * CLASSES, "{wakes} wakes: a class woke twice on one CPU");
     if !rseq_expected() {
         assert!(slab.contents().is_empty(), "no section may commit without rseq");
+    } else {
+        assert!(wakes > 0, "no class ever woke");
     }
 }
 
@@ -400,6 +410,7 @@ fn drain_inside_a_section(fence: bool) -> DrainOutcome {
                 let worker = scope.spawn(move || {
                     assert!(stress::pin(0, &[worker_cpu]));
                     register();
+                    assert_eq!(slab.wake(0), Ok(true));
                     for &token in prefill {
                         assert_eq!(slab.push(0, token), Ok(()));
                     }
@@ -562,6 +573,30 @@ fn suite_valgrind_without_rseq() {
     modes::rerun_under_valgrind();
 }
 
+/// A dormant class misses every section; the first wake on a CPU gives it
+/// its slots there and later ones report that it is awake already, from
+/// every CPU in turn.
+#[test]
+fn a_dormant_class_wakes_once_per_cpu() {
+    if !register() {
+        return;
+    }
+    let _serial = exclusive();
+    let slab = TestSlab::<ByCpuId>::new(2, 4);
+    for &cpu in &stress::allowed_cpus() {
+        assert!(stress::pin(0, &[cpu]));
+        assert_eq!(slab.pop(1), Err(Miss::Exhausted));
+        assert_eq!(slab.push(1, 64), Err(Miss::Exhausted), "a dormant class has no room");
+        assert_eq!(slab.wake(1), Ok(true));
+        assert_eq!(slab.wake(1), Ok(false));
+        assert_eq!(slab.pop(1), Err(Miss::Exhausted), "an awake class starts empty");
+        assert_eq!(slab.push(1, 64), Ok(()));
+        assert_eq!(slab.pop(1), Ok(64));
+        assert_eq!(slab.push(0, 64), Err(Miss::Exhausted), "waking one class leaves the others dormant");
+    }
+    assert!(slab.contents().is_empty());
+}
+
 #[test]
 fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     if !register() {
@@ -585,6 +620,10 @@ fn a_fresh_zeroed_slab_is_closed_to_every_section() {
         );
         assert_eq!(
             rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(offset, base, ncpus, header, out.as_ptr(), 4),
+            Err(Miss::Stopped)
+        );
+        assert_eq!(
+            rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(offset, base, ncpus, header, 0, 0x0003_0002, 1),
             Err(Miss::Stopped)
         );
     }

@@ -56,6 +56,22 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
 ///
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
+pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
+    _: isize,
+    _: *mut u8,
+    _: u32,
+    _: usize,
+    _: u32,
+    _: u32,
+    _: usize,
+) -> Result<bool, Miss> {
+    Err(Miss::NoCpu)
+}
+
+/// Always [`Miss::NoCpu`] on this target.
+///
+/// # Safety
+/// None required; `unsafe` to match the supported targets' signature.
 pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     _: isize,
     _: *mut u8,

@@ -60,6 +60,7 @@ const _: () = {
     assert!(Miss::NoCpu as usize == 2);
     assert!(STATE_OFFSET == 0);
     assert!(STATE_OPEN == 1);
+    assert!(crate::slab_layout::SENTINEL_BIT == 1);
 };
 
 /// A delay loop of `DELAY_LOOPS[n]` iterations, in builds with fault injection.
@@ -475,6 +476,63 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
         );
     }
     if count > 0 { Ok(count) } else { Err(Miss::from_code(code)) }
+}
+
+/// Replaces `header`'s word in this CPU's region by `new` if it reads
+/// `expected`, after setting the sentinel bit in slot `sentinel` (the slot
+/// below the new header's `current`): a per-CPU compare-and-store, used to
+/// give a class its own slots the first time it is used on a CPU. Returns
+/// whether it replaced the header.
+///
+/// # Safety
+/// As [`slab_pop`]; `new` keeps the layout's invariants once slot
+/// `sentinel` holds the sentinel bit, and that slot is read by nobody while
+/// the header reads `expected` (so the speculative write is private).
+#[inline(always)]
+pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
+    rseq_offset: isize,
+    slabs: *mut u8,
+    ncpus: u32,
+    header: usize,
+    expected: u32,
+    new: u32,
+    sentinel: usize,
+) -> Result<bool, Miss> {
+    let code: usize;
+    // SAFETY: the slot write is private until the commit (the caller's
+    // promise); the commit is the single store of the new header.
+    unsafe {
+        rseq_asm!(
+            cs_begin!("code"),
+            inject_point!(1),
+            cs_region!(),
+            cs_require_open!(),
+            "cmp dword ptr [{base} + {hdr}], {expected:e}",
+            "jne 9f",
+            inject_point!(2),
+            "mov qword ptr [{base} + {sent}*8], 1",
+            "mov {code:e}, 3",
+            inject_point!(3),
+            "mov dword ptr [{base} + {hdr}], {new:e}",
+            cs_end!(miss_stubs!("code"));
+            off = in(reg) rseq_offset,
+            slabs = in(reg) slabs,
+            ncpus = in(reg) ncpus,
+            hdr = in(reg) header,
+            expected = in(reg) expected,
+            new = in(reg) new,
+            sent = in(reg) sentinel,
+            field = const I::FIELD,
+            shift = const SHIFT,
+            base = out(reg) _,
+            code = out(reg) code,
+        );
+    }
+    match code {
+        0 => Ok(false),
+        3 => Ok(true),
+        miss => Err(Miss::from_code(miss)),
+    }
 }
 
 /// Pops the first node of this CPU's intrusive list, whose head pointer is at
