@@ -2,13 +2,23 @@
 //!
 //! Every class has slots reserved in each region for [`max`] objects, but
 //! may use only its current capacity (the header's `end`): [`initial`] at
-//! first. Once per upkeep period, for each CPU, [`plan`] looks at what each
-//! class did since the last round:
-//! - a class that missed (found its cache empty or full) [`GROW_AT`] times
-//!   or more doubles its capacity, up to [`max`];
+//! first. Each CPU counts, per class, its refills (allocations that found
+//! the cache empty) and drains (frees that found it full), halving both at
+//! every upkeep round, and at each miss the slow path applies [`on_miss`]:
+//! - a class that missed both ways grows by a batch every [`GROW_AT`]
+//!   misses, up to [`max`] and within [`CPU_BUDGET`]: more room absorbs the
+//!   swings between allocating and freeing;
+//! - a class that only overflowed, [`GROW_AT`] times or more, shrinks to
+//!   [`min`]: objects only flow through it, freed here and allocated
+//!   elsewhere, and a drain moves a batch whatever the capacity, so room
+//!   would only hold memory. A class that only underflowed keeps its
+//!   capacity (its cache is empty anyway, and the capacity sizes its
+//!   refills).
+//!
+//! Once per upkeep period, for each CPU, [`plan`] looks at the round:
 //! - a class that did nothing at all (its header did not change) halves
-//!   it, down to [`min`], and its objects beyond the new end go back to the
-//!   central lists;
+//!   its capacity, down to [`min`], and its objects beyond the new end go
+//!   back to the central lists;
 //! - while the CPU's capacity in bytes exceeds [`CPU_BUDGET`], the class
 //!   with the fewest misses (the biggest, of equals) is halved.
 //!
@@ -40,9 +50,12 @@ const fn clamp_by_bytes(bytes: usize, class: usize, low: usize, high: usize) -> 
 
 const SIZES_CONST: [u32; CLASSES + 1] = crate::size_class::build_sizes();
 
-/// Capacity a class starts with: 64 KiB worth, 8 to 512 objects.
+/// Capacity a class wakes with: 16 KiB worth, 8 to 128 objects. Small,
+/// because a class whose objects only flow through a CPU (freed there,
+/// allocated elsewhere) fills its cache to the brim before anything can
+/// tell; a class that needs more grows at its misses ([`on_miss`]).
 pub(crate) const fn initial(class: usize) -> usize {
-    clamp_by_bytes(64 * 1024, class, 8, 512)
+    clamp_by_bytes(16 * 1024, class, 8, 128)
 }
 
 /// Slots reserved per class: 128 KiB worth, 16 to 1024 objects.
@@ -50,10 +63,10 @@ pub(crate) const fn max(class: usize) -> usize {
     clamp_by_bytes(128 * 1024, class, 16, 1024)
 }
 
-/// Objects moved per refill or drain of `class`.
+/// Objects moved per refill or drain of `class`: 32 KiB worth, 4 to
+/// [`MAX_BATCH`].
 pub(crate) const fn batch(class: usize) -> usize {
-    let half = initial(class) / 2;
-    if half > MAX_BATCH { MAX_BATCH } else { half }
+    clamp_by_bytes(32 * 1024, class, 4, MAX_BATCH)
 }
 
 /// Smallest capacity: 8 KiB worth, at least 2 objects and at most a batch
@@ -65,10 +78,40 @@ pub(crate) const fn min(class: usize) -> usize {
 /// What one class of one CPU did since the last round.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Activity {
-    /// Refills and drains.
-    pub(crate) misses: u32,
-    /// Whether its header changed at all.
+    /// Refills (allocations that found the cache empty), decayed.
+    pub(crate) refills: u32,
+    /// Drains (frees that found it full), decayed.
+    pub(crate) drains: u32,
+    /// Whether its header changed at all since the last round.
     pub(crate) active: bool,
+}
+
+impl Activity {
+    fn misses(&self) -> u32 {
+        self.refills + self.drains
+    }
+}
+
+/// What a class should do about its capacity right after a miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    Keep,
+    /// By a batch, up to [`max`] and within the CPU's budget.
+    Grow,
+    /// Down to [`min`].
+    Shrink,
+}
+
+/// The slow path's decision after a miss, from the class's refills and
+/// drains on this CPU (decayed counts, this miss included).
+pub(crate) const fn on_miss(refills: u32, drains: u32) -> Resize {
+    if refills == 0 && drains >= GROW_AT {
+        Resize::Shrink
+    } else if refills > 0 && drains > 0 && (refills + drains).is_multiple_of(GROW_AT) {
+        Resize::Grow
+    } else {
+        Resize::Keep
+    }
 }
 
 /// The new capacities of one CPU's classes (index 0 unused), from the
@@ -80,9 +123,7 @@ pub(crate) fn plan(capacity: &mut [usize; CLASSES + 1], activity: &[Activity; CL
             // Dormant: never used on this CPU, so it has no slots to size.
             continue;
         }
-        if a.misses >= GROW_AT {
-            capacity[class] = (capacity[class] * 2).min(max(class));
-        } else if !a.active && a.misses == 0 {
+        if !a.active {
             capacity[class] = (capacity[class] / 2).max(min(class));
         }
     }
@@ -91,7 +132,7 @@ pub(crate) fn plan(capacity: &mut [usize; CLASSES + 1], activity: &[Activity; CL
     while bytes(capacity) > CPU_BUDGET {
         let victim = (1..=CLASSES)
             .filter(|&c| capacity[c] > min(c))
-            .min_by_key(|&c| (activity[c].misses, usize::MAX - capacity[c] * SIZES[c] as usize));
+            .min_by_key(|&c| (activity[c].misses(), usize::MAX - capacity[c] * SIZES[c] as usize));
         match victim {
             Some(c) => capacity[c] = (capacity[c] / 2).max(min(c)),
             None => break,
@@ -118,16 +159,36 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_class_grows_and_an_idle_one_shrinks() {
+    fn an_idle_class_shrinks_and_busy_ones_keep_their_capacity() {
         let mut capacity = initial_capacities();
-        let mut activity = [Activity { misses: 0, active: true }; CLASSES + 1];
-        activity[3] = Activity { misses: 10, active: true };
-        activity[20] = Activity { misses: 0, active: false };
+        let mut activity = [Activity { refills: 0, drains: 0, active: true }; CLASSES + 1];
+        activity[3] = Activity { refills: 5, drains: 5, active: true };
+        activity[20] = Activity { refills: 0, drains: 0, active: false };
+        activity[21] = Activity { refills: 10, drains: 0, active: true };
         plan(&mut capacity, &activity);
-        assert_eq!(capacity[3], (initial(3) * 2).min(max(3)), "grown, and never the budget's victim");
+        assert_eq!(capacity[3], initial(3), "kept, and never the budget's victim");
         assert!(capacity[20] <= (initial(20) / 2).max(min(20)), "shrunk");
+        assert_eq!(capacity[21], initial(21), "a busy class is the slow path's business");
         let bytes: usize = (1..=CLASSES).map(|c| capacity[c] * SIZES[c] as usize).sum();
         assert!(bytes <= CPU_BUDGET, "{bytes}");
+    }
+
+    #[test]
+    fn misses_both_ways_grow_and_one_way_out_shrinks() {
+        assert_eq!(on_miss(GROW_AT, 0), Resize::Keep, "only underflows");
+        assert_eq!(on_miss(0, GROW_AT - 1), Resize::Keep);
+        assert_eq!(on_miss(0, GROW_AT), Resize::Shrink, "only overflows");
+        assert_eq!(on_miss(1, GROW_AT - 1), Resize::Grow);
+        assert_eq!(on_miss(1, GROW_AT), Resize::Keep, "one growth per GROW_AT misses");
+        assert_eq!(on_miss(GROW_AT, GROW_AT), Resize::Grow);
+    }
+
+    #[test]
+    fn dormant_classes_stay_dormant() {
+        let mut capacity = [0; CLASSES + 1];
+        let activity = [Activity { refills: 9, drains: 9, active: true }; CLASSES + 1];
+        plan(&mut capacity, &activity);
+        assert!(capacity.iter().all(|&c| c == 0));
     }
 
     #[test]
@@ -140,8 +201,8 @@ mod tests {
     fn the_budget_is_kept_by_shrinking_the_least_missing_classes() {
         let mut capacity = [0; CLASSES + 1];
         (1..=CLASSES).for_each(|c| capacity[c] = max(c));
-        let mut activity = [Activity { misses: 1, active: true }; CLASSES + 1];
-        activity[40] = Activity { misses: 100, active: true };
+        let mut activity = [Activity { refills: 1, drains: 0, active: true }; CLASSES + 1];
+        activity[40] = Activity { refills: 50, drains: 50, active: true };
         plan(&mut capacity, &activity);
         let bytes: usize = (1..=CLASSES).map(|c| capacity[c] * SIZES[c] as usize).sum();
         assert!(bytes <= CPU_BUDGET, "{bytes}");

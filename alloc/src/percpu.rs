@@ -25,7 +25,7 @@
 use rseq_sys::slab_layout::{Header, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
-use crate::capacity::{self, Activity};
+use crate::capacity::{self, Activity, Resize};
 use crate::central::CENTRAL;
 use crate::fallback;
 use crate::os;
@@ -372,7 +372,10 @@ fn refill(class: usize) -> *mut u8 {
     crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
     wake_here(class);
     let cpu = rseq_sys::current_index::<Index>();
-    count_miss(cpu, class);
+    let resize = count_miss(cpu, class, Flow::Refill);
+    if let Some(cpu) = cpu {
+        resize_here(cpu, class, resize);
+    }
     let mut batch_buf = [0usize; MAX_BATCH];
     let n = CENTRAL.take(class, &mut batch_buf[..refill_batch(cpu, class)]);
     if n == 0 {
@@ -461,7 +464,8 @@ fn drain(class: usize, object: usize) {
         return;
     }
     crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
-    count_miss(rseq_sys::current_index::<Index>(), class);
+    let cpu = rseq_sys::current_index::<Index>();
+    let resize = count_miss(cpu, class, Flow::Drain);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
     let args = SectionArgs::load(word);
@@ -478,6 +482,9 @@ fn drain(class: usize, object: usize) {
     }
     .unwrap_or(0);
     CENTRAL.give(class, &buf[..1 + popped]);
+    if let Some(cpu) = cpu {
+        resize_here(cpu, class, resize);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -531,8 +538,9 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         }
         // The upkeep skips the region we hold (it cannot stop it).
         crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
-        count_miss(Some(region.cpu()), class);
         fallback::wake(region, geometry(), class);
+        let resize = count_miss(Some(region.cpu()), class, Flow::Refill);
+        resize_held(region, class, resize);
         let mut buf = [0usize; MAX_BATCH];
         let n = CENTRAL.take(class, &mut buf[..refill_batch(Some(region.cpu()), class)]);
         if n == 0 {
@@ -560,7 +568,7 @@ fn fallback_free(class: usize, object: usize) {
             return;
         }
         crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
-        count_miss(Some(region.cpu()), class);
+        let resize = count_miss(Some(region.cpu()), class, Flow::Drain);
         let mut buf = [0usize; MAX_BATCH + 1];
         buf[0] = object;
         let mut n = 1;
@@ -571,6 +579,7 @@ fn fallback_free(class: usize, object: usize) {
             }
             n += 1;
         }
+        resize_held(region, class, resize);
         CENTRAL.give(class, &buf[..n]);
     });
     if done.is_none() {
@@ -668,10 +677,13 @@ pub(crate) fn upkeep() {
 // ---------------------------------------------------------------------------
 // Adaptive capacity: what each class of each CPU did, and re-sizing.
 
-/// Per CPU and class: misses since the last round, and the header then.
+/// Per CPU and class: refills and drains, halved at every round (so a
+/// class that refills now and then never counts as one that only drains),
+/// and the header at the last round.
 #[repr(C)]
 struct ClassState {
-    misses: AtomicU32,
+    refills: AtomicU32,
+    drains: AtomicU32,
     last_header: AtomicU32,
 }
 
@@ -703,10 +715,101 @@ fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
     batch(class).min(capacity / 2).max(1)
 }
 
-/// Counts a refill or drain of `class` on `cpu` (slow paths only).
-fn count_miss(cpu: Option<u32>, class: usize) {
-    if let Some(state) = cpu.and_then(|cpu| class_state(cpu, class)) {
-        state.misses.fetch_add(1, Ordering::Relaxed);
+/// Which way a miss went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// An allocation found the cache empty.
+    Refill,
+    /// A free found it full.
+    Drain,
+}
+
+/// Halves a miss counter; returns its value before (a racy update: a miss
+/// counted meanwhile may be lost, which only delays a decision).
+fn decay(counter: &AtomicU32) -> u32 {
+    let value = counter.load(Ordering::Relaxed);
+    counter.store(value / 2, Ordering::Relaxed);
+    value
+}
+
+/// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
+/// about its capacity (`capacity::on_miss`).
+fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
+    let Some(state) = cpu.and_then(|cpu| class_state(cpu, class)) else { return Resize::Keep };
+    let (mut refills, mut drains) = (state.refills.load(Ordering::Relaxed), state.drains.load(Ordering::Relaxed));
+    match flow {
+        Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
+        Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
+    }
+    capacity::on_miss(refills, drains)
+}
+
+/// The header `class` should have on `cpu` after `resize`, if it changes:
+/// shrunk to its smallest capacity (never below `current`: the objects
+/// above stay), or grown by a batch, up to its reserved slots, if the
+/// CPU's capacity stays within its budget. `None` for a dormant class.
+fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Header> {
+    let header = Header::unpack(word);
+    let begin = LAYOUT.begin[class];
+    if header.current < begin {
+        return None;
+    }
+    let capacity = (header.end - begin) as usize;
+    let end = match resize {
+        Resize::Keep => return None,
+        Resize::Shrink => (begin + capacity::min(class) as u16).max(header.current),
+        Resize::Grow => {
+            let grown = (capacity + batch(class)).min(LAYOUT.reserved[class] as usize);
+            let extra = (grown - capacity) * SIZES[class] as usize;
+            if capacity_bytes(cpu) + extra > capacity::CPU_BUDGET {
+                return None;
+            }
+            begin + grown as u16
+        }
+    };
+    (end != header.end).then_some(Header { current: header.current, end })
+}
+
+/// Bytes of objects `cpu`'s region is sized for (a racy read of its headers).
+fn capacity_bytes(cpu: u32) -> usize {
+    let region = region(cpu);
+    (1..=CLASSES)
+        .map(|class| {
+            let end = Header::unpack(header(region, class).load(Ordering::Relaxed)).end;
+            end.saturating_sub(LAYOUT.begin[class]) as usize * SIZES[class] as usize
+        })
+        .sum()
+}
+
+/// Applies `resize` to `class` on the CPU this thread runs on, with the
+/// same per-CPU compare-and-store as a wake: moving `end` needs no stop as
+/// long as it stays at or above `current` and within the reserved slots,
+/// since sections write above `current` only speculatively and commit only
+/// a header they read.
+fn resize_here(cpu: u32, class: usize, resize: Resize) {
+    let word = header(region(cpu), class).load(Ordering::Relaxed);
+    let Some(new) = resized(cpu, word, class, resize) else { return };
+    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
+    // SAFETY: as in `pop_section`; the new header keeps the invariants, and
+    // the sentinel slot written is the class's own, which holds it already.
+    let _ = unsafe {
+        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
+            args.offset,
+            args.slabs,
+            args.ncpus,
+            header_offset(class),
+            word,
+            new.pack(),
+            LAYOUT.begin[class] as usize - 1,
+        )
+    };
+}
+
+/// Applies `resize` to `class` in a region this thread holds.
+fn resize_held(region: &RawRegion, class: usize, resize: Resize) {
+    let word = header(region.0, class).load(Ordering::Relaxed);
+    if let Some(new) = resized(region.cpu(), word, class, resize) {
+        header(region.0, class).store(new.pack(), Ordering::Relaxed);
     }
 }
 
@@ -724,7 +827,8 @@ fn rebalance(cpu: u32) {
         // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
         capacity[class] = Header::unpack(word).end.saturating_sub(LAYOUT.begin[class]) as usize;
         activity[class] = Activity {
-            misses: state.misses.swap(0, Ordering::Relaxed),
+            refills: decay(&state.refills),
+            drains: decay(&state.drains),
             active: state.last_header.swap(word, Ordering::Relaxed) != word,
         };
     }
@@ -771,23 +875,25 @@ fn rebalance(cpu: u32) {
 /// Regions re-sized, ever.
 pub(crate) static REBALANCES: AtomicU64 = AtomicU64::new(0);
 
-/// Per class: the objects every opened region lets it cache now.
-pub(crate) fn capacities() -> [usize; CLASSES + 1] {
-    let mut total = [0usize; CLASSES + 1];
+/// Per class, summed over the opened regions: the objects they may cache
+/// now, and the objects they do (a racy snapshot).
+pub(crate) fn occupancy() -> ([usize; CLASSES + 1], [usize; CLASSES + 1]) {
+    let (mut capacity, mut cached) = ([0usize; CLASSES + 1], [0usize; CLASSES + 1]);
     if FAST.slabs.load(Ordering::Acquire).is_null() {
-        return total;
+        return (capacity, cached);
     }
     for cpu in 0..FAST.ncpus.load(Ordering::Acquire) {
         let region = region(cpu);
         if state(region).load(Ordering::Acquire) == STATE_UNINIT {
             continue;
         }
-        for (class, slot) in total.iter_mut().enumerate().skip(1) {
+        for class in 1..=CLASSES {
             let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
-            *slot += (hdr.end as usize).saturating_sub(LAYOUT.begin[class] as usize);
+            capacity[class] += (hdr.end as usize).saturating_sub(LAYOUT.begin[class] as usize);
+            cached[class] += (hdr.current as usize).saturating_sub(LAYOUT.begin[class] as usize);
         }
     }
-    total
+    (capacity, cached)
 }
 
 /// Regions drained because their CPU was idle, ever.

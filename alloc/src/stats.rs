@@ -66,6 +66,8 @@ pub struct ClassStats {
     /// Objects the class may cache, summed over the CPUs' caches (it adapts:
     /// `capacity` module).
     pub cpu_capacity: usize,
+    /// Objects of the class cached in the CPUs' caches now.
+    pub cpu_cached: usize,
 }
 
 /// A snapshot of the allocator's figures (taken without stopping anyone, so
@@ -111,7 +113,7 @@ pub struct Stats {
 /// The allocator's figures now.
 pub fn stats() -> Stats {
     let mut classes = [ClassStats::default(); CLASSES + 1];
-    let capacities = percpu::capacities();
+    let (capacities, cached) = percpu::occupancy();
     for (class, c) in classes.iter_mut().enumerate().skip(1) {
         let (alloc_hits, free_hits) = percpu::hits::total(class);
         *c = ClassStats {
@@ -123,6 +125,7 @@ pub fn stats() -> Stats {
             central_taken: CENTRAL.taken[class].load(Ordering::Relaxed),
             central_given: CENTRAL.given[class].load(Ordering::Relaxed),
             cpu_capacity: capacities[class],
+            cpu_cached: cached[class],
         };
     }
     Stats {

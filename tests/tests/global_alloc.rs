@@ -390,8 +390,7 @@ fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
 
 #[test]
 fn alloc_zeroed_is_zero_even_on_reused_memory() {
-    // The last two: a cached 9 MiB mapping, written all over, serves 2 MiB.
-    for size in [1, 24, 100, 4000, 30_000, 40_000, 500_000, 3 << 20, 9 << 20, 2 << 20] {
+    for size in [1, 24, 100, 4000, 30_000, 40_000, 500_000, 3 << 20] {
         let layout = Layout::from_size_align(size, 16).unwrap();
         // SAFETY: valid layouts; blocks freed with them.
         unsafe {
@@ -630,11 +629,11 @@ fn writes_into_freed_blocks_cannot_redirect_allocations() {
 }
 
 /// Without hardened mode, a double free is caught when the object reaches
-/// the central list. In a child pinned to one CPU: bring the cache of a
-/// class to a known fill (right after a drain it holds `capacity - batch`
-/// objects), free the victim into a drain, free it again onto the cache's
-/// top, then make the next drain take it: the central list must refuse it,
-/// naming it.
+/// the central list. In a child pinned to one CPU: fill the cache of a
+/// class to its capacity (both read from the statistics, since capacity
+/// adapts at every miss), free the victim, which goes to the central list
+/// with the drain it starts, fill the cache again and free the victim
+/// again: the central list must refuse it, naming it.
 #[test]
 fn suite_double_free_is_caught_when_the_cache_drains() {
     let output = modes::run_test_in_child("double_free_child", &[("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")]);
@@ -655,32 +654,24 @@ fn double_free_child() {
     assert!(stress::pin(tid, &[cpu as usize]), "pin to CPU {cpu}");
     let layout = Layout::from_size_align(3000, 8).unwrap();
     let class = rseq_alloc::stats().classes.iter().position(|c| c.size >= 3000).unwrap();
-    let (drains, given) =
-        (|| rseq_alloc::stats().classes[class].free_misses, || rseq_alloc::stats().classes[class].central_given);
+    let class_stats = || rseq_alloc::stats().classes[class];
     // SAFETY: valid layouts; blocks are freed with them (the victim twice: the point).
     unsafe {
         let victim = RseqAlloc.alloc(layout);
         let blocks: Vec<*mut u8> = (0..400).map(|_| RseqAlloc.alloc(layout)).collect();
         let mut next = blocks.into_iter();
-        let mut free_next = || RseqAlloc.dealloc(next.next().expect("enough blocks"), layout);
-        let (d0, g0) = (drains(), given());
-        while drains() == d0 {
-            free_next();
-        }
-        let batch = (given() - g0 - 1) as usize;
-        assert!(batch > 1, "batch {batch}");
-        for _ in 0..batch {
-            free_next();
-        }
-        assert_eq!(drains(), d0 + 1, "the cache is full, not drained");
+        let mut fill_cache = || {
+            while class_stats().cpu_cached < class_stats().cpu_capacity {
+                RseqAlloc.dealloc(next.next().expect("enough blocks"), layout);
+            }
+        };
+        fill_cache();
+        let drains = class_stats().free_misses;
         RseqAlloc.dealloc(victim, layout);
-        assert_eq!(drains(), d0 + 2, "the victim went to the central list with a drain");
-        for _ in 0..batch - 1 {
-            free_next();
-        }
+        assert_eq!(class_stats().free_misses, drains + 1, "the victim went to the central list with a drain");
+        fill_cache();
         eprintln!("victim={victim:p}");
         RseqAlloc.dealloc(victim, layout);
-        free_next();
     }
     panic!("the double free was not caught");
 }
@@ -723,44 +714,6 @@ fn trim_child() {
     assert!(peak - start > 200 << 10, "the blocks were not resident");
     assert!(after - start.min(after) < (peak - start) / 20, "trim left over 5% of the peak resident");
     assert!(released > 0 && stats.released_bytes >= released);
-}
-
-/// Huge blocks of varied sizes, allocated, touched and freed in a loop (the
-/// `large` workload's pattern), settle on one cached mapping that grows by
-/// `mremap` when a request needs more: resident memory stays near one
-/// block's touched pages instead of one mapping's per size. In a child, so
-/// that no other test's blocks are counted.
-#[test]
-fn suite_huge_blocks_of_varied_sizes_reuse_one_mapping() {
-    modes::child_passes("huge_reuse_child", &[("RSEQ_TEST_HUGE_REUSE_CHILD", "1")]);
-}
-
-#[test]
-fn huge_reuse_child() {
-    if std::env::var_os("RSEQ_TEST_HUGE_REUSE_CHILD").is_none() {
-        return;
-    }
-    let start = resident_kib();
-    let mut rng = Rng::new(9);
-    for _ in 0..2000 {
-        let size = (1 + rng.below(8)) << 20;
-        let layout = Layout::from_size_align(size, 16).unwrap();
-        // SAFETY: a valid layout; the block is written inside its size and freed with it.
-        unsafe {
-            let p = GLOBAL.alloc(layout);
-            assert!(!p.is_null());
-            for offset in (0..size).step_by(64 << 10) {
-                p.add(offset).write(offset as u8);
-            }
-            GLOBAL.dealloc(p, layout);
-        }
-    }
-    let grown = resident_kib().saturating_sub(start);
-    let cached = rseq_alloc::stats().huge_cached_bytes;
-    eprintln!("huge_reuse_child: resident grew by {grown} KiB, {} KiB cached", cached >> 10);
-    assert!(cached <= (8 << 20) + (64 << 10), "more than one mapping kept: {cached} bytes");
-    // One 8 MiB block touched every 64 KiB is 128 pages (512 KiB).
-    assert!(grown < 1536, "resident grew by {grown} KiB");
 }
 
 /// Without any call to `trim`: a CPU whose thread went quiet has its cache
@@ -835,9 +788,10 @@ fn upkeep_child() {
     assert_eq!(after.free_page_bytes, 0, "free pages still hold data");
 }
 
-/// Adaptive capacity: a class whose bursts overflow its cache keeps
-/// draining at first; the upkeep grows it, and the same bursts then fit. In
-/// a child pinned to one CPU, with a 50 ms period.
+/// Adaptive capacity: a class whose bursts overflow its cache drains at
+/// first; its misses both ways grow it, and the same bursts then fit: the
+/// next ten drain at most a quarter as often, each, as the first. In a
+/// child pinned to one CPU.
 #[test]
 fn suite_capacity_grows_for_a_class_that_keeps_missing() {
     modes::child_passes("capacity_child", &[("RSEQ_TEST_CAPACITY_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
@@ -854,7 +808,7 @@ fn capacity_child() {
     let layout = Layout::from_size_align(96, 8).unwrap();
     let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
     let class_stats = || rseq_alloc::stats().classes[class];
-    // One burst: 900 blocks allocated, then all freed (the cache starts with room for 512).
+    // One burst: 900 blocks allocated, then all freed (the cache starts with room for 128, and may grow to 1024).
     let burst = || {
         let before = class_stats().free_misses;
         // SAFETY: valid layout; every block freed with it.
@@ -864,19 +818,16 @@ fn capacity_child() {
         }
         class_stats().free_misses - before
     };
-    let first: u64 = (0..10).map(|_| burst()).sum();
+    let first = burst();
     let capacity_before = class_stats().cpu_capacity;
-    // Until a burst no longer drains (the upkeep grew the class), or 10 s.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while burst() > 0 && std::time::Instant::now() < deadline {}
     let last: u64 = (0..10).map(|_| burst()).sum();
     let stats = rseq_alloc::stats();
     eprintln!(
-        "capacity_child: drains per 10 bursts {first} -> {last}; capacity {capacity_before} -> {}; {} re-sizes in {} upkeeps",
-        stats.classes[class].cpu_capacity, stats.rebalances, stats.upkeeps
+        "capacity_child: drains in the first burst {first}, in the next ten {last}; capacity {capacity_before} -> {}",
+        stats.classes[class].cpu_capacity
     );
-    assert!(stats.rebalances > 0, "no cache was re-sized");
-    assert!(last * 4 <= first, "bursts still drain: {first} -> {last}");
+    assert!(stats.classes[class].cpu_capacity > capacity_before, "the class did not grow");
+    assert!(last * 4 <= first * 10, "bursts still drain: {first} in the first, {last} in the next ten");
 }
 
 /// Refills draw from fuller spans first: of four spans, two nearly empty
