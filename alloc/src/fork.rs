@@ -1,9 +1,10 @@
 //! `fork` from a multithreaded process: the child has one thread, so a lock
 //! held by any other thread at the moment of `fork` would stay held forever.
 //! Before `fork` we take every lock, in the order the allocator nests them
-//! (the drain lock, central lists, then the page heap), and both sides
-//! release them after. Taking the drain lock first means no child inherits
-//! a region that a drain in another thread held stopped.
+//! (the drain lock, central lists, the page heap, then the huge-block
+//! cache, which nests in none), and both sides release them after. Taking
+//! the drain lock first means no child inherits a region that a drain in
+//! another thread held stopped.
 //! A lock the forking thread itself holds is skipped: `fork` was called from
 //! a signal handler that interrupted that thread's slow path, which finishes
 //! and releases it when the handler returns, on both sides (glibc gives the
@@ -25,17 +26,22 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 static TAKEN_CENTRAL: AtomicU128Cell = AtomicU128Cell::new();
 static TAKEN_PAGE_HEAP: AtomicBool = AtomicBool::new(false);
 static TAKEN_DRAIN: AtomicBool = AtomicBool::new(false);
+static TAKEN_HUGE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn prepare() {
     TAKEN_DRAIN.store(DRAIN_LOCK.lock_for_fork(), Ordering::Relaxed);
     TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
     TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
+    TAKEN_HUGE.store(crate::huge::lock_for_fork(), Ordering::Relaxed);
 }
 
 extern "C" fn release() {
     // SAFETY: `prepare` took exactly these locks on this thread, and `fork`
     // runs exactly one of the parent/child handlers on each side.
     unsafe {
+        if TAKEN_HUGE.load(Ordering::Relaxed) {
+            crate::huge::unlock_after_fork();
+        }
         if TAKEN_PAGE_HEAP.load(Ordering::Relaxed) {
             PAGE_HEAP.unlock_after_fork();
         }

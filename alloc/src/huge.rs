@@ -7,23 +7,107 @@
 //! first 4 MiB so that masking a block pointer finds the header.
 //!
 //! A few freed segments (at most [`CACHE_SLOTS`], [`CACHE_MAX_BYTES`] in all)
-//! are kept mapped for the next huge request that fits, so a program that
-//! allocates and frees big buffers in a loop does not pay `mmap`, `munmap`
-//! and a page fault per page every time (measured: 16.8 s against glibc's
-//! 0.07 s on the `large` workload before this cache). A cached segment is
-//! unmarked in the segment map, so freeing its block again is still
-//! reported as an invalid free.
+//! are kept mapped for the next huge request, so a program that allocates
+//! and frees big buffers in a loop does not pay `mmap`, `munmap` and a page
+//! fault per page every time (measured: 16.8 s against glibc's 0.07 s on
+//! the `large` workload before this cache). A request takes the smallest
+//! cached mapping that holds it with at most [`REUSE_SLACK`] (or the
+//! request's own size, if larger) to spare; if every cached mapping is too
+//! small, the largest is grown with `mremap`, keeping the pages it already
+//! has. So a loop over varied sizes settles on one mapping whose touched
+//! pages are reused, as glibc's heap top is, instead of one per size. A
+//! cached segment is unmarked in the segment map, so freeing its block
+//! again is still reported as an invalid free.
+
+use core::cell::UnsafeCell;
 
 use crate::os::{self, OS_PAGE};
 use crate::segment::{self, Kind, PAGE_HEAP, SEGMENT_SIZE, Segment};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Lock, Ordering};
 
 /// Freed huge segments kept for reuse.
 pub(crate) const CACHE_SLOTS: usize = 8;
 /// Most bytes the cache keeps mapped.
 pub(crate) const CACHE_MAX_BYTES: usize = 64 << 20;
+/// How much of a cached mapping a request may leave unused, at least: the
+/// spare pages cost address space and whatever the previous user touched.
+pub(crate) const REUSE_SLACK: usize = 2 * SEGMENT_SIZE;
 
-static CACHE: [AtomicUsize; CACHE_SLOTS] = [const { AtomicUsize::new(0) }; CACHE_SLOTS];
+/// A cached mapping: the segment's address (0 for a free entry) and length.
+#[derive(Clone, Copy)]
+struct Entry {
+    seg: usize,
+    len: usize,
+}
+
+const FREE: Entry = Entry { seg: 0, len: 0 };
+
+/// The cache: a few entries behind a lock held only for loads and stores
+/// (never across a system call), taken by `fork` with the others.
+struct Cache {
+    lock: Lock,
+    entries: UnsafeCell<[Entry; CACHE_SLOTS]>,
+    bytes: AtomicUsize,
+}
+
+// SAFETY: `entries` is only touched with `lock` held.
+unsafe impl Sync for Cache {}
+
+static CACHE: Cache =
+    Cache { lock: Lock::new(), entries: UnsafeCell::new([FREE; CACHE_SLOTS]), bytes: AtomicUsize::new(0) };
+
+impl Cache {
+    /// Runs `f` on the entries, with the lock held.
+    fn with<T>(&self, f: impl FnOnce(&mut [Entry; CACHE_SLOTS]) -> T) -> T {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        f(unsafe { &mut *self.entries.get() })
+    }
+
+    /// Takes out the entry a request of `need` bytes of mapping should use:
+    /// the smallest that holds it within the slack, else the largest
+    /// smaller one (to be grown); `None` if neither exists.
+    fn take(&self, need: usize) -> Option<Entry> {
+        let slack = REUSE_SLACK.max(need);
+        let taken = self.with(|entries| {
+            let fits = |e: &Entry| e.seg != 0 && e.len >= need && e.len - need <= slack;
+            let best = (0..CACHE_SLOTS).filter(|&i| fits(&entries[i])).min_by_key(|&i| entries[i].len);
+            let best = best.or_else(|| {
+                (0..CACHE_SLOTS)
+                    .filter(|&i| entries[i].seg != 0 && entries[i].len < need)
+                    .max_by_key(|&i| entries[i].len)
+            })?;
+            Some(core::mem::replace(&mut entries[best], FREE))
+        })?;
+        self.bytes.fetch_sub(taken.len, Ordering::Relaxed);
+        Some(taken)
+    }
+
+    /// Keeps `entry` if there is room; false if not.
+    fn put(&self, entry: Entry) -> bool {
+        let kept = self.with(|entries| {
+            if self.bytes.load(Ordering::Relaxed) + entry.len > CACHE_MAX_BYTES {
+                return false;
+            }
+            let Some(free) = entries.iter_mut().find(|e| e.seg == 0) else { return false };
+            *free = entry;
+            true
+        });
+        if kept {
+            self.bytes.fetch_add(entry.len, Ordering::Relaxed);
+        }
+        kept
+    }
+
+    /// Takes out every entry.
+    fn take_all(&self) -> [Entry; CACHE_SLOTS] {
+        let all = self.with(|entries| core::mem::replace(entries, [FREE; CACHE_SLOTS]));
+        let bytes: usize = all.iter().map(|e| e.len).sum();
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        all
+    }
+}
+
 /// Huge allocations so far, and their count at the last upkeep.
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
@@ -35,67 +119,38 @@ pub(crate) fn decay() {
         release_cache();
     }
 }
-static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes held in the cache of freed huge segments.
 pub(crate) fn cached_bytes() -> usize {
-    CACHED_BYTES.load(Ordering::Relaxed)
-}
-
-/// A cached segment whose mapping holds `offset + size` bytes without
-/// wasting more than a quarter of it, taken out of the cache.
-fn take_cached(offset: usize, size: usize) -> Option<*mut Segment> {
-    let need = offset.checked_add(size)?;
-    for slot in &CACHE {
-        let seg = slot.load(Ordering::Acquire);
-        if seg == 0 {
-            continue;
-        }
-        // SAFETY: a cached segment stays mapped until taken out of its slot.
-        let len = unsafe { (*(seg as *mut Segment)).huge_len };
-        if len < need || len / 4 * 3 > need {
-            continue;
-        }
-        if slot.compare_exchange(seg, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            CACHED_BYTES.fetch_sub(len, Ordering::Relaxed);
-            return Some(seg as *mut Segment);
-        }
-    }
-    None
-}
-
-/// Puts a freed segment in the cache if it has room; false if not.
-fn cache(seg: *mut Segment, len: usize) -> bool {
-    if CACHED_BYTES.fetch_add(len, Ordering::Relaxed) + len > CACHE_MAX_BYTES {
-        CACHED_BYTES.fetch_sub(len, Ordering::Relaxed);
-        return false;
-    }
-    for slot in &CACHE {
-        if slot.compare_exchange(0, seg as usize, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return true;
-        }
-    }
-    CACHED_BYTES.fetch_sub(len, Ordering::Relaxed);
-    false
+    CACHE.bytes.load(Ordering::Relaxed)
 }
 
 /// Unmaps every cached segment (for trimming); returns the bytes released.
 pub(crate) fn release_cache() -> usize {
     let mut released = 0;
-    for slot in &CACHE {
-        let seg = slot.swap(0, Ordering::AcqRel);
-        if seg != 0 {
-            // SAFETY: taken out of the cache: nobody else refers to it.
-            let len = unsafe { (*(seg as *mut Segment)).huge_len };
-            CACHED_BYTES.fetch_sub(len, Ordering::Relaxed);
-            PAGE_HEAP.mapped.fetch_sub(len, Ordering::Relaxed);
-            // SAFETY: as above.
-            unsafe { os::unmap(seg as *mut u8, len) };
-            released += len;
-        }
+    for entry in CACHE.take_all().iter().filter(|e| e.seg != 0) {
+        PAGE_HEAP.mapped.fetch_sub(entry.len, Ordering::Relaxed);
+        // SAFETY: taken out of the cache: nobody else refers to it.
+        unsafe { os::unmap(entry.seg as *mut u8, entry.len) };
+        released += entry.len;
     }
     PAGE_HEAP.released.fetch_add(released, Ordering::Relaxed);
     released
+}
+
+/// Takes the cache's lock for `fork`, unless this thread holds it already;
+/// true if it took it.
+pub(crate) fn lock_for_fork() -> bool {
+    CACHE.lock.lock_for_fork()
+}
+
+/// Releases the lock taken by [`lock_for_fork`].
+///
+/// # Safety
+/// This thread took it with `lock_for_fork`, which returned true.
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded from the caller.
+    unsafe { CACHE.lock.unlock_after_fork() };
 }
 
 /// Largest alignment a huge block honours: the block must start in the
@@ -116,14 +171,16 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
     ALLOCS.fetch_add(1, Ordering::Relaxed);
-    if let Some(seg) = take_cached(offset, size) {
-        // SAFETY: the segment came out of the cache, so it is ours alone;
-        // its mapping holds `offset + size` bytes (checked when taken).
+    if let Some(seg) = take_cached(len) {
+        // SAFETY: the segment came out of the cache, so it is ours alone,
+        // and its mapping holds `len >= offset + size` bytes.
         unsafe {
             (*seg).huge_offset = offset;
             let block = (seg as usize + offset) as *mut u8;
             if zeroed {
-                block.write_bytes(0, size);
+                // Fresh zero pages, rather than writing zeroes over pages
+                // that may never have been touched.
+                os::purge(block, (*seg).huge_len - offset);
             }
             segment::mark(seg);
             return block;
@@ -161,12 +218,62 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: the caller vouches for the header.
     let len = unsafe { (*seg).huge_len };
     segment::unmark(seg);
-    if cache(seg, len) {
+    if CACHE.put(Entry { seg: seg as usize, len }) {
         return;
     }
     PAGE_HEAP.mapped.fetch_sub(len, Ordering::Relaxed);
     // SAFETY: the whole mapping is ours and unused.
     unsafe { os::unmap(seg.cast(), len) };
+}
+
+/// A cached segment whose mapping holds `need` bytes, taken out of the
+/// cache (grown if it was the largest but too small).
+fn take_cached(need: usize) -> Option<*mut Segment> {
+    let entry = CACHE.take(need)?;
+    let seg = entry.seg as *mut Segment;
+    if entry.len >= need {
+        return Some(seg);
+    }
+    // SAFETY: out of the cache, the segment is ours alone; its header says
+    // `entry.len`.
+    let grown = unsafe { remap(seg, entry.len, need) };
+    if grown.is_none() {
+        // No address space to grow it: let it go rather than keep a
+        // mapping that failed to serve.
+        PAGE_HEAP.mapped.fetch_sub(entry.len, Ordering::Relaxed);
+        // SAFETY: as above; nothing refers to it.
+        unsafe { os::unmap(seg.cast(), entry.len) };
+    }
+    grown
+}
+
+/// Changes the mapping of huge segment `seg` from `len` to `new_len` bytes,
+/// in place if the address space allows, else by moving its pages (never
+/// copying them) to a new aligned address. Updates the header and the
+/// mapped-bytes count; returns the segment's (possibly new) address, or
+/// `None` with the segment unchanged. The segment map is the caller's.
+///
+/// # Safety
+/// `seg` is a huge segment of ours whose mapping is `len` bytes long, and
+/// nothing else changes it meanwhile.
+unsafe fn remap(seg: *mut Segment, len: usize, new_len: usize) -> Option<*mut Segment> {
+    // SAFETY: the mapping is ours; in place never moves it.
+    let moved = if unsafe { os::remap_in_place(seg.cast(), len, new_len) } {
+        seg
+    } else {
+        let target = os::map_aligned(new_len, SEGMENT_SIZE)?;
+        // SAFETY: `target` is a fresh reservation of ours of `new_len` bytes.
+        if !unsafe { os::remap_to(seg.cast(), len, target.as_ptr(), new_len) } {
+            // SAFETY: the reservation is unused.
+            unsafe { os::unmap(target.as_ptr(), new_len) };
+            return None;
+        }
+        target.as_ptr().cast::<Segment>()
+    };
+    // SAFETY: the header travelled with the first page, which never goes away.
+    unsafe { (*moved).huge_len = new_len };
+    account(len, new_len);
+    Some(moved)
 }
 
 /// Resizes the huge block in `seg` to `new_size` without copying: in place
@@ -185,27 +292,12 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     if new_len == len {
         return (seg as usize + offset) as *mut u8;
     }
-    // SAFETY: the mapping is ours; in place never moves it.
-    if unsafe { os::remap_in_place(seg.cast(), len, new_len) } {
-        // SAFETY: the header is still mapped (the first page never goes away).
-        unsafe { (*seg).huge_len = new_len };
-        account(len, new_len);
-        return (seg as usize + offset) as *mut u8;
+    // SAFETY: a live segment: only this call changes its mapping.
+    let Some(moved) = (unsafe { remap(seg, len, new_len) }) else { return core::ptr::null_mut() };
+    if moved != seg {
+        segment::mark(moved);
+        segment::unmark(seg);
     }
-    let Some(target) = os::map_aligned(new_len, SEGMENT_SIZE) else { return core::ptr::null_mut() };
-    // SAFETY: `target` is a fresh reservation of ours of `new_len` bytes.
-    if !unsafe { os::remap_to(seg.cast(), len, target.as_ptr(), new_len) } {
-        // SAFETY: the reservation is unused.
-        unsafe { os::unmap(target.as_ptr(), new_len) };
-        return core::ptr::null_mut();
-    }
-    let moved = target.as_ptr().cast::<Segment>();
-    // The header travelled with the pages.
-    // SAFETY: the moved mapping is ours.
-    unsafe { (*moved).huge_len = new_len };
-    segment::mark(moved);
-    segment::unmark(seg);
-    account(len, new_len);
     (moved as usize + offset) as *mut u8
 }
 
