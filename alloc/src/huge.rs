@@ -261,14 +261,8 @@ unsafe fn remap(seg: *mut Segment, len: usize, new_len: usize) -> Option<*mut Se
     let moved = if unsafe { os::remap_in_place(seg.cast(), len, new_len) } {
         seg
     } else {
-        let target = os::map_aligned(new_len, SEGMENT_SIZE)?;
-        // SAFETY: `target` is a fresh reservation of ours of `new_len` bytes.
-        if !unsafe { os::remap_to(seg.cast(), len, target.as_ptr(), new_len) } {
-            // SAFETY: the reservation is unused.
-            unsafe { os::unmap(target.as_ptr(), new_len) };
-            return None;
-        }
-        target.as_ptr().cast::<Segment>()
+        // SAFETY: as above; the caller keeps everyone else off it.
+        unsafe { os::remap_aligned(seg.cast(), len, new_len, SEGMENT_SIZE) }?.as_ptr().cast::<Segment>()
     };
     // SAFETY: the header travelled with the first page, which never goes away.
     unsafe { (*moved).huge_len = new_len };

@@ -84,16 +84,47 @@ pub(crate) unsafe fn remap_in_place(addr: *mut u8, old_len: usize, new_len: usiz
     unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, 0, 0, 0]) }.is_ok()
 }
 
-/// Moves the mapping at `addr` to `new_addr`, resized to `new_len`, replacing
-/// whatever was mapped there, without copying the pages.
+fn mremap(addr: usize, old_len: usize, new_len: usize, flags: i32, new_addr: usize) -> Option<usize> {
+    // SAFETY: every caller passes a whole mapping of ours (and, with
+    // MREMAP_FIXED, a destination of ours); the kernel checks the rest.
+    unsafe { syscall6(libc::SYS_mremap, [addr, old_len, new_len, flags as usize, new_addr, 0]) }.ok()
+}
+
+/// Moves the mapping at `addr` to an address aligned to `align` (a power of
+/// two at least [`OS_PAGE`]), resized to `new_len`, without copying its
+/// pages; `None` if the OS refused, with the mapping unchanged.
+///
+/// Two steps, where `MREMAP_FIXED` onto an aligned reservation could grow
+/// and move at once: valgrind's memcheck marks the grown part of such a
+/// move unaddressable (every later access is reported), so the mapping
+/// first grows wherever the kernel likes, then moves, size unchanged, onto
+/// the reservation.
 ///
 /// # Safety
-/// `addr`/`old_len` is a whole mapping made by this module, and
-/// `new_addr`/`new_len` is a reservation of ours that nothing else uses.
-pub(crate) unsafe fn remap_to(addr: *mut u8, old_len: usize, new_addr: *mut u8, new_len: usize) -> bool {
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as usize;
-    // SAFETY: forwarded from the caller.
-    unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, flags, new_addr as usize, 0]) }.is_ok()
+/// `addr`/`old_len` is a whole mapping made by this module, which nothing
+/// else resizes meanwhile.
+pub(crate) unsafe fn remap_aligned(addr: *mut u8, old_len: usize, new_len: usize, align: usize) -> Option<NonNull<u8>> {
+    let addr = addr as usize;
+    let grown = mremap(addr, old_len, new_len, libc::MREMAP_MAYMOVE, 0)?;
+    if grown.is_multiple_of(align) {
+        return NonNull::new(grown as *mut u8);
+    }
+    let fixed = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    if let Some(target) = map_aligned(new_len, align) {
+        if let Some(moved) = mremap(grown, new_len, new_len, fixed, target.as_ptr() as usize) {
+            return NonNull::new(moved as *mut u8);
+        }
+        // SAFETY: our reservation, unused.
+        unsafe { unmap(target.as_ptr(), new_len) };
+    }
+    // Out of memory halfway: put the mapping back, at its old size, on the
+    // range it left, claimed first so that nothing mapped there since is
+    // replaced.
+    let claimed = map_at(addr, old_len, libc::MAP_FIXED_NOREPLACE).is_some_and(|p| p.as_ptr() as usize == addr);
+    if !claimed || mremap(grown, new_len, old_len, fixed, addr).is_none() {
+        fatal(b"rseq-alloc: out of memory while moving a huge block, and its old address is gone\n");
+    }
+    None
 }
 
 /// Gives the pages of `addr..addr + len` back to the OS: the range stays

@@ -390,7 +390,8 @@ fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
 
 #[test]
 fn alloc_zeroed_is_zero_even_on_reused_memory() {
-    for size in [1, 24, 100, 4000, 30_000, 40_000, 500_000, 3 << 20] {
+    // The last two: a cached 9 MiB mapping, written all over, serves 2 MiB.
+    for size in [1, 24, 100, 4000, 30_000, 40_000, 500_000, 3 << 20, 9 << 20, 2 << 20] {
         let layout = Layout::from_size_align(size, 16).unwrap();
         // SAFETY: valid layouts; blocks freed with them.
         unsafe {
@@ -714,6 +715,44 @@ fn trim_child() {
     assert!(peak - start > 200 << 10, "the blocks were not resident");
     assert!(after - start.min(after) < (peak - start) / 20, "trim left over 5% of the peak resident");
     assert!(released > 0 && stats.released_bytes >= released);
+}
+
+/// Huge blocks of varied sizes, allocated, touched and freed in a loop (the
+/// `large` workload's pattern), settle on one cached mapping that grows by
+/// `mremap` when a request needs more: resident memory stays near one
+/// block's touched pages instead of one mapping's per size. In a child, so
+/// that no other test's blocks are counted.
+#[test]
+fn suite_huge_blocks_of_varied_sizes_reuse_one_mapping() {
+    modes::child_passes("huge_reuse_child", &[("RSEQ_TEST_HUGE_REUSE_CHILD", "1")]);
+}
+
+#[test]
+fn huge_reuse_child() {
+    if std::env::var_os("RSEQ_TEST_HUGE_REUSE_CHILD").is_none() {
+        return;
+    }
+    let start = resident_kib();
+    let mut rng = Rng::new(9);
+    for _ in 0..2000 {
+        let size = (1 + rng.below(8)) << 20;
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: a valid layout; the block is written inside its size and freed with it.
+        unsafe {
+            let p = GLOBAL.alloc(layout);
+            assert!(!p.is_null());
+            for offset in (0..size).step_by(64 << 10) {
+                p.add(offset).write(offset as u8);
+            }
+            GLOBAL.dealloc(p, layout);
+        }
+    }
+    let grown = resident_kib().saturating_sub(start);
+    let cached = rseq_alloc::stats().huge_cached_bytes;
+    eprintln!("huge_reuse_child: resident grew by {grown} KiB, {} KiB cached", cached >> 10);
+    assert!(cached <= (8 << 20) + (64 << 10), "more than one mapping kept: {cached} bytes");
+    // One 8 MiB block touched every 64 KiB is 128 pages (512 KiB).
+    assert!(grown < 1536, "resident grew by {grown} KiB");
 }
 
 /// Without any call to `trim`: a CPU whose thread went quiet has its cache
