@@ -286,13 +286,17 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     if new_len == len {
         return (seg as usize + offset) as *mut u8;
     }
+    // Unmarked while it may move: once its pages leave, another thread may
+    // map a segment of its own at the old address and mark it, and an
+    // unmark after the move would then disown that segment.
+    segment::unmark(seg);
     // SAFETY: a live segment: only this call changes its mapping.
-    let Some(moved) = (unsafe { remap(seg, len, new_len) }) else { return core::ptr::null_mut() };
-    if moved != seg {
-        segment::mark(moved);
-        segment::unmark(seg);
+    let resized = unsafe { remap(seg, len, new_len) };
+    segment::mark(resized.unwrap_or(seg));
+    match resized {
+        Some(moved) => (moved as usize + offset) as *mut u8,
+        None => core::ptr::null_mut(),
     }
-    (moved as usize + offset) as *mut u8
 }
 
 fn account(old: usize, new: usize) {

@@ -180,6 +180,44 @@ fn warm_handler_class() {
     .unwrap();
 }
 
+/// Huge blocks grown by `realloc` (so their mappings move, and their old
+/// addresses free up) while other threads map, cache and unmap huge blocks
+/// of their own: a segment mapped at an address another segment just left
+/// must stay ours (an unmark after the move once disowned it, and its free
+/// aborted as an invalid pointer), and every block keeps its contents.
+#[test]
+fn huge_blocks_moving_while_others_map_and_unmap() {
+    let threads = stress::default_threads();
+    let rounds = scaled(200);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                let mut rng = Rng::new(t as u64 + 77);
+                for round in 0..rounds {
+                    let align = 4096 << rng.below(8);
+                    let mut size = (1 + rng.below(4)) << 20;
+                    let stamp = (t * 131 + round) as u8;
+                    // SAFETY: valid layouts; every block is used inside its size and freed with its layout.
+                    unsafe {
+                        let mut p = GLOBAL.alloc(Layout::from_size_align(size, align).unwrap());
+                        assert!(!p.is_null());
+                        p.write(stamp);
+                        for _ in 0..2 {
+                            let grown = size * 2;
+                            p = GLOBAL.realloc(p, Layout::from_size_align(size, align).unwrap(), grown);
+                            assert!(!p.is_null());
+                            assert_eq!(p.read(), stamp, "contents lost in a move");
+                            p.add(grown - 1).write(stamp);
+                            size = grown;
+                        }
+                        GLOBAL.dealloc(p, Layout::from_size_align(size, align).unwrap());
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// Random blocks under migrations and a signal storm whose handlers
 /// allocate (on the fast path: their class is warmed and no worker uses it).
 #[test]
