@@ -8,12 +8,12 @@
 //! - a class that missed both ways grows by a batch every [`GROW_AT`]
 //!   misses, up to [`max`] and within [`CPU_BUDGET`]: more room absorbs the
 //!   swings between allocating and freeing;
-//! - a class that only overflowed, [`GROW_AT`] times or more, shrinks to
-//!   [`min`]: objects only flow through it, freed here and allocated
-//!   elsewhere, and a drain moves a batch whatever the capacity, so room
-//!   would only hold memory. A class that only underflowed keeps its
-//!   capacity (its cache is empty anyway, and the capacity sizes its
-//!   refills).
+//! - a class that mostly overflowed ([`GROW_AT`] drains or more, and
+//!   [`ONE_WAY`] times as many drains as refills) shrinks to [`min`]:
+//!   objects flow through it, freed here and allocated elsewhere, and a
+//!   drain moves a batch whatever the capacity, so room would only hold
+//!   memory. A class that mostly underflowed keeps its capacity (its cache
+//!   is empty anyway, and the capacity sizes its refills).
 //!
 //! Once per upkeep period, for each CPU, [`plan`] looks at the round:
 //! - a class that did nothing at all (its header did not change) halves
@@ -34,6 +34,10 @@ use crate::size_class::{CLASSES, SIZES};
 pub(crate) const CPU_BUDGET: usize = 2 << 20;
 /// Misses per period that make a class grow.
 pub(crate) const GROW_AT: u32 = 4;
+/// How lopsided a class's misses must be for its flow to count as one-way
+/// (a thread that migrates now and then refills once in a while on a CPU
+/// where it otherwise only frees).
+pub(crate) const ONE_WAY: u32 = 8;
 /// Largest batch moved between a region and the central lists.
 pub(crate) const MAX_BATCH: usize = 32;
 
@@ -105,9 +109,11 @@ pub(crate) enum Resize {
 /// The slow path's decision after a miss, from the class's refills and
 /// drains on this CPU (decayed counts, this miss included).
 pub(crate) const fn on_miss(refills: u32, drains: u32) -> Resize {
-    if refills == 0 && drains >= GROW_AT {
+    if drains >= GROW_AT && drains >= ONE_WAY * refills {
         Resize::Shrink
-    } else if refills > 0 && drains > 0 && (refills + drains).is_multiple_of(GROW_AT) {
+    } else if refills >= ONE_WAY * drains {
+        Resize::Keep
+    } else if (refills + drains).is_multiple_of(GROW_AT) {
         Resize::Grow
     } else {
         Resize::Keep
@@ -176,10 +182,12 @@ mod tests {
     #[test]
     fn misses_both_ways_grow_and_one_way_out_shrinks() {
         assert_eq!(on_miss(GROW_AT, 0), Resize::Keep, "only underflows");
+        assert_eq!(on_miss(ONE_WAY * 3, 3), Resize::Keep, "mostly underflows");
         assert_eq!(on_miss(0, GROW_AT - 1), Resize::Keep);
         assert_eq!(on_miss(0, GROW_AT), Resize::Shrink, "only overflows");
-        assert_eq!(on_miss(1, GROW_AT - 1), Resize::Grow);
-        assert_eq!(on_miss(1, GROW_AT), Resize::Keep, "one growth per GROW_AT misses");
+        assert_eq!(on_miss(3, ONE_WAY * 3), Resize::Shrink, "mostly overflows");
+        assert_eq!(on_miss(2, GROW_AT - 2), Resize::Grow);
+        assert_eq!(on_miss(2, GROW_AT - 1), Resize::Keep, "one growth per GROW_AT misses");
         assert_eq!(on_miss(GROW_AT, GROW_AT), Resize::Grow);
     }
 
