@@ -42,6 +42,13 @@ const PEERS: [Peer; 4] = [
     Peer { name: "tbb", library: "libtbbmalloc_proxy.so.2", package: "libtbbmalloc2" },
 ];
 
+/// Whether `name` is one of the allocators the targets compare us with:
+/// glibc and the packaged peers, not builds added with `--with` (those are
+/// ours: old versions and variants, shown beside the peers).
+pub fn is_peer(name: &str) -> bool {
+    name == "glibc" || PEERS.iter().any(|p| p.name == name)
+}
+
 const LIB_DIRS: [&str; 3] = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
 
 fn find_library(file: &str) -> Option<PathBuf> {
@@ -332,7 +339,7 @@ pub fn targets(summary: &BTreeMap<&'static str, Vec<Row>>) -> Vec<(String, bool)
     let mut logs = Vec::new();
     for (workload, rows) in summary {
         let Some(ours) = rows.iter().find(|r| r.allocator == OURS) else { continue };
-        let peers: Vec<&Row> = rows.iter().filter(|r| r.allocator != OURS && r.failures == 0).collect();
+        let peers: Vec<&Row> = rows.iter().filter(|r| is_peer(r.allocator) && r.failures == 0).collect();
         let Some(best_time) = peers.iter().min_by(|a, b| a.wall.total_cmp(&b.wall)) else { continue };
         let ratio = ours.wall / best_time.wall;
         logs.push(ratio.ln());
@@ -453,7 +460,7 @@ pub fn chart(summary: &BTreeMap<&'static str, Vec<Row>>, path: &Path) -> Result<
                 let rows = &summary[**w];
                 let best = rows
                     .iter()
-                    .filter(|r| r.allocator != OURS && r.failures == 0)
+                    .filter(|r| is_peer(r.allocator) && r.failures == 0)
                     .map(metric)
                     .fold(f64::INFINITY, f64::min);
                 allocators

@@ -3,7 +3,7 @@
 //! ```text
 //! rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b]
 //!                          [--threads N] [--scale X] [--cachegrind-scale X] [--out DIR]
-//!                          [--with NAME=LIB.so]...   (another library, e.g. an older build)
+//!                          [--with NAME=LIB.so]...   (another build of ours, e.g. an older one: shown, never the best peer)
 //!                                            C workloads under rseq-alloc, glibc, jemalloc,
 //!                                            tcmalloc, mimalloc and TBB (LD_PRELOAD)
 //! rseq-alloc-bench misuse [--out DIR]        heap-misuse probes (tests/c/misuse.c): what each allocator stops
