@@ -26,8 +26,10 @@ pub trait RegionStore {
 
 /// Where each class's slots are: `begin[c]` is its first slot (the sentinel
 /// is at `begin[c] - 1`), `capacity[c]` how many it gets when it wakes.
-/// Class 0 is unused. The slot right after the headers is the sentinel that
-/// dormant classes share, so `begin[c]` is at least two past it.
+/// Class 0 is unused. Class 1's slots start right after the headers, and
+/// its sentinel is the one dormant classes share: written when the region
+/// is formatted, so the other classes' slots move nowhere (a layout shifted
+/// by one slot ran `tight` 12% slower).
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry<'a> {
     /// First slot of each class.
@@ -52,7 +54,7 @@ impl Geometry<'_> {
     /// The header of `class` when it wakes: empty, with its full capacity.
     pub fn awake(&self, class: usize) -> Header {
         let begin = self.begin[class];
-        debug_assert!(begin as usize >= self.shared_sentinel() + 2);
+        debug_assert!(begin as usize > self.shared_sentinel());
         Header { current: begin, end: begin + self.capacity[class] }
     }
 }

@@ -52,8 +52,9 @@ struct Layout {
 
 const fn build_layout() -> Layout {
     let mut layout = Layout { begin: [0; CLASSES + 1], reserved: [0; CLASSES + 1], initial: [0; CLASSES + 1] };
-    // The first free slot is the sentinel dormant classes share.
-    let mut slot = first_free_slot(CLASSES + 1) + 1;
+    // The first free slot is class 1's sentinel, which dormant classes
+    // share (`fallback::Geometry::shared_sentinel`).
+    let mut slot = first_free_slot(CLASSES + 1);
     let mut class = 1;
     while class <= CLASSES {
         layout.begin[class] = (slot + 1) as u16;
@@ -414,8 +415,9 @@ fn wake_here(class: usize) -> bool {
     let geometry = geometry();
     let awake = geometry.awake(class);
     // SAFETY: as in `pop_section`; while the class is dormant nobody reads
-    // slot `begin - 1`, and `awake` keeps the layout's invariants once it
-    // holds the sentinel.
+    // slot `begin - 1` (or, for class 1, whose sentinel is the shared one,
+    // it holds the very value written), and `awake` keeps the layout's
+    // invariants once it holds the sentinel.
     let woke = unsafe {
         rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
             args.offset,
@@ -751,7 +753,7 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
 fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Header> {
     let header = Header::unpack(word);
     let begin = LAYOUT.begin[class];
-    if header.current < begin {
+    if header == geometry().dormant() {
         return None;
     }
     let capacity = (header.end - begin) as usize;

@@ -14,12 +14,12 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use rseq_alloc::model::{Geometry, Lock, RegionStore, drain, pop, push, release, try_hold, with_region};
 
-/// One class (1) of two slots, dormant at first: the shared sentinel sits
-/// in slot 2, the class's own (written when it wakes) in slot 3.
-const BEGIN: [u16; 2] = [0, 4];
+/// One class (1) of two slots, dormant at first: its sentinel, in slot 2,
+/// is the one dormant classes share.
+const BEGIN: [u16; 2] = [0, 3];
 const CAPACITY: [u16; 2] = [0, 2];
 const GEOMETRY: Geometry<'static> = Geometry { begin: &BEGIN, capacity: &CAPACITY };
-const SLOTS: usize = 6;
+const SLOTS: usize = 5;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.
 struct ModelRegion {
