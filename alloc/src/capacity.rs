@@ -6,8 +6,9 @@
 //! the cache empty) and drains (frees that found it full), halving both at
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
 //! - a class that missed both ways grows by a batch every [`GROW_AT`]
-//!   misses, up to [`max`] and within [`CPU_BUDGET`]: more room absorbs the
-//!   swings between allocating and freeing;
+//!   misses, if they came within [`GROW_WINDOW_NS`], up to [`max`] and
+//!   within [`CPU_BUDGET`]: more room absorbs the swings between allocating
+//!   and freeing, where misses are frequent enough to cost something;
 //! - a class that mostly overflowed ([`GROW_AT`] drains or more, and
 //!   [`ONE_WAY`] times as many drains as refills) shrinks to [`min`]:
 //!   objects flow through it, freed here and allocated elsewhere, and a
@@ -34,6 +35,10 @@ use crate::size_class::{CLASSES, SIZES};
 pub(crate) const CPU_BUDGET: usize = 2 << 20;
 /// Misses per period that make a class grow.
 pub(crate) const GROW_AT: u32 = 4;
+/// A class grows only if its last [`GROW_AT`] misses came within this
+/// long (1 ms: 4000 misses a second, some 0.2% of a CPU's time at the
+/// cost of a batch move).
+pub(crate) const GROW_WINDOW_NS: u64 = 1_000_000;
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
 /// where it otherwise only frees).

@@ -687,6 +687,8 @@ struct ClassState {
     refills: AtomicU32,
     drains: AtomicU32,
     last_header: AtomicU32,
+    /// When the class last reached a multiple of `GROW_AT` misses (ns).
+    grow_check: AtomicU64,
 }
 
 /// `ncpus * (CLASSES + 1)` class states, mapped at initialisation (null if
@@ -743,7 +745,16 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
         Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
     }
-    capacity::on_miss(refills, drains)
+    match capacity::on_miss(refills, drains) {
+        Resize::Grow => {
+            // Only if those misses came fast: a class that misses a few
+            // hundred times a second loses nothing worth the memory.
+            let now = os::precise_ns();
+            let last = state.grow_check.swap(now, Ordering::Relaxed);
+            if now.saturating_sub(last) < capacity::GROW_WINDOW_NS { Resize::Grow } else { Resize::Keep }
+        }
+        resize => resize,
+    }
 }
 
 /// The header `class` should have on `cpu` after `resize`, if it changes:
