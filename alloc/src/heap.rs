@@ -144,7 +144,10 @@ pub(crate) enum Route {
 
 /// The one place that decides where `size` bytes aligned to `align` live;
 /// `realloc` keeps a block in place only if this answer does not change,
-/// so that a later sized free finds it where it is.
+/// so that a later sized free finds it where it is, with two exceptions: a
+/// block `realloc` grows past [`PROMOTE_AT`] is huge ([`stays_huge`]), and
+/// one C's `realloc` grows past [`C_PROMOTE_MEDIUM_AT`] is medium
+/// ([`stays_medium`]).
 #[inline]
 pub(crate) fn route(size: usize, align: usize) -> Route {
     match class_for(size, align) {
@@ -230,6 +233,8 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
                     (route(size, align), block),
                     (Route::Medium, Block::Medium(..)) | (Route::Huge, Block::Huge(_))
                 )
+                && !(matches!(block, Block::Huge(_)) && stays_huge(size, align))
+                && !(matches!(block, Block::Medium(..)) && stays_medium(size, align, true))
             {
                 // SAFETY: as above.
                 report::size_mismatch(call, ptr as usize, size, unsafe { capacity(block) });
@@ -346,6 +351,34 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
     unsafe { capacity(classify(ptr as usize, Call::UsableSize)) }
 }
 
+/// Blocks that `realloc` has grown to this size or more, but that would be
+/// medium by their size, become huge instead (a segment of their own): a
+/// block grown this far is usually a buffer that keeps growing, and a huge
+/// one grows by `mremap`, without a copy and without old and new copies
+/// resident at once.
+pub(crate) const PROMOTE_AT: usize = 256 << 10;
+
+/// Whether a block that `realloc` moves or resizes to `size` bytes is (or
+/// stays) huge although `route` would make it medium.
+fn stays_huge(size: usize, align: usize) -> bool {
+    size >= PROMOTE_AT && align <= huge::MAX_ALIGN
+}
+
+/// Blocks that C's `realloc` grows to this size or more, but that would be
+/// small by their size, become medium instead: a medium span grows in
+/// place over the free pages after it, where a small block is copied at
+/// every class it crosses (a vector doubling from 16 B to 1 MiB was copied
+/// eleven times). Only for C's `realloc`, which does not state the old
+/// size: every later free of the block finds it by its address, where
+/// Rust's `dealloc` trusts its layout to name the block's class.
+pub(crate) const C_PROMOTE_MEDIUM_AT: usize = 4096;
+
+/// Whether a block that C's `realloc` (`c_caller`) moves or resizes to
+/// `size` bytes is (or stays) medium although `route` would make it small.
+fn stays_medium(size: usize, align: usize, c_caller: bool) -> bool {
+    c_caller && (C_PROMOTE_MEDIUM_AT..=MAX_MEDIUM).contains(&size) && align <= PAGE_SIZE
+}
+
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
 /// in place when the block's kind and capacity allow it, by `mremap` for huge
 /// blocks, else by allocating, copying and freeing. Returns null (leaving the
@@ -364,6 +397,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         None => classify(ptr as usize, Call::Realloc),
     };
     let new_route = route(new_size, align);
+    let c_caller = old_size.is_none();
     let old_usable = match block {
         Block::Small(class) => {
             if new_route == Route::Small(class) {
@@ -374,7 +408,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         Block::Medium(seg, head) => {
             // SAFETY: classify checked the span.
             let pages = unsafe { (*seg).spans[head].pages } as usize;
-            if new_route == Route::Medium {
+            if new_route == Route::Medium || stays_medium(new_size, align, c_caller) {
                 let new_pages = new_size.div_ceil(PAGE_SIZE);
                 let in_place = match new_pages.cmp(&pages) {
                     core::cmp::Ordering::Equal => true,
@@ -393,7 +427,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
             pages << PAGE_SHIFT
         }
         Block::Huge(seg) => {
-            if new_route == Route::Huge {
+            if new_route == Route::Huge || stays_huge(new_size, align) {
                 // SAFETY: classify checked the segment.
                 let resized = unsafe { huge::resize(seg, new_size) };
                 if !resized.is_null() {
@@ -404,7 +438,13 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
             unsafe { huge::usable_size(seg) }
         }
     };
-    let new = alloc(new_size, align);
+    let new = if new_size > old_usable && stays_huge(new_size, align) {
+        huge::alloc(new_size, align, false)
+    } else if new_size > old_usable && stays_medium(new_size, align, c_caller) {
+        alloc_medium(new_size).0
+    } else {
+        alloc(new_size, align)
+    };
     if new.is_null() {
         return null_mut();
     }

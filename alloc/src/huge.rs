@@ -283,7 +283,11 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     let Some(new_len) = offset.checked_add(new_size).and_then(|n| n.checked_next_multiple_of(OS_PAGE)) else {
         return core::ptr::null_mut();
     };
-    if new_len == len {
+    // The mapping stays as it is if it holds the new size with no more to
+    // spare than the new size itself, and at most `REUSE_SLACK` (a block
+    // from the cache may be larger than asked for; shrinking and growing
+    // it back would cost page faults for nothing).
+    if new_len <= len && len - new_len <= new_len.min(REUSE_SLACK) {
         return (seg as usize + offset) as *mut u8;
     }
     // Unmarked while it may move: once its pages leave, another thread may

@@ -390,6 +390,44 @@ fn realloc_keeps_contents_across_every_kind_of_block() {
     assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
 }
 
+/// C's `realloc` of a buffer that keeps doubling (what `compare`'s
+/// `realloc` workload does): past 4 KiB the block becomes a medium span and
+/// grows in place over the free pages after it, past 256 KiB a huge block
+/// that grows by `mremap`, so it moves at most twice on its way to 8 MiB
+/// after 4 KiB (it moved at every size class before), its contents intact,
+/// and `free_sized` with its last size accepts it. Rust's `realloc` keeps
+/// small blocks small, since `dealloc` trusts the layout's class.
+#[test]
+fn c_realloc_promotes_a_growing_buffer() {
+    use rseq_alloc::c_api;
+    let _serial = exclusive();
+    // SAFETY: every block is used within its size and freed once.
+    unsafe {
+        let mut p = c_api::malloc(16).cast::<u8>();
+        p.write(0xab);
+        let mut size = 16;
+        let mut moves_from_4k = 0;
+        while size < 8 << 20 {
+            size *= 2;
+            let q = c_api::realloc(p.cast(), size).cast::<u8>();
+            assert!(!q.is_null());
+            if q != p && size > 4096 {
+                moves_from_4k += 1;
+            }
+            assert_eq!(q.read(), 0xab, "contents lost at {size}");
+            q.add(size - 1).write(1);
+            p = q;
+        }
+        assert!(moves_from_4k <= 2, "moved {moves_from_4k} times after 4 KiB");
+        c_api::free_sized(p.cast(), size);
+        let rust = Layout::from_size_align(8, 8).unwrap();
+        let small = GLOBAL.alloc(rust);
+        let grown = GLOBAL.realloc(small, rust, 8192);
+        assert!(c_api::malloc_usable_size(grown.cast()) < 65536, "a Rust realloc made a small block medium");
+        GLOBAL.dealloc(grown, Layout::from_size_align(8192, 8).unwrap());
+    }
+}
+
 #[test]
 fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
     let layout = Layout::from_size_align(100, 8).unwrap();
