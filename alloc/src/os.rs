@@ -81,12 +81,18 @@ pub(crate) unsafe fn unmap(addr: *mut u8, len: usize) {
 /// `addr`/`old_len` is a whole mapping made by this module.
 pub(crate) unsafe fn remap_in_place(addr: *mut u8, old_len: usize, new_len: usize) -> bool {
     // SAFETY: the caller owns the mapping; flags 0 forbids moving it.
-    unsafe { syscall6(libc::SYS_mremap, [addr as usize, old_len, new_len, 0, 0, 0]) }.is_ok()
+    unsafe { mremap(addr as usize, old_len, new_len, 0, 0) }.is_some()
 }
 
-fn mremap(addr: usize, old_len: usize, new_len: usize, flags: i32, new_addr: usize) -> Option<usize> {
-    // SAFETY: every caller passes a whole mapping of ours (and, with
-    // MREMAP_FIXED, a destination of ours); the kernel checks the rest.
+/// `mremap(2)`: the mapping's new address, `None` if the kernel refused
+/// (the mapping is then unchanged).
+///
+/// # Safety
+/// `addr`/`old_len` is a whole mapping of ours that nothing uses in a way
+/// the move breaks, and with `MREMAP_FIXED`, `new_addr`/`new_len` is a
+/// range of ours whose old contents nobody needs.
+unsafe fn mremap(addr: usize, old_len: usize, new_len: usize, flags: i32, new_addr: usize) -> Option<usize> {
+    // SAFETY: forwarded from the caller; the kernel checks the rest.
     unsafe { syscall6(libc::SYS_mremap, [addr, old_len, new_len, flags as usize, new_addr, 0]) }.ok()
 }
 
@@ -105,13 +111,16 @@ fn mremap(addr: usize, old_len: usize, new_len: usize, flags: i32, new_addr: usi
 /// else resizes meanwhile.
 pub(crate) unsafe fn remap_aligned(addr: *mut u8, old_len: usize, new_len: usize, align: usize) -> Option<NonNull<u8>> {
     let addr = addr as usize;
-    let grown = mremap(addr, old_len, new_len, libc::MREMAP_MAYMOVE, 0)?;
+    // SAFETY: the caller's mapping, which nothing else resizes.
+    let grown = unsafe { mremap(addr, old_len, new_len, libc::MREMAP_MAYMOVE, 0) }?;
     if grown.is_multiple_of(align) {
         return NonNull::new(grown as *mut u8);
     }
     let fixed = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
     if let Some(target) = map_aligned(new_len, align) {
-        if let Some(moved) = mremap(grown, new_len, new_len, fixed, target.as_ptr() as usize) {
+        // SAFETY: the grown mapping is the caller's; `target` is our fresh,
+        // unused reservation of the same length.
+        if let Some(moved) = unsafe { mremap(grown, new_len, new_len, fixed, target.as_ptr() as usize) } {
             return NonNull::new(moved as *mut u8);
         }
         // SAFETY: our reservation, unused.
@@ -121,7 +130,9 @@ pub(crate) unsafe fn remap_aligned(addr: *mut u8, old_len: usize, new_len: usize
     // range it left, claimed first so that nothing mapped there since is
     // replaced.
     let claimed = map_at(addr, old_len, libc::MAP_FIXED_NOREPLACE).is_some_and(|p| p.as_ptr() as usize == addr);
-    if !claimed || mremap(grown, new_len, old_len, fixed, addr).is_none() {
+    // SAFETY: the grown mapping is the caller's, and `addr`/`old_len` is
+    // the fresh claim just made on the range it left.
+    if !claimed || unsafe { mremap(grown, new_len, old_len, fixed, addr) }.is_none() {
         fatal(b"rseq-alloc: out of memory while moving a huge block, and its old address is gone\n");
     }
     None

@@ -411,25 +411,39 @@ fn refill(class: usize) -> *mut u8 {
 /// Gives `class` its own slots on the CPU this thread runs on, if it is
 /// dormant there (the first miss of a class on a CPU); true if it did.
 fn wake_here(class: usize) -> bool {
-    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
     let geometry = geometry();
-    let awake = geometry.awake(class);
-    // SAFETY: as in `pop_section`; while the class is dormant nobody reads
-    // slot `begin - 1` (or, for class 1, whose sentinel is the shared one,
-    // it holds the very value written), and `awake` keeps the layout's
-    // invariants once it holds the sentinel.
-    let woke = unsafe {
+    replace_header_here(class, geometry.dormant().pack(), geometry.awake(class))
+}
+
+/// Replaces `class`'s header on the CPU this thread runs on by `new` if it
+/// reads `expected`, writing the class's own sentinel first (a wake, or a
+/// move of `end`); true if it did.
+///
+/// Sound for any `new` that keeps the class's slots within its reserved
+/// range with `begin <= current <= end`: the sentinel slot, `begin - 1`, is
+/// read by nobody while the class is dormant, and otherwise (or for class
+/// 1, whose sentinel is the shared one) already holds the value written;
+/// and moving `end` needs no stop, since sections write above `current`
+/// only speculatively and commit only a header they read.
+fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
+    let begin = LAYOUT.begin[class];
+    debug_assert!(begin <= new.current && new.current <= new.end);
+    debug_assert!(new.end as usize <= begin as usize + LAYOUT.reserved[class] as usize);
+    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
+    // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
+    // the sentinel write is unobservable (see above).
+    let replaced = unsafe {
         rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
             args.offset,
             args.slabs,
             args.ncpus,
             header_offset(class),
-            geometry.dormant().pack(),
-            awake.pack(),
-            awake.current as usize - 1,
+            expected,
+            new.pack(),
+            begin as usize - 1,
         )
     };
-    woke == Ok(true)
+    replaced == Ok(true)
 }
 
 /// Free of `object` (of `class`) when the fast path missed (or is off).
@@ -794,28 +808,14 @@ fn capacity_bytes(cpu: u32) -> usize {
         .sum()
 }
 
-/// Applies `resize` to `class` on the CPU this thread runs on, with the
-/// same per-CPU compare-and-store as a wake: moving `end` needs no stop as
-/// long as it stays at or above `current` and within the reserved slots,
-/// since sections write above `current` only speculatively and commit only
-/// a header they read.
+/// Applies `resize` to `class` on the CPU this thread runs on (read on
+/// `cpu`; if the thread has moved, the compare fails or finds the same
+/// header, which the new one suits as well).
 fn resize_here(cpu: u32, class: usize, resize: Resize) {
     let word = header(region(cpu), class).load(Ordering::Relaxed);
-    let Some(new) = resized(cpu, word, class, resize) else { return };
-    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
-    // SAFETY: as in `pop_section`; the new header keeps the invariants, and
-    // the sentinel slot written is the class's own, which holds it already.
-    let _ = unsafe {
-        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
-            args.offset,
-            args.slabs,
-            args.ncpus,
-            header_offset(class),
-            word,
-            new.pack(),
-            LAYOUT.begin[class] as usize - 1,
-        )
-    };
+    if let Some(new) = resized(cpu, word, class, resize) {
+        replace_header_here(class, word, new);
+    }
 }
 
 /// Applies `resize` to `class` in a region this thread holds.
@@ -914,23 +914,8 @@ pub(crate) static IDLE_DRAINS: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of free objects cached in every region (a racy snapshot).
 pub(crate) fn cached_bytes() -> usize {
-    let ncpus = FAST.ncpus.load(Ordering::Acquire);
-    if FAST.slabs.load(Ordering::Acquire).is_null() {
-        return 0;
-    }
-    let mut total = 0;
-    for cpu in 0..ncpus {
-        let region = region(cpu);
-        if state(region).load(Ordering::Acquire) == STATE_UNINIT {
-            continue;
-        }
-        for (class, &size) in SIZES.iter().enumerate().skip(1) {
-            let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
-            let count = (hdr.current as usize).saturating_sub(LAYOUT.begin[class] as usize);
-            total += count * size as usize;
-        }
-    }
-    total
+    let (_, cached) = occupancy();
+    cached.iter().zip(SIZES).map(|(&count, size)| count * size as usize).sum()
 }
 
 /// Bytes mapped for the regions.

@@ -101,6 +101,14 @@ pub fn pin(tid: i32, cpus: &[usize]) -> bool {
     }
 }
 
+/// Pins the calling thread to the CPU it runs on now; the CPU, or `None`
+/// if that failed.
+pub fn pin_to_current_cpu() -> Option<usize> {
+    // SAFETY: no preconditions.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    pin(0, &[cpu]).then_some(cpu)
+}
+
 /// A tiny deterministic generator (xorshift), so runs differ by seed only.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
