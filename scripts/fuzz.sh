@@ -34,12 +34,17 @@ for target in "${targets[@]}"; do
         mkdir -p "target/fuzz/corpus/$target" "target/fuzz/artifacts/$target"
         hardened=0
         if [ "$mode" = hardened ]; then hardened=1; fi
+        # The fuzzer's own status decides (`|| true` after the pipeline
+        # would hide it: with pipefail, PIPESTATUS is then true's).
+        set +e
         RSEQ_ALLOC_HARDENED=$hardened "target/fuzz/$triple/release/$target" \
             -max_total_time="$seconds" -timeout=60 -print_final_stats=1 \
             -artifact_prefix="target/fuzz/artifacts/$target/" \
             "target/fuzz/corpus/$target" "fuzz/corpus/$target" 2>&1 |
-            grep -E "^(#[0-9]+ +DONE|INFO: Running with|stat::number_of_executed_units|stat::peak_rss|==|SUMMARY|.*panicked|.*rseq-alloc:)" || true
-        if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+            grep -E "^(#[0-9]+ +DONE|INFO: Running with|stat::number_of_executed_units|stat::peak_rss|==|SUMMARY|.*panicked|.*rseq-alloc:)"
+        fuzzer_status="${PIPESTATUS[0]}"
+        set -e
+        if [ "$fuzzer_status" -ne 0 ]; then
             echo "fuzz target $target ($mode mode) failed: see target/fuzz/artifacts/$target/" >&2
             exit 1
         fi

@@ -43,7 +43,7 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
 }
 
 /// `malloc`: small sizes go straight to the per-CPU caches (inlined into
-/// the exported symbol), the rest through [`aligned`].
+/// the exported symbol), the rest through the general path.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
     if size <= MAX_SMALL {

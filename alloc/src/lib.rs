@@ -38,6 +38,13 @@
 //! that an object starts where it should and is not already free. Hardened
 //! mode (`RSEQ_ALLOC_HARDENED=1`, module `hardened`) adds canaries, poison
 //! and exact double-free detection on every block.
+//!
+//! # Signal handlers
+//!
+//! Like glibc's, this allocator is not async-signal-safe: a signal handler
+//! must not call `malloc` or `GlobalAlloc`. It may call [`signal_safe`]'s
+//! `alloc` and `dealloc`, which never leave the per-CPU fast path and fail
+//! instead where the allocator would take a lock.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(any(test, rseq_alloc_loom)), no_std)]
@@ -67,6 +74,8 @@ mod percpu;
 mod report;
 #[cfg(not(rseq_alloc_loom))]
 mod segment;
+#[cfg(not(rseq_alloc_loom))]
+pub mod signal_safe;
 #[cfg(not(rseq_alloc_loom))]
 mod size_class;
 #[cfg(not(rseq_alloc_loom))]

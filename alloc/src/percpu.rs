@@ -774,11 +774,13 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
 /// The header `class` should have on `cpu` after `resize`, if it changes:
 /// shrunk to its smallest capacity (never below `current`: the objects
 /// above stay), or grown by a batch, up to its reserved slots, if the
-/// CPU's capacity stays within its budget. `None` for a dormant class.
+/// CPU's capacity stays within its budget. `None` for a dormant class, or
+/// a word read from a region never opened (all zeros: the thread moved to
+/// another CPU since its miss; the section would miss there anyway).
 fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Header> {
     let header = Header::unpack(word);
     let begin = LAYOUT.begin[class];
-    if header == geometry().dormant() {
+    if header == geometry().dormant() || header.end < begin {
         return None;
     }
     let capacity = (header.end - begin) as usize;
@@ -994,5 +996,22 @@ pub(crate) mod hits {
             }
         }
         (alloc, free)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A miss reads the header of the CPU it then runs on, which may be a
+    /// region never opened (all zeros): no resize may come of it (the
+    /// capacity computed from it underflowed and aborted the fuzzer).
+    #[test]
+    fn a_header_never_written_is_not_resized() {
+        for class in 1..=CLASSES {
+            for resize in [Resize::Grow, Resize::Shrink, Resize::Keep] {
+                assert_eq!(resized(0, 0, class, resize), None, "class {class}, {resize:?}");
+            }
+        }
     }
 }

@@ -144,27 +144,62 @@ impl Exchange {
     }
 }
 
-/// A size no worker uses: the signal handler's class, warmed before the storm.
+/// What signal handlers allocate, through `rseq_alloc::signal_safe` (the
+/// only allocation a handler may do): workers use this class too, so the
+/// handlers' blocks are interleaved with theirs in the same caches.
 const HANDLER_SIZE: usize = 200;
 static HANDLER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static HANDLER_MISSES: AtomicU64 = AtomicU64::new(0);
+/// Blocks a handler allocated but could not give back on the fast path
+/// (its CPU's cache was full or stopped): the next handler that misses
+/// takes one, and the test frees what is left. A block that finds no room
+/// here stays allocated (counted: the test reports it).
+static HANDLER_STASH: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+static HANDLER_LEAKS: AtomicU64 = AtomicU64::new(0);
+
+fn handler_layout() -> Layout {
+    Layout::from_size_align(HANDLER_SIZE, 8).unwrap()
+}
 
 fn allocate_in_signal_handler() {
-    let layout = Layout::from_size_align(HANDLER_SIZE, 8).unwrap();
-    // SAFETY: a valid layout; the block is freed at once.
-    unsafe {
-        let p = GLOBAL.alloc(layout);
-        if !p.is_null() {
-            p.write_bytes(0x5a, HANDLER_SIZE);
-            GLOBAL.dealloc(p, layout);
-            HANDLER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let layout = handler_layout();
+    let mut p = rseq_alloc::signal_safe::alloc(layout);
+    if p.is_null() {
+        HANDLER_MISSES.fetch_add(1, Ordering::Relaxed);
+        let Some(stashed) = HANDLER_STASH.iter().map(|s| s.swap(0, Ordering::Acquire)).find(|&b| b != 0) else {
+            return;
+        };
+        p = stashed as *mut u8;
+    }
+    // SAFETY: `p` is a live block of HANDLER_SIZE bytes, this handler's alone.
+    unsafe { p.write_bytes(0x5a, HANDLER_SIZE) };
+    HANDLER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: a block of ours for this layout, given up if this returns true.
+    if unsafe { rseq_alloc::signal_safe::dealloc(p, layout) } {
+        return;
+    }
+    let stashed =
+        HANDLER_STASH.iter().any(|s| s.compare_exchange(0, p as usize, Ordering::Release, Ordering::Relaxed).is_ok());
+    if !stashed {
+        HANDLER_LEAKS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Frees the blocks handlers left in the stash.
+fn free_handler_stash() {
+    for slot in &HANDLER_STASH {
+        let p = slot.swap(0, Ordering::Acquire);
+        if p != 0 {
+            // SAFETY: a stashed block is live, of this layout, and now ours.
+            unsafe { GLOBAL.dealloc(p as *mut u8, handler_layout()) };
         }
     }
 }
 
 /// Puts a few free objects of the handler's class in every CPU's cache, so
-/// handlers run on the fast path (slow paths are not async-signal-safe).
+/// that handlers find some on the fast path.
 fn warm_handler_class() {
-    let layout = Layout::from_size_align(HANDLER_SIZE, 8).unwrap();
+    let layout = handler_layout();
     std::thread::spawn(move || {
         for cpu in stress::allowed_cpus() {
             stress::pin(0, &[cpu]);
@@ -178,6 +213,55 @@ fn warm_handler_class() {
     })
     .join()
     .unwrap();
+}
+
+/// `signal_safe` never leaves the fast path: once `trim` has emptied every
+/// CPU's cache it fails where `alloc` refills (slow path), and after that
+/// refill it is served; without a fast path (fallback, hardened) it always
+/// fails. In children (no other test may refill this CPU's cache in
+/// between), pinned to one CPU.
+#[test]
+fn suite_signal_safe_allocation_stays_on_the_fast_path() {
+    modes::child_passes("signal_safe_child", &[("RSEQ_TEST_SIGNAL_SAFE_CHILD", "1")]);
+    modes::child_passes(
+        "signal_safe_child",
+        &[("RSEQ_TEST_SIGNAL_SAFE_CHILD", "1"), ("RSEQ_ALLOC_FORCE_FALLBACK", "1")],
+    );
+    modes::child_passes("signal_safe_child", &[("RSEQ_TEST_SIGNAL_SAFE_CHILD", "1"), ("RSEQ_ALLOC_HARDENED", "1")]);
+}
+
+#[test]
+fn signal_safe_child() {
+    if std::env::var_os("RSEQ_TEST_SIGNAL_SAFE_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu();
+    let layout = handler_layout();
+    // SAFETY: valid layout; every block is freed once with it.
+    unsafe {
+        GLOBAL.dealloc(GLOBAL.alloc(layout), layout);
+        rseq_alloc::trim();
+        let after_trim = rseq_alloc::signal_safe::alloc(layout);
+        let refilled = GLOBAL.alloc(layout);
+        let after_refill = rseq_alloc::signal_safe::alloc(layout);
+        let gave_back = !after_refill.is_null() && rseq_alloc::signal_safe::dealloc(after_refill, layout);
+        let stats = rseq_alloc::stats();
+        eprintln!(
+            "signal_safe_child: mode {}{}: after trim {after_trim:?}, after a refill {after_refill:?} (given back: \
+             {gave_back})",
+            stats.mode,
+            if stats.hardened { ", hardened" } else { "" }
+        );
+        assert!(after_trim.is_null(), "served from an empty cache");
+        assert!(!refilled.is_null());
+        GLOBAL.dealloc(refilled, layout);
+        if matches!(stats.mode, Mode::RseqGlibcArea | Mode::RseqOwnArea) && !stats.hardened {
+            assert!(!after_refill.is_null(), "the fast path did not serve a refilled cache");
+            assert!(gave_back, "the fast path did not take a block back");
+        } else {
+            assert!(after_refill.is_null(), "served without a fast path");
+        }
+    }
 }
 
 /// Huge blocks grown by `realloc` (so their mappings move, and their old
@@ -219,32 +303,30 @@ fn huge_blocks_moving_while_others_map_and_unmap() {
 }
 
 /// Random blocks under migrations and a signal storm whose handlers
-/// allocate (on the fast path: their class is warmed and no worker uses it).
+/// allocate (with `signal_safe`, so their sections interrupt the workers').
 #[test]
 fn stress_random_blocks_freed_across_threads_and_cpus() {
-    // Hardened mode has no fast path, and slow paths are not
-    // async-signal-safe: there the handlers only count.
-    let handlers_allocate = !rseq_alloc::stats().hardened;
-    stress_with(handlers_allocate, false);
+    stress_with(false);
 }
 
 /// The same stress while another thread trims all along, draining every
-/// CPU's cache to the central lists under the workers' feet. Handlers do
-/// not allocate here: a drain can empty their class, and a refill is a slow
-/// path.
+/// CPU's cache to the central lists under the workers' (and the handlers')
+/// feet.
 #[test]
 fn stress_while_every_cache_is_drained_throughout() {
-    stress_with(false, true);
+    stress_with(true);
 }
 
-fn stress_with(handlers_allocate: bool, drainer: bool) {
+fn stress_with(drainer: bool) {
     let _serial = exclusive();
     warm_handler_class();
+    let (allocs_before, misses_before) =
+        (HANDLER_ALLOCS.load(Ordering::Relaxed), HANDLER_MISSES.load(Ordering::Relaxed));
     let live = LiveSet::new();
     let exchange = Exchange::new(256);
     let iterations = scaled(30_000);
     let total = AtomicUsize::new(0);
-    stress::set_signal_hook(handlers_allocate.then_some(allocate_in_signal_handler as fn()));
+    stress::set_signal_hook(Some(allocate_in_signal_handler as fn()));
     let done = AtomicBool::new(false);
     let trims = AtomicUsize::new(0);
     let drained_before = rseq_alloc::stats().drained_objects;
@@ -262,6 +344,7 @@ fn stress_with(handlers_allocate: bool, drainer: bool) {
         report
     });
     stress::set_signal_hook(None);
+    free_handler_stash();
     for i in 0..256 {
         if let Some(block) = exchange.swap(i, None) {
             live.remove(block.ptr);
@@ -269,10 +352,13 @@ fn stress_with(handlers_allocate: bool, drainer: bool) {
         }
     }
     let stats = rseq_alloc::stats();
+    let handler_allocs = HANDLER_ALLOCS.load(Ordering::Relaxed) - allocs_before;
+    let handler_misses = HANDLER_MISSES.load(Ordering::Relaxed) - misses_before;
     eprintln!(
-        "{report:?}; {} blocks; {} handler allocations; {} trims draining {} objects; mode {}; aborts {}; mapped {} KiB",
+        "{report:?}; {} blocks; {handler_allocs} handler allocations ({handler_misses} misses, {} blocks left \
+         allocated); {} trims draining {} objects; mode {}; aborts {}; mapped {} KiB",
         total.load(Ordering::Relaxed),
-        HANDLER_ALLOCS.load(Ordering::Relaxed),
+        HANDLER_LEAKS.load(Ordering::Relaxed),
         trims.load(Ordering::Relaxed),
         stats.drained_objects - drained_before,
         stats.mode,
@@ -281,6 +367,10 @@ fn stress_with(handlers_allocate: bool, drainer: bool) {
     );
     assert_eq!(live.duplicates.load(Ordering::Relaxed), 0, "a live block was handed out twice");
     assert!(live.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    let fast_path = matches!(stats.mode, Mode::RseqGlibcArea | Mode::RseqOwnArea) && !stats.hardened;
+    if fast_path && report.signals_sent > 0 {
+        assert!(handler_allocs > 0, "no handler was served on the fast path");
+    }
     if drainer {
         assert!(trims.load(Ordering::Relaxed) > 0);
         assert!(stats.drained_objects > drained_before, "the drains moved nothing");
