@@ -5,7 +5,10 @@
 //! Method (the machine is shared and noisy): in every round each workload
 //! runs under every allocator in a shuffled order; per round we take the
 //! ratio ours/peer, and report the median ratio with its spread. Wall time
-//! comes from the clock, user and system time and peak RSS from `wait4`.
+//! comes from the clock, user and system time and peak RSS from `wait4`,
+//! called by a small launcher (`bench/c/measure.c`) whose fork is all the
+//! workload inherits: Linux counts a process's size before its `exec` in
+//! its peak RSS, and a child of the harness would count the harness.
 //! Single-thread workloads are pinned to one CPU. Every run must print the
 //! same checksum as the others: a fast wrong answer is a failure.
 
@@ -134,20 +137,31 @@ pub struct Sample {
     pub rss_after_trim_kb: Option<u64>,
 }
 
+/// The two C programs a run needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Programs<'a> {
+    /// `bench/c/workloads.c`.
+    pub workloads: &'a Path,
+    /// `bench/c/measure.c`: runs the workload in a fresh process and reports
+    /// its own rusage (a child of the harness would count the harness's
+    /// size in its peak RSS: see that file).
+    pub measure: &'a Path,
+}
+
 /// Runs `workload` once under `allocator`.
 pub fn run_once(
-    binary: &Path,
+    programs: Programs<'_>,
     workload: &Workload,
     threads: usize,
     scale: f64,
     allocator: &Allocator,
 ) -> Result<Sample, String> {
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(binary);
-    command.args([workload.name, &threads.to_string(), &scale.to_string()]);
+    let mut command = Command::new(programs.measure);
+    command.arg(programs.workloads).args([workload.name, &threads.to_string(), &scale.to_string()]);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(library) = &allocator.preload {
-        command.env("LD_PRELOAD", library);
+        command.env("MEASURE_PRELOAD", library);
     }
     if workload.threads_per_cpu == 0 {
         // SAFETY: pre_exec runs in the child between fork and exec; it only
@@ -162,27 +176,24 @@ pub fn run_once(
         }
     }
     let start = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, once (Child::wait is never called).
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let output = command.output().map_err(|e| format!("spawn {}: {e}", programs.measure.display()))?;
     let wall = start.elapsed().as_secs_f64();
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).ok();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
-    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("exit status {status:#x}: {}", stderr.trim()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()));
     }
     let field = |key: &str| stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = field("rusage ").ok_or("no rusage line from the launcher")?;
+    let usage: Vec<&str> = usage.split_whitespace().collect();
+    let number = |key: &str| -> Result<u64, String> {
+        let at = usage.iter().position(|&k| k == key).ok_or(format!("no {key} in the rusage line"))?;
+        usage.get(at + 1).and_then(|v| v.parse().ok()).ok_or(format!("bad {key} in the rusage line"))
+    };
     Ok(Sample {
         wall,
-        user: seconds(usage.ru_utime),
-        sys: seconds(usage.ru_stime),
-        max_rss_kb: usage.ru_maxrss as u64,
+        user: number("user_us")? as f64 / 1e6,
+        sys: number("sys_us")? as f64 / 1e6,
+        max_rss_kb: number("maxrss_kib")?,
         checksum: field("checksum ").ok_or("no checksum printed")?,
         rss_after_trim_kb: field("rss_after_trim_kb ").and_then(|v| v.parse().ok()),
     })
@@ -209,7 +220,7 @@ pub struct Options {
 pub type Results = BTreeMap<&'static str, BTreeMap<&'static str, Vec<Result<Sample, String>>>>;
 
 /// Runs every selected workload under every selected allocator, `rounds` times.
-pub fn run(binary: &Path, allocators: &[Allocator], options: &Options) -> Results {
+pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) -> Results {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
@@ -226,7 +237,7 @@ pub fn run(binary: &Path, allocators: &[Allocator], options: &Options) -> Result
             };
             for a in shuffled(allocators.len(), (round * 131 + w) as u64) {
                 let allocator = &allocators[a];
-                let sample = run_once(binary, workload, threads, options.scale, allocator);
+                let sample = run_once(programs, workload, threads, options.scale, allocator);
                 done += 1;
                 match &sample {
                     Ok(s) => eprintln!(

@@ -74,6 +74,8 @@ fn compare(args: &[String]) -> Result<(), String> {
     build_ours(&workspace)?;
     let binary = profile_dir.join("bench-workloads");
     compile_c(&workspace.join("bench/c/workloads.c"), &binary)?;
+    let measure = profile_dir.join("bench-measure");
+    compile_c(&workspace.join("bench/c/measure.c"), &measure)?;
     let (peers, skipped) = compare::peers();
     let mut allocators = vec![
         Allocator { name: OURS, preload: Some(profile_dir.join("librseq_alloc.so")) },
@@ -94,7 +96,7 @@ fn compare(args: &[String]) -> Result<(), String> {
         options.scale,
         skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
     );
-    let results = compare::run(&binary, &allocators, &options);
+    let results = compare::run(compare::Programs { workloads: &binary, measure: &measure }, &allocators, &options);
     let have_valgrind =
         std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     let counts = if cachegrind_scale > 0.0 && have_valgrind {
