@@ -24,24 +24,27 @@ pub trait RegionStore {
     fn slot(&self, index: usize) -> &AtomicUsize;
 }
 
-/// Where each class's slots are: `begin[c]` is its first slot (the sentinel
-/// is at `begin[c] - 1`), `capacity[c]` how many it gets when it wakes.
-/// Class 0 is unused. Class 1's slots start right after the headers, and
-/// its sentinel is the one dormant classes share: written when the region
-/// is formatted, so the other classes' slots move nowhere (a layout shifted
-/// by one slot ran `tight` 12% slower).
+/// Where each class wakes: `home[c]` is its first slot (the sentinel is at
+/// `home[c] - 1`), `capacity[c]` how many it gets there. Class 0 is unused.
+/// Class 1's home starts right after the headers, and its sentinel is the
+/// one dormant classes share, written when the region is formatted.
+///
+/// The protocol never needs to know where a class's stack is beyond that:
+/// the sentinel below it says where it ends, so the owner may move a
+/// stack it holds elsewhere (the allocator moves a class that grows out of
+/// its home).
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry<'a> {
-    /// First slot of each class.
-    pub begin: &'a [u16],
-    /// Slots of each class once awake.
+    /// First slot of each class's home.
+    pub home: &'a [u16],
+    /// Slots of each class at home.
     pub capacity: &'a [u16],
 }
 
 impl Geometry<'_> {
     /// The sentinel slot dormant classes share.
     pub fn shared_sentinel(&self) -> usize {
-        first_free_slot(self.begin.len())
+        first_free_slot(self.home.len())
     }
 
     /// The header of a class that has no slots of its own yet in a region
@@ -53,9 +56,9 @@ impl Geometry<'_> {
 
     /// The header of `class` when it wakes: empty, with its full capacity.
     pub fn awake(&self, class: usize) -> Header {
-        let begin = self.begin[class];
-        debug_assert!(begin as usize > self.shared_sentinel());
-        Header { current: begin, end: begin + self.capacity[class] }
+        let home = self.home[class];
+        debug_assert!(home as usize > self.shared_sentinel());
+        Header { current: home, end: home + self.capacity[class] }
     }
 }
 
@@ -64,7 +67,7 @@ impl Geometry<'_> {
 /// sentinel); a class's slots are touched when it first wakes there.
 pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
     region.slot(geometry.shared_sentinel()).store(SENTINEL_BIT, Ordering::Relaxed);
-    for class in 1..geometry.begin.len() {
+    for class in 1..geometry.home.len() {
         region.header(class).store(geometry.dormant().pack(), Ordering::Relaxed);
     }
 }
@@ -115,27 +118,28 @@ pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bo
 /// Empties a region from outside: takes it OPEN→BUSY (a region never
 /// initialised has nothing to drain; one held by someone else is left
 /// alone), hands every cached item of every class to `sink` in batches of at
-/// most `batch.len()`, and reopens it. `after_stop` runs between the stop
-/// and the first pop: in rseq mode it is the fence that keeps a section
-/// which read OPEN before the stop from committing; if it fails the region
-/// is reopened untouched. Returns how many items were drained, `None` if the
-/// region was not drained.
+/// most `batch.len()`, runs `emptied` on the empty region, and reopens it.
+/// `after_stop` runs between the stop and the first pop: in rseq mode it is
+/// the fence that keeps a section which read OPEN before the stop from
+/// committing; if it fails the region is reopened untouched. Returns how
+/// many items were drained, `None` if the region was not drained.
 pub fn drain<R: RegionStore>(
     region: &R,
     geometry: Geometry<'_>,
     batch: &mut [usize],
     after_stop: impl FnOnce() -> bool,
     mut sink: impl FnMut(usize, &[usize]),
+    emptied: impl FnOnce(&R),
 ) -> Option<usize> {
     if !stop(region, after_stop) {
         return None;
     }
     let mut drained = 0;
-    for class in 1..geometry.begin.len() {
+    for class in 1..geometry.home.len() {
         loop {
             let mut n = 0;
             while n < batch.len() {
-                match pop(region, geometry, class) {
+                match pop(region, class) {
                     Some(item) => batch[n] = item,
                     None => break,
                 }
@@ -148,6 +152,7 @@ pub fn drain<R: RegionStore>(
             drained += n;
         }
     }
+    emptied(region);
     release(region);
     Some(drained)
 }
@@ -192,14 +197,15 @@ impl<R: RegionStore> RegionStore for &R {
 }
 
 /// Pops the top item of `class` from a held region.
-pub fn pop<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> Option<usize> {
+pub fn pop<R: RegionStore>(region: &R, class: usize) -> Option<usize> {
     let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
-    // Empty, or dormant (below `begin`).
-    if header.current <= geometry.begin[class] {
+    // The slot below `current` is an item, or the sentinel below an empty
+    // (or dormant) class's stack, as the pop section sees it.
+    let item = region.slot(header.current as usize - 1).load(Ordering::Relaxed);
+    if item & SENTINEL_BIT != 0 {
         return None;
     }
     header.current -= 1;
-    let item = region.slot(header.current as usize).load(Ordering::Relaxed);
     region.header(class).store(header.pack(), Ordering::Relaxed);
     Some(item)
 }

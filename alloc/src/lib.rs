@@ -57,6 +57,8 @@ pub mod c_api;
 mod capacity;
 #[cfg(not(rseq_alloc_loom))]
 mod central;
+#[cfg(not(rseq_alloc_loom))]
+mod class_slots;
 mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;

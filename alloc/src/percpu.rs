@@ -22,11 +22,12 @@
 //! - The two modes never mix: the process picks one at initialisation. A
 //!   thread that cannot register in rseq mode bypasses the regions entirely.
 
-use rseq_sys::slab_layout::{Header, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot, header_offset};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
 use crate::capacity::{self, Activity, Resize};
 use crate::central::CENTRAL;
+use crate::class_slots::{self, Layout};
 use crate::fallback;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
@@ -41,33 +42,8 @@ pub(crate) const SLAB_SHIFT: u32 = 18;
 
 pub(crate) use crate::capacity::{MAX_BATCH, batch};
 
-/// Where each class's slots are in a region: `begin[c]` is its first slot
-/// (its sentinel is at `begin[c] - 1`), `reserved[c]` how many it may ever
-/// use, `initial[c]` how many a fresh region lets it use.
-struct Layout {
-    begin: [u16; CLASSES + 1],
-    reserved: [u16; CLASSES + 1],
-    initial: [u16; CLASSES + 1],
-}
-
-const fn build_layout() -> Layout {
-    let mut layout = Layout { begin: [0; CLASSES + 1], reserved: [0; CLASSES + 1], initial: [0; CLASSES + 1] };
-    // The first free slot is class 1's sentinel, which dormant classes
-    // share (`fallback::Geometry::shared_sentinel`).
-    let mut slot = first_free_slot(CLASSES + 1);
-    let mut class = 1;
-    while class <= CLASSES {
-        layout.begin[class] = (slot + 1) as u16;
-        layout.reserved[class] = capacity::max(class) as u16;
-        layout.initial[class] = capacity::initial(class) as u16;
-        slot += 1 + capacity::max(class);
-        class += 1;
-    }
-    assert!(slot <= 1 << (SLAB_SHIFT - 3));
-    layout
-}
-
-static LAYOUT: Layout = build_layout();
+/// Where each class's stack is in every region (its home, or its growth range).
+static LAYOUT: Layout = class_slots::layout(SLAB_SHIFT);
 
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
@@ -419,16 +395,19 @@ fn wake_here(class: usize) -> bool {
 /// reads `expected`, writing the class's own sentinel first (a wake, or a
 /// move of `end`); true if it did.
 ///
-/// Sound for any `new` that keeps the class's slots within its reserved
-/// range with `begin <= current <= end`: the sentinel slot, `begin - 1`, is
-/// read by nobody while the class is dormant, and otherwise (or for class
-/// 1, whose sentinel is the shared one) already holds the value written;
+/// Sound for any `new` that keeps the class's slots within the place its
+/// stack is (home or growth range, `class_slots`), with `begin <= current
+/// <= end`: the sentinel slot, `begin - 1`, is read by nobody while the
+/// class is dormant, and otherwise (or for class 1, whose sentinel is the
+/// shared one) already holds the value written;
 /// and moving `end` needs no stop, since sections write above `current`
 /// only speculatively and commit only a header they read.
 fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
-    let begin = LAYOUT.begin[class];
-    debug_assert!(begin <= new.current && new.current <= new.end);
-    debug_assert!(new.end as usize <= begin as usize + LAYOUT.reserved[class] as usize);
+    let Some(begin) = LAYOUT.stack_begin(class, new) else {
+        debug_assert!(false, "{new:?} is no stack of class {class}");
+        return false;
+    };
+    debug_assert!(new.end - begin <= LAYOUT.room(class, begin));
     let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
     // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
     // the sentinel write is unobservable (see above).
@@ -531,7 +510,7 @@ impl fallback::RegionStore for RawRegion {
 }
 
 fn geometry() -> fallback::Geometry<'static> {
-    fallback::Geometry { begin: &LAYOUT.begin, capacity: &LAYOUT.initial }
+    fallback::Geometry { home: &LAYOUT.home, capacity: &LAYOUT.initial }
 }
 
 /// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
@@ -548,7 +527,7 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
 
 fn fallback_alloc(class: usize) -> *mut u8 {
     let from_region = with_region(|region| {
-        if let Some(object) = fallback::pop(region, geometry(), class) {
+        if let Some(object) = fallback::pop(region, class) {
             hits::count_alloc(0, class);
             return object as *mut u8;
         }
@@ -589,7 +568,7 @@ fn fallback_free(class: usize, object: usize) {
         buf[0] = object;
         let mut n = 1;
         while n <= batch(class) {
-            match fallback::pop(region, geometry(), class) {
+            match fallback::pop(region, class) {
                 Some(item) => buf[n] = item,
                 None => break,
             }
@@ -635,9 +614,60 @@ pub(crate) fn drain_cpu(cpu: u32) -> usize {
             CENTRAL.give(class, objects);
             bytes += objects.len() * SIZES[class] as usize;
         },
+        |raw| send_home(raw.0),
     );
     DRAINED_OBJECTS.fetch_add(drained.unwrap_or(0) as u64, Ordering::Relaxed);
     bytes
+}
+
+/// In an emptied region this thread holds: moves every class home, and
+/// gives the growth zone's pages back if any class was there (nothing
+/// touches them again until a class grows, under `DRAIN_LOCK` or a hold).
+fn send_home(region: *mut u8) {
+    let mut moved = false;
+    for class in 1..=CLASSES {
+        let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+        if LAYOUT.stack_begin(class, hdr).is_some_and(|begin| !LAYOUT.is_home(class, begin)) {
+            move_stack(region, class, LAYOUT.home[class], LAYOUT.initial[class]);
+            moved = true;
+        }
+    }
+    if moved {
+        let zone = LAYOUT.growth_zone();
+        // SAFETY: the growth zone is page-aligned inside this region's
+        // mapping, and with every class at home it holds nothing.
+        unsafe { os::purge(region.add(zone.start * SLOT_BYTES), zone.len() * SLOT_BYTES) };
+    }
+}
+
+/// Moves `class`'s stack, objects and all, to `to` (its home or its growth
+/// range) with room for `capacity` objects, in a region this thread holds
+/// (BUSY, and fenced in rseq mode). The caller leaves at most `capacity`
+/// objects in it.
+fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) {
+    let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+    let Some(from) = LAYOUT.stack_begin(class, hdr).filter(|&from| from != to) else { return };
+    let count = hdr.current - from;
+    debug_assert!(count <= capacity && capacity <= LAYOUT.room(class, to));
+    slot(region, to as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+    for i in 0..count as usize {
+        slot(region, to as usize + i).store(slot(region, from as usize + i).load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    header(region, class).store(Header { current: to + count, end: to + capacity }.pack(), Ordering::Relaxed);
+    STACK_MOVES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Stacks moved between a home and a growth range, ever.
+pub(crate) static STACK_MOVES: AtomicU64 = AtomicU64::new(0);
+
+/// `class`'s objects cached and capacity, from its header (0 and 0 for a
+/// class with no stack of its own).
+fn fill(class: usize, word: u32) -> (usize, usize) {
+    let hdr = Header::unpack(word);
+    match LAYOUT.stack_begin(class, hdr) {
+        Some(begin) => ((hdr.current - begin) as usize, (hdr.end - begin) as usize),
+        None => (0, 0),
+    }
 }
 
 /// Drains every CPU's region; returns the bytes moved.
@@ -659,7 +689,7 @@ fn fingerprint(cpu: u32) -> u64 {
     let mut cached = 0usize;
     for class in 1..=CLASSES {
         let word = header(region, class).load(Ordering::Relaxed);
-        cached += (Header::unpack(word).current as usize).saturating_sub(LAYOUT.begin[class] as usize);
+        cached += fill(class, word).0;
         digest = (digest ^ u64::from(word)).wrapping_mul(0x100_0000_01b3);
     }
     if cached == 0 { 0 } else { digest | 1 }
@@ -728,8 +758,7 @@ fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
 /// be stale: it only sizes the batch).
 fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
     let Some(cpu) = cpu.filter(|&c| c < FAST.ncpus.load(Ordering::Relaxed)) else { return batch(class) };
-    let end = Header::unpack(header(region(cpu), class).load(Ordering::Relaxed)).end as usize;
-    let capacity = end.saturating_sub(LAYOUT.begin[class] as usize);
+    let (_, capacity) = fill(class, header(region(cpu), class).load(Ordering::Relaxed));
     batch(class).min(capacity / 2).max(1)
 }
 
@@ -771,60 +800,85 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     }
 }
 
-/// The header `class` should have on `cpu` after `resize`, if it changes:
-/// shrunk to its smallest capacity (never below `current`: the objects
-/// above stay), or grown by a batch, up to its reserved slots, if the
-/// CPU's capacity stays within its budget. `None` for a dormant class, or
-/// a word read from a region never opened (all zeros: the thread moved to
-/// another CPU since its miss; the section would miss there anyway).
-fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Header> {
+/// What a resize does to a class's stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// A new header, for the stack where it is.
+    Header(Header),
+    /// A move out of its home, to its growth range with this capacity.
+    Move(u16),
+}
+
+/// What `resize` does to `class` on `cpu`, whose header reads `word`, if
+/// anything: shrunk to its smallest capacity (never below `current`: the
+/// objects above stay), or grown by a batch, up to its room, if the CPU's
+/// capacity stays within its budget; a class that outgrows its home moves.
+/// `None` for a dormant class, or a word read from a region never opened
+/// (the thread moved to another CPU since its miss).
+fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> {
     let header = Header::unpack(word);
-    let begin = LAYOUT.begin[class];
-    if header == geometry().dormant() || header.end < begin {
-        return None;
-    }
+    let begin = LAYOUT.stack_begin(class, header)?;
     let capacity = (header.end - begin) as usize;
     let end = match resize {
         Resize::Keep => return None,
         Resize::Shrink => (begin + capacity::min(class) as u16).max(header.current),
         Resize::Grow => {
             let grown = (capacity + batch(class)).min(LAYOUT.reserved[class] as usize);
-            let extra = (grown - capacity) * SIZES[class] as usize;
-            if capacity_bytes(cpu) + extra > capacity::CPU_BUDGET {
+            let extra = grown.saturating_sub(capacity) * SIZES[class] as usize;
+            if extra == 0 || capacity_bytes(cpu) + extra > capacity::CPU_BUDGET {
                 return None;
+            }
+            if grown > LAYOUT.room(class, begin) as usize {
+                return Some(Change::Move(grown as u16));
             }
             begin + grown as u16
         }
     };
-    (end != header.end).then_some(Header { current: header.current, end })
+    (end != header.end).then_some(Change::Header(Header { current: header.current, end }))
 }
 
 /// Bytes of objects `cpu`'s region is sized for (a racy read of its headers).
 fn capacity_bytes(cpu: u32) -> usize {
     let region = region(cpu);
     (1..=CLASSES)
-        .map(|class| {
-            let end = Header::unpack(header(region, class).load(Ordering::Relaxed)).end;
-            end.saturating_sub(LAYOUT.begin[class]) as usize * SIZES[class] as usize
-        })
+        .map(|class| fill(class, header(region, class).load(Ordering::Relaxed)).1 * SIZES[class] as usize)
         .sum()
 }
 
 /// Applies `resize` to `class` on the CPU this thread runs on (read on
 /// `cpu`; if the thread has moved, the compare fails or finds the same
-/// header, which the new one suits as well).
+/// header, which the new one suits as well). A move out of the class's
+/// home stops and fences `cpu`'s region, as a drain does.
 fn resize_here(cpu: u32, class: usize, resize: Resize) {
     let word = header(region(cpu), class).load(Ordering::Relaxed);
-    if let Some(new) = resized(cpu, word, class, resize) {
-        replace_header_here(class, word, new);
+    match resized(cpu, word, class, resize) {
+        Some(Change::Header(new)) => {
+            replace_header_here(class, word, new);
+        }
+        Some(Change::Move(capacity)) => {
+            let _guard = DRAIN_LOCK.lock();
+            let raw = RawRegion(region(cpu));
+            if fallback::stop(&raw, || rseq_sys::fence_cpu(cpu).is_ok()) {
+                // If still at home (a drain may have moved it meanwhile),
+                // where it holds fewer objects than `capacity`.
+                let now = Header::unpack(header(raw.0, class).load(Ordering::Relaxed));
+                if LAYOUT.stack_begin(class, now) == Some(LAYOUT.home[class]) {
+                    move_stack(raw.0, class, LAYOUT.begin[class], capacity);
+                }
+                fallback::release(&raw);
+            }
+        }
+        None => {}
     }
 }
 
 /// Applies `resize` to `class` in a region this thread holds.
 fn resize_held(region: &RawRegion, class: usize, resize: Resize) {
     let word = header(region.0, class).load(Ordering::Relaxed);
-    if let Some(new) = resized(region.cpu(), word, class, resize) {
-        header(region.0, class).store(new.pack(), Ordering::Relaxed);
+    match resized(region.cpu(), word, class, resize) {
+        Some(Change::Header(new)) => header(region.0, class).store(new.pack(), Ordering::Relaxed),
+        Some(Change::Move(capacity)) => move_stack(region.0, class, LAYOUT.begin[class], capacity),
+        None => {}
     }
 }
 
@@ -840,7 +894,7 @@ fn rebalance(cpu: u32) {
         let Some(state) = class_state(cpu, class) else { return };
         let word = header(region, class).load(Ordering::Relaxed);
         // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
-        capacity[class] = Header::unpack(word).end.saturating_sub(LAYOUT.begin[class]) as usize;
+        capacity[class] = fill(class, word).1;
         activity[class] = Activity {
             refills: decay(&state.refills),
             drains: decay(&state.drains),
@@ -860,7 +914,13 @@ fn rebalance(cpu: u32) {
     }
     let mut moved = [0usize; MAX_BATCH];
     for class in (1..=CLASSES).filter(|&c| capacity[c] != old[c]) {
-        let end = LAYOUT.begin[class] as usize + capacity[class];
+        // Where the stack is now (a drain may have sent it home since).
+        let Some(begin) = LAYOUT.stack_begin(class, Header::unpack(header(region, class).load(Ordering::Relaxed)))
+        else {
+            continue;
+        };
+        let capacity = capacity[class].min(LAYOUT.room(class, begin) as usize) as u16;
+        let end = (begin + capacity) as usize;
         loop {
             let current = Header::unpack(header(region, class).load(Ordering::Relaxed)).current as usize;
             let excess = current.saturating_sub(end).min(MAX_BATCH);
@@ -869,18 +929,24 @@ fn rebalance(cpu: u32) {
             }
             let mut n = 0;
             while n < excess
-                && let Some(object) = fallback::pop(&raw, geometry(), class)
+                && let Some(object) = fallback::pop(&raw, class)
             {
                 moved[n] = object;
                 n += 1;
             }
             CENTRAL.give(class, &moved[..n]);
         }
-        let mut hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
-        hdr.end = end as u16;
-        header(region, class).store(hdr.pack(), Ordering::Relaxed);
+        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.initial[class] {
+            // Small enough for its home again.
+            move_stack(region, class, LAYOUT.home[class], capacity);
+        } else {
+            let mut hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+            hdr.end = end as u16;
+            header(region, class).store(hdr.pack(), Ordering::Relaxed);
+        }
+        let hdr = header(region, class).load(Ordering::Relaxed);
         if let Some(state) = class_state(cpu, class) {
-            state.last_header.store(hdr.pack(), Ordering::Relaxed);
+            state.last_header.store(hdr, Ordering::Relaxed);
         }
     }
     fallback::release(&raw);
@@ -903,9 +969,9 @@ pub(crate) fn occupancy() -> ([usize; CLASSES + 1], [usize; CLASSES + 1]) {
             continue;
         }
         for class in 1..=CLASSES {
-            let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
-            capacity[class] += (hdr.end as usize).saturating_sub(LAYOUT.begin[class] as usize);
-            cached[class] += (hdr.current as usize).saturating_sub(LAYOUT.begin[class] as usize);
+            let (count, room) = fill(class, header(region, class).load(Ordering::Relaxed));
+            capacity[class] += room;
+            cached[class] += count;
         }
     }
     (capacity, cached)

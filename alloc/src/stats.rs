@@ -104,6 +104,9 @@ pub struct Stats {
     pub idle_drains: u64,
     /// CPU caches whose classes were re-sized, ever.
     pub rebalances: u64,
+    /// Class stacks moved out of their home slots to grow, or back, ever
+    /// (`class_slots`).
+    pub stack_moves: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
     /// Per class, index 1 to 72 (index 0 unused).
@@ -143,6 +146,7 @@ pub fn stats() -> Stats {
         upkeeps: crate::upkeep::RUNS.load(Ordering::Relaxed),
         idle_drains: percpu::IDLE_DRAINS.load(Ordering::Relaxed),
         rebalances: percpu::REBALANCES.load(Ordering::Relaxed),
+        stack_moves: percpu::STACK_MOVES.load(Ordering::Relaxed),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
         classes,
     }
@@ -238,7 +242,7 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
     )?;
     writeln!(
         out,
-        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {}, caches re-sized {})",
+        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {}, caches re-sized {}), class stacks moved {}",
         s.cpu_cached_bytes >> 10,
         s.central_free_bytes >> 10,
         s.free_page_bytes >> 10,
@@ -247,7 +251,8 @@ pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
         s.drained_objects,
         s.upkeeps,
         s.idle_drains,
-        s.rebalances
+        s.rebalances,
+        s.stack_moves
     )?;
     writeln!(
         out,

@@ -1032,16 +1032,39 @@ fn capacity_child() {
         }
         class_stats().free_misses - before
     };
+    // SAFETY: valid layout; the block is freed with it.
+    unsafe { RseqAlloc.dealloc(RseqAlloc.alloc(layout), layout) };
+    let home = class_stats().cpu_capacity;
+    let moves_before = rseq_alloc::stats().stack_moves;
     let first = burst();
     let capacity_before = class_stats().cpu_capacity;
     let last: u64 = (0..10).map(|_| burst()).sum();
     let stats = rseq_alloc::stats();
+    // A trim empties the cache and sends the class home, with its home's room.
+    rseq_alloc::trim();
+    let trimmed = rseq_alloc::stats();
     eprintln!(
-        "capacity_child: drains in the first burst {first}, in the next ten {last}; capacity {capacity_before} -> {}",
-        stats.classes[class].cpu_capacity
+        "capacity_child: drains in the first burst {first}, in the next ten {last}; capacity {home} -> \
+         {capacity_before} -> {} -> {} after a trim; class stacks moved {}",
+        stats.classes[class].cpu_capacity,
+        trimmed.classes[class].cpu_capacity,
+        trimmed.stack_moves - moves_before
     );
     assert!(stats.classes[class].cpu_capacity > capacity_before, "the class did not grow");
     assert!(last * 4 <= first * 10, "bursts still drain: {first} in the first, {last} in the next ten");
+    assert!(stats.stack_moves > moves_before, "the class grew in its home");
+    assert_eq!(trimmed.classes[class].cpu_capacity, home, "the trim did not send the class home");
+    assert_eq!(trimmed.classes[class].cpu_cached, 0);
+    assert!(trimmed.stack_moves > stats.stack_moves, "the class did not move home");
+    // It grows again, out of its home, and nothing was lost on the way:
+    // every block is distinct and ours.
+    // SAFETY: valid layout; every block freed once with it.
+    unsafe {
+        let blocks: Vec<*mut u8> = (0..900).map(|_| RseqAlloc.alloc(layout)).collect();
+        let distinct: HashSet<usize> = blocks.iter().map(|&p| p as usize).collect();
+        assert_eq!(distinct.len(), blocks.len(), "a block handed out twice after the moves");
+        blocks.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+    }
 }
 
 /// Refills draw from fuller spans first: of four spans, two nearly empty

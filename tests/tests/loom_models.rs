@@ -16,9 +16,9 @@ use rseq_alloc::model::{Geometry, Lock, RegionStore, drain, pop, push, release, 
 
 /// One class (1) of two slots, dormant at first: its sentinel, in slot 2,
 /// is the one dormant classes share.
-const BEGIN: [u16; 2] = [0, 3];
+const HOME: [u16; 2] = [0, 3];
 const CAPACITY: [u16; 2] = [0, 2];
-const GEOMETRY: Geometry<'static> = Geometry { begin: &BEGIN, capacity: &CAPACITY };
+const GEOMETRY: Geometry<'static> = Geometry { home: &HOME, capacity: &CAPACITY };
 const SLOTS: usize = 5;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.
@@ -43,7 +43,7 @@ impl ModelRegion {
             0 => Vec::new(),
             1 => {
                 let current = self.headers[1].load(Ordering::Relaxed) & 0xffff;
-                (BEGIN[1] as usize..current as usize).map(|i| self.slots[i].load(Ordering::Relaxed)).collect()
+                (HOME[1] as usize..current as usize).map(|i| self.slots[i].load(Ordering::Relaxed)).collect()
             }
             other => panic!("a region was left held (state {other})"),
         }
@@ -104,7 +104,7 @@ fn fallback_regions_conserve_objects_under_every_interleaving() {
                 loom::thread::spawn(move || {
                     let start = 0;
                     for _ in 0..2 {
-                        let popped = with_region(2, start, |i| &regions[i], GEOMETRY, |r| pop(r, GEOMETRY, 1));
+                        let popped = with_region(2, start, |i| &regions[i], GEOMETRY, |r| pop(r, 1));
                         let Some(item) = popped.flatten().or_else(|| central.take()) else { continue };
                         assert_eq!(item % 16, 0, "a sentinel or garbage was handed out");
                         let pushed = with_region(2, start, |i| &regions[i], GEOMETRY, |r| push(r, GEOMETRY, 1, item));
@@ -144,7 +144,7 @@ fn drain_from_another_thread_conserves_objects() {
             let (region, central) = (region.clone(), central.clone());
             loom::thread::spawn(move || {
                 for _ in 0..2 {
-                    let popped = with_region(1, 0, |_| &*region, GEOMETRY, |r| pop(r, GEOMETRY, 1));
+                    let popped = with_region(1, 0, |_| &*region, GEOMETRY, |r| pop(r, 1));
                     let Some(item) = popped.flatten().or_else(|| central.take()) else { continue };
                     let pushed = with_region(1, 0, |_| &*region, GEOMETRY, |r| push(r, GEOMETRY, 1, item));
                     if pushed != Some(true) {
@@ -166,6 +166,7 @@ fn drain_from_another_thread_conserves_objects() {
                         assert_eq!(class, 1);
                         items.iter().for_each(|&item| central.give(item));
                     },
+                    |_| {},
                 )
             })
         };
