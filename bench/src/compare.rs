@@ -5,10 +5,12 @@
 //! Method (the machine is shared and noisy): in every round each workload
 //! runs under every allocator in a shuffled order; per round we take the
 //! ratio ours/peer, and report the median ratio with its spread. Wall time
-//! comes from the clock, user and system time and peak RSS from `wait4`,
-//! called by a small launcher (`bench/c/measure.c`) whose fork is all the
-//! workload inherits: Linux counts a process's size before its `exec` in
-//! its peak RSS, and a child of the harness would count the harness.
+//! comes from the clock, user and system time from `wait4`, called by a
+//! small launcher (`bench/c/measure.c`) whose fork is all the workload
+//! inherits (Linux counts a process's size before its `exec` in its peak
+//! RSS, and a child of the harness would count the harness). Peak RSS is
+//! the workload's own VmHWM, read at its exit: `wait4`'s is Linux's
+//! approximate count, off by up to 128 KiB per CPU (both are in the JSON).
 //! Single-thread workloads are pinned to one CPU. Every run must print the
 //! same checksum as the others: a fast wrong answer is a failure.
 
@@ -129,8 +131,11 @@ pub struct Sample {
     pub user: f64,
     /// Seconds of system time.
     pub sys: f64,
-    /// Peak resident set, KiB.
+    /// Peak resident set, KiB: the workload's VmHWM, read by itself at
+    /// exit (exact at that point, see `bench/c/workloads.c`), else `wait4`'s.
     pub max_rss_kb: u64,
+    /// Peak resident set from `wait4`, KiB (Linux's approximate count).
+    pub rusage_max_rss_kb: u64,
     /// The run's `checksum` line.
     pub checksum: String,
     /// `trim`: resident KiB after `malloc_trim(0)`.
@@ -193,7 +198,11 @@ pub fn run_once(
         wall,
         user: number("user_us")? as f64 / 1e6,
         sys: number("sys_us")? as f64 / 1e6,
-        max_rss_kb: number("maxrss_kib")?,
+        max_rss_kb: match field("peak_rss_kib ").and_then(|v| v.parse().ok()) {
+            Some(kib) => kib,
+            None => number("maxrss_kib")?,
+        },
+        rusage_max_rss_kb: number("maxrss_kib")?,
         checksum: field("checksum ").ok_or("no checksum printed")?,
         rss_after_trim_kb: field("rss_after_trim_kb ").and_then(|v| v.parse().ok()),
     })
@@ -430,11 +439,12 @@ pub fn json(results: &Results) -> String {
                     Ok(s) => {
                         let _ = write!(
                             out,
-                            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rss_after_trim_kb\": {}}}",
+                            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rusage_max_rss_kb\": {}, \"rss_after_trim_kb\": {}}}",
                             s.wall,
                             s.user,
                             s.sys,
                             s.max_rss_kb,
+                            s.rusage_max_rss_kb,
                             s.rss_after_trim_kb.map_or("null".into(), |v| v.to_string())
                         );
                     }

@@ -91,7 +91,7 @@ fn compare(args: &[String]) -> Result<(), String> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time.{}",
+        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time; peak RSS is each workload's VmHWM at its exit (exact there, where `wait4`'s maxrss is off by up to 128 KiB per CPU).{}",
         options.rounds,
         options.scale,
         skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
