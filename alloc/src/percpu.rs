@@ -856,17 +856,14 @@ fn resize_here(cpu: u32, class: usize, resize: Resize) {
             replace_header_here(class, word, new);
         }
         Some(Change::Move(capacity)) => {
-            let _guard = DRAIN_LOCK.lock();
-            let raw = RawRegion(region(cpu));
-            if fallback::stop(&raw, || rseq_sys::fence_cpu(cpu).is_ok()) {
+            with_stopped(cpu, |raw| {
                 // If still at home (a drain may have moved it meanwhile),
                 // where it holds fewer objects than `capacity`.
                 let now = Header::unpack(header(raw.0, class).load(Ordering::Relaxed));
                 if LAYOUT.stack_begin(class, now) == Some(LAYOUT.home[class]) {
                     move_stack(raw.0, class, LAYOUT.begin[class], capacity);
                 }
-                fallback::release(&raw);
-            }
+            });
         }
         None => {}
     }
@@ -906,12 +903,16 @@ fn rebalance(cpu: u32) {
     if capacity == old {
         return;
     }
-    let _guard = DRAIN_LOCK.lock();
-    let raw = RawRegion(region);
-    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
-    if !fallback::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
-        return;
+    if with_stopped(cpu, |raw| resize_stopped(raw, cpu, &capacity, &old)).is_some() {
+        REBALANCES.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Gives the classes of a region stopped by [`rebalance`] their planned
+/// capacity (where it differs from `old`), moving the objects beyond it to
+/// the central lists and a class that fits its home again back there.
+fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], old: &[usize; CLASSES + 1]) {
+    let region = raw.0;
     let mut moved = [0usize; MAX_BATCH];
     for class in (1..=CLASSES).filter(|&c| capacity[c] != old[c]) {
         // Where the stack is now (a drain may have sent it home since).
@@ -929,7 +930,7 @@ fn rebalance(cpu: u32) {
             }
             let mut n = 0;
             while n < excess
-                && let Some(object) = fallback::pop(&raw, class)
+                && let Some(object) = fallback::pop(raw, class)
             {
                 moved[n] = object;
                 n += 1;
@@ -949,8 +950,22 @@ fn rebalance(cpu: u32) {
             state.last_header.store(hdr, Ordering::Relaxed);
         }
     }
+}
+
+/// Runs `f` on `cpu`'s region stopped from outside, as a drain does: under
+/// `DRAIN_LOCK`, taken OPEN→BUSY and, in rseq mode, fenced so that no
+/// section which read OPEN can still commit; reopened after. `None` if the
+/// region was not open (held, never opened) or could not be fenced.
+fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
+    let _guard = DRAIN_LOCK.lock();
+    let raw = RawRegion(region(cpu));
+    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    if !fallback::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
+        return None;
+    }
+    let result = f(&raw);
     fallback::release(&raw);
-    REBALANCES.fetch_add(1, Ordering::Relaxed);
+    Some(result)
 }
 
 /// Regions re-sized, ever.
