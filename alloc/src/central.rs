@@ -25,6 +25,12 @@ use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 struct ClassList {
     lock: Lock,
     inner: core::cell::UnsafeCell<ListInner>,
+    /// Objects moved to per-CPU caches and back (statistics), on the list's
+    /// own cache line: a page of counters beside the lists would be one
+    /// more page resident in every process.
+    taken: AtomicU64,
+    /// See `taken`.
+    given: AtomicU64,
 }
 
 struct ListInner {
@@ -49,10 +55,6 @@ unsafe impl Sync for ClassList {}
 /// All central lists.
 pub(crate) struct Central {
     lists: [CachePadded<ClassList>; CLASSES + 1],
-    /// Objects moved to per-CPU caches and back, by class (statistics).
-    pub(crate) taken: [AtomicU64; CLASSES + 1],
-    /// See `taken`.
-    pub(crate) given: [AtomicU64; CLASSES + 1],
     /// Bytes of free objects in the spans the lists own (spares included).
     pub(crate) free_bytes: AtomicUsize,
 }
@@ -68,10 +70,10 @@ pub(crate) static CENTRAL: Central = Central {
                 spare: null_mut(),
                 spare_aged: false,
             }),
+            taken: AtomicU64::new(0),
+            given: AtomicU64::new(0),
         })
     }; CLASSES + 1],
-    taken: [const { AtomicU64::new(0) }; CLASSES + 1],
-    given: [const { AtomicU64::new(0) }; CLASSES + 1],
     free_bytes: AtomicUsize::new(0),
 };
 
@@ -84,6 +86,12 @@ fn span_start(span: *mut Span) -> usize {
 }
 
 impl Central {
+    /// Objects of `class` taken from and given back to its list so far.
+    pub(crate) fn transfers(&self, class: usize) -> (u64, u64) {
+        let list = &self.lists[class];
+        (list.taken.load(Ordering::Relaxed), list.given.load(Ordering::Relaxed))
+    }
+
     /// Fills `out` with up to `out.len()` objects of `class`; returns how
     /// many (0 only when the OS refuses memory).
     pub(crate) fn take(&self, class: usize, out: &mut [usize]) -> usize {
@@ -138,7 +146,7 @@ impl Central {
                 unsafe { unlink(inner, span) };
             }
         }
-        self.taken[class].fetch_add(n as u64, Ordering::Relaxed);
+        list.taken.fetch_add(n as u64, Ordering::Relaxed);
         self.free_bytes.fetch_sub(n * size, Ordering::Relaxed);
         n
     }
@@ -182,7 +190,7 @@ impl Central {
                 self.free_bytes.fetch_sub(released, Ordering::Relaxed);
             }
         }
-        self.given[class].fetch_add(objects.len() as u64, Ordering::Relaxed);
+        list.given.fetch_add(objects.len() as u64, Ordering::Relaxed);
         self.free_bytes.fetch_add(objects.len() * size, Ordering::Relaxed);
     }
 

@@ -119,14 +119,15 @@ pub fn stats() -> Stats {
     let (capacities, cached) = percpu::occupancy();
     for (class, c) in classes.iter_mut().enumerate().skip(1) {
         let (alloc_hits, free_hits) = percpu::hits::total(class);
+        let (central_taken, central_given) = CENTRAL.transfers(class);
         *c = ClassStats {
             size: SIZES[class] as usize,
             alloc_hits,
             free_hits,
             alloc_misses: percpu::REFILLS[class].load(Ordering::Relaxed),
             free_misses: percpu::DRAINS[class].load(Ordering::Relaxed),
-            central_taken: CENTRAL.taken[class].load(Ordering::Relaxed),
-            central_given: CENTRAL.given[class].load(Ordering::Relaxed),
+            central_taken,
+            central_given,
             cpu_capacity: capacities[class],
             cpu_cached: cached[class],
         };
