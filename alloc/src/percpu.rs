@@ -222,7 +222,7 @@ fn init() {
     };
     debug_assert!(!slabs.is_null());
     FAST.ncpus.store(ncpus, Ordering::Release);
-    map_class_state(ncpus);
+    map_upkeep_state(ncpus);
     let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
     let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
@@ -675,9 +675,6 @@ pub(crate) fn drain_all() -> usize {
     (0..FAST.ncpus.load(Ordering::Acquire)).map(drain_cpu).sum()
 }
 
-/// Each region's fingerprint at the last upkeep (mapped at the first one).
-static FINGERPRINTS: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
-
 /// A digest of `cpu`'s region that changes whenever a section or a holder
 /// changes a class's fill; 0 for a region that holds nothing.
 fn fingerprint(cpu: u32) -> u64 {
@@ -705,10 +702,8 @@ pub(crate) fn upkeep() {
     if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return;
     }
-    let Some(prints) = os::map_once(&FINGERPRINTS, ncpus as usize * 8) else { return };
     for cpu in 0..ncpus {
-        // SAFETY: the mapping holds one word per CPU.
-        let last = unsafe { &*prints.add(cpu as usize) };
+        let Some(last) = upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
         let now = fingerprint(cpu);
         if now != 0 && now == last.load(Ordering::Relaxed) {
             drain_cpu(cpu);
@@ -735,22 +730,35 @@ struct ClassState {
     grow_check: AtomicU64,
 }
 
-/// `ncpus * (CLASSES + 1)` class states, mapped at initialisation (null if
-/// that failed: capacities then stay as they are).
-static CLASS_STATE: AtomicPtr<ClassState> = AtomicPtr::new(core::ptr::null_mut());
-
-fn map_class_state(ncpus: u32) {
-    // Without them (no memory), capacities simply stay as they are.
-    let _ = os::map_once(&CLASS_STATE, ncpus as usize * (CLASSES + 1) * core::mem::size_of::<ClassState>());
+/// What the upkeep keeps of one CPU: its region's fingerprint at the last
+/// round, and each class's state. One mapping holds every CPU's (a small
+/// program's whole upkeep state is one page).
+#[repr(C)]
+struct UpkeepState {
+    fingerprint: AtomicU64,
+    classes: [ClassState; CLASSES + 1],
 }
 
-fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
-    let states = CLASS_STATE.load(Ordering::Acquire);
+/// `ncpus` upkeep states, mapped at initialisation (null if that failed:
+/// idle CPUs are then not drained and capacities stay as they are).
+static UPKEEP_STATE: AtomicPtr<UpkeepState> = AtomicPtr::new(core::ptr::null_mut());
+
+fn map_upkeep_state(ncpus: u32) {
+    let _ = os::map_once(&UPKEEP_STATE, ncpus as usize * core::mem::size_of::<UpkeepState>());
+}
+
+fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
+    let states = UPKEEP_STATE.load(Ordering::Acquire);
     if states.is_null() || cpu >= FAST.ncpus.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: the mapping holds `ncpus * (CLASSES + 1)` zero-initialised states.
-    Some(unsafe { &*states.add(cpu as usize * (CLASSES + 1) + class) })
+    // SAFETY: the mapping holds `ncpus` zero-initialised states (all zeros
+    // is a valid `UpkeepState`: atomics only).
+    Some(unsafe { &*states.add(cpu as usize) })
+}
+
+fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
+    upkeep_state(cpu).map(|state| &state.classes[class])
 }
 
 /// Objects a refill of `class` on `cpu` takes: a batch, or half the
