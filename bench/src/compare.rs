@@ -47,6 +47,11 @@ const PEERS: [Peer; 4] = [
     Peer { name: "tbb", library: "libtbbmalloc_proxy.so.2", package: "libtbbmalloc2" },
 ];
 
+/// The packaged peers' names, in the order they are run.
+pub fn peer_names() -> impl Iterator<Item = &'static str> {
+    PEERS.iter().map(|p| p.name)
+}
+
 /// Whether `name` is one of the allocators the targets compare us with:
 /// glibc and the packaged peers, not builds added with `--with` (those are
 /// ours: old versions and variants, shown beside the peers).

@@ -17,10 +17,23 @@ use std::time::Instant;
 use rseq_alloc_bench::primitives::{ALL, Op, Primitives, needs_rseq};
 use rseq_alloc_bench::timing::{median, shuffled};
 
+const USAGE: &str = "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...
+       rseq-alloc-bench misuse [--out DIR]
+       rseq-alloc-bench alloc|primitives [--rounds N]";
+
+/// `--help`: the usage, then what `--workloads` and `--allocators` accept.
+fn help() {
+    use rseq_alloc_bench::compare::{OURS, WORKLOADS, peer_names};
+    println!("{USAGE}\n\nworkloads (--workloads):");
+    for w in &WORKLOADS {
+        println!("  {:14} {}", w.name, w.about);
+    }
+    let peers: Vec<&str> = peer_names().collect();
+    println!("\nallocators (--allocators): {OURS}, glibc, {}, and each NAME given with --with", peers.join(", "));
+}
+
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...\n       rseq-alloc-bench misuse [--out DIR]\n       rseq-alloc-bench alloc|primitives [--rounds N]"
-    );
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -330,6 +343,10 @@ type Subcommand = fn(&[String]) -> Result<(), String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        help();
+        return ExitCode::SUCCESS;
+    }
     let command: Option<(&str, Subcommand)> = match args.first().map(String::as_str) {
         Some("compare") => Some(("compare", compare)),
         Some("misuse") => Some(("misuse", misuse)),
