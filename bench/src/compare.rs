@@ -111,21 +111,40 @@ pub struct Workload {
     pub about: &'static str,
     /// Threads per online CPU (0: one thread, pinned).
     pub threads_per_cpu: usize,
+    /// Whether it is a benchmark the targets judge; `startup` is not: it
+    /// measures what each allocator costs a program that allocates nothing.
+    pub judged: bool,
+}
+
+/// A workload the targets judge.
+const fn benchmark(name: &'static str, about: &'static str, threads_per_cpu: usize) -> Workload {
+    Workload { name, about, threads_per_cpu, judged: true }
 }
 
 /// Every workload.
-pub const WORKLOADS: [Workload; 10] = [
-    Workload { name: "tight", about: "one thread, malloc/free of small sizes", threads_per_cpu: 0 },
-    Workload { name: "pareto", about: "one thread, 200k live blocks of Pareto-like sizes", threads_per_cpu: 0 },
-    Workload { name: "larson", about: "server churn, a fifth of frees cross-thread", threads_per_cpu: 1 },
-    Workload { name: "prodcons", about: "producers allocate, consumers free", threads_per_cpu: 1 },
-    Workload { name: "oversub", about: "8 threads per CPU, tight loops", threads_per_cpu: 8 },
-    Workload { name: "generations", about: "threads exit leaving live objects, 10k generations", threads_per_cpu: 1 },
-    Workload { name: "false_sharing", about: "threads hammer their own small objects", threads_per_cpu: 1 },
-    Workload { name: "realloc", about: "realloc growth from 16 B to 1 MiB", threads_per_cpu: 0 },
-    Workload { name: "large", about: "1-8 MiB blocks, touched and freed", threads_per_cpu: 0 },
-    Workload { name: "trim", about: "512 MiB in 256 B blocks, freed, malloc_trim(0)", threads_per_cpu: 0 },
+pub const WORKLOADS: [Workload; 11] = [
+    benchmark("tight", "one thread, malloc/free of small sizes", 0),
+    benchmark("pareto", "one thread, 200k live blocks of Pareto-like sizes", 0),
+    benchmark("larson", "server churn, a fifth of frees cross-thread", 1),
+    benchmark("prodcons", "producers allocate, consumers free", 1),
+    benchmark("oversub", "8 threads per CPU, tight loops", 8),
+    benchmark("generations", "threads exit leaving live objects, 10k generations", 1),
+    benchmark("false_sharing", "threads hammer their own small objects", 1),
+    benchmark("realloc", "realloc growth from 16 B to 1 MiB", 0),
+    benchmark("large", "1-8 MiB blocks, touched and freed", 0),
+    benchmark("trim", "512 MiB in 256 B blocks, freed, malloc_trim(0)", 0),
+    Workload {
+        name: "startup",
+        about: "allocates nothing: the allocator's fixed cost (its library, its first pages), under every workload's peak RSS",
+        threads_per_cpu: 0,
+        judged: false,
+    },
 ];
+
+/// Whether the targets judge `workload` (see [`Workload::judged`]).
+pub fn judged(workload: &str) -> bool {
+    WORKLOADS.iter().any(|w| w.name == workload && w.judged)
+}
 
 /// What one run measured.
 #[derive(Clone, Debug)]
@@ -362,7 +381,7 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
 pub fn targets(summary: &BTreeMap<&'static str, Vec<Row>>) -> Vec<(String, bool)> {
     let mut verdicts = Vec::new();
     let mut logs = Vec::new();
-    for (workload, rows) in summary {
+    for (workload, rows) in summary.iter().filter(|(w, _)| judged(w)) {
         let Some(ours) = rows.iter().find(|r| r.allocator == OURS) else { continue };
         let peers: Vec<&Row> = rows.iter().filter(|r| is_peer(r.allocator) && r.failures == 0).collect();
         let Some(best_time) = peers.iter().min_by(|a, b| a.wall.total_cmp(&b.wall)) else { continue };
@@ -415,6 +434,17 @@ pub fn markdown(summary: &BTreeMap<&'static str, Vec<Row>>, verdicts: &[(String,
     let _ = writeln!(md, "## Targets\n");
     for (text, pass) in verdicts {
         let _ = writeln!(md, "- {} {text}", if *pass { "PASS" } else { "FAIL" });
+    }
+    if let Some(rows) = summary.get("startup") {
+        let mut by_rss: Vec<&Row> = rows.iter().collect();
+        by_rss.sort_by(|a, b| a.rss_kb.total_cmp(&b.rss_kb));
+        let list: Vec<String> = by_rss.iter().map(|r| format!("{} {:.0} KiB", r.allocator, r.rss_kb)).collect();
+        let _ = writeln!(
+            md,
+            "\nFixed cost (`startup`, which allocates nothing; not judged): peak RSS {}. It is the floor under \
+             every workload's peak; glibc's malloc lives in libc, which every process maps anyway.",
+            list.join(", ")
+        );
     }
     md
 }
@@ -496,8 +526,15 @@ pub fn chart(summary: &BTreeMap<&'static str, Vec<Row>>, path: &Path) -> Result<
             })
             .collect()
     };
+    // `startup`'s time (a millisecond) says nothing: no bars for it there.
+    let mut times = relative(|r| r.wall);
+    for (w, values) in workloads.iter().zip(&mut times) {
+        if !judged(w) {
+            values.fill(f64::NAN);
+        }
+    }
     let panels = [
-        ("wall time relative to the best peer (lower is better; capped at 3)", relative(|r| r.wall)),
+        ("wall time relative to the best peer (lower is better; capped at 3)", times),
         ("peak RSS relative to the best peer (lower is better; capped at 3)", relative(|r| r.rss_kb)),
     ];
     let width = 140 + 90 * workloads.len() as u32;
@@ -661,4 +698,42 @@ pub fn counts_json(counts: &Counts) -> String {
         })
         .collect();
     format!("{{\n{}\n}}\n", workloads.join(",\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(allocator: &'static str, wall: f64, rss_kb: f64) -> Row {
+        Row { allocator, wall, user: wall, sys: 0.0, rss_kb, after_trim_kb: None, failures: 0, ours_over_this: None }
+    }
+
+    fn summary() -> BTreeMap<&'static str, Vec<Row>> {
+        BTreeMap::from([
+            ("tight", vec![row(OURS, 1.0, 1700.0), row("glibc", 2.0, 1500.0), row("jemalloc", 1.5, 3700.0)]),
+            ("startup", vec![row(OURS, 0.001, 1690.0), row("glibc", 0.002, 1490.0), row("jemalloc", 0.001, 3690.0)]),
+        ])
+    }
+
+    #[test]
+    fn startup_is_reported_but_not_judged() {
+        let verdicts = targets(&summary());
+        let texts: Vec<&str> = verdicts.iter().map(|(t, _)| t.as_str()).collect();
+        assert!(texts.iter().all(|t| !t.contains("startup")), "{texts:?}");
+        // tight: time 1.0 / 1.5 passes, RSS 1700 / 1500 = 1.13 fails; the
+        // geometric mean is tight's alone (0.67), not pulled by startup's 1.00.
+        assert_eq!(
+            verdicts,
+            vec![
+                ("tight: time ours / best peer (jemalloc) = 0.67 <= 1.00".to_string(), true),
+                ("tight: peak RSS ours / best peer = 1.13 <= 1.10".to_string(), false),
+                ("geometric mean of time ours / best peer = 0.67 <= 0.80".to_string(), true),
+            ]
+        );
+        let md = markdown(&summary(), &verdicts, "header");
+        assert!(
+            md.contains("peak RSS glibc 1490 KiB, rseq-alloc 1690 KiB, jemalloc 3690 KiB"),
+            "fixed costs missing or out of order:\n{md}"
+        );
+    }
 }
