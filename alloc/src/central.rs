@@ -53,14 +53,18 @@ struct ListInner {
 unsafe impl Sync for ClassList {}
 
 /// All central lists.
+#[repr(C)]
 pub(crate) struct Central {
-    lists: [CachePadded<ClassList>; CLASSES + 1],
     /// Bytes of free objects in the spans the lists own (spares included).
+    /// First, on the page of the first lists: after the last one, it kept
+    /// a page of its own resident in every program.
     pub(crate) free_bytes: AtomicUsize,
+    lists: [CachePadded<ClassList>; CLASSES + 1],
 }
 
 /// The process's central lists.
 pub(crate) static CENTRAL: Central = Central {
+    free_bytes: AtomicUsize::new(0),
     lists: [const {
         CachePadded::new(ClassList {
             lock: Lock::new(),
@@ -74,7 +78,6 @@ pub(crate) static CENTRAL: Central = Central {
             given: AtomicU64::new(0),
         })
     }; CLASSES + 1],
-    free_bytes: AtomicUsize::new(0),
 };
 
 /// Address of a span's first object.
