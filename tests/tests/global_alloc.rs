@@ -510,17 +510,22 @@ fn c_realloc_child() {
             size *= 2;
             let q = c_api::realloc(p.cast(), size).cast::<u8>();
             assert!(!q.is_null());
-            if q != p && size > 4096 {
+            // Past 2 MiB the block is huge and grows by `mremap`, which moves
+            // it (without copying: see the test below) whenever the address
+            // space above it is taken, as the process's layout decides.
+            if q != p && size > 4096 && size <= 2 << 20 {
                 moves_from_4k += 1;
             }
             assert_eq!(q.read(), 0xab, "contents lost at {size}");
             q.add(size - 1).write(1);
             p = q;
         }
-        eprintln!("c_realloc_child: moved {moves_from_4k} times from 4 KiB to {size} bytes");
-        // Hardened mode moves every small block it reallocates, on purpose.
+        eprintln!("c_realloc_child: moved {moves_from_4k} times from 4 KiB to 2 MiB");
+        // A medium span grows in place; the one move is the promotion to a
+        // huge block. Hardened mode moves every small block it
+        // reallocates, on purpose.
         if !rseq_alloc::stats().hardened {
-            assert!(moves_from_4k <= 2, "moved {moves_from_4k} times after 4 KiB");
+            assert!(moves_from_4k <= 1, "moved {moves_from_4k} times from 4 KiB to 2 MiB");
         }
         c_api::free_sized(p.cast(), size);
         let rust = Layout::from_size_align(8, 8).unwrap();
