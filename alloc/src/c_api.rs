@@ -251,3 +251,47 @@ pub fn mallinfo2() -> Mallinfo2 {
 pub fn malloc_stats() {
     let _ = crate::stats::print(&mut crate::stats::StderrWriter::new());
 }
+
+/// `fork`, as the preload library exports it: registers the allocator's
+/// fork handlers (lazily, see the `fork` module), then forks through libc.
+///
+/// # Safety
+/// `fork`'s contract.
+pub unsafe fn fork() -> libc::pid_t {
+    // SAFETY: the caller keeps fork's contract.
+    unsafe { crate::fork::fork() }
+}
+
+/// `daemon`, as the preload library exports it (libc's forks past our
+/// `fork`): registers the fork handlers, then calls libc's.
+///
+/// # Safety
+/// `daemon`'s contract.
+pub unsafe fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    // SAFETY: the caller keeps daemon's contract.
+    unsafe { crate::fork::daemon(nochdir, noclose) }
+}
+
+/// `forkpty`, as the preload library exports it (libc's forks past our
+/// `fork`): registers the fork handlers, then calls libc's. The terminal
+/// structures pass through untouched.
+///
+/// # Safety
+/// `forkpty`'s contract.
+pub unsafe fn forkpty(
+    amaster: *mut c_int,
+    name: *mut core::ffi::c_char,
+    termp: *const c_void,
+    winp: *const c_void,
+) -> libc::pid_t {
+    // SAFETY: the caller keeps forkpty's contract.
+    unsafe { crate::fork::forkpty(amaster, name, termp, winp) }
+}
+
+/// What the preload library's constructor calls with the address of the
+/// `fork` it exports: if the program's `fork` is that one, the fork handlers
+/// are registered by [`fork`], [`daemon`] and [`forkpty`] from now on, not
+/// at initialisation. Only for a library that exports those three.
+pub fn fork_wrappers_loaded(own_fork: usize) {
+    crate::fork::wrappers_loaded(own_fork);
+}

@@ -14,11 +14,33 @@
 //! consistent copy (a section interrupted by `fork` is restarted in the
 //! child, as after any preemption), and in fallback mode a region another
 //! thread held busy stays busy in the child, which simply uses the others.
+//!
+//! # When the handlers are registered
+//!
+//! `pthread_atfork` lives among the fork code of libc, which a program that
+//! never forks never touches: registering at initialisation made every
+//! program map those 64 KiB of libc (fault-around maps 16 pages at a time),
+//! a sixth of our whole fixed cost. So the preload library, whose `fork`,
+//! `daemon` and `forkpty` wrap libc's ([`fork`], [`daemon`], [`forkpty`]),
+//! registers from those wrappers, on the first fork; those are the calls a
+//! program forks by that run fork handlers at all (`vfork`, `_Fork`,
+//! `posix_spawn` and so `system` and `popen` run none, and their children
+//! must not allocate). A Rust program, which links the allocator without
+//! the wrappers, registers at initialisation as before.
+//!
+//! Registered late, our prepare handler runs before the handlers of
+//! libraries that registered earlier (prepare handlers run last-registered
+//! first), and theirs may allocate on the forking thread while we hold
+//! every lock: [`Lock`](crate::sync::Lock) lets that thread through a lock
+//! it holds for `fork`. Two threads may register at once: the handlers then
+//! run twice per fork, and [`DEPTH`] makes the inner pair do nothing.
+
+use core::ffi::{CStr, c_char, c_int, c_void};
 
 use crate::central::CENTRAL;
 use crate::percpu::DRAIN_LOCK;
 use crate::segment::PAGE_HEAP;
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 // Which locks `prepare` took: written and read only by the forking thread
 // between `prepare` and its parent/child handler (a second forking thread
@@ -28,7 +50,16 @@ static TAKEN_PAGE_HEAP: AtomicBool = AtomicBool::new(false);
 static TAKEN_DRAIN: AtomicBool = AtomicBool::new(false);
 static TAKEN_HUGE: AtomicBool = AtomicBool::new(false);
 
+/// How many of our prepare handlers have run in the fork under way, less
+/// the release handlers that have: only the outermost pair takes and
+/// releases the locks. Only the forking thread touches it (glibc runs one
+/// fork's handlers at a time, under its own lock).
+static DEPTH: AtomicU32 = AtomicU32::new(0);
+
 extern "C" fn prepare() {
+    if DEPTH.fetch_add(1, Ordering::Relaxed) != 0 {
+        return;
+    }
     TAKEN_DRAIN.store(DRAIN_LOCK.lock_for_fork(), Ordering::Relaxed);
     TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
     TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
@@ -36,6 +67,9 @@ extern "C" fn prepare() {
 }
 
 extern "C" fn release() {
+    if DEPTH.fetch_sub(1, Ordering::Relaxed) != 1 {
+        return;
+    }
     // SAFETY: `prepare` took exactly these locks on this thread, and `fork`
     // runs exactly one of the parent/child handlers on each side.
     unsafe {
@@ -70,9 +104,139 @@ impl AtomicU128Cell {
     }
 }
 
-/// Installs the handlers (once, after initialisation: `pthread_atfork` may
-/// allocate, through us).
+/// Whether the handlers are registered.
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Whether this process runs the preload library's wrappers (its
+/// constructor says so, see [`wrappers_loaded`]).
+static WRAPPED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the handlers, unless they are (only after initialisation:
+/// `pthread_atfork` may allocate, through us).
 pub(crate) fn register() {
+    if REGISTERED.load(Ordering::Acquire) {
+        return;
+    }
     // SAFETY: plain functions that only take and release our own locks.
     unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    REGISTERED.store(true, Ordering::Release);
+}
+
+/// At initialisation: registers the handlers now, unless the fork wrappers
+/// will, at the first fork.
+pub(crate) fn register_unless_wrapped() {
+    if !WRAPPED.load(Ordering::Acquire) {
+        register();
+    }
+}
+
+/// Called by the preload library's constructor, before `main`, with the
+/// address of its `fork`: if that is the `fork` the program calls (the
+/// library was preloaded, not opened with `dlopen` after libc), its wrappers
+/// will register the handlers, and initialisation need not. Resolves libc's
+/// functions now, so that a `fork` from a signal handler needs no `dlsym`.
+pub(crate) fn wrappers_loaded(own_fork: usize) {
+    // SAFETY: dlsym with a NUL-terminated name, in the global scope.
+    let global_fork = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"fork".as_ptr()) } as usize;
+    let resolved = [&NEXT_FORK, &NEXT_DAEMON, &NEXT_FORKPTY].iter().all(|next| next.resolve() != 0);
+    if global_fork == own_fork && resolved {
+        WRAPPED.store(true, Ordering::Release);
+    }
+}
+
+/// The definition of a C function that comes after ours (libc's, or another
+/// wrapper's), found once by `dlsym(RTLD_NEXT)`.
+struct Next {
+    name: &'static CStr,
+    address: AtomicUsize,
+}
+
+impl Next {
+    const fn new(name: &'static CStr) -> Next {
+        Next { name, address: AtomicUsize::new(0) }
+    }
+
+    /// Its address, or 0 if no later object defines it.
+    fn resolve(&self) -> usize {
+        let known = self.address.load(Ordering::Acquire);
+        if known != 0 {
+            return known;
+        }
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT looks after
+        // the object this code is in.
+        let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        self.address.store(found, Ordering::Release);
+        found
+    }
+}
+
+static NEXT_FORK: Next = Next::new(c"fork");
+static NEXT_DAEMON: Next = Next::new(c"daemon");
+static NEXT_FORKPTY: Next = Next::new(c"forkpty");
+
+/// Says `ENOSYS` when the function to wrap is missing (a libc without it).
+fn missing() -> c_int {
+    // SAFETY: errno is thread-local and always addressable.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
+}
+
+/// `fork`: registers the handlers, then calls the next `fork`.
+///
+/// # Safety
+/// `fork`'s contract.
+pub(crate) unsafe fn fork() -> libc::pid_t {
+    register();
+    match NEXT_FORK.resolve() {
+        0 => missing(),
+        address => {
+            // SAFETY: `address` is a definition of `fork`, whose C type this is.
+            let next: unsafe extern "C" fn() -> libc::pid_t = unsafe { core::mem::transmute(address) };
+            // SAFETY: the caller keeps fork's contract.
+            unsafe { next() }
+        }
+    }
+}
+
+/// `daemon`, which forks inside libc, past our `fork`: registers the
+/// handlers, then calls the next `daemon`.
+///
+/// # Safety
+/// `daemon`'s contract.
+pub(crate) unsafe fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    register();
+    match NEXT_DAEMON.resolve() {
+        0 => missing(),
+        address => {
+            // SAFETY: `address` is a definition of `daemon`, whose C type this is.
+            let next: unsafe extern "C" fn(c_int, c_int) -> c_int = unsafe { core::mem::transmute(address) };
+            // SAFETY: the caller keeps daemon's contract.
+            unsafe { next(nochdir, noclose) }
+        }
+    }
+}
+
+/// `forkpty`, which forks inside libc, past our `fork`: registers the
+/// handlers, then calls the next `forkpty`.
+///
+/// # Safety
+/// `forkpty`'s contract: `amaster` points to an int; `name` is null or has
+/// room for a terminal name; `termp` and `winp` are null or valid.
+pub(crate) unsafe fn forkpty(
+    amaster: *mut c_int,
+    name: *mut c_char,
+    termp: *const c_void,
+    winp: *const c_void,
+) -> libc::pid_t {
+    register();
+    match NEXT_FORKPTY.resolve() {
+        0 => missing(),
+        address => {
+            type ForkPty = unsafe extern "C" fn(*mut c_int, *mut c_char, *const c_void, *const c_void) -> libc::pid_t;
+            // SAFETY: `address` is a definition of `forkpty`, whose C type
+            // this is (its structures passed through as opaque pointers).
+            let next: ForkPty = unsafe { core::mem::transmute(address) };
+            // SAFETY: the caller keeps forkpty's contract.
+            unsafe { next(amaster, name, termp, winp) }
+        }
+    }
 }

@@ -253,7 +253,7 @@ fn init() {
 /// What the thread that completed initialisation does next, once: things
 /// that may allocate through us, which is safe now.
 fn after_init() {
-    crate::fork::register();
+    crate::fork::register_unless_wrapped();
     crate::stats::register_exit_report();
 }
 

@@ -3,7 +3,7 @@
 //! It also owns the one lock the allocator has, for slow paths only.
 
 #[cfg(rseq_alloc_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(not(rseq_alloc_loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -19,39 +19,54 @@ pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, 
 /// wait for its own thread), and a handler that allocates while its thread
 /// is inside a slow path, which is reported and aborts instead of hanging
 /// (only the rseq fast path, which holds no lock, is async-signal-safe).
+///
+/// A lock taken for `fork` ([`lock_for_fork`](Lock::lock_for_fork)) lets
+/// its own thread back in until the fork is over: the other fork handlers
+/// run on that thread between our prepare and release handlers, and may
+/// allocate (ours can run first: it is registered lazily, see `fork`).
+/// That is safe because the prepare handler took the lock between two
+/// critical sections, so what it guards is consistent.
 pub struct Lock {
     /// 0 when free, else the holder's identity.
     holder: AtomicUsize,
     /// 1 when a waiter may be asleep on it (the futex word).
     sleepers: AtomicU32,
+    /// Whether the holder took it for `fork`: written by the holder only,
+    /// read only by a thread that finds itself the holder.
+    held_for_fork: AtomicBool,
 }
 
 impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
     pub const fn new() -> Lock {
-        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0) }
+        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0), held_for_fork: AtomicBool::new(false) }
     }
 
     /// An unlocked lock.
     #[cfg(rseq_alloc_loom)]
     pub fn new() -> Lock {
-        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0) }
+        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0), held_for_fork: AtomicBool::new(false) }
     }
 
-    /// Takes the lock; it is released when the guard drops.
+    /// Takes the lock; it is released when the guard drops (unless this
+    /// thread holds it for `fork`: then the release handler releases it).
     #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
         let me = current_thread();
-        if self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_contended(me);
-        }
-        LockGuard { lock: self }
+        let owned = self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            || self.lock_contended(me);
+        LockGuard { lock: self, owned }
     }
 
+    /// Waits for the lock and takes it (returns true), or finds this thread
+    /// holding it for `fork` (returns false: the guard must not release it).
     #[cold]
-    fn lock_contended(&self, me: usize) {
+    fn lock_contended(&self, me: usize) -> bool {
         if self.holder.load(Ordering::Relaxed) == me {
+            if self.held_for_fork.load(Ordering::Relaxed) {
+                return false;
+            }
             #[cfg(not(rseq_alloc_loom))]
             crate::os::fatal(
                 b"rseq-alloc: allocation in a signal handler interrupted this thread's own allocator slow path; \
@@ -62,7 +77,7 @@ impl Lock {
             if self.holder.load(Ordering::Relaxed) == 0
                 && self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
-                return;
+                return true;
             }
             spin_hint();
         }
@@ -73,7 +88,7 @@ impl Lock {
         loop {
             self.sleepers.store(1, Ordering::SeqCst);
             if self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                return;
+                return true;
             }
             wait_while(&self.sleepers, 1);
         }
@@ -90,6 +105,7 @@ impl Lock {
             return false;
         }
         core::mem::forget(self.lock());
+        self.held_for_fork.store(true, Ordering::Relaxed);
         true
     }
 
@@ -100,18 +116,25 @@ impl Lock {
     /// This thread took the lock with `lock_for_fork`, which returned true.
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) unsafe fn unlock_after_fork(&self) {
-        drop(LockGuard { lock: self });
+        self.held_for_fork.store(false, Ordering::Relaxed);
+        drop(LockGuard { lock: self, owned: true });
     }
 }
 
 /// Proof that a [`Lock`] is held.
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// False when the lock is held for `fork` by this thread, which only
+    /// borrowed it.
+    owned: bool,
 }
 
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         self.lock.holder.store(0, Ordering::SeqCst);
         if self.lock.sleepers.swap(0, Ordering::SeqCst) != 0 {
             wake_one(&self.lock.sleepers);

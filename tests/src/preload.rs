@@ -35,11 +35,29 @@ pub fn build_dir() -> &'static Path {
             assert!(status.success(), "{args:?} failed");
         };
         let s = |name: &str| src.join(name).to_str().unwrap().to_string();
-        for program in
-            ["conformance", "fork_threads", "fork_in_signal", "threads_exit", "signal_alloc", "misuse", "oom"]
-        {
+        for program in [
+            "conformance",
+            "fork_threads",
+            "fork_in_signal",
+            "fork_wrappers",
+            "threads_exit",
+            "signal_alloc",
+            "misuse",
+            "oom",
+        ] {
             let source = s(&format!("{program}.c"));
-            c(&["gcc", "-O2", "-g", "-pthread", "-Wno-alloc-size-larger-than", "-o", program, &source, "-ldl"]);
+            c(&[
+                "gcc",
+                "-O2",
+                "-g",
+                "-pthread",
+                "-Wno-alloc-size-larger-than",
+                "-o",
+                program,
+                &source,
+                "-ldl",
+                "-lutil",
+            ]);
         }
         c(&["gcc", "-O2", "-g", "-shared", "-fPIC", "-o", "libhelper.so", &s("helper.c")]);
         let rpath = format!("-Wl,-rpath,{}", dir.display());

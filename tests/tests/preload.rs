@@ -53,6 +53,15 @@ fn fork_from_a_multithreaded_program() {
     run_c_test("fork_threads", &[]);
 }
 
+/// The fork handlers are registered on the first fork, by the wrappers of
+/// `fork`, `daemon` and `forkpty`: each of those, taken first while other
+/// threads allocate, leaves a child that can allocate, and fork handlers
+/// registered before ours may allocate.
+#[test]
+fn first_fork_by_daemon_forkpty_or_fork_with_allocating_handlers() {
+    run_c_test_scaled("fork_wrappers", |mode| vec![if let Mode::Valgrind = mode { "2" } else { "10" }.into()]);
+}
+
 #[test]
 fn fork_from_a_signal_handler_that_interrupted_malloc() {
     run_c_test_scaled("fork_in_signal", |mode| vec![if let Mode::Valgrind = mode { "30" } else { "300" }.into()]);

@@ -117,4 +117,24 @@ export! {
     _ZdlPvmSt11align_val_t(ptr: *mut c_void, size: usize, align: usize) => c_api::free_aligned_sized(ptr, align, size);
     /// `operator delete[](void*, std::size_t, std::align_val_t)`.
     _ZdaPvmSt11align_val_t(ptr: *mut c_void, size: usize, align: usize) => c_api::free_aligned_sized(ptr, align, size);
+    /// `fork`: registers the allocator's fork handlers on the first call
+    /// (not at start-up, which would map libc's fork code in every program).
+    fork() -> libc::pid_t => c_api::fork();
+    /// `daemon`, which forks inside libc, past `fork`.
+    daemon(nochdir: c_int, noclose: c_int) -> c_int => c_api::daemon(nochdir, noclose);
+    /// `forkpty`, which forks inside libc, past `fork`.
+    forkpty(amaster: *mut c_int, name: *mut core::ffi::c_char, termp: *const c_void, winp: *const c_void) -> libc::pid_t
+        => c_api::forkpty(amaster, name, termp, winp);
+}
+
+/// Runs when the library is loaded, before `main`: tells the allocator that
+/// the wrappers above are in place (see `rseq_alloc::c_api::fork`).
+#[cfg(not(test))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LOADED: extern "C" fn() = loaded;
+
+#[cfg(not(test))]
+extern "C" fn loaded() {
+    c_api::fork_wrappers_loaded(fork as *const () as usize);
 }
