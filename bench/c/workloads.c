@@ -235,7 +235,7 @@ static uint64_t realloc_growth(void) {
     enum { RING = 64 };
     void *ring[RING] = {0};
     uint64_t sum = 0;
-    long n = iterations(300000), k = 0;
+    long n = iterations(1500000), k = 0;
     for (long r = 0; r < n; r++) {
         size_t size = 16;
         unsigned char *p = malloc(size);
