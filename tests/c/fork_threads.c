@@ -7,24 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static volatile int stop;
-
-static void *churn(void *arg) {
-    unsigned seed = (unsigned)(size_t)arg;
-    void *keep[64] = {0};
-    while (!stop) {
-        int i = rand_r(&seed) % 64;
-        free(keep[i]);
-        keep[i] = malloc(rand_r(&seed) % 5000 + 1);
-        memset(keep[i], i, 1);
-    }
-    for (int i = 0; i < 64; i++) free(keep[i]);
-    return NULL;
-}
+#include "churn.h"
 
 int main(void) {
-    pthread_t threads[4];
-    for (size_t t = 0; t < 4; t++) pthread_create(&threads[t], NULL, churn, (void *)t);
+    struct churn churn;
+    churn_start(&churn, 4);
     for (int i = 0; i < 200; i++) {
         pid_t pid = fork();
         if (pid == 0) {
@@ -39,8 +26,7 @@ int main(void) {
             return 1;
         }
     }
-    stop = 1;
-    for (int t = 0; t < 4; t++) pthread_join(threads[t], NULL);
+    churn_stop(&churn);
     puts("fork_threads: ok");
     return 0;
 }

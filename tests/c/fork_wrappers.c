@@ -23,28 +23,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "churn.h"
+
 extern char **environ;
 
-static volatile int stop;
-
-static void *churn(void *arg) {
-    unsigned seed = (unsigned)(size_t)arg;
-    void *keep[64] = {0};
-    while (!stop) {
-        int i = rand_r(&seed) % 64;
-        free(keep[i]);
-        /* Small, medium and huge sizes: every lock the slow paths take. */
-        size_t size = rand_r(&seed) % 8 == 0 ? (size_t)(rand_r(&seed) % (3 << 20)) : (size_t)(rand_r(&seed) % 5000);
-        keep[i] = malloc(size + 1);
-        memset(keep[i], i, 1);
-    }
-    for (int i = 0; i < 64; i++) free(keep[i]);
-    return NULL;
-}
-
-static void start_churn(pthread_t *threads, int n) {
-    for (long t = 0; t < n; t++) pthread_create(&threads[t], NULL, churn, (void *)(t + 1));
-    /* Let them get going, so that the fork finds them mid-allocation. */
+/* Starts the threads and lets them get going. */
+static void start_churn(struct churn *churn) {
+    churn_start(churn, 3);
     for (volatile int spin = 0; spin < 2000000; spin++) {
     }
 }
@@ -59,8 +44,8 @@ static int allocate_after_fork(void) {
 
 /* daemon: the survivor writes one byte to `fd` once it has allocated. */
 static int check_daemon(int fd) {
-    pthread_t threads[3];
-    start_churn(threads, 3);
+    struct churn churn;
+    start_churn(&churn);
     if (daemon(1, 1) != 0) {
         perror("daemon");
         return 1;
@@ -73,8 +58,8 @@ static int check_daemon(int fd) {
 }
 
 static int check_forkpty(void) {
-    pthread_t threads[3];
-    start_churn(threads, 3);
+    struct churn churn;
+    start_churn(&churn);
     int master;
     pid_t pid = forkpty(&master, NULL, NULL, NULL);
     if (pid < 0) {
@@ -87,8 +72,7 @@ static int check_forkpty(void) {
     }
     int status;
     int waited = waitpid(pid, &status, 0) == pid;
-    stop = 1;
-    for (int t = 0; t < 3; t++) pthread_join(threads[t], NULL);
+    churn_stop(&churn);
     close(master);
     return waited && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
@@ -110,8 +94,8 @@ static int check_handlers(void) {
     /* Registered before anything allocates (the checks run before stdio
      * has a buffer), so before ours. */
     pthread_atfork(allocate_in_handler, allocate_in_handler, allocate_in_handler);
-    pthread_t threads[3];
-    start_churn(threads, 3);
+    struct churn churn;
+    start_churn(&churn);
     int failed = 0;
     for (int i = 0; i < 20 && !failed; i++) {
         pid_t pid = fork();
@@ -124,8 +108,7 @@ static int check_handlers(void) {
         if (failed) fprintf(stderr, "fork %d: child status %#x\n", i, status);
         handler_allocations = 0;
     }
-    stop = 1;
-    for (int t = 0; t < 3; t++) pthread_join(threads[t], NULL);
+    churn_stop(&churn);
     return failed;
 }
 
