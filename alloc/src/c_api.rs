@@ -252,46 +252,9 @@ pub fn malloc_stats() {
     let _ = crate::stats::print(&mut crate::stats::StderrWriter::new());
 }
 
-/// `fork`, as the preload library exports it: registers the allocator's
-/// fork handlers (lazily, see the `fork` module), then forks through libc.
-///
-/// # Safety
-/// `fork`'s contract.
-pub unsafe fn fork() -> libc::pid_t {
-    // SAFETY: the caller keeps fork's contract.
-    unsafe { crate::fork::fork() }
-}
-
-/// `daemon`, as the preload library exports it (libc's forks past our
-/// `fork`): registers the fork handlers, then calls libc's.
-///
-/// # Safety
-/// `daemon`'s contract.
-pub unsafe fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
-    // SAFETY: the caller keeps daemon's contract.
-    unsafe { crate::fork::daemon(nochdir, noclose) }
-}
-
-/// `forkpty`, as the preload library exports it (libc's forks past our
-/// `fork`): registers the fork handlers, then calls libc's. The terminal
-/// structures pass through untouched.
-///
-/// # Safety
-/// `forkpty`'s contract.
-pub unsafe fn forkpty(
-    amaster: *mut c_int,
-    name: *mut core::ffi::c_char,
-    termp: *const c_void,
-    winp: *const c_void,
-) -> libc::pid_t {
-    // SAFETY: the caller keeps forkpty's contract.
-    unsafe { crate::fork::forkpty(amaster, name, termp, winp) }
-}
-
-/// What the preload library's constructor calls with the address of the
-/// `fork` it exports: if the program's `fork` is that one, the fork handlers
-/// are registered by [`fork`], [`daemon`] and [`forkpty`] from now on, not
-/// at initialisation. Only for a library that exports those three.
-pub fn fork_wrappers_loaded(own_fork: usize) {
-    crate::fork::wrappers_loaded(own_fork);
-}
+/// `fork`, `daemon` and `forkpty`, as the preload library exports them: each
+/// registers the allocator's fork handlers (lazily, see the `fork` module),
+/// then calls libc's; and what the library's constructor calls with the
+/// address of its `fork`, so that initialisation leaves the registration to
+/// them. Only for a library that exports all three.
+pub use crate::fork::{daemon, fork, forkpty, wrappers_loaded as fork_wrappers_loaded};

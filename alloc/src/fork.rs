@@ -22,8 +22,10 @@
 //! program map those 64 KiB of libc (fault-around maps 16 pages at a time),
 //! a sixth of our whole fixed cost. So the preload library, whose `fork`,
 //! `daemon` and `forkpty` wrap libc's ([`fork`], [`daemon`], [`forkpty`]),
-//! registers from those wrappers, on the first fork; those are the calls a
-//! program forks by that run fork handlers at all (`vfork`, `_Fork`,
+//! registers from those wrappers, on the first fork (`daemon` and `forkpty`
+//! fork inside libc, past our `fork`; so does sunrpc's obsolete `key_call`,
+//! not wrapped); those are the calls a program forks by that run fork
+//! handlers at all (`vfork`, `_Fork`,
 //! `posix_spawn` and so `system` and `popen` run none, and their children
 //! must not allocate). A Rust program, which links the allocator without
 //! the wrappers, registers at initialisation as before.
@@ -36,6 +38,7 @@
 //! run twice per fork, and [`DEPTH`] makes the inner pair do nothing.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
+use core::marker::PhantomData;
 
 use crate::central::CENTRAL;
 use crate::percpu::DRAIN_LOCK;
@@ -134,25 +137,27 @@ pub(crate) fn register_unless_wrapped() {
 /// library was preloaded, not opened with `dlopen` after libc), its wrappers
 /// will register the handlers, and initialisation need not. Resolves libc's
 /// functions now, so that a `fork` from a signal handler needs no `dlsym`.
-pub(crate) fn wrappers_loaded(own_fork: usize) {
+pub fn wrappers_loaded(own_fork: usize) {
     // SAFETY: dlsym with a NUL-terminated name, in the global scope.
     let global_fork = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"fork".as_ptr()) } as usize;
-    let resolved = [&NEXT_FORK, &NEXT_DAEMON, &NEXT_FORKPTY].iter().all(|next| next.resolve() != 0);
+    let resolved = NEXT_FORK.resolve() != 0 && NEXT_DAEMON.resolve() != 0 && NEXT_FORKPTY.resolve() != 0;
     if global_fork == own_fork && resolved {
         WRAPPED.store(true, Ordering::Release);
     }
 }
 
-/// The definition of a C function that comes after ours (libc's, or another
-/// wrapper's), found once by `dlsym(RTLD_NEXT)`.
-struct Next {
+/// The definition of a C function, of type `F` (an `extern "C" fn`), that
+/// comes after ours (libc's, or another wrapper's), found once by
+/// `dlsym(RTLD_NEXT)`.
+struct Next<F> {
     name: &'static CStr,
     address: AtomicUsize,
+    kind: PhantomData<F>,
 }
 
-impl Next {
-    const fn new(name: &'static CStr) -> Next {
-        Next { name, address: AtomicUsize::new(0) }
+impl<F: Copy> Next<F> {
+    const fn new(name: &'static CStr) -> Next<F> {
+        Next { name, address: AtomicUsize::new(0), kind: PhantomData }
     }
 
     /// Its address, or 0 if no later object defines it.
@@ -167,34 +172,40 @@ impl Next {
         self.address.store(found, Ordering::Release);
         found
     }
+
+    /// What every wrapper does first: registers the handlers, then finds
+    /// the function it wraps (`None`, with `errno = ENOSYS`, if no later
+    /// object defines it).
+    fn before_forking(&self) -> Option<F> {
+        const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<usize>()) };
+        register();
+        match self.resolve() {
+            0 => {
+                // SAFETY: errno is thread-local and always addressable.
+                unsafe { *libc::__errno_location() = libc::ENOSYS };
+                None
+            }
+            // SAFETY: `F` is the type of the C function named `name` (each
+            // static below says which), a function pointer of one word.
+            address => Some(unsafe { core::mem::transmute_copy::<usize, F>(&address) }),
+        }
+    }
 }
 
-static NEXT_FORK: Next = Next::new(c"fork");
-static NEXT_DAEMON: Next = Next::new(c"daemon");
-static NEXT_FORKPTY: Next = Next::new(c"forkpty");
+type ForkPty = unsafe extern "C" fn(*mut c_int, *mut c_char, *const c_void, *const c_void) -> libc::pid_t;
 
-/// Says `ENOSYS` when the function to wrap is missing (a libc without it).
-fn missing() -> c_int {
-    // SAFETY: errno is thread-local and always addressable.
-    unsafe { *libc::__errno_location() = libc::ENOSYS };
-    -1
-}
+static NEXT_FORK: Next<unsafe extern "C" fn() -> libc::pid_t> = Next::new(c"fork");
+static NEXT_DAEMON: Next<unsafe extern "C" fn(c_int, c_int) -> c_int> = Next::new(c"daemon");
+static NEXT_FORKPTY: Next<ForkPty> = Next::new(c"forkpty");
 
-/// `fork`: registers the handlers, then calls the next `fork`.
+/// `fork`, as the preload library exports it: registers the handlers, then
+/// calls the next `fork` (libc's).
 ///
 /// # Safety
 /// `fork`'s contract.
-pub(crate) unsafe fn fork() -> libc::pid_t {
-    register();
-    match NEXT_FORK.resolve() {
-        0 => missing(),
-        address => {
-            // SAFETY: `address` is a definition of `fork`, whose C type this is.
-            let next: unsafe extern "C" fn() -> libc::pid_t = unsafe { core::mem::transmute(address) };
-            // SAFETY: the caller keeps fork's contract.
-            unsafe { next() }
-        }
-    }
+pub unsafe fn fork() -> libc::pid_t {
+    // SAFETY: the caller keeps fork's contract.
+    NEXT_FORK.before_forking().map_or(-1, |next| unsafe { next() })
 }
 
 /// `daemon`, which forks inside libc, past our `fork`: registers the
@@ -202,41 +213,24 @@ pub(crate) unsafe fn fork() -> libc::pid_t {
 ///
 /// # Safety
 /// `daemon`'s contract.
-pub(crate) unsafe fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
-    register();
-    match NEXT_DAEMON.resolve() {
-        0 => missing(),
-        address => {
-            // SAFETY: `address` is a definition of `daemon`, whose C type this is.
-            let next: unsafe extern "C" fn(c_int, c_int) -> c_int = unsafe { core::mem::transmute(address) };
-            // SAFETY: the caller keeps daemon's contract.
-            unsafe { next(nochdir, noclose) }
-        }
-    }
+pub unsafe fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    // SAFETY: the caller keeps daemon's contract.
+    NEXT_DAEMON.before_forking().map_or(-1, |next| unsafe { next(nochdir, noclose) })
 }
 
 /// `forkpty`, which forks inside libc, past our `fork`: registers the
-/// handlers, then calls the next `forkpty`.
+/// handlers, then calls the next `forkpty`. The terminal structures pass
+/// through as opaque pointers.
 ///
 /// # Safety
 /// `forkpty`'s contract: `amaster` points to an int; `name` is null or has
 /// room for a terminal name; `termp` and `winp` are null or valid.
-pub(crate) unsafe fn forkpty(
+pub unsafe fn forkpty(
     amaster: *mut c_int,
     name: *mut c_char,
     termp: *const c_void,
     winp: *const c_void,
 ) -> libc::pid_t {
-    register();
-    match NEXT_FORKPTY.resolve() {
-        0 => missing(),
-        address => {
-            type ForkPty = unsafe extern "C" fn(*mut c_int, *mut c_char, *const c_void, *const c_void) -> libc::pid_t;
-            // SAFETY: `address` is a definition of `forkpty`, whose C type
-            // this is (its structures passed through as opaque pointers).
-            let next: ForkPty = unsafe { core::mem::transmute(address) };
-            // SAFETY: the caller keeps forkpty's contract.
-            unsafe { next(amaster, name, termp, winp) }
-        }
-    }
+    // SAFETY: the caller keeps forkpty's contract.
+    NEXT_FORKPTY.before_forking().map_or(-1, |next| unsafe { next(amaster, name, termp, winp) })
 }

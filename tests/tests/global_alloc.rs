@@ -235,7 +235,7 @@ fn signal_safe_child() {
     if std::env::var_os("RSEQ_TEST_SIGNAL_SAFE_CHILD").is_none() {
         return;
     }
-    stress::pin_to_current_cpu();
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
     let layout = handler_layout();
     // SAFETY: valid layout; every block is freed once with it.
     unsafe {
