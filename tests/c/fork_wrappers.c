@@ -11,8 +11,11 @@
  *             allocation allocate in prepare, parent and child: ours run
  *             first, holding every lock, and let them through.
  *
- * A copy that hangs is killed by its alarm, and the check fails. */
+ * A copy that hangs is killed by its alarm, and the check fails. On a machine
+ * without pseudo-terminals (posix_openpt fails) the forkpty check is skipped,
+ * and says so. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <pty.h>
@@ -122,6 +125,15 @@ static int run_copy(const char *self, const char *check, const char *arg) {
     return WEXITSTATUS(status);
 }
 
+/* Whether this machine has pseudo-terminals (a container may not); asked
+ * without forkpty, so that a broken wrapper cannot pass for a missing pty. */
+static int have_ptys(void) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "daemon")) return check_daemon(atoi(argv[2]));
     if (argc == 3 && !strcmp(argv[1], "forkpty")) return check_forkpty();
@@ -145,7 +157,9 @@ int main(int argc, char **argv) {
             return 1;
         }
         close(pipe_fds[0]);
-        if (run_copy(argv[0], "forkpty", "-") != 0) {
+        if (!have_ptys()) {
+            if (round == 0) fprintf(stderr, "no pseudo-terminals here: forkpty not checked\n");
+        } else if (run_copy(argv[0], "forkpty", "-") != 0) {
             fprintf(stderr, "round %d: forkpty failed\n", round);
             return 1;
         }
