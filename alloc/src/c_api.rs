@@ -13,6 +13,7 @@ use core::ffi::{c_int, c_void};
 
 use crate::heap;
 use crate::os::OS_PAGE;
+use crate::percpu;
 use crate::report::Call;
 use crate::size_class::{MAX_SMALL, class_of};
 
@@ -47,10 +48,22 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
     if size <= MAX_SMALL {
-        let ptr = heap::alloc_small(class_of(size), size, MIN_ALIGN, Call::Malloc);
-        return if ptr.is_null() { fail() } else { ptr.cast() };
+        let class = class_of(size);
+        // A hit returns at once: it is never null, so it needs no test for
+        // `errno`, and the miss is a tail call (no stack frame on the hit).
+        return match percpu::pop(class) {
+            Ok(object) => object as *mut c_void,
+            Err(_) => malloc_missed(class, size),
+        };
     }
     aligned(size, MIN_ALIGN)
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_missed(class: usize, size: usize) -> *mut c_void {
+    let ptr = heap::alloc_small_missed(class, size, MIN_ALIGN, Call::Malloc);
+    if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
 /// `calloc`: zero-filled; null with `ENOMEM` if `count * size` overflows.

@@ -103,9 +103,10 @@ pub(crate) fn alloc_small(class: usize, size: usize, align: usize, call: Call) -
     }
 }
 
+/// [`alloc_small`] after the per-CPU pop missed (or the fast path is off).
 #[cold]
 #[inline(never)]
-fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
+pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
     if hardened::enabled() {
         return hardened::alloc(size, align, false, call);
     }

@@ -22,7 +22,9 @@
 //! - The two modes never mix: the process picks one at initialisation. A
 //!   thread that cannot register in rseq mode bypasses the regions entirely.
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, header_offset};
+use rseq_sys::slab_layout::{
+    Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, Slabs, header_offset,
+};
 use rseq_sys::{ByCpuId, Miss};
 
 use crate::capacity::{self, Activity, Resize};
@@ -49,17 +51,16 @@ static LAYOUT: Layout = class_slots::layout(SLAB_SHIFT);
 #[repr(C, align(64))]
 pub(crate) struct FastPath {
     /// Bit 0: the rseq path is on; bit 1: count hits (statistics) and bit 2:
-    /// hardened mode, each of which sends every operation to the slow path;
-    /// bits 32..64: the rseq area offset.
-    rseq: AtomicU64,
-    /// The regions, `ncpus << SLAB_SHIFT` bytes.
-    slabs: AtomicPtr<u8>,
-    /// Regions mapped.
-    ncpus: AtomicU32,
+    /// hardened mode, each of which sends every operation to the slow path.
+    /// Stored after `slabs` is complete, with release ordering.
+    flags: AtomicU32,
+    /// The regions (`count << SLAB_SHIFT` bytes) and the rseq area offset,
+    /// as the sections read them.
+    slabs: Slabs,
 }
 
 pub(crate) static FAST: FastPath =
-    FastPath { rseq: AtomicU64::new(0), slabs: AtomicPtr::new(core::ptr::null_mut()), ncpus: AtomicU32::new(0) };
+    FastPath { flags: AtomicU32::new(0), slabs: Slabs::new(0, core::ptr::null_mut(), 0) };
 
 /// Statistics the slow paths keep.
 pub(crate) static REFILLS: [AtomicU64; CLASSES + 1] = [const { AtomicU64::new(0) }; CLASSES + 1];
@@ -68,68 +69,49 @@ pub(crate) static DRAINS: [AtomicU64; CLASSES + 1] = [const { AtomicU64::new(0) 
 /// Regions opened so far.
 pub(crate) static REGIONS_OPENED: AtomicUsize = AtomicUsize::new(0);
 
-const RSEQ_ON: u64 = 1;
-const COUNT_HITS: u64 = 2;
-const HARDENED: u64 = 4;
-/// Bits that keep operations off the fast path.
-const SLOW_ONLY: u64 = COUNT_HITS | HARDENED;
+const RSEQ_ON: u32 = 1;
+const COUNT_HITS: u32 = 2;
+const HARDENED: u32 = 4;
+
+/// Whether the fast path is on: the rseq bit alone (one compare).
+#[inline(always)]
+fn fast_path_on() -> bool {
+    FAST.flags.load(Ordering::Acquire) == RSEQ_ON
+}
 
 /// Pops an object of `class` from this CPU's region.
 #[inline(always)]
 pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
-    let word = FAST.rseq.load(Ordering::Acquire);
-    if word & (RSEQ_ON | SLOW_ONLY) != RSEQ_ON {
+    if !fast_path_on() {
         return Err(Miss::NoCpu);
     }
-    pop_section(word, class)
+    pop_section(class)
 }
 
+/// The pop section, for a caller that found the rseq bit set (in `FAST.flags`
+/// or `MODE`).
 #[inline(always)]
-fn pop_section(word: u64, class: usize) -> Result<usize, Miss> {
-    let args = SectionArgs::load(word);
-    // SAFETY: with the rseq bit set, the offset is this process's registered
-    // area and `slabs` covers `ncpus` regions laid out as the sections expect
-    // (both stored before the bit, with release ordering).
-    unsafe { rseq_sys::slab_pop::<Index, SLAB_SHIFT>(args.offset, args.slabs, args.ncpus, header_offset(class)) }
-}
-
-/// What every section takes, read once per operation: the rseq area offset
-/// from the fast-path word, the regions and their count.
-#[derive(Clone, Copy)]
-struct SectionArgs {
-    offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-}
-
-impl SectionArgs {
-    #[inline(always)]
-    fn load(word: u64) -> SectionArgs {
-        SectionArgs {
-            offset: (word >> 32) as i32 as isize,
-            slabs: FAST.slabs.load(Ordering::Relaxed),
-            ncpus: FAST.ncpus.load(Ordering::Relaxed),
-        }
-    }
+fn pop_section(class: usize) -> Result<usize, Miss> {
+    // SAFETY: with the rseq bit set, `FAST.slabs` holds this process's
+    // registered area offset and its regions, laid out as the sections expect
+    // (stored before the bit, with release ordering).
+    unsafe { rseq_sys::slab_pop::<Index, SLAB_SHIFT>(&FAST.slabs, class) }
 }
 
 /// Pushes `object` of `class` onto this CPU's region.
 #[inline(always)]
 pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
-    let word = FAST.rseq.load(Ordering::Acquire);
-    if word & (RSEQ_ON | SLOW_ONLY) != RSEQ_ON {
+    if !fast_path_on() {
         return Err(Miss::NoCpu);
     }
-    push_section(word, class, object)
+    push_section(class, object)
 }
 
+/// The push section; see [`pop_section`].
 #[inline(always)]
-fn push_section(word: u64, class: usize, object: usize) -> Result<(), Miss> {
-    let args = SectionArgs::load(word);
+fn push_section(class: usize, object: usize) -> Result<(), Miss> {
     // SAFETY: as in `pop_section`; objects are at least 16-aligned, so bit 0 is clear.
-    unsafe {
-        rseq_sys::slab_push::<Index, SLAB_SHIFT>(args.offset, args.slabs, args.ncpus, header_offset(class), object)
-    }
+    unsafe { rseq_sys::slab_push::<Index, SLAB_SHIFT>(&FAST.slabs, class, object) }
 }
 
 // ---------------------------------------------------------------------------
@@ -214,14 +196,14 @@ pub(crate) fn ensure_init() {
 fn init() {
     let ncpus = rseq_sys::possible_cpus();
     let bytes = (ncpus as usize) << SLAB_SHIFT;
-    let Some(slabs) = os::map_once(&FAST.slabs, bytes) else {
+    let Some(slabs) = os::map_once(&FAST.slabs.base, bytes) else {
         if MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             after_init();
         }
         return;
     };
     debug_assert!(!slabs.is_null());
-    FAST.ncpus.store(ncpus, Ordering::Release);
+    FAST.slabs.count.store(ncpus, Ordering::Release);
     map_upkeep_state(ncpus);
     let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
     let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
@@ -233,7 +215,8 @@ fn init() {
                 let flags = RSEQ_ON
                     | if count_hits { COUNT_HITS } else { 0 }
                     | if crate::hardened::enabled() { HARDENED } else { 0 };
-                FAST.rseq.store((offset as i32 as u32 as u64) << 32 | flags, Ordering::Release);
+                FAST.slabs.rseq_offset.store(offset, Ordering::Relaxed);
+                FAST.flags.store(flags, Ordering::Release);
                 MODE_RSEQ
             }
             Err(why) => {
@@ -261,8 +244,8 @@ fn after_init() {
 // Regions, as seen from slow paths.
 
 fn region(cpu: u32) -> *mut u8 {
-    let slabs = FAST.slabs.load(Ordering::Acquire);
-    debug_assert!(!slabs.is_null() && cpu < FAST.ncpus.load(Ordering::Relaxed));
+    let slabs = FAST.slabs.base.load(Ordering::Acquire);
+    debug_assert!(!slabs.is_null() && cpu < FAST.slabs.count.load(Ordering::Relaxed));
     // SAFETY: `cpu < ncpus`, so the region is inside the mapping.
     unsafe { slabs.add((cpu as usize) << SLAB_SHIFT) }
 }
@@ -314,11 +297,11 @@ pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_alloc(class);
     }
-    let word = FAST.rseq.load(Ordering::Acquire);
+    let flags = FAST.flags.load(Ordering::Acquire);
     for _ in 0..4 {
-        match pop_section(word, class) {
+        match pop_section(class) {
             Ok(object) => {
-                hits::count_alloc(word, class);
+                hits::count_alloc(flags, class);
                 return object as *mut u8;
             }
             Err(Miss::Exhausted) => return refill(class),
@@ -360,19 +343,10 @@ fn refill(class: usize) -> *mut u8 {
     }
     let mine = batch_buf[n - 1];
     let mut rest = &batch_buf[..n - 1];
-    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
     while !rest.is_empty() {
         // SAFETY: as in `pop_section`; every object is 16-aligned.
-        let pushed = unsafe {
-            rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(
-                args.offset,
-                args.slabs,
-                args.ncpus,
-                header_offset(class),
-                rest.as_ptr(),
-                rest.len(),
-            )
-        };
+        let pushed =
+            unsafe { rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, rest.as_ptr(), rest.len()) };
         match pushed {
             Ok(k) => rest = &rest[k..],
             Err(_) => {
@@ -408,19 +382,10 @@ fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
         return false;
     };
     debug_assert!(new.end - begin <= LAYOUT.room(class, begin));
-    let args = SectionArgs::load(FAST.rseq.load(Ordering::Acquire));
     // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
     // the sentinel write is unobservable (see above).
     let replaced = unsafe {
-        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(
-            args.offset,
-            args.slabs,
-            args.ncpus,
-            header_offset(class),
-            expected,
-            new.pack(),
-            begin as usize - 1,
-        )
+        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(&FAST.slabs, class, expected, new.pack(), begin as usize - 1)
     };
     replaced == Ok(true)
 }
@@ -433,11 +398,11 @@ pub(crate) fn free_slow(class: usize, object: usize) {
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_free(class, object);
     }
-    let word = FAST.rseq.load(Ordering::Acquire);
+    let flags = FAST.flags.load(Ordering::Acquire);
     for _ in 0..4 {
-        match push_section(word, class, object) {
+        match push_section(class, object) {
             Ok(()) => {
-                hits::count_free(word, class);
+                hits::count_free(flags, class);
                 return;
             }
             Err(Miss::Exhausted) => return drain(class, object),
@@ -454,8 +419,7 @@ pub(crate) fn free_slow(class: usize, object: usize) {
 /// This CPU's region is full: moves a batch of it, and `object`, to the
 /// central list.
 fn drain(class: usize, object: usize) {
-    let word = FAST.rseq.load(Ordering::Acquire);
-    if wake_here(class) && push_section(word, class, object).is_ok() {
+    if wake_here(class) && push_section(class, object).is_ok() {
         return;
     }
     crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
@@ -463,17 +427,9 @@ fn drain(class: usize, object: usize) {
     let resize = count_miss(cpu, class, Flow::Drain);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
-    let args = SectionArgs::load(word);
     // SAFETY: as in `pop_section`; `buf[1..]` holds `batch(class)` items.
     let popped = unsafe {
-        rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(
-            args.offset,
-            args.slabs,
-            args.ncpus,
-            header_offset(class),
-            buf[1..].as_mut_ptr(),
-            batch(class),
-        )
+        rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, buf[1..].as_mut_ptr(), batch(class))
     }
     .unwrap_or(0);
     CENTRAL.give(class, &buf[..1 + popped]);
@@ -491,7 +447,7 @@ struct RawRegion(*mut u8);
 impl RawRegion {
     /// The CPU this region belongs to.
     fn cpu(&self) -> u32 {
-        ((self.0 as usize - FAST.slabs.load(Ordering::Relaxed) as usize) >> SLAB_SHIFT) as u32
+        ((self.0 as usize - FAST.slabs.base.load(Ordering::Relaxed) as usize) >> SLAB_SHIFT) as u32
     }
 }
 
@@ -516,8 +472,8 @@ fn geometry() -> fallback::Geometry<'static> {
 /// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
 /// else the next free one; `None` if every region is busy (or there are none).
 fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
-    let ncpus = FAST.ncpus.load(Ordering::Acquire) as usize;
-    if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
+    let ncpus = FAST.slabs.count.load(Ordering::Acquire) as usize;
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return None;
     }
     // SAFETY: sched_getcpu has no preconditions (glibc reads the rseq area or the vDSO).
@@ -598,7 +554,7 @@ pub(crate) static DRAINED_OBJECTS: AtomicU64 = AtomicU64::new(0);
 /// regions. Returns the bytes moved (0 if the region was busy, never opened,
 /// or could not be fenced: a kernel before 5.10 or a seccomp filter).
 pub(crate) fn drain_cpu(cpu: u32) -> usize {
-    if FAST.slabs.load(Ordering::Acquire).is_null() || cpu >= FAST.ncpus.load(Ordering::Acquire) {
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() || cpu >= FAST.slabs.count.load(Ordering::Acquire) {
         return 0;
     }
     let _guard = DRAIN_LOCK.lock();
@@ -672,7 +628,7 @@ fn fill(class: usize, word: u32) -> (usize, usize) {
 
 /// Drains every CPU's region; returns the bytes moved.
 pub(crate) fn drain_all() -> usize {
-    (0..FAST.ncpus.load(Ordering::Acquire)).map(drain_cpu).sum()
+    (0..FAST.slabs.count.load(Ordering::Acquire)).map(drain_cpu).sum()
 }
 
 /// A digest of `cpu`'s region that changes whenever a section or a holder
@@ -698,8 +654,8 @@ fn fingerprint(cpu: u32) -> u64 {
 /// CPU that allocates and frees in perfect balance looks idle too, and pays
 /// one refill per period for it.
 pub(crate) fn upkeep() {
-    let ncpus = FAST.ncpus.load(Ordering::Acquire);
-    if FAST.slabs.load(Ordering::Acquire).is_null() || ncpus == 0 {
+    let ncpus = FAST.slabs.count.load(Ordering::Acquire);
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return;
     }
     for cpu in 0..ncpus {
@@ -749,7 +705,7 @@ fn map_upkeep_state(ncpus: u32) {
 
 fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
     let states = UPKEEP_STATE.load(Ordering::Acquire);
-    if states.is_null() || cpu >= FAST.ncpus.load(Ordering::Relaxed) {
+    if states.is_null() || cpu >= FAST.slabs.count.load(Ordering::Relaxed) {
         return None;
     }
     // SAFETY: the mapping holds `ncpus` zero-initialised states (all zeros
@@ -765,7 +721,7 @@ fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
 /// class's current capacity if that is less (a read of the header that may
 /// be stale: it only sizes the batch).
 fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
-    let Some(cpu) = cpu.filter(|&c| c < FAST.ncpus.load(Ordering::Relaxed)) else { return batch(class) };
+    let Some(cpu) = cpu.filter(|&c| c < FAST.slabs.count.load(Ordering::Relaxed)) else { return batch(class) };
     let (_, capacity) = fill(class, header(region(cpu), class).load(Ordering::Relaxed));
     batch(class).min(capacity / 2).max(1)
 }
@@ -983,10 +939,10 @@ pub(crate) static REBALANCES: AtomicU64 = AtomicU64::new(0);
 /// now, and the objects they do (a racy snapshot).
 pub(crate) fn occupancy() -> ([usize; CLASSES + 1], [usize; CLASSES + 1]) {
     let (mut capacity, mut cached) = ([0usize; CLASSES + 1], [0usize; CLASSES + 1]);
-    if FAST.slabs.load(Ordering::Acquire).is_null() {
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
         return (capacity, cached);
     }
-    for cpu in 0..FAST.ncpus.load(Ordering::Acquire) {
+    for cpu in 0..FAST.slabs.count.load(Ordering::Acquire) {
         let region = region(cpu);
         if state(region).load(Ordering::Acquire) == STATE_UNINIT {
             continue;
@@ -1011,10 +967,10 @@ pub(crate) fn cached_bytes() -> usize {
 
 /// Bytes mapped for the regions.
 pub(crate) fn mapped_bytes() -> usize {
-    if FAST.slabs.load(Ordering::Acquire).is_null() {
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
         0
     } else {
-        (FAST.ncpus.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
+        (FAST.slabs.count.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
     }
 }
 
@@ -1043,17 +999,20 @@ pub(crate) mod hits {
         }
     }
 
-    fn count(word: u64, index: usize) {
+    /// Counts hit `index`; `flags` is what the caller read from `FAST.flags`
+    /// (0 in fallback mode, where no section runs).
+    fn count(flags: u32, index: usize) {
         let counters = COUNTERS.load(Ordering::Acquire);
         if counters.is_null() {
             return;
         }
-        if word & COUNT_HITS != 0 {
-            let args = super::SectionArgs::load(word);
-            // SAFETY: the counters cover `ncpus << SHIFT` bytes; `index` is
-            // inside one CPU's block; only sections touch them.
-            let done =
-                unsafe { rseq_sys::percpu_add::<Index, SHIFT>(args.offset, counters.add(index * 8), args.ncpus, 1) };
+        if flags & COUNT_HITS != 0 {
+            let slabs = &super::FAST.slabs;
+            let (offset, ncpus) = (slabs.rseq_offset.load(Ordering::Relaxed), slabs.count.load(Ordering::Relaxed));
+            // SAFETY: with the flag set, the offset is the registered area's;
+            // the counters cover `ncpus << SHIFT` bytes; `index` is inside one
+            // CPU's block; only sections touch them.
+            let done = unsafe { rseq_sys::percpu_add::<Index, SHIFT>(offset, counters.add(index * 8), ncpus, 1) };
             if done.is_ok() {
                 return;
             }
@@ -1061,12 +1020,12 @@ pub(crate) mod hits {
         FALLBACK[index / (CLASSES + 1)][index % (CLASSES + 1)].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_alloc(word: u64, class: usize) {
-        count(word, class);
+    pub(crate) fn count_alloc(flags: u32, class: usize) {
+        count(flags, class);
     }
 
-    pub(crate) fn count_free(word: u64, class: usize) {
-        count(word, CLASSES + 1 + class);
+    pub(crate) fn count_free(flags: u32, class: usize) {
+        count(flags, CLASSES + 1 + class);
     }
 
     /// Hits so far for `class`: (allocations, frees), summed over CPUs.
@@ -1075,7 +1034,7 @@ pub(crate) mod hits {
         let mut free = FALLBACK[1][class].load(Ordering::Relaxed);
         let counters = COUNTERS.load(Ordering::Acquire);
         if !counters.is_null() {
-            for cpu in 0..super::FAST.ncpus.load(Ordering::Relaxed) as usize {
+            for cpu in 0..super::FAST.slabs.count.load(Ordering::Relaxed) as usize {
                 // SAFETY: reading counters inside the mapping; a racy snapshot is fine for statistics.
                 unsafe {
                     let block = counters.add(cpu << SHIFT).cast::<u64>();

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, first_free_slot, header_offset};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, Slabs, first_free_slot, header_offset};
 use rseq_sys::{ByCpuId, ByMmCid, CpuIndex};
 
 /// Counters are 64 bytes apart, so no two CPUs share a line.
@@ -17,7 +17,9 @@ const SLAB_SHIFT: u32 = 12;
 pub struct Primitives {
     counters: Vec<AtomicU64>,
     shared: AtomicU64,
-    slab: Vec<u64>,
+    _slab: Vec<u64>,
+    /// Where `slab` is, for the sections (with the area offset, if rseq is on).
+    slab_at: Slabs,
     /// One list head per CPU, 64 bytes apart, each seeded with 64 nodes.
     list_heads: Vec<u64>,
     _nodes: Vec<[u64; 2]>,
@@ -56,10 +58,16 @@ impl Primitives {
             node[0] = *head;
             *head = node.as_ptr() as u64;
         }
+        let slab_at = Slabs::new(
+            rseq_sys::mode().is_rseq().then(rseq_sys::area_offset).flatten().unwrap_or(0),
+            slab.as_ptr().cast_mut().cast(),
+            ncpus,
+        );
         Primitives {
             counters: (0..(ncpus as usize) << (STRIDE_SHIFT - 3)).map(|_| AtomicU64::new(0)).collect(),
             shared: AtomicU64::new(0),
-            slab,
+            _slab: slab,
+            slab_at,
             list_heads,
             _nodes: nodes,
             ncpus,
@@ -111,13 +119,13 @@ impl Primitives {
     /// One slab pop and one push of the same item, on this CPU.
     #[inline(never)]
     pub fn slab_pop_push(&self) {
-        let offset = rseq_sys::area_offset().expect("rseq registered");
-        let slabs = self.slab.as_ptr().cast_mut().cast::<u8>();
-        // SAFETY: the slab is laid out per `slab_layout` with 64 items and
+        assert!(rseq_sys::area_offset().is_some(), "rseq registered");
+        // SAFETY: `slab_at` holds the area offset (the mode, decided in `new`,
+        // is rseq) and the slab, laid out per `slab_layout` with 64 items and
         // capacity 128 on every CPU; only sections touch it.
         unsafe {
-            if let Ok(item) = rseq_sys::slab_pop::<ByCpuId, SLAB_SHIFT>(offset, slabs, self.ncpus, header_offset(0)) {
-                let _ = rseq_sys::slab_push::<ByCpuId, SLAB_SHIFT>(offset, slabs, self.ncpus, header_offset(0), item);
+            if let Ok(item) = rseq_sys::slab_pop::<ByCpuId, SLAB_SHIFT>(&self.slab_at, 0) {
+                let _ = rseq_sys::slab_push::<ByCpuId, SLAB_SHIFT>(&self.slab_at, 0, item);
             }
         }
     }

@@ -34,6 +34,37 @@
 //! header (the commit: the whole word, with `end` unchanged). They never
 //! change `state` or `end`, which belong to whoever holds the region busy.
 
+use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU32};
+
+/// Where a slab is, in the form every slab section reads at its start: one
+/// pointer argument instead of three registers, which leaves the compiler
+/// enough caller-saved registers around the section that the fast path needs
+/// no stack.
+///
+/// The sections read the fields with plain loads, the offset again at every
+/// restart. All three must be set before the first section runs on the
+/// slab: a section arms `rseq_cs` through `rseq_offset` before it reads the
+/// CPU index, so a wrong offset writes into some other thread-local data.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Slabs {
+    /// Offset of the registered rseq area from the thread pointer
+    /// (`crate::area_offset`).
+    pub rseq_offset: AtomicIsize,
+    /// Region 0; region `i` starts `i << SHIFT` bytes above it.
+    pub base: AtomicPtr<u8>,
+    /// Regions there are: a CPU index at or above it misses with `NoCpu`.
+    pub count: AtomicU32,
+}
+
+impl Slabs {
+    /// A slab of `count` regions from `base`, for sections run through the
+    /// area at `rseq_offset`.
+    pub const fn new(rseq_offset: isize, base: *mut u8, count: u32) -> Slabs {
+        Slabs { rseq_offset: AtomicIsize::new(rseq_offset), base: AtomicPtr::new(base), count: AtomicU32::new(count) }
+    }
+}
+
 /// Byte offset of the `state` word in each CPU's region.
 pub const STATE_OFFSET: usize = 0;
 /// `state`: never initialised (a fresh mapping reads this).

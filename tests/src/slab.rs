@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use rseq_sys::slab_layout::{
-    HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, first_free_slot, header_offset,
+    HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, Slabs, first_free_slot, header_offset,
 };
 use rseq_sys::{CpuIndex, Miss};
 
@@ -73,23 +73,19 @@ impl<I: CpuIndex> TestSlab<I> {
     /// Gives `class` its own slots on this CPU if it is dormant there;
     /// `Ok(true)` if this call did.
     pub fn wake(&self, class: usize) -> Result<bool, Miss> {
-        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let at = self.at()?;
         let begin = self.begin(class);
         let awake = Header { current: begin as u16, end: (begin + self.capacity) as u16 };
         // SAFETY: the layout invariants hold; slot `begin - 1` is read by
         // nobody while the class is dormant, and `awake` is valid once it
         // holds the sentinel bit.
-        unsafe {
-            rseq_sys::slab_replace_header::<I, SHIFT>(
-                offset,
-                self.base,
-                self.ncpus,
-                header_offset(class),
-                self.dormant().pack(),
-                awake.pack(),
-                begin - 1,
-            )
-        }
+        unsafe { rseq_sys::slab_replace_header::<I, SHIFT>(&at, class, self.dormant().pack(), awake.pack(), begin - 1) }
+    }
+
+    /// Where the slab is, for a section run by this thread.
+    fn at(&self) -> Result<Slabs, Miss> {
+        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        Ok(Slabs::new(offset, self.base, self.ncpus))
     }
 
     /// Slots per class per CPU.
@@ -131,51 +127,33 @@ impl<I: CpuIndex> TestSlab<I> {
 
     /// Pops from this CPU's `class`.
     pub fn pop(&self, class: usize) -> Result<usize, Miss> {
-        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let at = self.at()?;
         // SAFETY: the layout invariants hold (set up in `new`, kept by sections and `drain`).
-        unsafe { rseq_sys::slab_pop::<I, SHIFT>(offset, self.base, self.ncpus, header_offset(class)) }
+        unsafe { rseq_sys::slab_pop::<I, SHIFT>(&at, class) }
     }
 
     /// Pushes `item` (even, above `Miss::MAX_CODE`) onto this CPU's `class`.
     pub fn push(&self, class: usize, item: usize) -> Result<(), Miss> {
         assert!(item & SENTINEL_BIT == 0 && item > Miss::MAX_CODE);
-        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let at = self.at()?;
         // SAFETY: as in `pop`, and the item is valid.
-        unsafe { rseq_sys::slab_push::<I, SHIFT>(offset, self.base, self.ncpus, header_offset(class), item) }
+        unsafe { rseq_sys::slab_push::<I, SHIFT>(&at, class, item) }
     }
 
     /// Pops up to `out.len()` items.
     pub fn pop_batch(&self, class: usize, out: &mut [usize]) -> Result<usize, Miss> {
-        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let at = self.at()?;
         let max = out.len().min(rseq_sys::MAX_BATCH);
         // SAFETY: as in `pop`; `out` holds `max` items.
-        unsafe {
-            rseq_sys::slab_pop_batch::<I, SHIFT>(
-                offset,
-                self.base,
-                self.ncpus,
-                header_offset(class),
-                out.as_mut_ptr(),
-                max,
-            )
-        }
+        unsafe { rseq_sys::slab_pop_batch::<I, SHIFT>(&at, class, out.as_mut_ptr(), max) }
     }
 
     /// Pushes a prefix of `items`; returns its length.
     pub fn push_batch(&self, class: usize, items: &[usize]) -> Result<usize, Miss> {
-        let offset = rseq_sys::area_offset().ok_or(Miss::NoCpu)?;
+        let at = self.at()?;
         let len = items.len().min(rseq_sys::MAX_BATCH);
         // SAFETY: as in `push` for each item.
-        unsafe {
-            rseq_sys::slab_push_batch::<I, SHIFT>(
-                offset,
-                self.base,
-                self.ncpus,
-                header_offset(class),
-                items.as_ptr(),
-                len,
-            )
-        }
+        unsafe { rseq_sys::slab_push_batch::<I, SHIFT>(&at, class, items.as_ptr(), len) }
     }
 
     /// The cross-CPU protocol: marks `cpu` busy, fences it so no section

@@ -607,25 +607,15 @@ fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     // A zero-filled mapping, as the allocator gets it from mmap: state UNINIT.
     let region = vec![0u64; (ncpus as usize) << (SHIFT - 3)];
     let base = region.as_ptr().cast_mut().cast::<u8>();
-    let offset = rseq_sys::area_offset().unwrap();
-    let header = rseq_sys::slab_layout::header_offset(0);
+    let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), base, ncpus);
     let mut out = [0usize; 4];
     // SAFETY: the region covers every CPU; with state UNINIT no section reads past the state word.
     unsafe {
-        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(offset, base, ncpus, header), Err(Miss::Stopped));
-        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(offset, base, ncpus, header, 64), Err(Miss::Stopped));
-        assert_eq!(
-            rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(offset, base, ncpus, header, out.as_mut_ptr(), 4),
-            Err(Miss::Stopped)
-        );
-        assert_eq!(
-            rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(offset, base, ncpus, header, out.as_ptr(), 4),
-            Err(Miss::Stopped)
-        );
-        assert_eq!(
-            rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(offset, base, ncpus, header, 0, 0x0003_0002, 1),
-            Err(Miss::Stopped)
-        );
+        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(&at, 0), Err(Miss::Stopped));
+        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(&at, 0, 64), Err(Miss::Stopped));
+        assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(&at, 0, out.as_mut_ptr(), 4), Err(Miss::Stopped));
+        assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(&at, 0, out.as_ptr(), 4), Err(Miss::Stopped));
+        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(&at, 0, 0, 0x0003_0002, 1), Err(Miss::Stopped));
     }
     assert!(region.iter().all(|&w| w == 0), "a closed region must not be written");
 }

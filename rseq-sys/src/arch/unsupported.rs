@@ -3,6 +3,7 @@
 //! mode is [`crate::Unavailable::UnsupportedTarget`], so they never get here.
 
 use crate::cs::{CpuIndex, Miss};
+use crate::slab_layout::Slabs;
 
 /// Critical sections are not built for this target.
 pub const SUPPORTED: bool = false;
@@ -19,7 +20,7 @@ pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _:
 ///
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
-pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u32, _: usize) -> Result<usize, Miss> {
+pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(_: &Slabs, _: usize) -> Result<usize, Miss> {
     Err(Miss::NoCpu)
 }
 
@@ -27,13 +28,7 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(_: isize, _: *mut u8, _: u
 ///
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
-pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
-    _: usize,
-    _: usize,
-) -> Result<(), Miss> {
+pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(_: &Slabs, _: usize, _: usize) -> Result<(), Miss> {
     Err(Miss::NoCpu)
 }
 
@@ -42,9 +37,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
 pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
+    _: &Slabs,
     _: usize,
     _: *mut usize,
     _: usize,
@@ -57,9 +50,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
 pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
+    _: &Slabs,
     _: usize,
     _: u32,
     _: u32,
@@ -73,9 +64,7 @@ pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
 /// # Safety
 /// None required; `unsafe` to match the supported targets' signature.
 pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
-    _: isize,
-    _: *mut u8,
-    _: u32,
+    _: &Slabs,
     _: usize,
     _: *const usize,
     _: usize,

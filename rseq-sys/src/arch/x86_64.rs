@@ -21,6 +21,9 @@
 //! 2. **Inputs survive a restart.** The abort handler jumps back to `2:`,
 //!    which re-arms `rseq_cs` (the kernel cleared it) and starts again, so no
 //!    input register is ever written; every scratch register is an output.
+//!    Slab sections take one input, a pointer to their [`Slabs`], and load
+//!    the area offset, the region count and base from it after `2:`, so a
+//!    restart reloads them and they cost no register across the call.
 //! 3. **No calls, no stack, no syscalls** inside the range: `options(nostack)`,
 //!    and the range holds only the instructions written here.
 //! 4. **The signature.** The four bytes before the abort label are
@@ -39,19 +42,32 @@
 //!    duplicate an inlined block. `2` restart, `3` descriptor, `4` start,
 //!    `5` post-commit, `6` abort, `7`/`8`/`9` misses, `30`/`31` loops,
 //!    `20`/`21` fault injection.
+//! 8. **Leaving early.** A miss leaves the range by a jump; nothing after it
+//!    matters to the kernel (an IP outside the range is never restarted).
+//!    [`slab_push`] jumps straight to the caller's code through label
+//!    operands (`asm goto`), so a hit needs no exit code. Sections that
+//!    return a value (pop, the batches) cannot: stable Rust does not allow
+//!    label operands together with used outputs, so their misses go through
+//!    stubs that write a code (`7`/`8`/`9`) and rejoin at `5:`.
 //!
 //! The `rseq_cs` and CPU fields are reached as `fs:[offset + field]`, with
 //! `offset` the area's distance from the thread pointer, the same for every
 //! thread (glibc's `__rseq_offset`, or our own static-TLS area's).
 
 use core::arch::{asm, global_asm};
+use core::mem::offset_of;
 
 use crate::abi::{OFFSET_RSEQ_CS, SIGNATURE};
 use crate::cs::{CpuIndex, MAX_BATCH, Miss};
-use crate::slab_layout::{STATE_OFFSET, STATE_OPEN};
+use crate::slab_layout::{HEADERS_OFFSET, STATE_OFFSET, STATE_OPEN, Slabs};
 
 /// Critical sections are built for this target.
 pub const SUPPORTED: bool = true;
+
+// Where the slab sections find the fields of `Slabs`.
+const SLABS_RSEQ_OFFSET: usize = offset_of!(Slabs, rseq_offset);
+const SLABS_BASE: usize = offset_of!(Slabs, base);
+const SLABS_COUNT: usize = offset_of!(Slabs, count);
 
 // Miss codes as the assembly writes them (literals in the stubs below).
 const _: () = {
@@ -147,10 +163,60 @@ macro_rules! cs_region {
     };
 }
 
-/// Leaves through `8:` unless the region's state word reads OPEN.
-macro_rules! cs_require_open {
+/// [`rseq_asm!`] with what a slab section addresses: the fields of
+/// [`Slabs`] (through the `slabs` pointer) and the class headers.
+macro_rules! slab_asm {
+    ($($template:expr),+ ; $($operands:tt)*) => {
+        rseq_asm!(
+            $($template),+ ; $($operands)*
+            slabs_offset = const SLABS_RSEQ_OFFSET,
+            slabs_base = const SLABS_BASE,
+            slabs_count = const SLABS_COUNT,
+            headers = const HEADERS_OFFSET,
+        )
+    };
+}
+
+/// A slab section's start: injection point 4; at the restart label, the
+/// area offset loaded into `base` and the descriptor armed (using register
+/// `$scratch`); the start label; then `base = slabs.base + (index << shift)`,
+/// leaving through `$no_cpu` if the index is negative or not below
+/// `slabs.count`, and through `$stopped` unless the region's state word reads
+/// OPEN. Only `slabs` (an input) is needed across a restart: the offset is
+/// reloaded, and `base` holds it only until the index replaces it.
+macro_rules! cs_slab_begin {
+    ($scratch:literal, $no_cpu:literal, $stopped:literal) => {
+        concat!(
+            inject_point!(4),
+            "2:\n",
+            "mov {base}, qword ptr [{slabs} + {slabs_offset}]\n",
+            "lea {",
+            $scratch,
+            "}, [rip + 3f]\n",
+            "mov qword ptr fs:[{base} + {rseq_cs}], {",
+            $scratch,
+            "}\n",
+            "4:\n",
+            inject_point!(1),
+            "mov {base:e}, dword ptr fs:[{base} + {field}]\n",
+            "cmp {base:e}, dword ptr [{slabs} + {slabs_count}]\n",
+            "jae ",
+            $no_cpu,
+            "\n",
+            "shl {base}, {shift}\n",
+            "add {base}, qword ptr [{slabs} + {slabs_base}]\n",
+            "cmp dword ptr [{base}], 1\n",
+            "jne ",
+            $stopped,
+            "\n",
+        )
+    };
+}
+
+/// `class`'s header in the region at `base` (a memory operand).
+macro_rules! class_header {
     () => {
-        "cmp dword ptr [{base}], 1\njne 8f\n"
+        "dword ptr [{base} + {class}*4 + {headers}]"
     };
 }
 
@@ -249,31 +315,23 @@ pub unsafe fn percpu_add<I: CpuIndex, const SHIFT: u32>(
     if base != 0 { Ok(()) } else { Err(Miss::NoCpu) }
 }
 
-/// Pops the top item of `header`'s class from this CPU's region.
+/// Pops the top item of `class` from this CPU's region of `slabs`.
 ///
 /// # Safety
-/// - `rseq_offset` is the registered area's offset.
-/// - `slabs` points to `ncpus << SHIFT` bytes laid out as
-///   [`crate::slab_layout`] describes, with `header` a header offset in it
-///   whose class keeps the layout's invariants on every CPU.
+/// - `slabs.rseq_offset` is the registered area's offset ([`crate::Mode`]
+///   is an rseq mode), and `slabs.base` covers `slabs.count << SHIFT` bytes
+///   laid out as [`crate::slab_layout`] describes;
+/// - `class` is a class of that layout, which keeps its invariants on every CPU.
 #[inline(always)]
-pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
-    rseq_offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-    header: usize,
-) -> Result<usize, Miss> {
+pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usize) -> Result<usize, Miss> {
     let res: usize;
     // SAFETY: loads stay inside this CPU's region (the sentinel guards the
     // bottom of the class); the commit rewrites the header with only
     // `current` changed (it is at least `begin >= 1`, so no borrow reaches `end`).
     unsafe {
-        rseq_asm!(
-            cs_begin!("res"),
-            inject_point!(1),
-            cs_region!(),
-            cs_require_open!(),
-            "mov {word:e}, dword ptr [{base} + {hdr}]",
+        slab_asm!(
+            cs_slab_begin!("res", "7f", "8f"),
+            concat!("mov {word:e}, ", class_header!()),
             "movzx {cur:e}, {word:x}",
             inject_point!(2),
             "mov {res}, qword ptr [{base} + {cur}*8 - 8]",
@@ -281,12 +339,10 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
             "jnz 9f",
             "sub {word:e}, 1",
             inject_point!(3),
-            "mov dword ptr [{base} + {hdr}], {word:e}",
+            concat!("mov ", class_header!(), ", {word:e}"),
             cs_end!(miss_stubs!("res"));
-            off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
-            ncpus = in(reg) ncpus,
-            hdr = in(reg) header,
+            class = in(reg) class,
             field = const I::FIELD,
             shift = const SHIFT,
             base = out(reg) _,
@@ -298,68 +354,56 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(
     if res > Miss::MAX_CODE { Ok(res) } else { Err(Miss::from_code(res)) }
 }
 
-/// Pushes `item` onto `header`'s class in this CPU's region.
+/// Pushes `item` onto `class` in this CPU's region of `slabs`.
+///
+/// Its misses leave the section by jumping straight to the caller's code
+/// (`asm goto`): no miss code to write, compare and branch on once more.
 ///
 /// # Safety
 /// As [`slab_pop`]; and `item` has bit 0 clear and exceeds [`Miss::MAX_CODE`].
 #[inline(always)]
-pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(
-    rseq_offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-    header: usize,
-    item: usize,
-) -> Result<(), Miss> {
-    let code: usize;
+pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usize, item: usize) -> Result<(), Miss> {
     // SAFETY: the speculative slot write is below `end`, inside the class's
     // capacity; the commit rewrites the header with only `current` changed
     // (`current < end <= 0xffff`, so no carry reaches `end`).
     unsafe {
-        rseq_asm!(
-            cs_begin!("code"),
-            inject_point!(1),
-            cs_region!(),
-            cs_require_open!(),
-            "mov {word:e}, dword ptr [{base} + {hdr}]",
+        slab_asm!(
+            cs_slab_begin!("word", "{no_cpu}", "{stopped}"),
+            concat!("mov {word:e}, ", class_header!()),
             "movzx {cur:e}, {word:x}",
-            "mov {code:e}, {word:e}",
-            "shr {code:e}, 16",
-            "cmp {cur:e}, {code:e}",
-            "jae 9f",
+            "cmp {cur:x}, word ptr [{base} + {class}*4 + {headers} + 2]",
+            "jae {full}",
             inject_point!(2),
             "mov qword ptr [{base} + {cur}*8], {item}",
             "add {word:e}, 1",
-            "mov {code:e}, 3",
             inject_point!(3),
-            "mov dword ptr [{base} + {hdr}], {word:e}",
-            cs_end!(miss_stubs!("code"));
-            off = in(reg) rseq_offset,
+            concat!("mov ", class_header!(), ", {word:e}"),
+            cs_end!("");
             slabs = in(reg) slabs,
-            ncpus = in(reg) ncpus,
-            hdr = in(reg) header,
+            class = in(reg) class,
             item = in(reg) item,
             field = const I::FIELD,
             shift = const SHIFT,
             base = out(reg) _,
             cur = out(reg) _,
             word = out(reg) _,
-            code = out(reg) code,
+            no_cpu = label { return Err(Miss::NoCpu) },
+            stopped = label { return Err(Miss::Stopped) },
+            full = label { return Err(Miss::Exhausted) },
         );
     }
-    if code > Miss::MAX_CODE { Ok(()) } else { Err(Miss::from_code(code)) }
+    Ok(())
 }
 
-/// Pops up to `out.len()` (at most [`MAX_BATCH`]) items of `header`'s class
-/// from this CPU's region into `out`, top first; returns how many.
+/// Pops up to `max` (at most [`MAX_BATCH`]) items of `class` from this
+/// CPU's region of `slabs` into `out`, top first; returns how many.
 ///
 /// # Safety
 /// As [`slab_pop`]; `out` is writable for `max` items and `1 <= max <= MAX_BATCH`.
 #[inline(always)]
 pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
-    rseq_offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-    header: usize,
+    slabs: &Slabs,
+    class: usize,
     out: *mut usize,
     max: usize,
 ) -> Result<usize, Miss> {
@@ -369,12 +413,9 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
     // SAFETY: loads stay above the class's sentinel; stores to `out` are
     // private to the caller until we return; one commit of the header.
     unsafe {
-        rseq_asm!(
-            cs_begin!("cnt"),
-            inject_point!(1),
-            cs_region!(),
-            cs_require_open!(),
-            "mov {word:e}, dword ptr [{base} + {hdr}]",
+        slab_asm!(
+            cs_slab_begin!("cnt", "7f", "8f"),
+            concat!("mov {word:e}, ", class_header!()),
             "movzx {cur:e}, {word:x}",
             "xor {cnt:e}, {cnt:e}",
             "30:",
@@ -393,18 +434,16 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             "jz 9f",
             "sub {word:e}, {cnt:e}",
             inject_point!(3),
-            "mov dword ptr [{base} + {hdr}], {word:e}",
+            concat!("mov ", class_header!(), ", {word:e}"),
             cs_end!(batch_miss_stubs!());
-            off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
-            ncpus = in(reg) ncpus,
-            hdr = in(reg) header,
+            class = in(reg) class,
             buf = in(reg) out,
             max = in(reg) max,
-            word = out(reg) _,
             field = const I::FIELD,
             shift = const SHIFT,
             base = out(reg) _,
+            word = out(reg) _,
             cur = out(reg) _,
             cnt = out(reg) count,
             val = out(reg) code,
@@ -414,7 +453,7 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
 }
 
 /// Pushes up to `len` (at most [`MAX_BATCH`]) items from `items` onto
-/// `header`'s class in this CPU's region, as many as fit; returns how many
+/// `class` in this CPU's region of `slabs`, as many as fit; returns how many
 /// (taken from the front of `items`).
 ///
 /// # Safety
@@ -422,10 +461,8 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
 /// `1 <= len <= MAX_BATCH`.
 #[inline(always)]
 pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
-    rseq_offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-    header: usize,
+    slabs: &Slabs,
+    class: usize,
     items: *const usize,
     len: usize,
 ) -> Result<usize, Miss> {
@@ -434,18 +471,15 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     let code: usize;
     // SAFETY: speculative slot writes stay below `end`; one commit of the header.
     unsafe {
-        rseq_asm!(
-            cs_begin!("cnt"),
-            inject_point!(1),
-            cs_region!(),
-            cs_require_open!(),
-            "mov {word:e}, dword ptr [{base} + {hdr}]",
+        slab_asm!(
+            cs_slab_begin!("cnt", "7f", "8f"),
+            concat!("mov {word:e}, ", class_header!()),
             "movzx {cur:e}, {word:x}",
             "xor {cnt:e}, {cnt:e}",
             "30:",
             "cmp {cnt}, {len}",
             "jae 31f",
-            "cmp {cur:x}, word ptr [{base} + {hdr} + 2]",
+            "cmp {cur:x}, word ptr [{base} + {class}*4 + {headers} + 2]",
             "jae 31f",
             "mov {val}, qword ptr [{buf} + {cnt}*8]",
             "mov qword ptr [{base} + {cur}*8], {val}",
@@ -458,18 +492,16 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             "jz 9f",
             "add {word:e}, {cnt:e}",
             inject_point!(3),
-            "mov dword ptr [{base} + {hdr}], {word:e}",
+            concat!("mov ", class_header!(), ", {word:e}"),
             cs_end!(batch_miss_stubs!());
-            off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
-            ncpus = in(reg) ncpus,
-            hdr = in(reg) header,
+            class = in(reg) class,
             buf = in(reg) items,
             len = in(reg) len,
-            word = out(reg) _,
             field = const I::FIELD,
             shift = const SHIFT,
             base = out(reg) _,
+            word = out(reg) _,
             cur = out(reg) _,
             cnt = out(reg) count,
             val = out(reg) code,
@@ -478,10 +510,10 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     if count > 0 { Ok(count) } else { Err(Miss::from_code(code)) }
 }
 
-/// Replaces `header`'s word in this CPU's region by `new` if it reads
-/// `expected`, after setting the sentinel bit in slot `sentinel` (the slot
-/// below the new header's `current`): a per-CPU compare-and-store, used to
-/// give a class its own slots the first time it is used on a CPU. Returns
+/// Replaces `class`'s header in this CPU's region of `slabs` by `new` if it
+/// reads `expected`, after setting the sentinel bit in slot `sentinel` (the
+/// slot below the new header's `current`): a per-CPU compare-and-store, used
+/// to give a class its own slots the first time it is used on a CPU. Returns
 /// whether it replaced the header.
 ///
 /// # Safety
@@ -490,10 +522,8 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
 /// the header reads `expected` (so the speculative write is private).
 #[inline(always)]
 pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
-    rseq_offset: isize,
-    slabs: *mut u8,
-    ncpus: u32,
-    header: usize,
+    slabs: &Slabs,
+    class: usize,
     expected: u32,
     new: u32,
     sentinel: usize,
@@ -502,23 +532,18 @@ pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
     // SAFETY: the slot write is private until the commit (the caller's
     // promise); the commit is the single store of the new header.
     unsafe {
-        rseq_asm!(
-            cs_begin!("code"),
-            inject_point!(1),
-            cs_region!(),
-            cs_require_open!(),
-            "cmp dword ptr [{base} + {hdr}], {expected:e}",
+        slab_asm!(
+            cs_slab_begin!("code", "7f", "8f"),
+            concat!("cmp ", class_header!(), ", {expected:e}"),
             "jne 9f",
             inject_point!(2),
             "mov qword ptr [{base} + {sent}*8], 1",
             "mov {code:e}, 3",
             inject_point!(3),
-            "mov dword ptr [{base} + {hdr}], {new:e}",
+            concat!("mov ", class_header!(), ", {new:e}"),
             cs_end!(miss_stubs!("code"));
-            off = in(reg) rseq_offset,
             slabs = in(reg) slabs,
-            ncpus = in(reg) ncpus,
-            hdr = in(reg) header,
+            class = in(reg) class,
             expected = in(reg) expected,
             new = in(reg) new,
             sent = in(reg) sentinel,
