@@ -59,29 +59,55 @@ const fn clamp_by_bytes(bytes: usize, class: usize, low: usize, high: usize) -> 
 
 const SIZES_CONST: [u32; CLASSES + 1] = crate::size_class::build_sizes();
 
+/// `clamp_by_bytes(bytes, class, low, high[class])` for every class, at
+/// compile time: slow paths read these at every miss, where a division each
+/// time showed in profiles.
+const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CLASSES + 1] {
+    let mut table = [0; CLASSES + 1];
+    let mut class = 1;
+    while class <= CLASSES {
+        table[class] = clamp_by_bytes(bytes, class, low, high[class]) as u16;
+        class += 1;
+    }
+    table
+}
+
+const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [128; CLASSES + 1]);
+const MAX: [u16; CLASSES + 1] = table(128 * 1024, 16, [1024; CLASSES + 1]);
+const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
+const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, {
+    let mut high = [0; CLASSES + 1];
+    let mut class = 1;
+    while class <= CLASSES {
+        high[class] = BATCH[class] as usize + 1;
+        class += 1;
+    }
+    high
+});
+
 /// Capacity a class wakes with: 16 KiB worth, 8 to 128 objects. Small,
 /// because a class whose objects only flow through a CPU (freed there,
 /// allocated elsewhere) fills its cache to the brim before anything can
 /// tell; a class that needs more grows at its misses ([`on_miss`]).
 pub(crate) const fn initial(class: usize) -> usize {
-    clamp_by_bytes(16 * 1024, class, 8, 128)
+    INITIAL[class] as usize
 }
 
 /// Slots reserved per class: 128 KiB worth, 16 to 1024 objects.
 pub(crate) const fn max(class: usize) -> usize {
-    clamp_by_bytes(128 * 1024, class, 16, 1024)
+    MAX[class] as usize
 }
 
 /// Objects moved per refill or drain of `class`: 32 KiB worth, 4 to
 /// [`MAX_BATCH`].
 pub(crate) const fn batch(class: usize) -> usize {
-    clamp_by_bytes(32 * 1024, class, 4, MAX_BATCH)
+    BATCH[class] as usize
 }
 
 /// Smallest capacity: 8 KiB worth, at least 2 objects and at most a batch
 /// and one (a refill or drain moves fewer when the capacity is small).
 pub(crate) const fn min(class: usize) -> usize {
-    clamp_by_bytes(8 * 1024, class, 2, batch(class) + 1)
+    MIN[class] as usize
 }
 
 /// What one class of one CPU did since the last round.

@@ -19,7 +19,7 @@ use crossbeam_utils::CachePadded;
 use crate::hardened;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
-use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, objects_per_span};
+use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
 struct ClassList {
@@ -166,11 +166,8 @@ impl Central {
             let span = span_of(object, class as u8);
             // SAFETY: `span_of` checked that the span is a live span of this class.
             let s = unsafe { &mut *span };
-            let offset = object - span_start(span);
-            let index = offset / size;
-            if !offset.is_multiple_of(size) || index >= s.bump as usize {
-                report::invalid_pointer(Call::Free, object);
-            }
+            let index = object_index(class, object - span_start(span)).filter(|&i| i < s.bump as usize);
+            let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
             let (word, bit) = (index / 64, 1u64 << (index % 64));
             if s.free[word] & bit != 0 {
                 report::double_free(Call::Free, object);

@@ -63,10 +63,12 @@ fn page_class(ptr: usize) -> Option<u8> {
     Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) })
 }
 
-/// Whether a page class byte names a small class.
+/// Whether a page class byte names a small class: the positive bytes, as a
+/// signed test (one instruction fewer on `free` than a range check).
 #[inline(always)]
 fn is_small(class: u8) -> bool {
-    class.wrapping_sub(1) < CLASSES as u8
+    const _: () = assert!(CLASSES < 128 && (PAGE_MEDIUM as i8) < 0);
+    (class as i8) > 0
 }
 
 /// Offset of `ptr` from the start of the span covering it (a span of ours).

@@ -746,13 +746,17 @@ fn decay(counter: &AtomicU32) -> u32 {
 /// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
 /// about its capacity (`capacity::on_miss`).
 fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
-    let Some(state) = cpu.and_then(|cpu| class_state(cpu, class)) else { return Resize::Keep };
+    let Some((cpu, state)) = cpu.and_then(|cpu| Some((cpu, class_state(cpu, class)?))) else { return Resize::Keep };
     let (mut refills, mut drains) = (state.refills.load(Ordering::Relaxed), state.drains.load(Ordering::Relaxed));
     match flow {
         Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
         Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
     }
     match capacity::on_miss(refills, drains) {
+        // A class already as large as it may be (objects that only flow
+        // one way, from a producer's CPU to a consumer's, keep missing at any
+        // size) does not read the clock, a system call.
+        Resize::Grow if !below_largest(cpu, class) => Resize::Keep,
         Resize::Grow => {
             // Only if those misses came fast: a class that misses a few
             // hundred times a second loses nothing worth the memory.
@@ -762,6 +766,13 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         }
         resize => resize,
     }
+}
+
+/// Whether `class` on `cpu` has less than the largest capacity it may have
+/// (a racy read of its header; false for a dormant class).
+fn below_largest(cpu: u32, class: usize) -> bool {
+    let header = Header::unpack(header(region(cpu), class).load(Ordering::Relaxed));
+    LAYOUT.stack_begin(class, header).is_some_and(|begin| header.end - begin < LAYOUT.reserved[class])
 }
 
 /// What a resize does to a class's stack.

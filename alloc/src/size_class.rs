@@ -155,6 +155,18 @@ pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
     offset <= check.last && offset.wrapping_mul(check.magic) < check.magic
 }
 
+/// `offset / size` for `class` if `offset` is a multiple of its size: the
+/// same test as [`starts_object`], whose 128-bit product also holds the
+/// quotient in its high half (Lemire, exact for offsets below 2^32), so the
+/// central lists index a span's bitmap without a division.
+#[inline(always)]
+pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
+    debug_assert!(offset < 1 << 32);
+    let magic = OBJECT_STARTS[class].magic;
+    let product = u128::from(offset as u64) * u128::from(magic);
+    ((product as u64) < magic).then_some((product >> 64) as usize)
+}
+
 /// Most objects any span holds (16-byte objects in one page).
 pub(crate) const MAX_OBJECTS: usize = PAGE_SIZE / 16;
 
@@ -206,6 +218,11 @@ mod tests {
             for offset in 0..span + 64 {
                 let expected = offset % size == 0 && offset / size < objects_per_span(class);
                 assert_eq!(starts_object(class, offset), expected, "class {class} offset {offset}");
+            }
+            // The quotient, everywhere in a segment (and well past it).
+            for offset in (0..1 << 24).step_by(7).chain([(1 << 32) - 1, (1 << 32) - size]) {
+                let expected = offset.is_multiple_of(size).then_some(offset / size);
+                assert_eq!(object_index(class, offset), expected, "class {class} offset {offset}");
             }
         }
     }

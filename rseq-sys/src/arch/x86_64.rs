@@ -77,6 +77,8 @@ const _: () = {
     assert!(STATE_OFFSET == 0);
     assert!(STATE_OPEN == 1);
     assert!(crate::slab_layout::SENTINEL_BIT == 1);
+    // `class_header!` addresses `header_offset(class)` as `class*4 + HEADERS_OFFSET`.
+    assert!(crate::slab_layout::header_offset(5) == 5 * 4 + HEADERS_OFFSET);
 };
 
 /// A delay loop of `DELAY_LOOPS[n]` iterations, in builds with fault injection.
