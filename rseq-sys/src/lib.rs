@@ -9,7 +9,7 @@
 //! | [`abi`] | `struct rseq`, `struct rseq_cs`, the signature and constants, layout checked at compile time |
 //! | `registration` | the process [`Mode`] (glibc's area, our own, or [`Unavailable`] and why), per-thread registration, [`features`] |
 //! | `arch` | the critical sections, one module per architecture, with the rseq contract written above them |
-//! | [`slab_layout`] | the per-CPU slab the push and pop sections operate on |
+//! | [`slab_layout`] | the per-CPU slab the push and pop sections operate on, and [`Slabs`](slab_layout::Slabs), where one is |
 //! | `cs` | what sections share: [`Miss`], [`CpuIndex`], the abort counter |
 //! | `membarrier` | [`fence_cpu`] / [`fence_all_cpus`] for cross-CPU operations |
 //! | [`inject`] | delay points inside the sections, compiled in only with the `inject` feature |

@@ -49,7 +49,7 @@ use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU32};
 #[derive(Debug)]
 pub struct Slabs {
     /// Offset of the registered rseq area from the thread pointer
-    /// (`crate::area_offset`).
+    /// ([`crate::area_offset`]).
     pub rseq_offset: AtomicIsize,
     /// Region 0; region `i` starts `i << SHIFT` bytes above it.
     pub base: AtomicPtr<u8>,

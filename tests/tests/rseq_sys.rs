@@ -619,3 +619,26 @@ fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     }
     assert!(region.iter().all(|&w| w == 0), "a closed region must not be written");
 }
+
+#[test]
+fn a_cpu_index_past_the_regions_is_no_cpu_for_every_section() {
+    if !register() {
+        return;
+    }
+    const SHIFT: u32 = 12;
+    // Open regions, but a count that leaves this CPU (every CPU) out.
+    let mut region = vec![0u64; 1 << (SHIFT - 3)];
+    region[0] = u64::from(rseq_sys::slab_layout::STATE_OPEN);
+    let base = region.as_mut_ptr().cast::<u8>();
+    let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), base, 0);
+    let mut out = [0usize; 4];
+    // SAFETY: with a count of 0 every section leaves before it reads a region.
+    unsafe {
+        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(&at, 0), Err(Miss::NoCpu));
+        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(&at, 0, 64), Err(Miss::NoCpu));
+        assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(&at, 0, out.as_mut_ptr(), 4), Err(Miss::NoCpu));
+        assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(&at, 0, out.as_ptr(), 4), Err(Miss::NoCpu));
+        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(&at, 0, 0, 0x0003_0002, 1), Err(Miss::NoCpu));
+    }
+    assert!(region[1..].iter().all(|&w| w == 0), "no section may write past the state word");
+}
