@@ -597,6 +597,24 @@ fn a_dormant_class_wakes_once_per_cpu() {
     assert!(slab.contents().is_empty());
 }
 
+/// Runs every slab section once on class 0 of `at` and checks that each
+/// misses with `miss`.
+///
+/// # Safety
+/// `at` holds the registered area's offset, and its regions are laid out so
+/// that every section leaves before it reads past a region's state word.
+unsafe fn assert_every_section_misses<const SHIFT: u32>(at: &rseq_sys::slab_layout::Slabs, miss: Miss) {
+    let mut out = [0usize; 4];
+    // SAFETY: forwarded from the caller; `out` holds 4 items.
+    unsafe {
+        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(at, 0), Err(miss));
+        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(at, 0, 64), Err(miss));
+        assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(at, 0, out.as_mut_ptr(), 4), Err(miss));
+        assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(at, 0, out.as_ptr(), 4), Err(miss));
+        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(at, 0, 0, 0x0003_0002, 1), Err(miss));
+    }
+}
+
 #[test]
 fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     if !register() {
@@ -608,15 +626,8 @@ fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     let region = vec![0u64; (ncpus as usize) << (SHIFT - 3)];
     let base = region.as_ptr().cast_mut().cast::<u8>();
     let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), base, ncpus);
-    let mut out = [0usize; 4];
     // SAFETY: the region covers every CPU; with state UNINIT no section reads past the state word.
-    unsafe {
-        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(&at, 0), Err(Miss::Stopped));
-        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(&at, 0, 64), Err(Miss::Stopped));
-        assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(&at, 0, out.as_mut_ptr(), 4), Err(Miss::Stopped));
-        assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(&at, 0, out.as_ptr(), 4), Err(Miss::Stopped));
-        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(&at, 0, 0, 0x0003_0002, 1), Err(Miss::Stopped));
-    }
+    unsafe { assert_every_section_misses::<SHIFT>(&at, Miss::Stopped) };
     assert!(region.iter().all(|&w| w == 0), "a closed region must not be written");
 }
 
@@ -626,19 +637,11 @@ fn a_cpu_index_past_the_regions_is_no_cpu_for_every_section() {
         return;
     }
     const SHIFT: u32 = 12;
-    // Open regions, but a count that leaves this CPU (every CPU) out.
+    // An open region, but a count that leaves this CPU (every CPU) out.
     let mut region = vec![0u64; 1 << (SHIFT - 3)];
     region[0] = u64::from(rseq_sys::slab_layout::STATE_OPEN);
-    let base = region.as_mut_ptr().cast::<u8>();
-    let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), base, 0);
-    let mut out = [0usize; 4];
+    let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), region.as_mut_ptr().cast(), 0);
     // SAFETY: with a count of 0 every section leaves before it reads a region.
-    unsafe {
-        assert_eq!(rseq_sys::slab_pop::<ByCpuId, SHIFT>(&at, 0), Err(Miss::NoCpu));
-        assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(&at, 0, 64), Err(Miss::NoCpu));
-        assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(&at, 0, out.as_mut_ptr(), 4), Err(Miss::NoCpu));
-        assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(&at, 0, out.as_ptr(), 4), Err(Miss::NoCpu));
-        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(&at, 0, 0, 0x0003_0002, 1), Err(Miss::NoCpu));
-    }
+    unsafe { assert_every_section_misses::<SHIFT>(&at, Miss::NoCpu) };
     assert!(region[1..].iter().all(|&w| w == 0), "no section may write past the state word");
 }
