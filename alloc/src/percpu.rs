@@ -746,7 +746,8 @@ fn decay(counter: &AtomicU32) -> u32 {
 /// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
 /// about its capacity (`capacity::on_miss`).
 fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
-    let Some((cpu, state)) = cpu.and_then(|cpu| Some((cpu, class_state(cpu, class)?))) else { return Resize::Keep };
+    let Some(cpu) = cpu else { return Resize::Keep };
+    let Some(state) = class_state(cpu, class) else { return Resize::Keep };
     let (mut refills, mut drains) = (state.refills.load(Ordering::Relaxed), state.drains.load(Ordering::Relaxed));
     match flow {
         Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,

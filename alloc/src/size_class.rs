@@ -150,15 +150,13 @@ static OBJECT_STARTS: [ObjectStart; CLASSES + 1] = build_object_starts();
 /// its objects starts. No division: one multiply, two compares.
 #[inline(always)]
 pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
-    let check = &OBJECT_STARTS[class];
-    let offset = offset as u64;
-    offset <= check.last && offset.wrapping_mul(check.magic) < check.magic
+    offset as u64 <= OBJECT_STARTS[class].last && object_index(class, offset).is_some()
 }
 
-/// `offset / size` for `class` if `offset` is a multiple of its size: the
-/// same test as [`starts_object`], whose 128-bit product also holds the
-/// quotient in its high half (Lemire, exact for offsets below 2^32), so the
-/// central lists index a span's bitmap without a division.
+/// `offset / size` for `class` if `offset` is a multiple of its size:
+/// Lemire's test (the low half of the 128-bit product `offset * magic`) and
+/// quotient (its high half), exact for offsets below 2^32, so the central
+/// lists index a span's bitmap without a division.
 #[inline(always)]
 pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
     debug_assert!(offset < 1 << 32);

@@ -222,6 +222,13 @@ macro_rules! class_header {
     };
 }
 
+/// The `end` half of `class`'s header (a memory operand).
+macro_rules! class_end {
+    () => {
+        "word ptr [{base} + {class}*4 + {headers} + 2]"
+    };
+}
+
 /// Miss stubs of a single-item section: `$r` gets the miss code.
 macro_rules! miss_stubs {
     ($r:literal) => {
@@ -373,7 +380,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usi
             cs_slab_begin!("word", "{no_cpu}", "{stopped}"),
             concat!("mov {word:e}, ", class_header!()),
             "movzx {cur:e}, {word:x}",
-            "cmp {cur:x}, word ptr [{base} + {class}*4 + {headers} + 2]",
+            concat!("cmp {cur:x}, ", class_end!()),
             "jae {full}",
             inject_point!(2),
             "mov qword ptr [{base} + {cur}*8], {item}",
@@ -481,7 +488,7 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             "30:",
             "cmp {cnt}, {len}",
             "jae 31f",
-            "cmp {cur:x}, word ptr [{base} + {class}*4 + {headers} + 2]",
+            concat!("cmp {cur:x}, ", class_end!()),
             "jae 31f",
             "mov {val}, qword ptr [{buf} + {cnt}*8]",
             "mov qword ptr [{base} + {cur}*8], {val}",
