@@ -80,10 +80,12 @@ pub fn vec_growth<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
         let mut size = 16;
         // SAFETY: valid layouts; the block is always freed with its current size.
         unsafe {
-            let mut p = alloc.alloc(Layout::from_size_align(size, 8).expect("layout"));
+            let mut p = black_box(alloc.alloc(Layout::from_size_align(size, 8).expect("layout")));
             while size < max {
                 p.write(size as u8);
-                p = alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), size * 2);
+                // black_box: without it the optimiser may see through a
+                // `System` (or C `realloc`) chain and delete it whole.
+                p = black_box(alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), size * 2));
                 size *= 2;
             }
             alloc.dealloc(p, Layout::from_size_align(size, 8).expect("layout"));
