@@ -255,9 +255,26 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
 /// anything else is reported and aborts, when it can be detected.
 #[inline]
 pub(crate) unsafe fn free(ptr: *mut u8) {
+    // Null is tested only after the lookup fails, as it does for null (no
+    // segment of ours starts at address 0): two instructions fewer on
+    // every hit.
+    match small_class_of(ptr as usize) {
+        Some(class) => free_small(class, ptr, None, Call::Free),
+        // SAFETY: forwarded from the caller.
+        None => unsafe { free_null_or_other(ptr) },
+    }
+}
+
+/// `free` of a pointer that is not a small object: null, or
+/// [`free_other`]'s. Out of line, so the hit path ends in its own `ret`.
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_null_or_other(ptr: *mut u8) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { free_checked(ptr, None, Call::Free) }
+        unsafe { free_other(ptr, None, Call::Free) }
     }
 }
 
