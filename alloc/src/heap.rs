@@ -256,30 +256,14 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
 #[inline]
 pub(crate) unsafe fn free(ptr: *mut u8) {
     // Null is tested only after the lookup fails, as it does for null (no
-    // segment of ours starts at address 0): two instructions fewer on
-    // every hit.
-    match small_class_of(ptr as usize) {
-        Some(class) => free_small(class, ptr, None, Call::Free),
-        // SAFETY: forwarded from the caller.
-        None => unsafe { free_null_or_other(ptr) },
-    }
-}
-
-/// `free` of a pointer that is not a small object: null, or
-/// [`free_other`]'s. Out of line, so the hit path ends in its own `ret`.
-///
-/// # Safety
-/// As [`free`].
-#[inline(never)]
-unsafe fn free_null_or_other(ptr: *mut u8) {
-    if !ptr.is_null() {
-        // SAFETY: forwarded from the caller.
-        unsafe { free_other(ptr, None, Call::Free) }
-    }
+    // segment of ours starts at address 0), by `free_other`: two
+    // instructions fewer on every hit.
+    // SAFETY: forwarded from the caller.
+    unsafe { free_checked(ptr, None, Call::Free) }
 }
 
 /// # Safety
-/// As [`free`], `ptr` not null; `size` is the caller's size, if known.
+/// As [`free`]; `size` is the caller's size, if known.
 #[inline(always)]
 unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
     match small_class_of(ptr as usize) {
@@ -307,12 +291,16 @@ fn small_class_of(ptr: usize) -> Option<usize> {
 }
 
 /// `free` of anything but a small object that passed [`small_class_of`]:
-/// medium and huge blocks, and every invalid pointer (reported here).
+/// null (nothing to do), medium and huge blocks, and every invalid pointer
+/// (reported here).
 ///
 /// # Safety
 /// As [`free_checked`].
 #[inline(never)]
 unsafe fn free_other(ptr: *mut u8, size: Option<usize>, call: Call) {
+    if ptr.is_null() {
+        return;
+    }
     match classify(ptr as usize, call) {
         Block::Small(class) => free_small(class, ptr, size, call),
         // SAFETY: forwarded from the caller.
