@@ -5,11 +5,17 @@
 //! first. Each CPU counts, per class, its refills (allocations that found
 //! the cache empty) and drains (frees that found it full), halving both at
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
-//! - a class that missed both ways grows by a batch every [`GROW_AT`]
-//!   misses, if they came within [`GROW_WINDOW_NS`], up to [`max`] and
-//!   within [`CPU_BUDGET`]: more room absorbs the swings between allocating
-//!   and freeing, where misses are frequent enough to cost something;
-//! - a class that mostly overflowed ([`GROW_AT`] drains or more, and
+//! - a class whose misses turn (a refill after a run of drains, or a drain
+//!   after a run of refills) grows by as many batches as that run had
+//!   misses, if the turn before came within [`GROW_WINDOW_NS`], up to
+//!   [`max`] and within [`CPU_BUDGET`]: the cache swings between
+//!   allocating and freeing, and fell short by about that much. A run too
+//!   long for even [`max`] to absorb is no swing but a flow (a producer's
+//!   objects freed here while its thread ran elsewhere, say), and grows
+//!   nothing: only turns count, not misses both ways in a period, or a
+//!   consumer that once shared a CPU with its producer would grow that
+//!   CPU's classes to hold what only passes through (`prodcons`' bad runs);
+//! - a class that mostly overflowed ([`SHRINK_AT`] drains or more, and
 //!   [`ONE_WAY`] times as many drains as refills) shrinks to [`min`]:
 //!   objects flow through it, freed here and allocated elsewhere, and a
 //!   drain moves a batch whatever the capacity, so room would only hold
@@ -33,11 +39,12 @@ use crate::size_class::{CLASSES, SIZES};
 /// Most bytes of objects one CPU's cache may be sized for. (Capacity, not
 /// use: classes nobody uses are sized down first, at no cost.)
 pub(crate) const CPU_BUDGET: usize = 2 << 20;
-/// Misses per period that make a class grow.
-pub(crate) const GROW_AT: u32 = 4;
-/// A class grows only if its last [`GROW_AT`] misses came within this
-/// long (1 ms: 4000 misses a second, some 0.2% of a CPU's time at the
-/// cost of a batch move).
+/// Drains per period before a class can count as one that only overflows.
+pub(crate) const SHRINK_AT: u32 = 4;
+/// A class grows at a turn of its misses only if the turn before came
+/// within this long (1 ms: the swings cost at least two batch moves a
+/// millisecond, some 0.1% of a CPU's time), so that one that swings a few
+/// times a second loses nothing worth the memory.
 pub(crate) const GROW_WINDOW_NS: u64 = 1_000_000;
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
@@ -131,23 +138,26 @@ impl Activity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Resize {
     Keep,
-    /// By a batch, up to [`max`] and within the CPU's budget.
-    Grow,
+    /// By this many objects, up to [`max`] and within the CPU's budget.
+    Grow(usize),
     /// Down to [`min`].
     Shrink,
 }
 
-/// The slow path's decision after a miss, from the class's refills and
-/// drains on this CPU (decayed counts, this miss included).
-pub(crate) const fn on_miss(refills: u32, drains: u32) -> Resize {
-    if drains >= GROW_AT && drains >= ONE_WAY * refills {
-        Resize::Shrink
-    } else if refills >= ONE_WAY * drains {
-        Resize::Keep
-    } else if (refills + drains).is_multiple_of(GROW_AT) {
-        Resize::Grow
-    } else {
-        Resize::Keep
+/// The slow path's decision after a miss of `class`, from its refills and
+/// drains on this CPU (decayed counts, this miss included) and, if the
+/// miss went the other way from the one before it there, how many misses
+/// that way came in a row before it (`turn`).
+pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, turn: Option<u32>) -> Resize {
+    if drains >= SHRINK_AT && drains >= ONE_WAY * refills {
+        return Resize::Shrink;
+    }
+    if refills >= ONE_WAY * drains {
+        return Resize::Keep;
+    }
+    match turn {
+        Some(run) if run as usize * batch(class) <= max(class) => Resize::Grow(run as usize * batch(class)),
+        _ => Resize::Keep,
     }
 }
 
@@ -211,15 +221,18 @@ mod tests {
     }
 
     #[test]
-    fn misses_both_ways_grow_and_one_way_out_shrinks() {
-        assert_eq!(on_miss(GROW_AT, 0), Resize::Keep, "only underflows");
-        assert_eq!(on_miss(ONE_WAY * 3, 3), Resize::Keep, "mostly underflows");
-        assert_eq!(on_miss(0, GROW_AT - 1), Resize::Keep);
-        assert_eq!(on_miss(0, GROW_AT), Resize::Shrink, "only overflows");
-        assert_eq!(on_miss(3, ONE_WAY * 3), Resize::Shrink, "mostly overflows");
-        assert_eq!(on_miss(2, GROW_AT - 2), Resize::Grow);
-        assert_eq!(on_miss(2, GROW_AT - 1), Resize::Keep, "one growth per GROW_AT misses");
-        assert_eq!(on_miss(GROW_AT, GROW_AT), Resize::Grow);
+    fn swings_grow_flows_do_not_and_one_way_out_shrinks() {
+        let c = 5;
+        assert_eq!(on_miss(c, SHRINK_AT, 0, None), Resize::Keep, "only underflows");
+        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(1)), Resize::Keep, "mostly underflows, even at a turn");
+        assert_eq!(on_miss(c, 0, SHRINK_AT - 1, None), Resize::Keep);
+        assert_eq!(on_miss(c, 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
+        assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
+        assert_eq!(on_miss(c, 20, 20, None), Resize::Keep, "both ways, but no turn now");
+        assert_eq!(on_miss(c, 2, 2, Some(1)), Resize::Grow(batch(c)), "a turn after one miss");
+        assert_eq!(on_miss(c, 9, 9, Some(3)), Resize::Grow(3 * batch(c)), "by the run before the turn");
+        let too_long = (max(c) / batch(c) + 1) as u32;
+        assert_eq!(on_miss(c, 500, 500, Some(too_long)), Resize::Keep, "a run no capacity absorbs is a flow");
     }
 
     #[test]

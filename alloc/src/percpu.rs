@@ -682,8 +682,11 @@ struct ClassState {
     refills: AtomicU32,
     drains: AtomicU32,
     last_header: AtomicU32,
-    /// When the class last reached a multiple of `GROW_AT` misses (ns).
-    grow_check: AtomicU64,
+    /// The class's current run of misses the same way: `Flow as u32` in
+    /// the low two bits (0: no miss yet), their number above.
+    run: AtomicU32,
+    /// When the class's misses last turned (ns).
+    last_turn: AtomicU64,
 }
 
 /// What the upkeep keeps of one CPU: its region's fingerprint at the last
@@ -730,9 +733,9 @@ fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flow {
     /// An allocation found the cache empty.
-    Refill,
+    Refill = 1,
     /// A free found it full.
-    Drain,
+    Drain = 2,
 }
 
 /// Halves a miss counter; returns its value before (a racy update: a miss
@@ -753,17 +756,17 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
         Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
     }
-    match capacity::on_miss(refills, drains) {
-        // A class already as large as it may be (objects that only flow
-        // one way, from a producer's CPU to a consumer's, keep missing at any
-        // size) does not read the clock, a system call.
-        Resize::Grow if !below_largest(cpu, class) => Resize::Keep,
-        Resize::Grow => {
-            // Only if those misses came fast: a class that misses a few
-            // hundred times a second loses nothing worth the memory.
+    let run = state.run.load(Ordering::Relaxed);
+    let turn = (run & 3 != flow as u32 && run != 0).then_some(run >> 2);
+    state.run.store(if turn.is_some() || run == 0 { flow as u32 | 1 << 2 } else { run + (1 << 2) }, Ordering::Relaxed);
+    match capacity::on_miss(class, refills, drains, turn) {
+        // A class already as large as it may be does not read the clock,
+        // a system call.
+        Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
+        Resize::Grow(objects) => {
             let now = os::precise_ns();
-            let last = state.grow_check.swap(now, Ordering::Relaxed);
-            if now.saturating_sub(last) < capacity::GROW_WINDOW_NS { Resize::Grow } else { Resize::Keep }
+            let last = state.last_turn.swap(now, Ordering::Relaxed);
+            if now.saturating_sub(last) < capacity::GROW_WINDOW_NS { Resize::Grow(objects) } else { Resize::Keep }
         }
         resize => resize,
     }
@@ -787,8 +790,8 @@ enum Change {
 
 /// What `resize` does to `class` on `cpu`, whose header reads `word`, if
 /// anything: shrunk to its smallest capacity (never below `current`: the
-/// objects above stay), or grown by a batch, up to its room, if the CPU's
-/// capacity stays within its budget; a class that outgrows its home moves.
+/// objects above stay), or grown as asked, up to its room and as far as
+/// the CPU's budget allows; a class that outgrows its home moves.
 /// `None` for a dormant class, or a word read from a region never opened
 /// (the thread moved to another CPU since its miss).
 fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> {
@@ -798,10 +801,10 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
     let end = match resize {
         Resize::Keep => return None,
         Resize::Shrink => (begin + capacity::min(class) as u16).max(header.current),
-        Resize::Grow => {
-            let grown = (capacity + batch(class)).min(LAYOUT.reserved[class] as usize);
-            let extra = grown.saturating_sub(capacity) * SIZES[class] as usize;
-            if extra == 0 || capacity_bytes(cpu) + extra > capacity::CPU_BUDGET {
+        Resize::Grow(objects) => {
+            let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
+            let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
+            if grown <= capacity {
                 return None;
             }
             if grown > LAYOUT.room(class, begin) as usize {
@@ -1069,7 +1072,7 @@ mod tests {
     #[test]
     fn a_header_never_written_is_not_resized() {
         for class in 1..=CLASSES {
-            for resize in [Resize::Grow, Resize::Shrink, Resize::Keep] {
+            for resize in [Resize::Grow(batch(class)), Resize::Shrink, Resize::Keep] {
                 assert_eq!(resized(0, 0, class, resize), None, "class {class}, {resize:?}");
             }
         }
