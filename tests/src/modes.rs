@@ -3,6 +3,7 @@
 //! all). The child runs every test except the ones that spawn children,
 //! checks that the mode is the one expected, and must pass.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// The mode a child run expects, from `RSEQ_TEST_EXPECT_MODE`.
@@ -93,18 +94,43 @@ pub fn rerun_under_valgrind() {
 /// process (pinning, resource limits, resident memory) or that end in an
 /// abort on purpose.
 pub fn run_test_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    child_command(name, env).output().expect("spawn child test")
+}
+
+fn child_command(name: &str, env: &[(&str, &str)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
-    Command::new(exe)
-        .args(["--exact", name, "--test-threads", "1", "--nocapture"])
-        .envs(env.iter().copied())
-        .output()
-        .expect("spawn child test")
+    let mut command = Command::new(exe);
+    command.args(["--exact", name, "--test-threads", "1", "--nocapture"]).envs(env.iter().copied());
+    command
 }
 
 /// Runs one test in a child as [`run_test_in_child`] does, and panics with
 /// its output unless it passed and printed its summary line (`NAME: ...`).
 pub fn child_passes(name: &str, env: &[(&str, &str)]) {
-    let output = run_test_in_child(name, env);
+    passed(name, run_test_in_child(name, env));
+}
+
+/// As [`child_passes`], with the whole child on the CPU this thread runs
+/// on: every thread it starts (libtest's own too) inherits that, so a test
+/// that counts what one CPU's caches do sees no other CPU wake its classes
+/// behind its back.
+pub fn child_passes_on_one_cpu(name: &str, env: &[(&str, &str)]) {
+    // SAFETY: no preconditions.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu");
+    let mut command = child_command(name, env);
+    // SAFETY: between fork and exec the closure makes one system call and
+    // touches no lock and no allocator.
+    unsafe {
+        command.pre_exec(
+            move || {
+                if crate::stress::pin(0, &[cpu]) { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            },
+        )
+    };
+    passed(name, command.output().expect("spawn child test"));
+}
+
+fn passed(name: &str, output: std::process::Output) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{name}: {}\n{stderr}", output.status);
     assert!(stderr.contains(&format!("{name}: ")), "{name} printed no summary:\n{stderr}");
