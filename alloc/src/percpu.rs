@@ -682,10 +682,9 @@ struct ClassState {
     refills: AtomicU32,
     drains: AtomicU32,
     last_header: AtomicU32,
-    /// The class's current run of misses the same way: `Flow as u32` in
-    /// the low two bits (0: no miss yet), their number above.
+    /// The class's current run of misses the same way ([`step_run`]).
     run: AtomicU32,
-    /// When the class's misses last turned (ns).
+    /// When the class last turned while it could grow (ns).
     last_turn: AtomicU64,
 }
 
@@ -746,6 +745,16 @@ fn decay(counter: &AtomicU32) -> u32 {
     value
 }
 
+/// A class's run of misses packed in one word: the way (`Flow as u32`, 0
+/// before the first miss) in the low two bits, the misses that way in a row
+/// above. Returns the word after a miss going `flow`, and, if that miss
+/// turned, the length of the run it ended.
+fn step_run(run: u32, flow: Flow) -> (u32, Option<u32>) {
+    const WAY: u32 = 3;
+    const ONE: u32 = 1 << 2;
+    if run & WAY == flow as u32 { (run + ONE, None) } else { (flow as u32 | ONE, (run != 0).then_some(run / ONE)) }
+}
+
 /// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
 /// about its capacity (`capacity::on_miss`).
 fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
@@ -756,9 +765,8 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
         Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
     }
-    let run = state.run.load(Ordering::Relaxed);
-    let turn = (run & 3 != flow as u32 && run != 0).then_some(run >> 2);
-    state.run.store(if turn.is_some() || run == 0 { flow as u32 | 1 << 2 } else { run + (1 << 2) }, Ordering::Relaxed);
+    let (run, turn) = step_run(state.run.load(Ordering::Relaxed), flow);
+    state.run.store(run, Ordering::Relaxed);
     match capacity::on_miss(class, refills, drains, turn) {
         // A class already as large as it may be does not read the clock,
         // a system call.
@@ -1069,6 +1077,19 @@ mod tests {
     /// A miss reads the header of the CPU it then runs on, which may be a
     /// region never opened (all zeros): no resize may come of it (the
     /// capacity computed from it underflowed and aborted the fuzzer).
+    #[test]
+    fn runs_count_misses_the_same_way_and_a_turn_reports_the_run_it_ends() {
+        let mut run = 0;
+        let mut turns = Vec::new();
+        for flow in [Flow::Refill, Flow::Refill, Flow::Refill, Flow::Drain, Flow::Drain, Flow::Refill] {
+            let (next, turn) = step_run(run, flow);
+            run = next;
+            turns.extend(turn);
+        }
+        assert_eq!(turns, [3, 2], "the first miss turns nothing");
+        assert_eq!(step_run(run, Flow::Refill), (Flow::Refill as u32 | 2 << 2, None));
+    }
+
     #[test]
     fn a_header_never_written_is_not_resized() {
         for class in 1..=CLASSES {
