@@ -283,7 +283,10 @@ unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
 /// interleaved rounds), where this alignment test costs nothing measurable.
 #[inline(always)]
 fn small_class_of(ptr: usize) -> Option<usize> {
-    if !ptr.is_multiple_of(16) {
+    // Alignment and the segment map's range in one test (three instructions
+    // where the two tests apart took six).
+    const NOT_SMALL: usize = 15 | !(crate::segment::ADDRESS_LIMIT - 1);
+    if ptr & NOT_SMALL != 0 {
         return None;
     }
     let class = page_class(ptr)?;

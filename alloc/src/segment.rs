@@ -129,6 +129,8 @@ impl Segment {
 // for addresses in use are ever touched.
 
 const ADDRESS_BITS: u32 = 47;
+/// Addresses at or above this are in no segment of ours (the map ends there).
+pub(crate) const ADDRESS_LIMIT: usize = 1 << ADDRESS_BITS;
 static SEGMENT_MAP: [AtomicU64; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)] =
     [const { AtomicU64::new(0) }; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)];
 
