@@ -1074,9 +1074,6 @@ pub(crate) mod hits {
 mod tests {
     use super::*;
 
-    /// A miss reads the header of the CPU it then runs on, which may be a
-    /// region never opened (all zeros): no resize may come of it (the
-    /// capacity computed from it underflowed and aborted the fuzzer).
     #[test]
     fn runs_count_misses_the_same_way_and_a_turn_reports_the_run_it_ends() {
         let mut run = 0;
@@ -1090,6 +1087,9 @@ mod tests {
         assert_eq!(step_run(run, Flow::Refill), (Flow::Refill as u32 | 2 << 2, None));
     }
 
+    /// A miss reads the header of the CPU it then runs on, which may be a
+    /// region never opened (all zeros): no resize may come of it (the
+    /// capacity computed from it underflowed and aborted the fuzzer).
     #[test]
     fn a_header_never_written_is_not_resized() {
         for class in 1..=CLASSES {

@@ -358,13 +358,13 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
                     None => Vec::new(),
                 }
             };
-            let ratios = per_round(|s| s.wall);
-            let mut rss_ratios = per_round(|s| s.max_rss_kb as f64);
-            let spread = (!ratios.is_empty()).then(|| {
-                let mut r = ratios.clone();
-                let m = median(&mut r);
-                (m, r[0], r[r.len() - 1])
-            });
+            // Median, min and max of one metric's per-round ratios.
+            let spread = |mut r: Vec<f64>| {
+                (!r.is_empty()).then(|| {
+                    let m = median(&mut r);
+                    (m, r[0], r[r.len() - 1])
+                })
+            };
             rows.push(Row {
                 allocator,
                 wall: med(ok.iter().map(|s| s.wall)),
@@ -376,8 +376,8 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
                     .any(|s| s.rss_after_trim_kb.is_some())
                     .then(|| med(ok.iter().filter_map(|s| s.rss_after_trim_kb.map(|v| v as f64)))),
                 failures: samples.len() - ok.len(),
-                ours_over_this: spread,
-                rss_ours_over_this: (!rss_ratios.is_empty()).then(|| median(&mut rss_ratios)),
+                ours_over_this: spread(per_round(|s| s.wall)),
+                rss_ours_over_this: spread(per_round(|s| s.max_rss_kb as f64)).map(|(median, _, _)| median),
             });
         }
         out.insert(workload, rows);

@@ -1010,7 +1010,8 @@ fn upkeep_child() {
 }
 
 /// Adaptive capacity: a class whose bursts overflow its cache drains at
-/// first; its misses both ways grow it, and the same bursts then fit: the
+/// first; its misses turn (refills, then drains) and each turn grows it by
+/// the run before, and the same bursts then fit: the
 /// next ten drain at most a quarter as often, each, as the first. In a
 /// child on one CPU, all its threads (the class must wake on no other CPU
 /// between the child's readings: that made the trim's check fail now and
