@@ -32,6 +32,18 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Sets a flag when dropped, whether its scope returns or unwinds: the flag
+/// that a test's helper threads poll to stop. A scope joins its threads
+/// before it passes a panic on, so a flag set only on the normal path would
+/// turn any failed assertion into a hang.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Runs `work` on a new thread made with `pthread_create` and returns its
 /// result. For `fork` children of multithreaded tests: `std::thread::spawn`
 /// takes std-internal locks that another thread of the parent may have held
@@ -56,6 +68,50 @@ pub fn raw_thread<F: FnOnce() -> T + Send, T: Send>(work: F) -> T {
         assert_eq!(libc::pthread_join(thread, std::ptr::null_mut()), 0);
     }
     job.result.expect("thread ran")
+}
+
+/// Runs `command` with `stdin` as its input (none: `/dev/null`) and collects
+/// its output, killing it if it is still running after `limit`; true beside
+/// the output if it had to be killed. The output read until then comes back
+/// either way: what a hung run printed is what says where it hung.
+pub fn output_within(
+    command: &mut std::process::Command,
+    stdin: Option<&[u8]>,
+    limit: std::time::Duration,
+) -> (std::process::Output, bool) {
+    use std::process::Stdio;
+    let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
+    }
+    let stdout = reader(Box::new(child.stdout.take().unwrap()));
+    let stderr = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let mut hung = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            hung = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let output = std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    (output, hung)
 }
 
 /// Forks; the child runs `work` (with `raw_thread` for any thread it needs)

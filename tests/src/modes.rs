@@ -38,6 +38,11 @@ pub fn have_valgrind() -> bool {
     Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// How long a whole child run may take: ten times what the slowest
+/// (valgrind's) takes on CI's two cores, so that a hang fails with the
+/// child's output instead of running into CI's own limit.
+const CHILD_RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 /// Runs this test binary again with `env`, under `wrapper` if given (e.g.
 /// `valgrind --tool=none`), and panics with its output unless it passed at
 /// least one test.
@@ -57,17 +62,17 @@ pub fn rerun_self(expect: &str, env: &[(&str, &str)], wrapper: &[&str]) {
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("spawn child test run");
+    let (output, hung) = crate::output_within(&mut command, None, CHILD_RUN_LIMIT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let passed = stdout
         .lines()
         .find_map(|l| l.strip_prefix("test result: ok. "))
         .and_then(|rest| rest.split(' ').next()?.parse::<u32>().ok());
+    let ended = if hung { format!("killed after {CHILD_RUN_LIMIT:?} (hung)") } else { output.status.to_string() };
     assert!(
-        output.status.success() && passed.is_some_and(|n| n > 0),
-        "child run ({expect}) failed: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
+        !hung && output.status.success() && passed.is_some_and(|n| n > 0),
+        "child run ({expect}) failed: {ended}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     eprintln!("child run ({expect}): {} tests passed", passed.unwrap_or(0));
 }

@@ -6,9 +6,9 @@
 //! profile directory (`scripts/test.sh` builds it first), or `RSEQ_ALLOC_SO`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The library under test.
 pub fn library() -> PathBuf {
@@ -109,45 +109,9 @@ pub fn spawn(
     if let Mode::ForcedFallback = mode {
         command.env("RSEQ_ALLOC_FORCE_FALLBACK", "1");
     }
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
-    }
-    let deadline = Instant::now() + limit;
-    let out_reader = {
-        let mut out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
-        })
-    };
-    let err_reader = {
-        let mut err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
-        })
-    };
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} ({mode:?}) did not finish within {limit:?}: hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap().unwrap_or_default(),
-        stderr: err_reader.join().unwrap().unwrap_or_default(),
-    }
+    let (output, hung) = crate::output_within(&mut command, stdin, limit);
+    assert!(!hung, "{program} {args:?} ({mode:?}) did not finish within {limit:?}: hung");
+    output
 }
 
 /// As [`spawn`] without extra environment, and panics (with the program's

@@ -186,6 +186,23 @@ fn min_hits() -> u64 {
     })
 }
 
+/// Marks a worker finished when dropped, however its work ended: the last
+/// one out ends the run.
+struct Finished<'a> {
+    slot: &'a AtomicI32,
+    running: &'a AtomicUsize,
+    done: &'a AtomicBool,
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.slot.store(0, Ordering::Release);
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Runs `work(worker)` on `threads` threads under `conditions`, and returns
 /// when every worker has finished. The migrator and the signal storm run until
 /// then; they yield between actions but never sleep.
@@ -211,11 +228,11 @@ where
             scope.spawn(move || {
                 // SAFETY: gettid has no preconditions.
                 slot.store(unsafe { libc::gettid() }, Ordering::Release);
+                // Counted out on unwind too: a worker that panics must stop
+                // the storm, or the scope waits for it forever and the
+                // panic becomes a hang.
+                let _finished = Finished { slot, running, done };
                 work(&worker);
-                slot.store(0, Ordering::Release);
-                if running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    done.store(true, Ordering::Release);
-                }
             });
         }
         if conditions.migrate && cpus.len() > 1 {

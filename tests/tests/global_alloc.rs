@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use rseq_alloc::{Mode, RseqAlloc};
 use rseq_alloc_tests::modes::{self, Expected};
 use rseq_alloc_tests::stress::{self, Conditions, Rng};
-use rseq_alloc_tests::{exclusive, scaled};
+use rseq_alloc_tests::{SetOnDrop, exclusive, scaled};
 
 #[global_allocator]
 static GLOBAL: RseqAlloc = RseqAlloc;
@@ -339,9 +339,8 @@ fn stress_with(drainer: bool) {
                 }
             });
         }
-        let report = stress_workers(&live, &exchange, iterations, &total);
-        done.store(true, Ordering::Release);
-        report
+        let _stop_drainer = SetOnDrop(&done);
+        stress_workers(&live, &exchange, iterations, &total)
     });
     stress::set_signal_hook(None);
     free_handler_stash();
@@ -437,6 +436,7 @@ fn fork_and_thread_churn_while_draining() {
                 }
             }
         });
+        let _stop_helpers = SetOnDrop(&stop);
         for round in 0..scaled(20) {
             let churn: usize = (0..8)
                 .map(|t| {
@@ -454,7 +454,6 @@ fn fork_and_thread_churn_while_draining() {
                 from_thread > 0 && rseq_alloc::stats().cpu_cached_bytes < 1 << 20
             });
         }
-        stop.store(true, Ordering::Relaxed);
     });
     assert!(trims.load(Ordering::Relaxed) > 0);
 }
@@ -631,6 +630,7 @@ fn fork_child_of_a_multithreaded_program_allocates() {
                 }
             });
         }
+        let _stop_allocators = SetOnDrop(&stop);
         for _ in 0..scaled(5) {
             rseq_alloc_tests::fork_and_check("fork", || {
                 let n = scaled(10_000);
@@ -640,7 +640,6 @@ fn fork_child_of_a_multithreaded_program_allocates() {
                 v.len() == n && from_thread > 0
             });
         }
-        stop.store(true, Ordering::Relaxed);
     });
 }
 

@@ -482,6 +482,7 @@ fn fork_child_runs_sections() {
                 }
             });
         }
+        let _stop_adders = rseq_alloc_tests::SetOnDrop(&stop);
         // SAFETY: the child only runs sections, spawns threads and exits with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
@@ -505,7 +506,6 @@ fn fork_child_runs_sections() {
         let mut status = 0;
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        stop.store(true, Ordering::Relaxed);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status:#x}");
     });
 }
