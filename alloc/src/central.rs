@@ -246,6 +246,11 @@ impl Central {
         taken
     }
 
+    /// Whether this thread holds any list's lock.
+    pub(crate) fn any_held_here(&self) -> bool {
+        self.lists.iter().any(|list| list.lock.held_here())
+    }
+
     /// Releases the locks [`lock_all_for_fork`](Self::lock_all_for_fork) took.
     ///
     /// # Safety

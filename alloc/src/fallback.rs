@@ -3,21 +3,49 @@
 //! while the allocator runs it over raw mapped memory.
 //!
 //! Without rseq, a per-CPU region is held by a thread through its state word:
-//! compare-and-swap OPEN→BUSY (or UNINIT→BUSY, and format it), work on it
-//! with plain atomic loads and stores, store OPEN with release ordering. A
-//! thread that finds a region busy moves on to the next one, and to the
+//! compare-and-swap OPEN→holder (or UNINIT→holder, and format it), work on
+//! it with plain atomic loads and stores, store OPEN with release ordering.
+//! A thread that finds a region busy moves on to the next one, and to the
 //! central lists when every region is busy, so it never waits for a holder
 //! that has been preempted. A held region is a private stack, so there is no
 //! ABA: nothing is ever compared against a value that may have been recycled.
+//!
+//! The busy value is the holder's identity (its thread pointer), as in the
+//! slow-path lock, so that "this thread holds it" is exact at every
+//! instruction. The fork handlers need that: before `fork` they stop new
+//! openings, then wait for every region another thread holds and take it
+//! ([`hold_for_fork`]), so that the child, which has only the forking
+//! thread, inherits no region held by a thread it does not have (its
+//! cached objects would be lost to it, the region closed for good). A
+//! region the forking thread holds itself (`fork` from a signal handler
+//! that interrupted its hold) is left to the hold, which finishes on both
+//! sides when the handler returns.
+//!
+//! Openings take a lock ([`RegionStore::openings`]) because a region never
+//! initialised must stay so while a fork is prepared, and writing every
+//! such region's state word to close it would make each one's first page
+//! resident; the lock is what the fork handlers take instead.
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_BUSY, STATE_OPEN, STATE_UNINIT, first_free_slot};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, STATE_UNINIT, first_free_slot};
 
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+
+/// The busy value of a region the fork handlers hold (never a thread
+/// pointer: those are aligned).
+const FORK_HELD: u64 = 2;
+
+/// This thread's busy value.
+fn me() -> u64 {
+    sync::current_thread() as u64
+}
 
 /// Where a region's state word, headers and slots live.
 pub trait RegionStore {
     /// The region's state word.
-    fn state(&self) -> &AtomicU32;
+    fn state(&self) -> &AtomicU64;
+    /// The lock every opening of a region of this slab holds (one for the
+    /// whole slab): the fork handlers hold it while they hold the regions.
+    fn openings(&self) -> &Lock;
     /// `class`'s header.
     fn header(&self, class: usize) -> &AtomicU32;
     /// Slot `index` (slot numbers as in `rseq_sys::slab_layout`).
@@ -62,7 +90,7 @@ impl Geometry<'_> {
     }
 }
 
-/// Formats a region this thread holds BUSY: every class dormant, so the
+/// Formats a region this thread holds: every class dormant, so the
 /// only memory written is the first page (headers and the shared
 /// sentinel); a class's slots are touched when it first wakes there.
 pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
@@ -84,28 +112,37 @@ pub fn wake<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) ->
     true
 }
 
-/// Takes `region` BUSY if it is open, or never initialised (then formats
-/// it); false if someone else holds it.
+/// Holds `region` if it is open, or never initialised (then formats it);
+/// false if someone else holds it, or it cannot be opened now.
 pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
-    let state = region.state();
-    match state.compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed) {
+    match region.state().compare_exchange(STATE_OPEN, me(), Ordering::Acquire, Ordering::Relaxed) {
         Ok(_) => true,
-        Err(STATE_UNINIT) => {
-            let won = state.compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok();
-            if won {
-                format(region, geometry);
-            }
-            won
-        }
+        Err(STATE_UNINIT) => open(region, geometry),
         Err(_) => false,
     }
 }
 
-/// Takes an open region BUSY from outside (to drain or re-size it), then
-/// runs `after_stop` (in rseq mode, the fence); false, with the region left
-/// as it was, if it was not open or `after_stop` failed. Undo with [`release`].
+/// Holds a region never initialised and formats it, under the slab's
+/// openings lock (it waits while a fork is being prepared); false if
+/// another thread opened it first.
+pub fn open<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
+    // Most callers found the region closed, not new: no lock for them.
+    if region.state().load(Ordering::Relaxed) != STATE_UNINIT {
+        return false;
+    }
+    let _opening = region.openings().lock();
+    let won = region.state().compare_exchange(STATE_UNINIT, me(), Ordering::Acquire, Ordering::Relaxed).is_ok();
+    if won {
+        format(region, geometry);
+    }
+    won
+}
+
+/// Holds an open region from outside (to drain or re-size it), then runs
+/// `after_stop` (in rseq mode, the fence); false, with the region left as
+/// it was, if it was not open or `after_stop` failed. Undo with [`release`].
 pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bool {
-    if region.state().compare_exchange(STATE_OPEN, STATE_BUSY, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if region.state().compare_exchange(STATE_OPEN, me(), Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return false;
     }
     if !after_stop() {
@@ -115,7 +152,7 @@ pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bo
     true
 }
 
-/// Empties a region from outside: takes it OPEN→BUSY (a region never
+/// Empties a region from outside: takes it OPEN→busy (a region never
 /// initialised has nothing to drain; one held by someone else is left
 /// alone), hands every cached item of every class to `sink` in batches of at
 /// most `batch.len()`, runs `emptied` on the empty region, and reopens it.
@@ -157,9 +194,48 @@ pub fn drain<R: RegionStore>(
     Some(drained)
 }
 
-/// Lets go of a region taken with [`try_hold`].
+/// Lets go of a region taken with [`try_hold`], [`open`] or [`stop`].
 pub fn release<R: RegionStore>(region: &R) {
     region.state().store(STATE_OPEN, Ordering::Release);
+}
+
+/// The fork prepare handler's part, on the forking thread, for one region
+/// of a slab whose openings lock it holds: waits while another thread
+/// holds the region (if `wait`), then takes it if it is open, so that no
+/// thread is inside it while the child is copied. Nothing needs fencing:
+/// the holder changes nothing in it, and a section another thread runs is
+/// not in the child. A region never initialised is left alone (none can be
+/// opened while the lock is held), and so is one this very thread holds
+/// (see the module's documentation). Undo with [`release_after_fork`].
+pub fn hold_for_fork<R: RegionStore>(region: &R, wait: bool) {
+    loop {
+        let state = region.state().load(Ordering::Acquire);
+        if state == STATE_UNINIT || state == me() {
+            return;
+        }
+        if state == STATE_OPEN {
+            if region.state().compare_exchange(STATE_OPEN, FORK_HELD, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return;
+            }
+            continue;
+        }
+        // Held by another thread, which never waits for the openings lock
+        // while it holds a region (a thread opens one only when it holds
+        // none), nor for the locks the fork handlers take after this, but
+        // may wait for one this thread holds, if it holds any.
+        if !wait {
+            return;
+        }
+        sync::yield_now();
+    }
+}
+
+/// Reopens a region [`hold_for_fork`] took (on both sides of the fork);
+/// leaves any other alone.
+pub fn release_after_fork<R: RegionStore>(region: &R) {
+    if region.state().load(Ordering::Relaxed) == FORK_HELD {
+        release(region);
+    }
 }
 
 /// Runs `f` on the first of `count` regions, from `start` on, that this
@@ -183,8 +259,12 @@ pub fn with_region<R: RegionStore, T>(
 }
 
 impl<R: RegionStore> RegionStore for &R {
-    fn state(&self) -> &AtomicU32 {
+    fn state(&self) -> &AtomicU64 {
         (**self).state()
+    }
+
+    fn openings(&self) -> &Lock {
+        (**self).openings()
     }
 
     fn header(&self, class: usize) -> &AtomicU32 {

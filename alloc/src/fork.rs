@@ -1,19 +1,27 @@
 //! `fork` from a multithreaded process: the child has one thread, so a lock
 //! held by any other thread at the moment of `fork` would stay held forever.
-//! Before `fork` we take every lock, in the order the allocator nests them
-//! (the drain lock, central lists, the page heap, then the huge-block
-//! cache, which nests in none), and both sides release them after. Taking
-//! the drain lock first means no child inherits a region that a drain in
-//! another thread held stopped.
-//! A lock the forking thread itself holds is skipped: `fork` was called from
-//! a signal handler that interrupted that thread's slow path, which finishes
-//! and releases it when the handler returns, on both sides (glibc gives the
-//! same guarantee; allocators that take the lock anyway hang there).
+//! Before `fork` we take every lock, in the order the allocator nests them,
+//! and both sides release them after:
 //!
-//! The per-CPU regions need nothing: in rseq mode the child inherits a
-//! consistent copy (a section interrupted by `fork` is restarted in the
-//! child, as after any preemption), and in fallback mode a region another
-//! thread held busy stays busy in the child, which simply uses the others.
+//! 1. the openings lock, so that no region is opened from here on;
+//! 2. every per-CPU region, waiting for any another thread holds (a
+//!    fallback-mode thread at work in it, a drain, an opening): a region
+//!    held by a thread the child does not have would stay closed in the
+//!    child, with its cached objects, for good (`fallback::hold_for_fork`);
+//!    a holder may wait for the locks of step 3, so the handler waits only
+//!    if its own thread holds none of them (see below: if it does, a region
+//!    busy at that moment stays closed in the child);
+//! 3. the drain lock, the central lists, the page heap, then the huge-block
+//!    cache, which nests in none.
+//!
+//! Sections need nothing: in rseq mode the child inherits a consistent copy
+//! of a region (a section interrupted by `fork` is restarted in the child,
+//! as after any preemption, and another thread's is not in the child).
+//! A lock or region the forking thread itself holds is skipped: `fork` was
+//! called from a signal handler that interrupted that thread's slow path,
+//! which finishes and releases it when the handler returns, on both sides
+//! (glibc gives the same guarantee; allocators that take the lock anyway
+//! hang there).
 //!
 //! # When the handlers are registered
 //!
@@ -41,7 +49,7 @@ use core::ffi::{CStr, c_char, c_int, c_void};
 use core::marker::PhantomData;
 
 use crate::central::CENTRAL;
-use crate::percpu::DRAIN_LOCK;
+use crate::percpu::{DRAIN_LOCK, OPENINGS};
 use crate::segment::PAGE_HEAP;
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -51,6 +59,7 @@ use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 static TAKEN_CENTRAL: AtomicU128Cell = AtomicU128Cell::new();
 static TAKEN_PAGE_HEAP: AtomicBool = AtomicBool::new(false);
 static TAKEN_DRAIN: AtomicBool = AtomicBool::new(false);
+static TAKEN_OPENINGS: AtomicBool = AtomicBool::new(false);
 static TAKEN_HUGE: AtomicBool = AtomicBool::new(false);
 
 /// How many of our prepare handlers have run in the fork under way, less
@@ -63,6 +72,13 @@ extern "C" fn prepare() {
     if DEPTH.fetch_add(1, Ordering::Relaxed) != 0 {
         return;
     }
+    TAKEN_OPENINGS.store(OPENINGS.lock_for_fork(), Ordering::Relaxed);
+    // A region's holder may wait for any of the locks below: if this thread
+    // holds one (it forks from a signal handler that interrupted it in a
+    // slow path), waiting for the holder could wait forever.
+    let interrupted_slow_path =
+        DRAIN_LOCK.held_here() || CENTRAL.any_held_here() || PAGE_HEAP.held_here() || crate::huge::held_here();
+    crate::percpu::hold_regions_for_fork(!interrupted_slow_path);
     TAKEN_DRAIN.store(DRAIN_LOCK.lock_for_fork(), Ordering::Relaxed);
     TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
     TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
@@ -85,6 +101,10 @@ extern "C" fn release() {
         CENTRAL.unlock_all_after_fork(TAKEN_CENTRAL.get());
         if TAKEN_DRAIN.load(Ordering::Relaxed) {
             DRAIN_LOCK.unlock_after_fork();
+        }
+        crate::percpu::release_regions_after_fork();
+        if TAKEN_OPENINGS.load(Ordering::Relaxed) {
+            OPENINGS.unlock_after_fork();
         }
     }
 }

@@ -138,6 +138,11 @@ pub(crate) fn release_cache() -> usize {
     released
 }
 
+/// Whether this thread holds the cache's lock.
+pub(crate) fn held_here() -> bool {
+    CACHE.lock.held_here()
+}
+
 /// Takes the cache's lock for `fork`, unless this thread holds it already;
 /// true if it took it.
 pub(crate) fn lock_for_fork() -> bool {

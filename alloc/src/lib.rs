@@ -12,7 +12,7 @@
 //! | type (module) | what it is | invariant |
 //! |---|---|---|
 //! | size class (`size_class`) | 72 object sizes, 16 B to 32 KiB | `size(c) % 16 == 0`; above 128 B, `size(c) - request < request / 8` |
-//! | per-CPU region (`percpu`) | per CPU, one bounded stack of free objects per class | `begin(c) <= current(c) <= end(c)`; touched only inside an rseq critical section (rseq mode) or while its state word is held BUSY (fallback, drains) |
+//! | per-CPU region (`percpu`) | per CPU, one bounded stack of free objects per class | `begin(c) <= current(c) <= end(c)`; touched only inside an rseq critical section (rseq mode) or while its state word names a holder (fallback, drains, openings, `fork`) |
 //! | central list (`central`) | per class, the spans with free objects, behind one lock | `used + free + never_used == objects` for every span; a span is listed iff it has a free object |
 //! | span (`segment`) | contiguous 64 KiB pages: many objects of one class, or one medium block | every page of it names its class and its head page |
 //! | segment (`segment`) | 4 MiB aligned: a header page and 63 pages for spans, or one huge block | ours iff marked in the segment map |
@@ -92,7 +92,10 @@ mod upkeep;
 /// protocol and the slow-path lock, over loom's atomics.
 #[cfg(rseq_alloc_loom)]
 pub mod model {
-    pub use crate::fallback::{Geometry, RegionStore, drain, format, pop, push, release, try_hold, with_region};
+    pub use crate::fallback::{
+        Geometry, RegionStore, drain, format, hold_for_fork, pop, push, release, release_after_fork, try_hold,
+        with_region,
+    };
     pub use crate::sync::{Lock, LockGuard};
 }
 

@@ -11,10 +11,11 @@
 //!   plain loads and stores suffice. Sections run only while the region's
 //!   state word reads OPEN.
 //! - **Opening.** A fresh region reads UNINIT (zero pages): every section
-//!   bails out, and the slow path takes it UNINIT→BUSY by CAS, writes its
-//!   headers and sentinels, and stores OPEN with release ordering.
+//!   bails out, and the slow path, under the openings lock, takes it by a
+//!   CAS of its state word to its own identity (busy), writes its headers
+//!   and sentinels, and stores OPEN with release ordering.
 //! - **Fallback mode** (no rseq, or `RSEQ_ALLOC_FORCE_FALLBACK=1`). The state
-//!   word is a try-lock: a thread takes a region OPEN→BUSY by CAS, works on it
+//!   word is a try-lock: a thread takes a region OPEN→busy by CAS, works on it
 //!   with plain atomic loads and stores, and stores OPEN (release). A thread
 //!   that finds its region busy tries the next one and, if all are busy, goes
 //!   to the central lists: it never waits for a preempted holder. There is
@@ -22,9 +23,7 @@
 //! - The two modes never mix: the process picks one at initialisation. A
 //!   thread that cannot register in rseq mode bypasses the regions entirely.
 
-use rseq_sys::slab_layout::{
-    Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, STATE_UNINIT, Slabs, header_offset,
-};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OPEN, STATE_UNINIT, Slabs, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
 use crate::capacity::{self, Activity, Resize};
@@ -250,10 +249,11 @@ fn region(cpu: u32) -> *mut u8 {
     unsafe { slabs.add((cpu as usize) << SLAB_SHIFT) }
 }
 
-fn state(region: *mut u8) -> &'static AtomicU32 {
-    // SAFETY: the state word starts every region and is only accessed atomically
-    // (sections read it with a plain load, which is atomic on x86-64).
-    unsafe { &*region.cast::<AtomicU32>() }
+fn state(region: *mut u8) -> &'static AtomicU64 {
+    // SAFETY: the state word starts every region (8-aligned) and is only
+    // accessed atomically (sections read it with a plain load, which is
+    // atomic on x86-64).
+    unsafe { &*region.cast::<AtomicU64>() }
 }
 
 fn header(region: *mut u8, class: usize) -> &'static AtomicU32 {
@@ -269,16 +269,13 @@ fn slot(region: *mut u8, index: usize) -> &'static AtomicUsize {
 
 /// Opens region `cpu` if it was never initialised; true if it is OPEN now.
 fn open(cpu: u32) -> bool {
-    let region = region(cpu);
-    match state(region).compare_exchange(STATE_UNINIT, STATE_BUSY, Ordering::Acquire, Ordering::Acquire) {
-        Ok(_) => {
-            fallback::format(&RawRegion(region), geometry());
-            REGIONS_OPENED.fetch_add(1, Ordering::Relaxed);
-            state(region).store(STATE_OPEN, Ordering::Release);
-            true
-        }
-        Err(current) => current == STATE_OPEN,
+    let region = RawRegion(region(cpu));
+    if fallback::open(&region, geometry()) {
+        REGIONS_OPENED.fetch_add(1, Ordering::Relaxed);
+        fallback::release(&region);
+        return true;
     }
+    state(region.0).load(Ordering::Acquire) == STATE_OPEN
 }
 
 // ---------------------------------------------------------------------------
@@ -452,8 +449,12 @@ impl RawRegion {
 }
 
 impl fallback::RegionStore for RawRegion {
-    fn state(&self) -> &AtomicU32 {
+    fn state(&self) -> &AtomicU64 {
         state(self.0)
+    }
+
+    fn openings(&self) -> &Lock {
+        &OPENINGS
     }
 
     fn header(&self, class: usize) -> &AtomicU32 {
@@ -469,7 +470,7 @@ fn geometry() -> fallback::Geometry<'static> {
     fallback::Geometry { home: &LAYOUT.home, capacity: &LAYOUT.initial }
 }
 
-/// Runs `f` on a region this thread holds BUSY: the one for its CPU if free,
+/// Runs `f` on a region this thread holds: the one for its CPU if free,
 /// else the next free one; `None` if every region is busy (or there are none).
 fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
     let ncpus = FAST.slabs.count.load(Ordering::Acquire) as usize;
@@ -541,11 +542,42 @@ fn fallback_free(class: usize, object: usize) {
 // ---------------------------------------------------------------------------
 // Draining a region from any thread (trim, idle CPUs).
 
-/// Held while draining: one drain at a time, and `fork` takes it first so
-/// that no child inherits a region a drain held BUSY.
+/// Held while draining: one drain at a time (`fork` takes it after the
+/// regions, see `fork`).
 pub(crate) static DRAIN_LOCK: Lock = Lock::new();
 /// Objects moved from regions to the central lists by drains, ever.
 pub(crate) static DRAINED_OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+/// Held by every opening of a region (`fallback::open`), and by the fork
+/// handlers while they hold the regions.
+pub(crate) static OPENINGS: Lock = Lock::new();
+
+/// The fork prepare handler's step after it took [`OPENINGS`] and before
+/// any other lock: waits (if `wait`) for every region another thread holds
+/// and holds it (`fallback::hold_for_fork`), so that the child inherits
+/// none held by a thread it does not have. In either mode; until
+/// [`release_regions_after_fork`], sections miss and fallback threads find
+/// every region busy, and both go to the central lists.
+pub(crate) fn hold_regions_for_fork(wait: bool) {
+    let Some(count) = regions() else { return };
+    for cpu in 0..count {
+        fallback::hold_for_fork(&RawRegion(region(cpu)), wait);
+    }
+}
+
+/// Undoes [`hold_regions_for_fork`] (the fork's parent and child handlers).
+pub(crate) fn release_regions_after_fork() {
+    let Some(count) = regions() else { return };
+    for cpu in 0..count {
+        fallback::release_after_fork(&RawRegion(region(cpu)));
+    }
+}
+
+/// How many regions there are, if they are mapped.
+fn regions() -> Option<u32> {
+    let count = FAST.slabs.count.load(Ordering::Acquire);
+    (!FAST.slabs.base.load(Ordering::Acquire).is_null() && count > 0).then_some(count)
+}
 
 /// Moves every object cached in `cpu`'s region to the central lists (the
 /// protocol is `fallback::drain`; in rseq mode the stop is followed by a
@@ -598,7 +630,7 @@ fn send_home(region: *mut u8) {
 
 /// Moves `class`'s stack, objects and all, to `to` (its home or its growth
 /// range) with room for `capacity` objects, in a region this thread holds
-/// (BUSY, and fenced in rseq mode). The caller leaves at most `capacity`
+/// (busy, and fenced in rseq mode). The caller leaves at most `capacity`
 /// objects in it.
 fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) {
     let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
@@ -940,7 +972,7 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
 }
 
 /// Runs `f` on `cpu`'s region stopped from outside, as a drain does: under
-/// `DRAIN_LOCK`, taken OPEN→BUSY and, in rseq mode, fenced so that no
+/// `DRAIN_LOCK`, taken OPEN→busy and, in rseq mode, fenced so that no
 /// section which read OPEN can still commit; reopened after. `None` if the
 /// region was not open (held, never opened) or could not be fenced.
 fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {

@@ -413,6 +413,11 @@ impl PageHeap {
         self.mapped.load(Ordering::Relaxed)
     }
 
+    /// Whether this thread holds the heap's lock.
+    pub(crate) fn held_here(&self) -> bool {
+        self.lock.held_here()
+    }
+
     /// Takes the heap's lock for `fork`, unless this thread holds it already;
     /// true if it took it.
     pub(crate) fn lock_for_fork(&self) -> bool {

@@ -3,7 +3,7 @@
 //! It also owns the one lock the allocator has, for slow paths only.
 
 #[cfg(rseq_alloc_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(rseq_alloc_loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -101,12 +101,19 @@ impl Lock {
     /// returns, in the parent and in the child alike. Returns whether it took it.
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) fn lock_for_fork(&self) -> bool {
-        if self.holder.load(Ordering::Relaxed) == current_thread() {
+        if self.held_here() {
             return false;
         }
         core::mem::forget(self.lock());
         self.held_for_fork.store(true, Ordering::Relaxed);
         true
+    }
+
+    /// Whether this very thread holds the lock (exact, even in a signal
+    /// handler that interrupted the holder).
+    #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
+    pub(crate) fn held_here(&self) -> bool {
+        self.holder.load(Ordering::Relaxed) == current_thread()
     }
 
     /// Releases a lock that [`lock_for_fork`](Self::lock_for_fork) took,
@@ -142,10 +149,11 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// This thread's identity in a lock word: its thread pointer (on targets
-/// without rseq sections, `pthread_self`), never 0.
+/// This thread's identity in a lock word or a region's state word: its
+/// thread pointer (on targets without rseq sections, `pthread_self`),
+/// never 0, and aligned (never one of the states' small constants).
 #[cfg(not(rseq_alloc_loom))]
-fn current_thread() -> usize {
+pub(crate) fn current_thread() -> usize {
     let me = rseq_sys::thread_pointer();
     debug_assert_ne!(me, 0);
     me
@@ -154,11 +162,24 @@ fn current_thread() -> usize {
 /// Loom runs every model thread on one OS thread: use the address of a
 /// loom thread-local instead.
 #[cfg(rseq_alloc_loom)]
-fn current_thread() -> usize {
+pub(crate) fn current_thread() -> usize {
     loom::thread_local! {
-        static MARK: u8 = 0;
+        static MARK: u64 = 0;
     }
-    MARK.with(|mark| mark as *const u8 as usize)
+    MARK.with(|mark| mark as *const u64 as usize)
+}
+
+/// Lets another thread run (a wait for a holder that may be preempted).
+#[cfg(not(rseq_alloc_loom))]
+pub(crate) fn yield_now() {
+    // SAFETY: sched_yield has no arguments and no preconditions.
+    let _ = unsafe { rseq_sys::syscall::syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
+}
+
+/// Lets another model thread run.
+#[cfg(rseq_alloc_loom)]
+pub(crate) fn yield_now() {
+    loom::thread::yield_now();
 }
 
 #[cfg(not(rseq_alloc_loom))]

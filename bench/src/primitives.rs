@@ -49,7 +49,7 @@ impl Primitives {
             let header_word = header_offset(0) / 8;
             // Headers are u32s inside the region; class 0's is the low half of word 1.
             region[header_word] = u64::from(header.pack());
-            region[0] = u64::from(STATE_OPEN);
+            region[0] = STATE_OPEN;
         }
         let mut nodes = vec![[0u64; 2]; 64 * ncpus as usize];
         let mut list_heads = vec![0u64; (ncpus as usize) << (STRIDE_SHIFT - 3)];

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! region(cpu) = base + (cpu << SHIFT)
-//! +0   u32 state              sections run only when it reads OPEN; otherwise
+//! +0   u64 state              sections run only when it reads OPEN; otherwise
 //!                             they bail out with Miss::Stopped
 //! +8   u32 header[class]      current (low 16 bits) | end (high 16 bits)
 //! ...  u64 slot[i]            at region + 8*i, i < 1 << (SHIFT - 3)
@@ -26,9 +26,13 @@
 //!
 //! The state word makes a fresh, zero-filled mapping safe: a region reads
 //! [`STATE_UNINIT`] until its owner has written the headers and sentinels and
-//! then stored [`STATE_OPEN`]. A remote operation (drain, resize) stores
-//! [`STATE_BUSY`] and fences the CPU before touching the region; without rseq,
-//! the same word is a try-lock taken by compare-and-swap from OPEN to BUSY.
+//! then stored [`STATE_OPEN`]. Any other value means busy, and which one is
+//! the owner's choice: a remote operation (drain, resize) stores one and
+//! fences the CPU before touching the region; without rseq, the same word is
+//! a try-lock taken by compare-and-swap from OPEN. The word is 64 bits wide
+//! so that a busy value can name its holder exactly (the allocator stores
+//! the holder's thread pointer: a fork handler must know whether its own
+//! thread holds a region).
 //!
 //! The sections write only `slot[current]` (push, speculatively) and a
 //! header (the commit: the whole word, with `end` unchanged). They never
@@ -68,11 +72,12 @@ impl Slabs {
 /// Byte offset of the `state` word in each CPU's region.
 pub const STATE_OFFSET: usize = 0;
 /// `state`: never initialised (a fresh mapping reads this).
-pub const STATE_UNINIT: u32 = 0;
+pub const STATE_UNINIT: u64 = 0;
 /// `state`: sections may run.
-pub const STATE_OPEN: u32 = 1;
-/// `state`: a remote operation or a fallback-path thread owns the region.
-pub const STATE_BUSY: u32 = 2;
+pub const STATE_OPEN: u64 = 1;
+/// `state`: a busy value for an owner that needs no other (every value but
+/// [`STATE_UNINIT`] and [`STATE_OPEN`] is busy).
+pub const STATE_BUSY: u64 = 2;
 /// Byte offset of the first class header in each CPU's region.
 pub const HEADERS_OFFSET: usize = 8;
 /// Bytes per slot.

@@ -122,6 +122,13 @@ pub fn fork_and_check(what: &str, work: impl FnOnce() -> bool + std::panic::Unwi
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        // libtest captures this thread's output, and the child's copy of
+        // the capture is never printed: report a panic on file 2 itself.
+        std::panic::set_hook(Box::new(|info| {
+            let message = format!("fork child: {info}\n");
+            // SAFETY: writing a live buffer to file descriptor 2.
+            unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+        }));
         let ok = std::panic::catch_unwind(work).unwrap_or(false);
         // SAFETY: leaving the child at once, without running the parent's exit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };

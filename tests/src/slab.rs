@@ -114,9 +114,9 @@ impl<I: CpuIndex> TestSlab<I> {
         unsafe { &*self.region(cpu).add(header_offset(class)).cast::<AtomicU32>() }
     }
 
-    fn state(&self, cpu: u32) -> &AtomicU32 {
-        // SAFETY: the state word starts the region.
-        unsafe { &*self.region(cpu).cast::<AtomicU32>() }
+    fn state(&self, cpu: u32) -> &AtomicU64 {
+        // SAFETY: the state word starts the region, which is page-aligned.
+        unsafe { &*self.region(cpu).cast::<AtomicU64>() }
     }
 
     fn slot(&self, cpu: u32, index: usize) -> &AtomicU64 {

@@ -11,8 +11,10 @@
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use rseq_alloc::model::{Geometry, Lock, RegionStore, drain, pop, push, release, try_hold, with_region};
+use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use rseq_alloc::model::{
+    Geometry, Lock, RegionStore, drain, hold_for_fork, pop, push, release, release_after_fork, try_hold, with_region,
+};
 
 /// One class (1) of two slots, dormant at first: its sentinel, in slot 2,
 /// is the one dormant classes share.
@@ -23,7 +25,8 @@ const SLOTS: usize = 5;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.
 struct ModelRegion {
-    state: AtomicU32,
+    state: AtomicU64,
+    openings: Lock,
     headers: [AtomicU32; 2],
     slots: [AtomicUsize; SLOTS],
 }
@@ -31,7 +34,8 @@ struct ModelRegion {
 impl ModelRegion {
     fn new() -> ModelRegion {
         ModelRegion {
-            state: AtomicU32::new(0),
+            state: AtomicU64::new(0),
+            openings: Lock::new(),
             headers: [AtomicU32::new(0), AtomicU32::new(0)],
             slots: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
@@ -51,8 +55,12 @@ impl ModelRegion {
 }
 
 impl RegionStore for ModelRegion {
-    fn state(&self) -> &AtomicU32 {
+    fn state(&self) -> &AtomicU64 {
         &self.state
+    }
+
+    fn openings(&self) -> &Lock {
+        &self.openings
     }
 
     fn header(&self, class: usize) -> &AtomicU32 {
@@ -176,6 +184,57 @@ fn drain_from_another_thread_conserves_objects() {
         all.extend(central.drain());
         all.sort_unstable();
         assert_eq!(all, vec![16, 32, 48], "objects lost or duplicated (drained {drained:?})");
+    });
+}
+
+/// The fork prepare handler (the openings lock, then `hold_for_fork`)
+/// against a worker that opens the region (it starts never initialised),
+/// pushes and pops through it: once `hold_for_fork` returns, no one else is
+/// inside the region (a child copied then inherits it whole), which is
+/// either still never initialised and untouched (the worker's opening waits
+/// for the lock) or held by the handler alone until `release_after_fork`.
+/// Every object comes out exactly once.
+#[test]
+fn fork_handler_holds_a_region_no_one_else_is_inside() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let region = Arc::new(ModelRegion::new());
+        let central = Arc::new(Central { lock: Lock::new(), items: UnsafeCell::new(vec![16]) });
+        let worker = {
+            let (region, central) = (region.clone(), central.clone());
+            loom::thread::spawn(move || {
+                let item = central.take().unwrap();
+                let pushed = with_region(1, 0, |_| &*region, GEOMETRY, |r| push(r, GEOMETRY, 1, item));
+                if pushed != Some(true) {
+                    central.give(item);
+                }
+                let popped = with_region(1, 0, |_| &*region, GEOMETRY, |r| pop(r, 1)).flatten();
+                if let Some(item) = popped {
+                    central.give(item);
+                }
+            })
+        };
+        let openings = region.openings.lock();
+        hold_for_fork(&*region, true);
+        // What a child would inherit: a copy taken now, with the worker
+        // (which it does not have) wherever it was. Nothing may change it
+        // while the handler holds the region, whatever the worker does.
+        let snapshot = || (region.state.load(Ordering::Relaxed), region.headers[1].load(Ordering::Relaxed));
+        let (held, header) = snapshot();
+        match held {
+            0 => assert_eq!(header, 0, "a region opened while the openings lock was held"),
+            2 => {}
+            other => panic!("the fork handler returned with the region in state {other}"),
+        }
+        loom::thread::yield_now();
+        assert_eq!(snapshot(), (held, header), "someone was still inside the region");
+        release_after_fork(&*region);
+        drop(openings);
+        worker.join().unwrap();
+        let mut all: Vec<usize> = region.items();
+        all.extend(central.drain());
+        assert_eq!(all, vec![16], "objects lost or duplicated");
     });
 }
 

@@ -631,6 +631,27 @@ fn a_fresh_zeroed_slab_is_closed_to_every_section() {
     assert!(region.iter().all(|&w| w == 0), "a closed region must not be written");
 }
 
+/// The state word is 64 bits and sections compare all of it: a busy value
+/// whose low half reads OPEN (a holder's identity may look so) is closed.
+#[test]
+fn a_state_open_only_in_its_low_half_is_closed_to_every_section() {
+    if !register() {
+        return;
+    }
+    const SHIFT: u32 = 12;
+    let ncpus = rseq_sys::possible_cpus();
+    let mut region = vec![0u64; (ncpus as usize) << (SHIFT - 3)];
+    let busy = 1 << 32 | rseq_sys::slab_layout::STATE_OPEN;
+    for state in region.iter_mut().step_by(1 << (SHIFT - 3)) {
+        *state = busy;
+    }
+    let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), region.as_mut_ptr().cast(), ncpus);
+    // SAFETY: the region covers every CPU; with a busy state no section reads past the state word.
+    unsafe { assert_every_section_misses::<SHIFT>(&at, Miss::Stopped) };
+    let written = region.iter().enumerate().any(|(i, &w)| w != if i % (1 << (SHIFT - 3)) == 0 { busy } else { 0 });
+    assert!(!written, "a closed region must not be written");
+}
+
 #[test]
 fn a_cpu_index_past_the_regions_is_no_cpu_for_every_section() {
     if !register() {
@@ -639,7 +660,7 @@ fn a_cpu_index_past_the_regions_is_no_cpu_for_every_section() {
     const SHIFT: u32 = 12;
     // An open region, but a count that leaves this CPU (every CPU) out.
     let mut region = vec![0u64; 1 << (SHIFT - 3)];
-    region[0] = u64::from(rseq_sys::slab_layout::STATE_OPEN);
+    region[0] = rseq_sys::slab_layout::STATE_OPEN;
     let at = rseq_sys::slab_layout::Slabs::new(rseq_sys::area_offset().unwrap(), region.as_mut_ptr().cast(), 0);
     // SAFETY: with a count of 0 every section leaves before it reads a region.
     unsafe { assert_every_section_misses::<SHIFT>(&at, Miss::NoCpu) };

@@ -207,7 +207,7 @@ macro_rules! cs_slab_begin {
             "\n",
             "shl {base}, {shift}\n",
             "add {base}, qword ptr [{slabs} + {slabs_base}]\n",
-            "cmp dword ptr [{base}], 1\n",
+            "cmp qword ptr [{base}], 1\n",
             "jne ",
             $stopped,
             "\n",
