@@ -4,7 +4,7 @@
 //! and both sides release them after:
 //!
 //! 1. the openings lock, so that no region is opened from here on;
-//! 2. every per-CPU region, waiting for any another thread holds (a
+//! 2. every per-CPU region, waiting for any that another thread holds (a
 //!    fallback-mode thread at work in it, a drain, an opening): a region
 //!    held by a thread the child does not have would stay closed in the
 //!    child, with its cached objects, for good (`fallback::hold_for_fork`);
