@@ -7,7 +7,9 @@
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
 //! - a class whose misses turn (a refill after a run of drains, or a drain
 //!   after a run of refills) grows by as many batches as that run had
-//!   misses, if the turn before came within [`GROW_WINDOW_NS`], up to
+//!   misses, if the turn before came within [`GROW_WINDOW_US`] and the
+//!   thread that turned is the one that missed before (a turn between two
+//!   threads is two flows meeting on one CPU, no swing), up to
 //!   [`max`] and within [`CPU_BUDGET`]: the cache swings between
 //!   allocating and freeing, and fell short by about that much. A run too
 //!   long for even [`max`] to absorb is no swing but a flow (a producer's
@@ -50,7 +52,7 @@ pub(crate) const SHRINK_AT: u32 = 4;
 /// within this long (1 ms: the swings cost at least two batch moves a
 /// millisecond, some 0.1% of a CPU's time), so that one that swings a few
 /// times a second loses nothing worth the memory.
-pub(crate) const GROW_WINDOW_NS: u64 = 1_000_000;
+pub(crate) const GROW_WINDOW_US: u32 = 1_000;
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
 /// where it otherwise only frees).

@@ -716,8 +716,11 @@ struct ClassState {
     last_header: AtomicU32,
     /// The class's current run of misses the same way ([`step_run`]).
     run: AtomicU32,
-    /// When the class last turned while it could grow (ns).
-    last_turn: AtomicU64,
+    /// The thread of the class's last miss ([`thread_tag`]).
+    last_thread: AtomicU32,
+    /// When the class last turned while it could grow (µs, wrapping: only
+    /// differences below [`capacity::GROW_WINDOW_US`] matter).
+    last_turn: AtomicU32,
 }
 
 /// What the upkeep keeps of one CPU: its region's fingerprint at the last
@@ -799,17 +802,31 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     }
     let (run, turn) = step_run(state.run.load(Ordering::Relaxed), flow);
     state.run.store(run, Ordering::Relaxed);
+    // A swing is one thread's: a turn by another thread than the miss
+    // before it is two flows meeting on this CPU (a producer refilling
+    // after its consumer drained), which more room would only fill.
+    let me = thread_tag();
+    let same_thread = state.last_thread.swap(me, Ordering::Relaxed) == me;
+    let turn = turn.filter(|_| same_thread);
     match capacity::on_miss(class, refills, drains, turn) {
         // A class already as large as it may be does not read the clock,
         // a system call.
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
         Resize::Grow(objects) => {
-            let now = os::precise_ns();
+            let now = (os::precise_ns() / 1000) as u32;
             let last = state.last_turn.swap(now, Ordering::Relaxed);
-            if now.saturating_sub(last) < capacity::GROW_WINDOW_NS { Resize::Grow(objects) } else { Resize::Keep }
+            if now.wrapping_sub(last) < capacity::GROW_WINDOW_US { Resize::Grow(objects) } else { Resize::Keep }
         }
         resize => resize,
     }
+}
+
+/// The calling thread, as a class's state records it: the low half of its
+/// thread pointer (two live threads share it only if their thread control
+/// blocks are a multiple of 4 GiB apart, and then a turn between them
+/// merely counts as a swing).
+fn thread_tag() -> u32 {
+    crate::sync::current_thread() as u32
 }
 
 /// Whether `class` on `cpu` has less than the largest capacity it may have

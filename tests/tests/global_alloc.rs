@@ -1081,6 +1081,60 @@ fn capacity_child() {
     }
 }
 
+/// Adaptive capacity, the other way: the same bursts, allocated by one
+/// thread and freed by another on the same CPU (a producer and its
+/// consumer), turn the class's misses as often, but a turn between two
+/// threads is two flows meeting, no swing: the class keeps the capacity it
+/// woke with. In a child on one CPU, as above.
+#[test]
+fn suite_capacity_stays_for_bursts_handed_between_threads() {
+    modes::child_passes_on_one_cpu(
+        "capacity_handoff_child",
+        &[("RSEQ_TEST_CAPACITY_HANDOFF_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")],
+    );
+}
+
+#[test]
+fn capacity_handoff_child() {
+    if std::env::var_os("RSEQ_TEST_CAPACITY_HANDOFF_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let layout = Layout::from_size_align(96, 8).unwrap();
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    let class_stats = || rseq_alloc::stats().classes[class];
+    // SAFETY: valid layout; the block is freed with it.
+    unsafe { RseqAlloc.dealloc(RseqAlloc.alloc(layout), layout) };
+    let (home, before) = (class_stats().cpu_capacity, class_stats());
+    let (to_consumer, bursts) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (to_producer, consumed) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for blocks in bursts {
+                // SAFETY: each block was allocated with `layout`, and is freed once.
+                blocks.into_iter().for_each(|p| unsafe { RseqAlloc.dealloc(p as *mut u8, layout) });
+                to_producer.send(()).unwrap();
+            }
+        });
+        scope.spawn(move || {
+            for _ in 0..11 {
+                // SAFETY: valid layout; the consumer frees every block with it.
+                let blocks: Vec<usize> = (0..900).map(|_| unsafe { RseqAlloc.alloc(layout) } as usize).collect();
+                to_consumer.send(blocks).unwrap();
+                consumed.recv().unwrap();
+            }
+        });
+    });
+    let after = class_stats();
+    let (refills, drains) = (after.alloc_misses - before.alloc_misses, after.free_misses - before.free_misses);
+    eprintln!(
+        "capacity_handoff_child: {refills} refills and {drains} drains in 11 bursts; capacity {home} -> {}",
+        after.cpu_capacity
+    );
+    assert!(refills >= 11 && drains >= 11, "the bursts did not turn the class's misses");
+    assert_eq!(after.cpu_capacity, home, "bursts handed between threads grew the class");
+}
+
 /// Refills draw from fuller spans first: of four spans, two nearly empty
 /// and two nearly full (their frees reaching the central lists in the order
 /// full, full, empty, empty), new objects come from the nearly full ones,
