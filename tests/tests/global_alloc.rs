@@ -1027,14 +1027,20 @@ fn suite_capacity_grows_for_a_class_that_keeps_missing() {
     );
 }
 
+/// The class the capacity children watch (96 B): its layout and its index
+/// in the statistics.
+fn watched_class() -> (Layout, usize) {
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    (Layout::from_size_align(96, 8).unwrap(), class)
+}
+
 #[test]
 fn capacity_child() {
     if std::env::var_os("RSEQ_TEST_CAPACITY_CHILD").is_none() {
         return;
     }
     stress::pin_to_current_cpu().expect("pin to the current CPU");
-    let layout = Layout::from_size_align(96, 8).unwrap();
-    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    let (layout, class) = watched_class();
     let class_stats = || rseq_alloc::stats().classes[class];
     // One burst: 900 blocks allocated, then all freed (the cache starts with room for 128, and may grow to 1024).
     let burst = || {
@@ -1100,8 +1106,7 @@ fn capacity_handoff_child() {
         return;
     }
     stress::pin_to_current_cpu().expect("pin to the current CPU");
-    let layout = Layout::from_size_align(96, 8).unwrap();
-    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    let (layout, class) = watched_class();
     let class_stats = || rseq_alloc::stats().classes[class];
     // SAFETY: valid layout; the block is freed with it.
     unsafe { RseqAlloc.dealloc(RseqAlloc.alloc(layout), layout) };
