@@ -806,7 +806,8 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     // before it is two flows meeting on this CPU (a producer refilling
     // after its consumer drained), which more room would only fill.
     let me = thread_tag();
-    let same_thread = state.last_thread.swap(me, Ordering::Relaxed) == me;
+    let same_thread = state.last_thread.load(Ordering::Relaxed) == me;
+    state.last_thread.store(me, Ordering::Relaxed);
     let turn = turn.filter(|_| same_thread);
     match capacity::on_miss(class, refills, drains, turn) {
         // A class already as large as it may be does not read the clock,

@@ -73,19 +73,37 @@ pub fn raw_thread<F: FnOnce() -> T + Send, T: Send>(work: F) -> T {
 /// Runs `command` with `stdin` as its input (none: `/dev/null`) and collects
 /// its output, killing it if it is still running after `limit`; true beside
 /// the output if it had to be killed. The output read until then comes back
-/// either way: what a hung run printed is what says where it hung.
+/// either way: what a hung run printed is what says where it hung (a
+/// process it started may keep the pipes open after the kill, so the
+/// readers get a second to finish, and what they have read is taken as it is).
 pub fn output_within(
     command: &mut std::process::Command,
     stdin: Option<&[u8]>,
     limit: std::time::Duration,
 ) -> (std::process::Output, bool) {
     use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
     let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (thread, bytes)
+    };
+    let collect = |(thread, bytes): (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u8>>>), hung: bool| {
+        if hung {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        } else {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *bytes.lock().unwrap())
     };
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -110,7 +128,7 @@ pub fn output_within(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let output = std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    let output = std::process::Output { status, stdout: collect(stdout, hung), stderr: collect(stderr, hung) };
     (output, hung)
 }
 
@@ -137,4 +155,18 @@ pub fn fork_and_check(what: &str, work: impl FnOnce() -> bool + std::panic::Unwi
     // SAFETY: our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what}: child status {status:#x}");
+}
+
+#[cfg(test)]
+mod tests {
+    /// A run killed at its limit still comes back, with what it printed,
+    /// even when a process it started keeps its pipes open.
+    #[test]
+    fn a_hung_run_returns_with_its_output() {
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", "sleep 60 & echo started; exec sleep 60"]);
+        let (output, hung) = super::output_within(&mut command, None, std::time::Duration::from_millis(300));
+        assert!(hung, "the run was not killed");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "started\n");
+    }
 }
