@@ -33,6 +33,12 @@ pub fn expected() -> Option<Expected> {
     }
 }
 
+/// Whether this process runs under valgrind (its preload is in the
+/// environment valgrind gives the program).
+pub fn under_valgrind() -> bool {
+    std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload"))
+}
+
 /// Whether valgrind is installed.
 pub fn have_valgrind() -> bool {
     Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success())
