@@ -809,7 +809,8 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let same_thread = state.last_thread.load(Ordering::Relaxed) == me;
     state.last_thread.store(me, Ordering::Relaxed);
     let turn = turn.filter(|_| same_thread);
-    match capacity::on_miss(class, refills, drains, turn) {
+    let moved = if turn.is_some() { refill_batch(Some(cpu), class) } else { 0 };
+    match capacity::on_miss(class, refills, drains, turn, moved) {
         // A class already as large as it may be does not read the clock,
         // a system call.
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
@@ -861,7 +862,10 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
         Resize::Shrink => (begin + capacity::min(class) as u16).max(header.current),
         Resize::Grow(objects) => {
             let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
-            let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
+            // A class that swings is no flow: its first turn gives it
+            // its home's room at once (`capacity::home`).
+            let wanted = (capacity + objects).max(capacity::home(class));
+            let grown = wanted.min(capacity + room_in_budget).min(LAYOUT.reserved[class] as usize);
             if grown <= capacity {
                 return None;
             }
@@ -974,7 +978,7 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
             }
             CENTRAL.give(class, &moved[..n]);
         }
-        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.initial[class] {
+        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.home_room[class] {
             // Small enough for its home again.
             move_stack(region, class, LAYOUT.home[class], capacity);
         } else {
