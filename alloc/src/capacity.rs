@@ -6,12 +6,11 @@
 //! the cache empty) and drains (frees that found it full), halving both at
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
 //! - a class whose misses turn (a refill after a run of drains, or a drain
-//!   after a run of refills) grows by as many objects as that run's
-//!   misses moved, and to [`home`] at least, if the turn before came
-//!   within [`GROW_WINDOW_US`] and the thread that turned is the one that
-//!   missed before (a turn between two threads is two flows meeting on
-//!   one CPU, no swing), up to [`max`] and within [`CPU_BUDGET`]: the
-//!   cache swings between
+//!   after a run of refills) grows by as many batches as that run had
+//!   misses, if the turn before came within [`GROW_WINDOW_US`] and the
+//!   thread that turned is the one that missed before (a turn between two
+//!   threads is two flows meeting on one CPU, no swing), up to
+//!   [`max`] and within [`CPU_BUDGET`]: the cache swings between
 //!   allocating and freeing, and fell short by about that much. A run too
 //!   long for even [`max`] to absorb is no swing but a flow (a producer's
 //!   objects freed here while its thread ran elsewhere, say), and grows
@@ -35,9 +34,7 @@
 //! So hot classes get room, cold ones give it back, and no CPU can hold
 //! more than the budget (plus what is in flight) in its cache. A class
 //! never used on a CPU stays dormant there (capacity 0, no slots touched)
-//! until its first miss wakes it with [`initial`], a flow's capacity: a
-//! class starts as if its objects only passed through, and earns room by
-//! swinging.
+//! until its first miss wakes it with [`initial`].
 
 use crate::size_class::{CLASSES, SIZES};
 
@@ -89,30 +86,25 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
     table
 }
 
-const HOME: [u16; CLASSES + 1] = table(16 * 1024, 8, [128; CLASSES + 1]);
+const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [128; CLASSES + 1]);
 const MAX: [u16; CLASSES + 1] = table(128 * 1024, 16, [1024; CLASSES + 1]);
 const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
-const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, [FLOW_OBJECTS; CLASSES + 1]);
-/// Most objects a flow's cache holds ([`min`]).
-const FLOW_OBJECTS: usize = 9;
+const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, {
+    let mut high = [0; CLASSES + 1];
+    let mut class = 1;
+    while class <= CLASSES {
+        high[class] = BATCH[class] as usize + 1;
+        class += 1;
+    }
+    high
+});
 
-/// Capacity a class wakes with: [`min`], a flow's. Every cache that sees
-/// only a flow (objects freed on one CPU and allocated on another, as a
-/// producer's and its consumer's) fills to its capacity before a miss can
-/// tell, and the peak of a program is reached then: in `prodcons` the
-/// 18 classes woke with 16 KiB worth each, and the peak came down by
-/// 150 KiB (7%) when they woke with this. A class that swings gets
-/// [`home`] at its first turn ([`on_miss`]).
+/// Capacity a class wakes with: 16 KiB worth, 8 to 128 objects. Small,
+/// because a class whose objects only flow through a CPU (freed there,
+/// allocated elsewhere) fills its cache to the brim before anything can
+/// tell; a class that needs more grows at its misses ([`on_miss`]).
 pub(crate) const fn initial(class: usize) -> usize {
-    MIN[class] as usize
-}
-
-/// Slots at a class's home (`class_slots`), and the capacity a class that
-/// swings grows to at once: 16 KiB worth, 8 to 128 objects, room for a
-/// random walk of allocations and frees to stay inside for thousands of
-/// steps (`larson`'s classes settle there), in a zone all classes share.
-pub(crate) const fn home(class: usize) -> usize {
-    HOME[class] as usize
+    INITIAL[class] as usize
 }
 
 /// Slots reserved per class: 128 KiB worth, 16 to 1024 objects.
@@ -126,9 +118,8 @@ pub(crate) const fn batch(class: usize) -> usize {
     BATCH[class] as usize
 }
 
-/// Smallest capacity, a flow's: 8 KiB worth, 2 to [`FLOW_OBJECTS`]. A
-/// flow's cache only passes objects on, so its room is memory held for
-/// nothing; a drain moves it all in one batch, and a refill half of it.
+/// Smallest capacity: 8 KiB worth, at least 2 objects and at most a batch
+/// and one (a refill or drain moves fewer when the capacity is small).
 pub(crate) const fn min(class: usize) -> usize {
     MIN[class] as usize
 }
@@ -163,10 +154,8 @@ pub(crate) enum Resize {
 /// The slow path's decision after a miss of `class`, from its refills and
 /// drains on this CPU (decayed counts, this miss included) and, if the
 /// miss went the other way from the one before it there, how many misses
-/// that way came in a row before it (`turn`), each of which moved about
-/// `moved` objects (a batch, or half the capacity while that is smaller:
-/// the run's objects are what the cache fell short by).
-pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, turn: Option<u32>, moved: usize) -> Resize {
+/// that way came in a row before it (`turn`).
+pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, turn: Option<u32>) -> Resize {
     if drains >= SHRINK_AT && drains >= ONE_WAY * refills {
         return Resize::Shrink;
     }
@@ -174,7 +163,7 @@ pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, turn: Optio
         return Resize::Keep;
     }
     match turn {
-        Some(run) if run as usize * moved <= max(class) => Resize::Grow(run as usize * moved),
+        Some(run) if run as usize * batch(class) <= max(class) => Resize::Grow(run as usize * batch(class)),
         _ => Resize::Keep,
     }
 }
@@ -218,7 +207,7 @@ mod tests {
     #[test]
     fn bounds_are_ordered() {
         for c in 1..=CLASSES {
-            assert!(min(c) <= initial(c) && initial(c) <= home(c) && home(c) <= max(c), "class {c}");
+            assert!(min(c) <= initial(c) && initial(c) <= max(c), "class {c}");
             assert!(batch(c) >= 1 && min(c) >= 2 && min(c) <= batch(c) + 1);
         }
     }
@@ -241,20 +230,16 @@ mod tests {
     #[test]
     fn swings_grow_flows_do_not_and_one_way_out_shrinks() {
         let c = 5;
-        let b = batch(c);
-        assert_eq!(on_miss(c, SHRINK_AT, 0, None, b), Resize::Keep, "only underflows");
-        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(1), b), Resize::Keep, "mostly underflows, even at a turn");
-        assert_eq!(on_miss(c, 0, SHRINK_AT - 1, None, b), Resize::Keep);
-        assert_eq!(on_miss(c, 0, SHRINK_AT, None, b), Resize::Shrink, "only overflows");
-        assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1), b), Resize::Shrink, "mostly overflows, even at a turn");
-        assert_eq!(on_miss(c, 20, 20, None, b), Resize::Keep, "both ways, but no turn now");
-        assert_eq!(on_miss(c, 2, 2, Some(1), b), Resize::Grow(b), "a turn after one miss");
-        assert_eq!(on_miss(c, 9, 9, Some(3), b), Resize::Grow(3 * b), "by the run before the turn");
-        let too_long = (max(c) / b + 1) as u32;
-        assert_eq!(on_miss(c, 500, 500, Some(too_long), b), Resize::Keep, "a run no capacity absorbs is a flow");
-        // While the capacity is small, each miss moves less, and the run
-        // counts for what it moved.
-        assert_eq!(on_miss(c, 500, 500, Some(too_long), 4), Resize::Grow(too_long as usize * 4));
+        assert_eq!(on_miss(c, SHRINK_AT, 0, None), Resize::Keep, "only underflows");
+        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(1)), Resize::Keep, "mostly underflows, even at a turn");
+        assert_eq!(on_miss(c, 0, SHRINK_AT - 1, None), Resize::Keep);
+        assert_eq!(on_miss(c, 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
+        assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
+        assert_eq!(on_miss(c, 20, 20, None), Resize::Keep, "both ways, but no turn now");
+        assert_eq!(on_miss(c, 2, 2, Some(1)), Resize::Grow(batch(c)), "a turn after one miss");
+        assert_eq!(on_miss(c, 9, 9, Some(3)), Resize::Grow(3 * batch(c)), "by the run before the turn");
+        let too_long = (max(c) / batch(c) + 1) as u32;
+        assert_eq!(on_miss(c, 500, 500, Some(too_long)), Resize::Keep, "a run no capacity absorbs is a flow");
     }
 
     #[test]

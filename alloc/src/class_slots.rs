@@ -1,7 +1,7 @@
 //! Where each class's stack lives in a per-CPU region (slot numbers as in
 //! `rseq_sys::slab_layout`).
 //!
-//! A class wakes at its *home*: [`capacity::home`] slots in a zone
+//! A class wakes at its *home*: [`capacity::initial`] slots in a zone
 //! packed right after the headers, so that the classes a CPU uses share a
 //! few pages (sixteen classes of a small program touch 4 pages there, where
 //! a range of their own each touched 16). A class that grows past its home
@@ -24,10 +24,8 @@ use crate::size_class::CLASSES;
 pub(crate) struct Layout {
     /// First slot of each class's home (its sentinel is the slot below).
     pub(crate) home: [u16; CLASSES + 1],
-    /// Capacity of each class when it wakes, or comes home ([`capacity::initial`]).
+    /// Slots of each class's home.
     pub(crate) initial: [u16; CLASSES + 1],
-    /// Slots of each class's home ([`capacity::home`]).
-    pub(crate) home_room: [u16; CLASSES + 1],
     /// First slot of each class's growth range (its sentinel is the slot below).
     pub(crate) begin: [u16; CLASSES + 1],
     /// Slots of each class's growth range.
@@ -46,7 +44,6 @@ const fn build(region_slots: usize) -> Layout {
     let mut layout = Layout {
         home: [0; CLASSES + 1],
         initial: [0; CLASSES + 1],
-        home_room: [0; CLASSES + 1],
         begin: [0; CLASSES + 1],
         reserved: [0; CLASSES + 1],
         home_end: 0,
@@ -61,8 +58,7 @@ const fn build(region_slots: usize) -> Layout {
     while class <= CLASSES {
         layout.home[class] = slot as u16;
         layout.initial[class] = capacity::initial(class) as u16;
-        layout.home_room[class] = capacity::home(class) as u16;
-        slot += capacity::home(class) + 1;
+        slot += capacity::initial(class) + 1;
         class += 1;
     }
     layout.home_end = (slot - 1) as u16;
@@ -104,7 +100,7 @@ impl Layout {
 
     /// The most slots `class` may have where its stack starts at `begin`.
     pub(crate) fn room(&self, class: usize, begin: u16) -> u16 {
-        if self.is_home(class, begin) { self.home_room[class] } else { self.reserved[class] }
+        if self.is_home(class, begin) { self.initial[class] } else { self.reserved[class] }
     }
 
     /// The growth zone, in slots: what a region with every class at home
@@ -127,13 +123,13 @@ mod tests {
         let shared = first_free_slot(CLASSES + 1) as u16;
         assert_eq!(layout.home[1], shared + 1, "class 1's sentinel is the shared one");
         for class in 2..=CLASSES {
-            assert_eq!(layout.home[class], layout.home[class - 1] + layout.home_room[class - 1] + 1);
+            assert_eq!(layout.home[class], layout.home[class - 1] + layout.initial[class - 1] + 1);
             assert!(layout.begin[class] > layout.begin[class - 1] + layout.reserved[class - 1]);
         }
         assert!(layout.home_end < layout.growth_start && (layout.growth_start as usize).is_multiple_of(PAGE_SLOTS));
         for class in 1..=CLASSES {
             let (home, begin) = (layout.home[class], layout.begin[class]);
-            for (first, room) in [(home, layout.home_room[class]), (begin, layout.reserved[class])] {
+            for (first, room) in [(home, layout.initial[class]), (begin, layout.reserved[class])] {
                 for (current, end) in [(first, first), (first, first + room), (first + room / 2, first + room)] {
                     let header = Header { current, end };
                     assert_eq!(layout.stack_begin(class, header), Some(first), "class {class}, {header:?}");
@@ -147,7 +143,7 @@ mod tests {
             }
         }
         // Sixteen classes of up to 256 bytes wake within 4 pages of the headers.
-        let woken = layout.home[16] as usize + layout.home_room[16] as usize;
+        let woken = layout.home[16] as usize + layout.initial[16] as usize;
         assert!(woken <= 4 * PAGE_SLOTS, "{woken} slots");
     }
 }

@@ -754,17 +754,13 @@ fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
     upkeep_state(cpu).map(|state| &state.classes[class])
 }
 
-/// Objects a refill of `class` on `cpu` takes: a batch, or less while the
-/// class's capacity is smaller: all of it in a run of refills (a cache
-/// emptied one way, as a producer's is, needs no room for frees, and each
-/// refill is a trip to the central list: `prodcons` ran 8% faster so),
-/// else half of it. A read of the header and the run that may be stale:
-/// it only sizes the batch.
+/// Objects a refill of `class` on `cpu` takes: a batch, or half the
+/// class's current capacity if that is less (a read of the header that may
+/// be stale: it only sizes the batch).
 fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
     let Some(cpu) = cpu.filter(|&c| c < FAST.slabs.count.load(Ordering::Relaxed)) else { return batch(class) };
     let (_, capacity) = fill(class, header(region(cpu), class).load(Ordering::Relaxed));
-    let refilling = class_state(cpu, class).is_some_and(|state| in_refill_run(state.run.load(Ordering::Relaxed)));
-    batch(class).min(if refilling { capacity } else { capacity / 2 }).max(1)
+    batch(class).min(capacity / 2).max(1)
 }
 
 /// Which way a miss went.
@@ -789,21 +785,9 @@ fn decay(counter: &AtomicU32) -> u32 {
 /// above. Returns the word after a miss going `flow`, and, if that miss
 /// turned, the length of the run it ended.
 fn step_run(run: u32, flow: Flow) -> (u32, Option<u32>) {
-    if run & RUN_WAY == flow as u32 {
-        (run + RUN_ONE, None)
-    } else {
-        (flow as u32 | RUN_ONE, (run != 0).then_some(run / RUN_ONE))
-    }
-}
-
-/// The way bits of a run word ([`step_run`]).
-const RUN_WAY: u32 = 3;
-/// One miss in a run word.
-const RUN_ONE: u32 = 1 << 2;
-
-/// Whether a run word is two refills in a row or more.
-fn in_refill_run(run: u32) -> bool {
-    run & RUN_WAY == Flow::Refill as u32 && run / RUN_ONE >= 2
+    const WAY: u32 = 3;
+    const ONE: u32 = 1 << 2;
+    if run & WAY == flow as u32 { (run + ONE, None) } else { (flow as u32 | ONE, (run != 0).then_some(run / ONE)) }
 }
 
 /// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
@@ -825,8 +809,7 @@ fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let same_thread = state.last_thread.load(Ordering::Relaxed) == me;
     state.last_thread.store(me, Ordering::Relaxed);
     let turn = turn.filter(|_| same_thread);
-    let moved = if turn.is_some() { refill_batch(Some(cpu), class) } else { 0 };
-    match capacity::on_miss(class, refills, drains, turn, moved) {
+    match capacity::on_miss(class, refills, drains, turn) {
         // A class already as large as it may be does not read the clock,
         // a system call.
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
@@ -878,10 +861,7 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
         Resize::Shrink => (begin + capacity::min(class) as u16).max(header.current),
         Resize::Grow(objects) => {
             let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
-            // A class that swings is no flow: its first turn gives it
-            // its home's room at once (`capacity::home`).
-            let wanted = (capacity + objects).max(capacity::home(class));
-            let grown = wanted.min(capacity + room_in_budget).min(LAYOUT.reserved[class] as usize);
+            let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
             if grown <= capacity {
                 return None;
             }
@@ -994,7 +974,7 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
             }
             CENTRAL.give(class, &moved[..n]);
         }
-        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.home_room[class] {
+        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.initial[class] {
             // Small enough for its home again.
             move_stack(region, class, LAYOUT.home[class], capacity);
         } else {
@@ -1155,9 +1135,6 @@ mod tests {
         }
         assert_eq!(turns, [3, 2], "the first miss turns nothing");
         assert_eq!(step_run(run, Flow::Refill), (Flow::Refill as u32 | 2 << 2, None));
-        assert!(!in_refill_run(run), "one refill after drains is no run yet");
-        assert!(in_refill_run(step_run(run, Flow::Refill).0));
-        assert!(!in_refill_run(step_run(step_run(0, Flow::Drain).0, Flow::Drain).0), "drains");
     }
 
     /// A miss reads the header of the CPU it then runs on, which may be a

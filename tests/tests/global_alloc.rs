@@ -1042,7 +1042,7 @@ fn capacity_child() {
     stress::pin_to_current_cpu().expect("pin to the current CPU");
     let (layout, class) = watched_class();
     let class_stats = || rseq_alloc::stats().classes[class];
-    // One burst: 900 blocks allocated, then all freed (the cache wakes with room for 9, a flow's, and may grow to 1024).
+    // One burst: 900 blocks allocated, then all freed (the cache starts with room for 128, and may grow to 1024).
     let burst = || {
         let before = class_stats().free_misses;
         // SAFETY: valid layout; every block freed with it.
