@@ -52,6 +52,19 @@ struct ListInner {
 // SAFETY: `inner` and the spans it reaches are only touched with `lock` held.
 unsafe impl Sync for ClassList {}
 
+impl ClassList {
+    /// Whether any object ever came back to this list. Only `give` sets a
+    /// spare, and it counts the objects before it unlocks, so a list for
+    /// which this is false has no spare to age or release (a `give` that
+    /// races the check is one that came after it). Upkeep and trims skip
+    /// such lists without taking their locks: a lock taken is a line
+    /// written, and the lists of the classes a program never used would
+    /// otherwise be pages it keeps resident for nothing.
+    fn ever_given(&self) -> bool {
+        self.given.load(Ordering::Relaxed) != 0
+    }
+}
+
 /// All central lists.
 #[repr(C)]
 pub(crate) struct Central {
@@ -198,7 +211,7 @@ impl Central {
     /// period, and marks the others.
     pub(crate) fn age_spares(&self) {
         let mut released = 0;
-        for list in &self.lists[1..] {
+        for list in self.lists[1..].iter().filter(|l| l.ever_given()) {
             let _guard = list.lock.lock();
             // SAFETY: the lock is held.
             let inner = unsafe { &mut *list.inner.get() };
@@ -220,7 +233,7 @@ impl Central {
     /// returns the bytes of free objects that left the lists.
     pub(crate) fn release_spares(&self) -> usize {
         let mut released = 0;
-        for list in &self.lists[1..] {
+        for list in self.lists[1..].iter().filter(|l| l.ever_given()) {
             let _guard = list.lock.lock();
             // SAFETY: the lock is held.
             let inner = unsafe { &mut *list.inner.get() };
