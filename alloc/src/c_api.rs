@@ -262,7 +262,7 @@ pub fn mallinfo2() -> Mallinfo2 {
 
 /// `malloc_stats`: our summary on stderr.
 pub fn malloc_stats() {
-    let _ = crate::stats::print(&mut crate::stats::StderrWriter::new());
+    crate::stats::print();
 }
 
 /// `fork`, `daemon` and `forkpty`, as the preload library exports them: each

@@ -84,6 +84,8 @@ mod size_class;
 mod stats;
 mod sync;
 #[cfg(not(rseq_alloc_loom))]
+mod text;
+#[cfg(not(rseq_alloc_loom))]
 mod trim;
 #[cfg(not(rseq_alloc_loom))]
 mod upkeep;

@@ -6,13 +6,14 @@
 //! set: then every operation takes an instrumented path that also bumps a
 //! per-CPU counter, so the uninstrumented fast path costs nothing extra.
 
-use core::fmt::{self, Write};
+use core::fmt;
 
 use crate::central::CENTRAL;
 use crate::percpu;
 use crate::segment::PAGE_HEAP;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::Ordering;
+use crate::text::Line;
 
 /// How the allocator runs in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,17 +32,29 @@ pub enum Mode {
     CentralOnly,
 }
 
+impl Mode {
+    /// In words: the text, then why rseq is unavailable, for the fallback
+    /// it caused. What `Display` prints, for the summary, which is written
+    /// without `core::fmt` (see `text`).
+    fn reason(&self) -> (&'static str, Option<rseq_sys::Unavailable>) {
+        match *self {
+            Mode::Undecided => ("undecided (nothing allocated yet)", None),
+            Mode::RseqGlibcArea => ("rseq with glibc's area", None),
+            Mode::RseqOwnArea => ("rseq with our own area", None),
+            Mode::Fallback(why) => ("fallback (atomic compare-and-swap): ", Some(why)),
+            Mode::ForcedFallback => ("fallback (atomic compare-and-swap): forced by RSEQ_ALLOC_FORCE_FALLBACK", None),
+            Mode::CentralOnly => ("central lists only: per-CPU caches could not be mapped", None),
+        }
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Mode::Undecided => f.write_str("undecided (nothing allocated yet)"),
-            Mode::RseqGlibcArea => f.write_str("rseq with glibc's area"),
-            Mode::RseqOwnArea => f.write_str("rseq with our own area"),
-            Mode::Fallback(why) => write!(f, "fallback (atomic compare-and-swap): {why}"),
-            Mode::ForcedFallback => {
-                f.write_str("fallback (atomic compare-and-swap): forced by RSEQ_ALLOC_FORCE_FALLBACK")
-            }
-            Mode::CentralOnly => f.write_str("central lists only: per-CPU caches could not be mapped"),
+        let (text, why) = self.reason();
+        f.write_str(text)?;
+        match why {
+            Some(why) => write!(f, "{why}"),
+            None => Ok(()),
         }
     }
 }
@@ -192,95 +205,86 @@ fn process_resident_bytes() -> usize {
     pages * crate::os::OS_PAGE
 }
 
-/// A `fmt::Write` into a stack buffer, flushed to stderr when full or dropped.
-pub(crate) struct StderrWriter {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl StderrWriter {
-    pub(crate) fn new() -> StderrWriter {
-        StderrWriter { buf: [0; 512], len: 0 }
-    }
-
-    fn flush(&mut self) {
-        crate::os::write_stderr(&self.buf[..self.len]);
-        self.len = 0;
-    }
-}
-
-impl Write for StderrWriter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(self.buf.len()) {
-            if self.len + chunk.len() > self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for StderrWriter {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-/// Prints the summary: the mode first, then one line per class that saw traffic.
-pub(crate) fn print(out: &mut impl Write) -> fmt::Result {
+/// Prints the summary on stderr: the mode first, then one line per class
+/// that saw traffic.
+pub(crate) fn print() {
     let s = stats();
-    let hardened = if s.hardened { ", hardened (RSEQ_ALLOC_HARDENED)" } else { "" };
-    writeln!(out, "rseq-alloc: mode: {}{hardened}", s.mode)?;
-    writeln!(
-        out,
-        "rseq-alloc: rseq aborts {}, mapped {} KiB, process resident {} KiB, regions opened {}",
-        s.rseq_aborts,
-        s.mapped_bytes >> 10,
-        s.process_resident_bytes >> 10,
-        s.regions_opened
-    )?;
-    writeln!(
-        out,
-        "rseq-alloc: free: in CPU caches {} KiB, in central lists {} KiB, in free pages {} KiB, huge blocks cached {} KiB; given back {} KiB, objects drained {}, upkeeps {} (idle CPUs drained {}, caches re-sized {}), class stacks moved {}",
-        s.cpu_cached_bytes >> 10,
-        s.central_free_bytes >> 10,
-        s.free_page_bytes >> 10,
-        s.huge_cached_bytes >> 10,
-        s.released_bytes >> 10,
-        s.drained_objects,
-        s.upkeeps,
-        s.idle_drains,
-        s.rebalances,
-        s.stack_moves
-    )?;
-    writeln!(
-        out,
-        "rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given  cpu-capacity"
-    )?;
+    let mut line = Line::new();
+    let (mode, why) = s.mode.reason();
+    line.push(b"rseq-alloc: mode: ").push(mode.as_bytes());
+    if let Some((before, errno, after)) = why.map(|why| why.reason()) {
+        line.push(before.as_bytes());
+        if let Some(errno) = errno {
+            line.decimal(errno.unsigned_abs().into());
+        }
+        line.push(after.as_bytes());
+    }
+    if s.hardened {
+        line.push(b", hardened (RSEQ_ALLOC_HARDENED)");
+    }
+    line.write();
+    line.push(b"rseq-alloc: rseq aborts ")
+        .decimal(s.rseq_aborts)
+        .push(b", mapped ")
+        .decimal(kib(s.mapped_bytes))
+        .push(b" KiB, process resident ")
+        .decimal(kib(s.process_resident_bytes))
+        .push(b" KiB, regions opened ")
+        .decimal(s.regions_opened as u64)
+        .write();
+    line.push(b"rseq-alloc: free: in CPU caches ")
+        .decimal(kib(s.cpu_cached_bytes))
+        .push(b" KiB, in central lists ")
+        .decimal(kib(s.central_free_bytes))
+        .push(b" KiB, in free pages ")
+        .decimal(kib(s.free_page_bytes))
+        .push(b" KiB, huge blocks cached ")
+        .decimal(kib(s.huge_cached_bytes))
+        .push(b" KiB; given back ")
+        .decimal(kib(s.released_bytes))
+        .push(b" KiB, objects drained ")
+        .decimal(s.drained_objects)
+        .push(b", upkeeps ")
+        .decimal(s.upkeeps)
+        .push(b" (idle CPUs drained ")
+        .decimal(s.idle_drains)
+        .push(b", caches re-sized ")
+        .decimal(s.rebalances)
+        .push(b"), class stacks moved ")
+        .decimal(s.stack_moves)
+        .write();
+    line.push(
+        b"rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given  cpu-capacity",
+    )
+    .write();
     for (class, c) in s.classes.iter().enumerate().skip(1) {
         if c.central_taken + c.central_given + c.alloc_hits + c.free_hits == 0 {
             continue;
         }
-        writeln!(
-            out,
-            "rseq-alloc: {class:5} {:6} {:13} {:13} {:13} {:12} {:14} {:14} {:13}",
-            c.size,
-            c.alloc_hits,
-            c.alloc_misses,
-            c.free_hits,
-            c.free_misses,
-            c.central_taken,
-            c.central_given,
-            c.cpu_capacity
-        )?;
+        line.push(b"rseq-alloc: ").column(class as u64, 5);
+        let columns = [
+            (c.size as u64, 6),
+            (c.alloc_hits, 13),
+            (c.alloc_misses, 13),
+            (c.free_hits, 13),
+            (c.free_misses, 12),
+            (c.central_taken, 14),
+            (c.central_given, 14),
+            (c.cpu_capacity as u64, 13),
+        ];
+        for (value, width) in columns {
+            line.push(b" ").column(value, width);
+        }
+        line.write();
     }
-    Ok(())
+}
+
+fn kib(bytes: usize) -> u64 {
+    (bytes >> 10) as u64
 }
 
 extern "C" fn print_at_exit() {
-    let _ = print(&mut StderrWriter::new());
+    print();
 }
 
 /// Arranges for the summary to be printed at exit if `RSEQ_ALLOC_STATS` is set.

@@ -74,20 +74,37 @@ impl fmt::Display for Mode {
     }
 }
 
+impl Unavailable {
+    /// Why, in words, in three parts: the text before the errno, the errno
+    /// (for the variants that carry one), the text after. `Display` prints
+    /// them in a row; this is for callers that write text without
+    /// `core::fmt` (an allocator reporting from inside `malloc`).
+    pub fn reason(&self) -> (&'static str, Option<Errno>, &'static str) {
+        match *self {
+            Unavailable::NoKernelSupport => {
+                ("ENOSYS, the kernel or emulator has no rseq (old kernel, valgrind, qemu-user, gVisor)", None, "")
+            }
+            Unavailable::Forbidden(errno) => {
+                ("errno ", Some(errno), ", refused by a seccomp filter or security module")
+            }
+            Unavailable::RegisteredElsewhere => {
+                ("EINVAL, another library registered its own rseq area on this thread", None, "")
+            }
+            Unavailable::FakeSuccess => ("registration reported success but the kernel never set cpu_id", None, ""),
+            Unavailable::Refused(errno) => ("the kernel refused registration with errno ", Some(errno), ""),
+            Unavailable::UnsupportedTarget => ("no critical sections for this target (x86-64 Linux only)", None, ""),
+        }
+    }
+}
+
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Unavailable::NoKernelSupport => {
-                f.write_str("ENOSYS, the kernel or emulator has no rseq (old kernel, valgrind, qemu-user, gVisor)")
-            }
-            Unavailable::Forbidden(errno) => write!(f, "errno {errno}, refused by a seccomp filter or security module"),
-            Unavailable::RegisteredElsewhere => {
-                f.write_str("EINVAL, another library registered its own rseq area on this thread")
-            }
-            Unavailable::FakeSuccess => f.write_str("registration reported success but the kernel never set cpu_id"),
-            Unavailable::Refused(errno) => write!(f, "the kernel refused registration with errno {errno}"),
-            Unavailable::UnsupportedTarget => f.write_str("no critical sections for this target (x86-64 Linux only)"),
+        let (before, errno, after) = self.reason();
+        f.write_str(before)?;
+        if let Some(errno) = errno {
+            write!(f, "{errno}")?;
         }
+        f.write_str(after)
     }
 }
 
