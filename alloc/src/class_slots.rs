@@ -2,9 +2,9 @@
 //! `rseq_sys::slab_layout`).
 //!
 //! A class wakes at its *home*: [`capacity::initial`] slots in a zone
-//! packed right after the headers, so that the classes a CPU uses share a
-//! few pages (sixteen classes of a small program touch 4 pages there, where
-//! a range of their own each touched 16). A class that grows past its home
+//! packed right after the headers and the CPU's upkeep state, so that the
+//! classes a CPU uses share a few pages (sixteen classes of a small program
+//! touch 4 pages there, where a range of their own each touched 16). A class that grows past its home
 //! moves, objects and all, to its *growth range* of [`capacity::max`]
 //! slots, further up; it moves back when its cache is emptied or shrinks
 //! to fit at home again, and a region whose classes are all at home can
@@ -22,6 +22,10 @@ use crate::size_class::CLASSES;
 
 /// The slots of every class, the same in every region.
 pub(crate) struct Layout {
+    /// First slot of the bytes kept for the CPU's upkeep state, right after
+    /// the shared sentinel, on the first page with the headers (a page of
+    /// its own elsewhere was one more page resident in every program).
+    pub(crate) state_slot: u16,
     /// First slot of each class's home (its sentinel is the slot below).
     pub(crate) home: [u16; CLASSES + 1],
     /// Slots of each class's home.
@@ -40,8 +44,9 @@ pub(crate) struct Layout {
 
 const PAGE_SLOTS: usize = 4096 / SLOT_BYTES;
 
-const fn build(region_slots: usize) -> Layout {
+const fn build(region_slots: usize, state_bytes: usize) -> Layout {
     let mut layout = Layout {
+        state_slot: 0,
         home: [0; CLASSES + 1],
         initial: [0; CLASSES + 1],
         begin: [0; CLASSES + 1],
@@ -50,10 +55,12 @@ const fn build(region_slots: usize) -> Layout {
         growth_start: 0,
         growth_end: 0,
     };
-    // Homes: the first free slot is class 1's sentinel, which dormant
-    // classes share (`fallback::Geometry::shared_sentinel`); every other
-    // class has its own sentinel before its home.
-    let mut slot = first_free_slot(CLASSES + 1) + 1;
+    // The first free slot is the sentinel dormant classes share
+    // (`fallback::Geometry::shared_sentinel`; their empty stacks start and
+    // end right above it, so no section reads or writes past it). Then the
+    // upkeep state, then the homes, each with its own sentinel below it.
+    layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u16;
+    let mut slot = layout.state_slot as usize + state_bytes.div_ceil(SLOT_BYTES) + 1;
     let mut class = 1;
     while class <= CLASSES {
         layout.home[class] = slot as u16;
@@ -78,9 +85,10 @@ const fn build(region_slots: usize) -> Layout {
     layout
 }
 
-/// The layout of a region of `1 << shift` bytes.
-pub(crate) const fn layout(shift: u32) -> Layout {
-    build((1 << shift) / SLOT_BYTES)
+/// The layout of a region of `1 << shift` bytes that keeps `state_bytes`
+/// of upkeep state (8-aligned, at [`Layout::state_slot`]).
+pub(crate) const fn layout(shift: u32, state_bytes: usize) -> Layout {
+    build((1 << shift) / SLOT_BYTES, state_bytes)
 }
 
 impl Layout {
@@ -113,15 +121,18 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::percpu::SLAB_SHIFT;
+    use crate::percpu::{SLAB_SHIFT, UPKEEP_STATE_BYTES as STATE_BYTES};
 
     /// Homes and growth ranges are disjoint, in order, and every stack a
     /// header can describe is found where it is.
     #[test]
     fn homes_are_packed_and_every_stack_is_found_where_it_is() {
-        let layout = layout(SLAB_SHIFT);
+        let layout = layout(SLAB_SHIFT, STATE_BYTES);
         let shared = first_free_slot(CLASSES + 1) as u16;
-        assert_eq!(layout.home[1], shared + 1, "class 1's sentinel is the shared one");
+        assert_eq!(layout.state_slot, shared + 1, "the upkeep state follows the shared sentinel");
+        let state_end = layout.state_slot as usize * SLOT_BYTES + STATE_BYTES;
+        assert!(state_end <= (layout.home[1] as usize - 1) * SLOT_BYTES, "class 1's sentinel is past the state");
+        assert!(state_end <= 4096, "the state shares the headers' page");
         for class in 2..=CLASSES {
             assert_eq!(layout.home[class], layout.home[class - 1] + layout.initial[class - 1] + 1);
             assert!(layout.begin[class] > layout.begin[class - 1] + layout.reserved[class - 1]);

@@ -32,7 +32,7 @@ use crate::class_slots::{self, Layout};
 use crate::fallback;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
 
 /// Which rseq field indexes the regions (see the closing note of issue 3 for
 /// why `cpu_id` rather than `mm_cid`).
@@ -44,7 +44,7 @@ pub(crate) const SLAB_SHIFT: u32 = 18;
 pub(crate) use crate::capacity::{MAX_BATCH, batch};
 
 /// Where each class's stack is in every region (its home, or its growth range).
-static LAYOUT: Layout = class_slots::layout(SLAB_SHIFT);
+static LAYOUT: Layout = class_slots::layout(SLAB_SHIFT, UPKEEP_STATE_BYTES);
 
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
@@ -203,7 +203,6 @@ fn init() {
     };
     debug_assert!(!slabs.is_null());
     FAST.slabs.count.store(ncpus, Ordering::Release);
-    map_upkeep_state(ncpus);
     let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
     let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
@@ -699,7 +698,12 @@ pub(crate) fn upkeep() {
         } else if now != 0 {
             rebalance(cpu);
         }
-        last.store(fingerprint(cpu), Ordering::Relaxed);
+        // Written only if it changed: the state of a CPU never used is a
+        // page never touched.
+        let after = fingerprint(cpu);
+        if after != last.load(Ordering::Relaxed) {
+            last.store(after, Ordering::Relaxed);
+        }
     }
 }
 
@@ -724,30 +728,29 @@ struct ClassState {
 }
 
 /// What the upkeep keeps of one CPU: its region's fingerprint at the last
-/// round, and each class's state. One mapping holds every CPU's (a small
-/// program's whole upkeep state is one page).
+/// round, and each class's state. It lives in the CPU's region, on the
+/// headers' page ([`Layout::state_slot`]), where a CPU in use has a page
+/// resident anyway; zero bytes, as a fresh region has, are a valid state.
 #[repr(C)]
 struct UpkeepState {
     fingerprint: AtomicU64,
     classes: [ClassState; CLASSES + 1],
 }
 
-/// `ncpus` upkeep states, mapped at initialisation (null if that failed:
-/// idle CPUs are then not drained and capacities stay as they are).
-static UPKEEP_STATE: AtomicPtr<UpkeepState> = AtomicPtr::new(core::ptr::null_mut());
+/// Bytes of [`UpkeepState`], kept in every region.
+pub(crate) const UPKEEP_STATE_BYTES: usize = core::mem::size_of::<UpkeepState>();
 
-fn map_upkeep_state(ncpus: u32) {
-    let _ = os::map_once(&UPKEEP_STATE, ncpus as usize * core::mem::size_of::<UpkeepState>());
-}
+const _: () = assert!(core::mem::align_of::<UpkeepState>() <= SLOT_BYTES);
 
 fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
-    let states = UPKEEP_STATE.load(Ordering::Acquire);
-    if states.is_null() || cpu >= FAST.slabs.count.load(Ordering::Relaxed) {
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() || cpu >= FAST.slabs.count.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: the mapping holds `ncpus` zero-initialised states (all zeros
-    // is a valid `UpkeepState`: atomics only).
-    Some(unsafe { &*states.add(cpu as usize) })
+    // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
+    // `state_slot` are kept for the state (no section or stack reaches
+    // them: `class_slots`); the slot is 8-aligned, and all zeros is a
+    // valid `UpkeepState` (atomics only).
+    Some(unsafe { &*region(cpu).add(LAYOUT.state_slot as usize * SLOT_BYTES).cast::<UpkeepState>() })
 }
 
 fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
