@@ -164,6 +164,9 @@ pub struct Sample {
     pub checksum: String,
     /// `trim`: resident KiB after `malloc_trim(0)`.
     pub rss_after_trim_kb: Option<u64>,
+    /// Whether the run was one of the timed rounds; the extra runs that
+    /// only sample peak RSS ([`Options::rss_rounds`]) are not.
+    pub timed: bool,
 }
 
 /// The two C programs a run needs.
@@ -229,6 +232,7 @@ pub fn run_once(
         rusage_max_rss_kb: number("maxrss_kib")?,
         checksum: field("checksum ").ok_or("no checksum printed")?,
         rss_after_trim_kb: field("rss_after_trim_kb ").and_then(|v| v.parse().ok()),
+        timed: true,
     })
 }
 
@@ -243,6 +247,9 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Rounds.
     pub rounds: usize,
+    /// Peak RSS samples to take of every quick run (see [`rss_only`]): the
+    /// timed rounds' and extra runs up to this many.
+    pub rss_rounds: usize,
     /// Work per run (1.0: 1-2 s each here).
     pub scale: f64,
     /// Where the report goes.
@@ -252,7 +259,16 @@ pub struct Options {
 /// Results: workload → allocator → samples (`Err` for a failed run).
 pub type Results = BTreeMap<&'static str, BTreeMap<&'static str, Vec<Result<Sample, String>>>>;
 
-/// Runs every selected workload under every selected allocator, `rounds` times.
+/// Threads `workload` runs with on `cpus` CPUs.
+fn threads(workload: &Workload, options: &Options, cpus: usize) -> usize {
+    match workload.threads_per_cpu {
+        0 => 1,
+        per_cpu => options.threads.unwrap_or(per_cpu * cpus).max(2),
+    }
+}
+
+/// Runs every selected workload under every selected allocator, `rounds`
+/// times, then the quick ones again for their peak RSS ([`sample_peaks`]).
 pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) -> Results {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workloads: Vec<&Workload> = WORKLOADS
@@ -264,10 +280,7 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
     let mut done = 0;
     for round in 0..options.rounds {
         for (w, workload) in workloads.iter().enumerate() {
-            let threads = match workload.threads_per_cpu {
-                0 => 1,
-                per_cpu => options.threads.unwrap_or(per_cpu * cpus).max(2),
-            };
+            let threads = threads(workload, options, cpus);
             for a in shuffled(allocators.len(), (round * 131 + w) as u64) {
                 let allocator = &allocators[a];
                 let sample = run_once(programs, workload, threads, options.scale, allocator);
@@ -287,8 +300,75 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
             }
         }
     }
+    sample_peaks(programs, allocators, options, &workloads, &mut results);
     mark_wrong_answers(&mut results);
     results
+}
+
+/// Longest median run that gets extra peak RSS samples, seconds.
+pub const RSS_ONLY_MAX_SECONDS: f64 = 2.5;
+/// Largest median peak that gets extra samples, KiB.
+pub const RSS_ONLY_MAX_PEAK_KIB: f64 = 64.0 * 1024.0;
+
+/// Whether `workload` under `allocator` gets extra runs for its peak RSS:
+/// its runs are quick and its peak small. What moves a peak from run to
+/// run is where ASLR puts the C library: libc's text resident after the
+/// same calls moves by up to 256 KiB with its address modulo 64 KiB (the
+/// kernel maps file pages around a fault in aligned 64 KiB windows), which
+/// is a sixth of a program that allocates little and nothing to one of
+/// 100 MiB. Five samples of that put the median anywhere in the range;
+/// fifteen pin it down.
+fn rss_only(samples: &[Result<Sample, String>]) -> bool {
+    let ok: Vec<&Sample> = samples.iter().flatten().collect();
+    !ok.is_empty()
+        && ok.len() == samples.len()
+        && med(ok.iter().map(|s| s.wall)) <= RSS_ONLY_MAX_SECONDS
+        && med(ok.iter().map(|s| s.max_rss_kb as f64)) <= RSS_ONLY_MAX_PEAK_KIB
+}
+
+/// After the timed rounds: more runs of the quick, small ones
+/// ([`rss_only`]), round by round in shuffled order like the timed ones,
+/// until each has `options.rss_rounds` samples of its peak.
+fn sample_peaks(
+    programs: Programs<'_>,
+    allocators: &[Allocator],
+    options: &Options,
+    workloads: &[&Workload],
+    results: &mut Results,
+) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let extra: Vec<(usize, usize)> = workloads
+        .iter()
+        .enumerate()
+        .flat_map(|(w, workload)| {
+            let by_allocator = results.get(workload.name);
+            (0..allocators.len())
+                .filter(move |&a| by_allocator.and_then(|b| b.get(allocators[a].name)).is_some_and(|s| rss_only(s)))
+                .map(move |a| (w, a))
+        })
+        .collect();
+    let rounds = options.rss_rounds.saturating_sub(options.rounds);
+    if extra.is_empty() || rounds == 0 {
+        return;
+    }
+    eprintln!("{rounds} more round(s) of the {} quick runs, for their peak RSS", extra.len());
+    for round in 0..rounds {
+        for (w, workload) in workloads.iter().enumerate() {
+            let threads = threads(workload, options, cpus);
+            for a in shuffled(allocators.len(), (round * 137 + w + 7) as u64) {
+                if !extra.contains(&(w, a)) {
+                    continue;
+                }
+                let allocator = &allocators[a];
+                let sample = run_once(programs, workload, threads, options.scale, allocator)
+                    .map(|s| Sample { timed: false, ..s });
+                if let Err(e) = &sample {
+                    eprintln!("peak run {} {}: FAILED: {e}", workload.name, allocator.name);
+                }
+                results.entry(workload.name).or_default().entry(allocator.name).or_default().push(sample);
+            }
+        }
+    }
 }
 
 /// A run whose checksum differs from the majority of its workload's runs is a failure.
@@ -322,19 +402,28 @@ pub struct Row {
     pub user: f64,
     /// Median system seconds.
     pub sys: f64,
-    /// Median peak RSS, KiB.
+    /// Median peak RSS, KiB, over every run (timed or not).
     pub rss_kb: f64,
+    /// Runs that peak RSS is the median of.
+    pub rss_runs: usize,
     /// Median resident KiB after trim (`trim` only).
     pub after_trim_kb: Option<f64>,
     /// Failed runs.
     pub failures: usize,
     /// Median and spread (min, max) of the per-round ratio ours / this allocator's wall time.
     pub ours_over_this: Option<(f64, f64, f64)>,
-    /// Median and spread (min, max) of the per-round ratio ours / this
-    /// allocator's peak RSS. The spread is worth reading: glibc's peak
-    /// moves by up to 250 KiB between runs of one program with where ASLR
-    /// puts libc, ±0.1 of a small workload's ratio.
+    /// Ours / this allocator's median peak RSS, and the spread (min, max)
+    /// of the ratio run by run. Medians, not paired rounds: what moves a
+    /// peak is where ASLR put libc in that process, not the machine's load
+    /// at that moment (see [`rss_only`]), so pairing buys nothing and more
+    /// runs buy a better median. The spread is worth reading: glibc's peak
+    /// moves by up to 256 KiB between runs of one program, ±0.1 of a small
+    /// workload's ratio.
     pub rss_ours_over_this: Option<(f64, f64, f64)>,
+}
+
+fn peak(s: &Sample) -> f64 {
+    s.max_rss_kb as f64
 }
 
 fn med(values: impl Iterator<Item = f64>) -> f64 {
@@ -347,20 +436,26 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
     let mut out = BTreeMap::new();
     for (&workload, by_allocator) in results {
         let ours = by_allocator.get(OURS);
+        let ours_peaks: Vec<f64> = ours.map_or(Vec::new(), |o| o.iter().flatten().map(peak).collect());
         let mut rows = Vec::new();
         for (&allocator, samples) in by_allocator {
             let ok: Vec<&Sample> = samples.iter().flatten().collect();
+            let timed: Vec<&Sample> = ok.iter().copied().filter(|s| s.timed).collect();
             // Round by round: the runs of one round ran side by side.
             let per_round = |metric: fn(&Sample) -> f64| -> Vec<f64> {
                 match ours {
                     Some(ours) => ours
                         .iter()
                         .zip(samples)
-                        .filter_map(|(a, b)| Some(metric(a.as_ref().ok()?) / metric(b.as_ref().ok()?)))
+                        .filter_map(|(a, b)| {
+                            let (a, b) = (a.as_ref().ok()?, b.as_ref().ok()?);
+                            (a.timed && b.timed).then(|| metric(a) / metric(b))
+                        })
                         .collect(),
                     None => Vec::new(),
                 }
             };
+            let peaks: Vec<f64> = ok.iter().copied().map(peak).collect();
             // Median, min and max of one metric's per-round ratios.
             let spread = |mut r: Vec<f64>| {
                 (!r.is_empty()).then(|| {
@@ -368,19 +463,25 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
                     (m, r[0], r[r.len() - 1])
                 })
             };
+            let rss_ratio = (!ours_peaks.is_empty() && !peaks.is_empty()).then(|| {
+                let run_by_run = ours_peaks.iter().zip(&peaks).map(|(a, b)| a / b);
+                let (low, high) = run_by_run.fold((f64::INFINITY, 0.0f64), |(l, h), r| (l.min(r), h.max(r)));
+                (med(ours_peaks.iter().copied()) / med(peaks.iter().copied()), low, high)
+            });
             rows.push(Row {
                 allocator,
-                wall: med(ok.iter().map(|s| s.wall)),
-                user: med(ok.iter().map(|s| s.user)),
-                sys: med(ok.iter().map(|s| s.sys)),
-                rss_kb: med(ok.iter().map(|s| s.max_rss_kb as f64)),
+                wall: med(timed.iter().map(|s| s.wall)),
+                user: med(timed.iter().map(|s| s.user)),
+                sys: med(timed.iter().map(|s| s.sys)),
+                rss_kb: med(peaks.iter().copied()),
+                rss_runs: peaks.len(),
                 after_trim_kb: ok
                     .iter()
                     .any(|s| s.rss_after_trim_kb.is_some())
                     .then(|| med(ok.iter().filter_map(|s| s.rss_after_trim_kb.map(|v| v as f64)))),
                 failures: samples.len() - ok.len(),
                 ours_over_this: spread(per_round(|s| s.wall)),
-                rss_ours_over_this: spread(per_round(|s| s.max_rss_kb as f64)),
+                rss_ours_over_this: rss_ratio,
             });
         }
         out.insert(workload, rows);
@@ -388,12 +489,13 @@ pub fn summarize(results: &Results) -> BTreeMap<&'static str, Vec<Row>> {
     out
 }
 
-/// The targets the report states, each with pass or fail. Every ratio is
-/// the statistic the tables show, the median over rounds of each round's
-/// ours / peer, taken against the peer it is largest for (the best peer).
-/// A ratio of medians would let one slow round of a peer decide: `larson`
-/// once read 0.92 against jemalloc that way where, round by round, we
-/// were 1.06 of tcmalloc's time.
+/// The targets the report states, each with pass or fail, against the peer
+/// each ratio is largest for (the best peer). Time is the statistic the
+/// tables show, the median over rounds of each round's ours / peer: a ratio
+/// of medians would let one slow round of a peer decide (`larson` once read
+/// 0.92 against jemalloc that way where, round by round, we were 1.06 of
+/// tcmalloc's time). Peak RSS is the ratio of medians over every run
+/// ([`Row::rss_ours_over_this`]).
 pub fn targets(summary: &BTreeMap<&'static str, Vec<Row>>) -> Vec<(String, bool)> {
     let mut verdicts = Vec::new();
     let mut logs = Vec::new();
@@ -412,7 +514,7 @@ pub fn targets(summary: &BTreeMap<&'static str, Vec<Row>>) -> Vec<(String, bool)
         ));
         if let Some((best_rss, (rss_ratio, low, high))) = worst(|r| r.rss_ours_over_this) {
             verdicts.push((
-                format!("{workload}: peak RSS ours / best peer ({best_rss}) = {rss_ratio:.2} ({low:.2}–{high:.2} by round) <= 1.10"),
+                format!("{workload}: peak RSS ours / best peer ({best_rss}) = {rss_ratio:.2} ({low:.2}–{high:.2} run by run) <= 1.10"),
                 rss_ratio <= 1.10,
             ));
         }
@@ -433,21 +535,23 @@ pub fn markdown(summary: &BTreeMap<&'static str, Vec<Row>>, verdicts: &[(String,
         let _ = writeln!(md, "## {workload}: {about}\n");
         let _ = writeln!(
             md,
-            "| allocator | wall s | user s | sys s | peak RSS MiB | ours/this (median, min–max) | failed |{}",
+            "| allocator | wall s | user s | sys s | peak RSS MiB | runs | ours/this (median, min–max) | failed |{}",
             if *workload == "trim" { " RSS after trim MiB |" } else { "" }
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|{}", if *workload == "trim" { "---:|" } else { "" });
+        let _ =
+            writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|{}", if *workload == "trim" { "---:|" } else { "" });
         for r in rows {
             let ratio = r.ours_over_this.map_or("–".into(), |(m, lo, hi)| format!("{m:.2} ({lo:.2}–{hi:.2})"));
             let trim = r.after_trim_kb.map_or(String::new(), |kb| format!(" {:.1} |", kb / 1024.0));
             let _ = writeln!(
                 md,
-                "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {ratio} | {} |{trim}",
+                "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {} | {ratio} | {} |{trim}",
                 r.allocator,
                 r.wall,
                 r.user,
                 r.sys,
                 r.rss_kb / 1024.0,
+                r.rss_runs,
                 r.failures
             );
         }
@@ -496,13 +600,14 @@ pub fn json(results: &Results) -> String {
                     Ok(s) => {
                         let _ = write!(
                             out,
-                            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rusage_max_rss_kb\": {}, \"rss_after_trim_kb\": {}}}",
+                            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rusage_max_rss_kb\": {}, \"rss_after_trim_kb\": {}, \"timed\": {}}}",
                             s.wall,
                             s.user,
                             s.sys,
                             s.max_rss_kb,
                             s.rusage_max_rss_kb,
-                            s.rss_after_trim_kb.map_or("null".into(), |v| v.to_string())
+                            s.rss_after_trim_kb.map_or("null".into(), |v| v.to_string()),
+                            s.timed
                         );
                     }
                     Err(e) => {
@@ -736,6 +841,7 @@ mod tests {
             user: wall,
             sys: 0.0,
             rss_kb,
+            rss_runs: 5,
             after_trim_kb: None,
             failures: 0,
             ours_over_this: Some((time, time, time)),
@@ -753,7 +859,7 @@ mod tests {
                     row(OURS, 1.0, 1700.0, tight, None),
                     // glibc's median is slower, but round by round we took
                     // 0.8 of its time: that ratio is the one judged.
-                    // Its RSS ratio moved between rounds (glibc's layout
+                    // Its RSS ratio moved between runs (glibc's layout
                     // luck): the verdict shows that spread.
                     Row {
                         rss_ours_over_this: Some((1700.0 / 1500.0, 1.05, 1.21)),
@@ -786,7 +892,7 @@ mod tests {
             verdicts,
             vec![
                 ("tight: time ours / best peer (glibc) = 0.80 <= 1.00".to_string(), true),
-                ("tight: peak RSS ours / best peer (glibc) = 1.13 (1.05–1.21 by round) <= 1.10".to_string(), false),
+                ("tight: peak RSS ours / best peer (glibc) = 1.13 (1.05–1.21 run by run) <= 1.10".to_string(), false),
                 ("geometric mean of time ours / best peer = 0.80 <= 0.80".to_string(), true),
             ]
         );
@@ -795,5 +901,42 @@ mod tests {
             md.contains("peak RSS glibc 1490 KiB, rseq-alloc 1690 KiB, jemalloc 3690 KiB"),
             "fixed costs missing or out of order:\n{md}"
         );
+    }
+
+    fn sample(wall: f64, peak: u64, timed: bool) -> Result<Sample, String> {
+        Ok(Sample {
+            wall,
+            user: wall,
+            sys: 0.0,
+            max_rss_kb: peak,
+            rusage_max_rss_kb: peak,
+            checksum: "1".into(),
+            rss_after_trim_kb: None,
+            timed,
+        })
+    }
+
+    /// Times come from the timed rounds alone, paired round by round; peaks
+    /// from every run, as a ratio of medians.
+    #[test]
+    fn peaks_use_every_run_and_times_only_the_timed_rounds() {
+        let ours = vec![sample(1.0, 1600, true), sample(1.0, 1600, true), sample(9.0, 1600, false)];
+        // glibc's layout luck: three runs low, two high.
+        let glibc = vec![
+            sample(2.0, 1400, true),
+            sample(2.0, 1600, true),
+            sample(0.1, 1400, false),
+            sample(0.1, 1600, false),
+            sample(0.1, 1400, false),
+        ];
+        let results = Results::from([("tight", BTreeMap::from([(OURS, ours), ("glibc", glibc)]))]);
+        let rows = &summarize(&results)["tight"];
+        let glibc = rows.iter().find(|r| r.allocator == "glibc").unwrap();
+        assert_eq!((glibc.wall, glibc.rss_kb, glibc.rss_runs), (2.0, 1400.0, 5));
+        assert_eq!(glibc.ours_over_this, Some((0.5, 0.5, 0.5)));
+        let (ratio, low, high) = glibc.rss_ours_over_this.unwrap();
+        assert_eq!((ratio, low, high), (1600.0 / 1400.0, 1.0, 1600.0 / 1400.0));
+        let ours = rows.iter().find(|r| r.allocator == OURS).unwrap();
+        assert_eq!((ours.wall, ours.rss_runs), (1.0, 3));
     }
 }

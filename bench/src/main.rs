@@ -1,7 +1,7 @@
 //! `rseq-alloc-bench`: the benchmark front end.
 //!
 //! ```text
-//! rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b]
+//! rseq-alloc-bench compare [--quick] [--rounds N] [--rss-rounds N] [--workloads a,b] [--allocators a,b]
 //!                          [--threads N] [--scale X] [--cachegrind-scale X] [--out DIR]
 //!                          [--with NAME=LIB.so]...   (another build of ours, e.g. an older one: shown, never the best peer)
 //!                                            C workloads under rseq-alloc, glibc, jemalloc,
@@ -17,7 +17,7 @@ use std::time::Instant;
 use rseq_alloc_bench::primitives::{ALL, Op, Primitives, needs_rseq};
 use rseq_alloc_bench::timing::{median, shuffled};
 
-const USAGE: &str = "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...
+const USAGE: &str = "usage: rseq-alloc-bench compare [--quick] [--rounds N] [--rss-rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...
        rseq-alloc-bench misuse [--out DIR]
        rseq-alloc-bench alloc|primitives [--rounds N]";
 
@@ -49,6 +49,7 @@ fn compare(args: &[String]) -> Result<(), String> {
         allocators: Vec::new(),
         threads: None,
         rounds: 5,
+        rss_rounds: 15,
         scale: 1.0,
         out_dir: workspace.join("target/compare"),
     };
@@ -60,11 +61,13 @@ fn compare(args: &[String]) -> Result<(), String> {
         match flag.as_str() {
             "--quick" => {
                 options.rounds = 3;
+                options.rss_rounds = 3;
                 options.scale = 0.05;
                 cachegrind_scale = 0.002;
             }
             "--cachegrind-scale" => cachegrind_scale = value()?.parse().map_err(|_| "--cachegrind-scale X")?,
             "--rounds" => options.rounds = value()?.parse().map_err(|_| "--rounds N")?,
+            "--rss-rounds" => options.rss_rounds = value()?.parse().map_err(|_| "--rss-rounds N")?,
             "--scale" => options.scale = value()?.parse().map_err(|_| "--scale X")?,
             "--threads" => options.threads = Some(value()?.parse().map_err(|_| "--threads N")?),
             "--workloads" => options.workloads = value()?.split(',').map(String::from).collect(),
@@ -104,9 +107,12 @@ fn compare(args: &[String]) -> Result<(), String> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time; peak RSS is each workload's VmHWM at its exit (exact there, where `wait4`'s maxrss is off by up to 128 KiB per CPU).{}",
+        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time; peak RSS is each workload's VmHWM at its exit (exact there, where `wait4`'s maxrss is off by up to 128 KiB per CPU), the median of up to {} runs: runs under {} s peaking under {} MiB go on after the timed rounds, for their peak alone (where ASLR puts libc moves a small program's peak by up to 256 KiB).{}",
         options.rounds,
         options.scale,
+        options.rss_rounds.max(options.rounds),
+        compare::RSS_ONLY_MAX_SECONDS,
+        compare::RSS_ONLY_MAX_PEAK_KIB / 1024.0,
         skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
     );
     let results = compare::run(compare::Programs { workloads: &binary, measure: &measure }, &allocators, &options);
