@@ -29,33 +29,29 @@ impl Line {
     }
 
     /// `value` in hexadecimal, with `0x`.
-    #[inline(never)]
     pub(crate) fn hex(&mut self, value: usize) -> &mut Line {
-        let mut digits = [0u8; 18];
-        digits[..2].copy_from_slice(b"0x");
-        let mut n = 2;
-        let width = (usize::BITS - value.leading_zeros()).div_ceil(4).max(1) as usize;
-        for i in (0..width).rev() {
-            digits[n] = b"0123456789abcdef"[(value >> (4 * i)) & 15];
-            n += 1;
-        }
-        self.push(&digits[..n])
+        self.push(b"0x").number(value as u64, 16, 0)
     }
 
     /// `value` in decimal.
     pub(crate) fn decimal(&mut self, value: u64) -> &mut Line {
-        self.column(value, 0)
+        self.number(value, 10, 0)
     }
 
     /// `value` in decimal, right-aligned in `width` columns.
+    pub(crate) fn column(&mut self, value: u64, width: usize) -> &mut Line {
+        self.number(value, 10, width)
+    }
+
+    /// `value` in base `radix` (at most 16), right-aligned in `width` columns.
     #[inline(never)]
-    pub(crate) fn column(&mut self, mut value: u64, width: usize) -> &mut Line {
+    fn number(&mut self, mut value: u64, radix: u64, width: usize) -> &mut Line {
         let mut digits = [b' '; 24];
         let mut n = digits.len();
         loop {
             n -= 1;
-            digits[n] = b'0' + (value % 10) as u8;
-            value /= 10;
+            digits[n] = b"0123456789abcdef"[(value % radix) as usize];
+            value /= radix;
             if value == 0 {
                 break;
             }
