@@ -15,7 +15,7 @@ use crate::heap;
 use crate::os::OS_PAGE;
 use crate::percpu;
 use crate::report::Call;
-use crate::size_class::{TABLE_MAX, table_class};
+use crate::size_class::{MAX_SMALL, class_of};
 
 /// What every block is aligned to (`alignof(max_align_t)`).
 pub const MIN_ALIGN: usize = 16;
@@ -43,13 +43,12 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
-/// `malloc`: sizes the class table covers go straight to the per-CPU
-/// caches (inlined into the exported symbol), the rest through the general
-/// path (small classes above 8 KiB too).
+/// `malloc`: small sizes go straight to the per-CPU caches (inlined into
+/// the exported symbol), the rest through the general path.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
-    if size <= TABLE_MAX {
-        let class = table_class(size);
+    if size <= MAX_SMALL {
+        let class = class_of(size);
         // A hit returns at once: it is never null, so it needs no test for
         // `errno`, and the miss is a tail call (no stack frame on the hit).
         return match percpu::pop(class) {

@@ -210,16 +210,16 @@ pub struct RseqAlloc;
 unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() <= size_class::TABLE_MAX && layout.align() <= 16 {
-            return heap::alloc_small(size_class::table_class(layout.size()), layout.size(), 16, report::Call::Malloc);
+        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
+            return heap::alloc_small(size_class::class_of(layout.size()), layout.size(), 16, report::Call::Malloc);
         }
         alloc_other(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() <= size_class::TABLE_MAX && layout.align() <= 16 {
-            let class = size_class::table_class(layout.size());
+        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
+            let class = size_class::class_of(layout.size());
             return heap::free_small(class, ptr, Some(layout.size()), report::Call::Free);
         }
         // SAFETY: the caller returns a block of ours with its layout.

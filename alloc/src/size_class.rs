@@ -7,16 +7,9 @@
 //! `span_start + i * size` with spans 64 KiB aligned, so an object of a class
 //! whose size is a multiple of `align` is aligned to it.
 //!
-//! Lookup is one load from a table indexed by `(size + 15) / 16` ([`LUT`])
-//! for requests up to [`TABLE_MAX`] ([`table_class`]): the entry points'
-//! hot paths compare with `TABLE_MAX` where they compared with
-//! [`MAX_SMALL`], and larger small requests take the general path. It was measured
-//! against two smaller tables (by 16 B up to 1 KiB, by 128 B above), which
-//! cost a compare and a branchy shift on every call. The classes above
-//! 8 KiB are computed ([`class_above_table`]): a table to 32 KiB was 1.5 KiB
-//! more of read-only data, which took the library's read-only segment onto
-//! a fifth page, resident in every process, for requests that each cost
-//! far more than a shift.
+//! Lookup is one load from a 2 KiB table indexed by `(size + 15) / 16`
+//! ([`LUT`]); measured against two smaller tables (by 16 B up to 1 KiB, by
+//! 128 B above), which cost a compare and a branchy shift on every call.
 //!
 //! Class 0 is not a class: page-class bytes use it for "no small span here".
 
@@ -61,10 +54,7 @@ const fn smallest_class_at_least(size: usize) -> u8 {
     class as u8
 }
 
-/// Largest request [`LUT`] covers.
-pub(crate) const TABLE_MAX: usize = 8 * 1024;
-
-const LUT_LEN: usize = TABLE_MAX / 16 + 1;
+const LUT_LEN: usize = MAX_SMALL / 16 + 1;
 
 const fn build_lut() -> [u8; LUT_LEN] {
     let mut lut = [0u8; LUT_LEN];
@@ -76,37 +66,15 @@ const fn build_lut() -> [u8; LUT_LEN] {
     lut
 }
 
-/// Class by `(size + 15) / 16`, for every size up to [`TABLE_MAX`]: 513
-/// bytes, of which a program's few hot sizes touch a cache line or two.
+/// Class by `(size + 15) / 16`, for every size up to [`MAX_SMALL`]: 2 KiB,
+/// of which a program's few hot sizes touch a cache line or two.
 static LUT: [u8; LUT_LEN] = build_lut();
 
-/// The class of a request above the table (`TABLE_MAX < size <= MAX_SMALL`):
-/// eight classes per doubling above 128 bytes, so with `2^b < size <=
-/// 2^(b+1)` the class is the `ceil((size - 2^b) / 2^(b-3))`th of the
-/// doubling that starts at class `8 + 8 * (b - 7)`.
-#[inline(never)]
-fn class_above_table(size: usize) -> usize {
-    debug_assert!(size > TABLE_MAX && size <= MAX_SMALL);
-    let b = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
-    let step = b - 3;
-    8 + 8 * (b - 7) + ((size - (1 << b) + (1 << step) - 1) >> step)
-}
-
-/// The class of a request the table covers (`size <= TABLE_MAX`; 0 counts
-/// as 1): one load. The entry points' hot paths compare with `TABLE_MAX`
-/// and send larger requests down the general path, which finds their class
-/// with [`class_of`].
-#[inline(always)]
-pub(crate) fn table_class(size: usize) -> usize {
-    debug_assert!(size <= TABLE_MAX);
-    LUT[(size + 15) >> 4] as usize
-}
-
 /// The class of a `size`-byte request (`size <= MAX_SMALL`; 0 counts as 1).
-#[inline]
+#[inline(always)]
 pub(crate) fn class_of(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL);
-    if size <= TABLE_MAX { table_class(size) } else { class_above_table(size) }
+    LUT[(size + 15) >> 4] as usize
 }
 
 /// The class for a request of `size` bytes aligned to `align` (a power of
