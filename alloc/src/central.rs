@@ -7,10 +7,12 @@
 //! not already be free. A failure aborts with the pointer named
 //! ([`report`]), rather than corrupting the heap.
 //!
-//! Invariant, per span `s` of class `c` (the list lock of `c` held):
-//! `s.used + popcount(s.free) + (s.objects - s.bump) == s.objects`, and `s`
-//! is on the list iff it has a free object (`popcount(s.free) > 0` or
-//! `s.bump < s.objects`).
+//! Invariant, per span `s` of class `c` (the list lock of `c` held), with
+//! `free` its bitmap in the segment header ([`free_bits`]):
+//! `s.used + popcount(free) + (s.objects - s.bump) == s.objects`, and `s`
+//! is on the list iff it has a free object (`popcount(free) > 0` or
+//! `s.bump < s.objects`); the bitmap of a span the page heap holds is all
+//! zeros.
 
 use core::ptr::null_mut;
 
@@ -19,7 +21,7 @@ use crossbeam_utils::CachePadded;
 use crate::hardened;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
-use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
+use crate::size_class::{CLASSES, MAX_OBJECTS, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
 struct ClassList {
@@ -93,6 +95,21 @@ pub(crate) static CENTRAL: Central = Central {
     }; CLASSES + 1],
 };
 
+/// The bitmap of `span`'s free objects (see `Segment::free_objects`).
+///
+/// # Safety
+/// `span` is an element of its segment's `spans` array, and the caller
+/// holds what guards it (its class's list lock, or it is ours alone).
+unsafe fn free_bits<'a>(span: *mut Span) -> &'a mut [u64; MAX_OBJECTS / 64] {
+    let seg = Segment::containing(span as usize);
+    // SAFETY: as the caller promises; the bitmap at the span's index is
+    // guarded by the same lock as the span.
+    unsafe {
+        let head = span.offset_from((*seg).spans.as_ptr()) as usize;
+        &mut *(&raw mut (*seg).free_objects).cast::<[u64; MAX_OBJECTS / 64]>().add(head)
+    }
+}
+
 /// Address of a span's first object.
 fn span_start(span: *mut Span) -> usize {
     let seg = Segment::containing(span as usize);
@@ -136,10 +153,10 @@ impl Central {
             }
             let span = inner.head;
             // SAFETY: listed spans belong to this class and the lock is held.
-            let s = unsafe { &mut *span };
+            let (s, free) = unsafe { (&mut *span, free_bits(span)) };
             let start = span_start(span);
             // Previously used objects first (their memory is warm), then fresh ones.
-            for (w, word) in s.free.iter_mut().enumerate() {
+            for (w, word) in free.iter_mut().enumerate() {
                 while *word != 0 && n < out.len() {
                     let bit = word.trailing_zeros() as usize;
                     *word &= *word - 1;
@@ -157,7 +174,7 @@ impl Central {
                 s.used += 1;
                 n += 1;
             }
-            if s.bump == s.objects && s.free.iter().all(|&w| w == 0) {
+            if s.bump == s.objects && free.iter().all(|&w| w == 0) {
                 // SAFETY: `span` is the listed head.
                 unsafe { unlink(inner, span) };
             }
@@ -177,15 +194,16 @@ impl Central {
         let size = SIZES[class] as usize;
         for &object in objects {
             let span = span_of(object, class as u8);
-            // SAFETY: `span_of` checked that the span is a live span of this class.
-            let s = unsafe { &mut *span };
+            // SAFETY: `span_of` checked that the span is a live span of this
+            // class, and the lock is held.
+            let (s, free) = unsafe { (&mut *span, free_bits(span)) };
             let index = object_index(class, object - span_start(span)).filter(|&i| i < s.bump as usize);
             let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
             let (word, bit) = (index / 64, 1u64 << (index % 64));
-            if s.free[word] & bit != 0 {
+            if free[word] & bit != 0 {
                 report::double_free(Call::Free, object);
             }
-            s.free[word] |= bit;
+            free[word] |= bit;
             s.used -= 1;
             if !s.listed {
                 // SAFETY: the span now has a free object and is not listed.
@@ -302,7 +320,8 @@ fn new_span(class: usize) -> Option<*mut Span> {
     s.objects = objects_per_span(class) as u16;
     s.bump = 0;
     s.used = 0;
-    s.free = [0; crate::size_class::MAX_OBJECTS / 64];
+    // SAFETY: as above; the page heap hands out spans with clear bitmaps.
+    debug_assert!(unsafe { free_bits(s) }.iter().all(|&w| w == 0));
     s.listed = false;
     s.prev = null_mut();
     s.next = null_mut();
@@ -396,8 +415,14 @@ unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
 unsafe fn free_whole_span(span: *mut Span) -> usize {
     let seg = Segment::containing(span as usize);
     // SAFETY: `span` is an element of its segment's span array.
-    let (head, pages, objects, class) =
-        unsafe { (span.offset_from((*seg).spans.as_ptr()) as usize, (*span).pages, (*span).objects, (*span).class) };
+    let (head, pages, objects, class, bump) = unsafe {
+        let s = &*span;
+        (span.offset_from((*seg).spans.as_ptr()) as usize, s.pages, s.objects, s.class, s.bump)
+    };
+    // The page heap's spans have clear bitmaps: only the words of objects
+    // ever handed out can be set (the others stay untouched pages).
+    // SAFETY: the span is ours alone now (forwarded from the caller).
+    unsafe { free_bits(span)[..(bump as usize).div_ceil(64)].fill(0) };
     // SAFETY: forwarded from the caller.
     unsafe { PAGE_HEAP.free_span(seg, head, pages as usize) };
     objects as usize * SIZES[class as usize] as usize

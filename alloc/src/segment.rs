@@ -72,8 +72,17 @@ pub(crate) struct Segment {
     pub(crate) page_class: [AtomicU8; PAGES],
     /// First page of the span covering each page.
     pub(crate) page_head: [u8; PAGES],
-    /// Span descriptors, meaningful at head pages.
+    /// Span descriptors, meaningful at head pages. Without their bitmaps
+    /// (below) all 64 fit the header's first 4 KiB page with the fields
+    /// above: with them, a program with more than 7 spans touched a second
+    /// page of header for every 7 spans, before any object came back.
     pub(crate) spans: [Span; PAGES],
+    /// Per span, at its head page: bit `i` set iff object `i < bump` is free
+    /// in the central list. All zeros while the span is not a small span
+    /// (cleared when it goes back to the page heap), so a fresh span has
+    /// nothing to clear, and a bitmap's page is written when objects of its
+    /// span first come back.
+    pub(crate) free_objects: [[u64; MAX_OBJECTS / 64]; PAGES],
 }
 
 /// A span of a small class: its objects and which of them are free.
@@ -97,11 +106,10 @@ pub(crate) struct Span {
     pub(crate) prev: *mut Span,
     /// See `prev`.
     pub(crate) next: *mut Span,
-    /// Bit `i` set: object `i < bump` is free in the central list.
-    pub(crate) free: [u64; MAX_OBJECTS / 64],
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
+const _: () = assert!(core::mem::offset_of!(Segment, free_objects) <= 4096);
 
 impl Segment {
     /// The segment containing `addr` (which may not be ours).
