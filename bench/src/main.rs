@@ -107,13 +107,20 @@ fn compare(args: &[String]) -> Result<(), String> {
         eprintln!("skipped {name}: {why}");
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let peaks = if options.rss_rounds > options.rounds {
+        format!(
+            "the median of up to {} runs: runs under {} s peaking under {} MiB go on after the timed rounds, for their peak alone (where ASLR puts libc moves a small program's peak by up to 256 KiB)",
+            options.rss_rounds,
+            compare::RSS_ONLY_MAX_SECONDS,
+            compare::RSS_ONLY_MAX_PEAK_KIB / 1024.0
+        )
+    } else {
+        "the median of the rounds' runs".to_string()
+    };
     let header = format!(
-        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time; peak RSS is each workload's VmHWM at its exit (exact there, where `wait4`'s maxrss is off by up to 128 KiB per CPU), the median of up to {} runs: runs under {} s peaking under {} MiB go on after the timed rounds, for their peak alone (where ASLR puts libc moves a small program's peak by up to 256 KiB).{}",
+        "{} round(s), scale {}, {cpus} CPUs, allocators in shuffled order each round; medians; `ours/this` is the median of per-round ratios of wall time; peak RSS is each workload's VmHWM at its exit (exact there, where `wait4`'s maxrss is off by up to 128 KiB per CPU), {peaks}.{}",
         options.rounds,
         options.scale,
-        options.rss_rounds.max(options.rounds),
-        compare::RSS_ONLY_MAX_SECONDS,
-        compare::RSS_ONLY_MAX_PEAK_KIB / 1024.0,
         skipped.iter().map(|(n, why)| format!(" Skipped {n}: {why}.")).collect::<String>()
     );
     let results = compare::run(compare::Programs { workloads: &binary, measure: &measure }, &allocators, &options);
