@@ -95,26 +95,31 @@ pub(crate) static CENTRAL: Central = Central {
     }; CLASSES + 1],
 };
 
+/// The segment holding `span`, and the index of its head page there.
+fn span_place(span: *mut Span) -> (*mut Segment, usize) {
+    let seg = Segment::containing(span as usize);
+    // SAFETY: every `Span` the lists handle is an element of its segment's
+    // `spans` array, which is in the same segment header.
+    let head = unsafe { span.offset_from((*seg).spans.as_ptr()) } as usize;
+    (seg, head)
+}
+
 /// The bitmap of `span`'s free objects (see `Segment::free_objects`).
 ///
 /// # Safety
 /// `span` is an element of its segment's `spans` array, and the caller
 /// holds what guards it (its class's list lock, or it is ours alone).
 unsafe fn free_bits<'a>(span: *mut Span) -> &'a mut [u64; MAX_OBJECTS / 64] {
-    let seg = Segment::containing(span as usize);
-    // SAFETY: as the caller promises; the bitmap at the span's index is
-    // guarded by the same lock as the span.
-    unsafe {
-        let head = span.offset_from((*seg).spans.as_ptr()) as usize;
-        &mut *(&raw mut (*seg).free_objects).cast::<[u64; MAX_OBJECTS / 64]>().add(head)
-    }
+    let (seg, head) = span_place(span);
+    // SAFETY: `head < PAGES` indexes the segment's bitmaps; the one at the
+    // span's index is guarded by the same lock as the span, which the
+    // caller holds.
+    unsafe { &mut *(&raw mut (*seg).free_objects).cast::<[u64; MAX_OBJECTS / 64]>().add(head) }
 }
 
 /// Address of a span's first object.
 fn span_start(span: *mut Span) -> usize {
-    let seg = Segment::containing(span as usize);
-    // SAFETY: `span` is an element of its segment's `spans` array.
-    let head = unsafe { span.offset_from((*seg).spans.as_ptr()) } as usize;
+    let (seg, head) = span_place(span);
     Segment::page_start(seg, head)
 }
 
@@ -413,12 +418,9 @@ unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
 /// # Safety
 /// The span holds no live object and is on no list.
 unsafe fn free_whole_span(span: *mut Span) -> usize {
-    let seg = Segment::containing(span as usize);
-    // SAFETY: `span` is an element of its segment's span array.
-    let (head, pages, objects, class, bump) = unsafe {
-        let s = &*span;
-        (span.offset_from((*seg).spans.as_ptr()) as usize, s.pages, s.objects, s.class, s.bump)
-    };
+    let (seg, head) = span_place(span);
+    // SAFETY: `span` is a span of ours, not listed (forwarded from the caller).
+    let (pages, objects, class, bump) = unsafe { ((*span).pages, (*span).objects, (*span).class, (*span).bump) };
     // The page heap's spans have clear bitmaps: only the words of objects
     // ever handed out can be set (the others stay untouched pages).
     // SAFETY: the span is ours alone now (forwarded from the caller).

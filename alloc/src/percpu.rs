@@ -743,7 +743,7 @@ pub(crate) const UPKEEP_STATE_BYTES: usize = core::mem::size_of::<UpkeepState>()
 const _: () = assert!(core::mem::align_of::<UpkeepState>() <= SLOT_BYTES);
 
 fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
-    if FAST.slabs.base.load(Ordering::Acquire).is_null() || cpu >= FAST.slabs.count.load(Ordering::Relaxed) {
+    if cpu >= regions()? {
         return None;
     }
     // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
