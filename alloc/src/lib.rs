@@ -59,6 +59,8 @@ mod capacity;
 mod central;
 #[cfg(not(rseq_alloc_loom))]
 mod class_slots;
+#[cfg(not(rseq_alloc_loom))]
+mod coarse;
 mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
@@ -228,7 +230,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        heap::alloc_zeroed(layout.size(), layout.align())
+        heap::alloc_zeroed(layout.size(), layout.align(), heap::Caller::Rust)
     }
 
     #[inline]
