@@ -435,12 +435,12 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     };
     let caller = if old_size.is_none() { Caller::C } else { Caller::Rust };
     let c_caller = caller == Caller::C;
-    let new_route = route_new(new_size, align, caller);
+    let new_route = route(new_size, align);
     let old_usable = match block {
         Block::Small(class) => {
-            // A block of C's stays where a sized free of the new size finds it.
+            // In place if a sized free of the new size finds the block there.
             let fits = |exact| exact == class || c_caller && coarse::fits(class, exact);
-            if matches!(route(new_size, align), Route::Small(exact) if fits(exact)) {
+            if matches!(new_route, Route::Small(exact) if fits(exact)) {
                 return ptr;
             }
             SIZES[class] as usize
@@ -483,7 +483,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     } else if new_size > old_usable && stays_medium(new_size, align, c_caller) {
         alloc_medium(new_size).0
     } else {
-        alloc_at(new_route, new_size, align)
+        alloc_at(if c_caller { route_new(new_size, align, caller) } else { new_route }, new_size, align)
     };
     if new.is_null() {
         return null_mut();
