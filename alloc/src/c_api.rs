@@ -15,8 +15,7 @@ use crate::heap;
 use crate::os::OS_PAGE;
 use crate::percpu;
 use crate::report::Call;
-use crate::size_class::MAX_SMALL;
-use crate::{coarse, heap::Caller};
+use crate::size_class::{MAX_SMALL, class_of};
 
 /// What every block is aligned to (`alignof(max_align_t)`).
 pub const MIN_ALIGN: usize = 16;
@@ -45,12 +44,11 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
 }
 
 /// `malloc`: small sizes go straight to the per-CPU caches (inlined into
-/// the exported symbol) of the class the coarse table names (`coarse`), the
-/// rest through the general path.
+/// the exported symbol), the rest through the general path.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
     if size <= MAX_SMALL {
-        let class = coarse::class_of(size);
+        let class = class_of(size);
         // A hit returns at once: it is never null, so it needs no test for
         // `errno`, and the miss is a tail call (no stack frame on the hit).
         return match percpu::pop(class) {
@@ -71,7 +69,7 @@ fn malloc_missed(class: usize, size: usize) -> *mut c_void {
 /// `calloc`: zero-filled; null with `ENOMEM` if `count * size` overflows.
 pub fn calloc(count: usize, size: usize) -> *mut c_void {
     let Some(bytes) = count.checked_mul(size).filter(|&b| b <= MAX_REQUEST) else { return fail() };
-    let ptr = heap::alloc_zeroed(bytes, MIN_ALIGN, Caller::C);
+    let ptr = heap::alloc_zeroed(bytes, MIN_ALIGN);
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 

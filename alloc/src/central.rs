@@ -18,7 +18,6 @@ use core::ptr::null_mut;
 
 use crossbeam_utils::CachePadded;
 
-use crate::coarse;
 use crate::hardened;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
@@ -321,7 +320,6 @@ fn span_of(object: usize, class: u8) -> *mut Span {
 /// A fresh span of `class` from the page heap, ready to hand out objects.
 fn new_span(class: usize) -> Option<*mut Span> {
     let new = PAGE_HEAP.alloc_span(SPAN_PAGES[class] as usize, class as u8)?;
-    coarse::took_span(class);
     // SAFETY: the page heap just gave us this span; nobody else refers to it.
     let s = unsafe { &mut (*new.seg).spans[new.head] };
     s.objects = objects_per_span(class) as u16;

@@ -4,10 +4,7 @@
 //! A class wakes at its *home*: [`capacity::initial`] slots in a zone
 //! packed right after the headers and the CPU's upkeep state, so that the
 //! classes a CPU uses share a few pages (sixteen classes of a small program
-//! touched 4 pages there, where a range of their own each touched 16). The
-//! classes a C program's first requests reach (`coarse::first_served`)
-//! come first, so a small C program's stacks fit in 2 pages with the
-//! headers. A class that grows past its home
+//! touch 4 pages there, where a range of their own each touched 16). A class that grows past its home
 //! moves, objects and all, to its *growth range* of [`capacity::max`]
 //! slots, further up; it moves back when its cache is emptied or shrinks
 //! to fit at home again, and a region whose classes are all at home can
@@ -21,7 +18,6 @@
 use rseq_sys::slab_layout::{Header, SLOT_BYTES, first_free_slot};
 
 use crate::capacity;
-use crate::coarse;
 use crate::size_class::CLASSES;
 
 /// The slots of every class, the same in every region.
@@ -64,32 +60,20 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
     // end right above it, so no section reads or writes past it). Then the
     // upkeep state, then the homes, each with its own sentinel below it.
     layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u16;
-    // The classes a C program's first requests reach come first
-    // (`coarse::first_served`), so that a small program's stacks share
-    // pages.
     let mut slot = layout.state_slot as usize + state_bytes.div_ceil(SLOT_BYTES) + 1;
-    let mut first = true;
-    loop {
-        let mut class = 1;
-        while class <= CLASSES {
-            if coarse::first_served(class) == first {
-                layout.home[class] = slot as u16;
-                layout.initial[class] = capacity::initial(class) as u16;
-                slot += capacity::initial(class) + 1;
-            }
-            class += 1;
-        }
-        if !first {
-            break;
-        }
-        first = false;
+    let mut class = 1;
+    while class <= CLASSES {
+        layout.home[class] = slot as u16;
+        layout.initial[class] = capacity::initial(class) as u16;
+        slot += capacity::initial(class) + 1;
+        class += 1;
     }
     layout.home_end = (slot - 1) as u16;
     // Growth ranges, from the next page on (so that the zone can be given
     // back whole).
     slot = (slot - 1).div_ceil(PAGE_SLOTS) * PAGE_SLOTS;
     layout.growth_start = slot as u16;
-    let mut class = 1;
+    class = 1;
     while class <= CLASSES {
         layout.begin[class] = (slot + 1) as u16;
         layout.reserved[class] = capacity::max(class) as u16;
@@ -138,7 +122,6 @@ impl Layout {
 mod tests {
     use super::*;
     use crate::percpu::{SLAB_SHIFT, UPKEEP_STATE_BYTES as STATE_BYTES};
-    use crate::size_class::SIZES;
 
     /// Homes and growth ranges are disjoint, in order, and every stack a
     /// header can describe is found where it is.
@@ -150,17 +133,8 @@ mod tests {
         let state_end = layout.state_slot as usize * SLOT_BYTES + STATE_BYTES;
         assert!(state_end <= (layout.home[1] as usize - 1) * SLOT_BYTES, "class 1's sentinel is past the state");
         assert!(state_end <= 4096, "the state shares the headers' page");
-        // Homes are packed, the first-served classes' first; growth ranges
-        // are in class order.
-        let mut by_home: Vec<usize> = (1..=CLASSES).collect();
-        by_home.sort_by_key(|&class| layout.home[class]);
-        assert_eq!(by_home[0], 1);
-        for pair in by_home.windows(2) {
-            let (below, above) = (pair[0], pair[1]);
-            assert_eq!(layout.home[above], layout.home[below] + layout.initial[below] + 1);
-            assert!(coarse::first_served(below) || !coarse::first_served(above), "{below} before {above}");
-        }
         for class in 2..=CLASSES {
+            assert_eq!(layout.home[class], layout.home[class - 1] + layout.initial[class - 1] + 1);
             assert!(layout.begin[class] > layout.begin[class - 1] + layout.reserved[class - 1]);
         }
         assert!(layout.home_end < layout.growth_start && (layout.growth_start as usize).is_multiple_of(PAGE_SLOTS));
@@ -179,10 +153,8 @@ mod tests {
                 assert_eq!(layout.stack_begin(class, dormant), None, "dormant class {class}");
             }
         }
-        // What a small C program's first requests reach, every size to
-        // 1 KiB (seven classes while coarse), wakes within 2 pages.
-        let last = (1..=CLASSES).filter(|&c| coarse::first_served(c) && SIZES[c] <= 1024).max().unwrap();
-        let woken = layout.home[last] as usize + layout.initial[last] as usize;
-        assert!(woken <= 2 * PAGE_SLOTS, "{woken} slots");
+        // Sixteen classes of up to 256 bytes wake within 4 pages of the headers.
+        let woken = layout.home[16] as usize + layout.initial[16] as usize;
+        assert!(woken <= 4 * PAGE_SLOTS, "{woken} slots");
     }
 }

@@ -5,13 +5,12 @@
 
 use core::ptr::null_mut;
 
-use crate::coarse;
 use crate::hardened;
 use crate::huge;
 use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::{Kind, MAX_MEDIUM, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
-use crate::size_class::{CLASSES, MAX_SMALL, SIZES, class_for, starts_object};
+use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::Ordering;
 
 /// What a block is, found from its address alone.
@@ -161,35 +160,10 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
     }
 }
 
-/// Who allocates: C's calls may be served by a coarse class (`coarse`),
-/// Rust's never (its `dealloc` trusts the layout to name the class).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Caller {
-    Rust,
-    C,
-}
-
-/// Where a new block of `size` bytes aligned to `align` goes: [`route`]'s
-/// answer, but for C a small size aligned to 16 takes the class the coarse
-/// table names now.
-#[inline]
-fn route_new(size: usize, align: usize, caller: Caller) -> Route {
-    if caller == Caller::C && align <= 16 && size <= MAX_SMALL {
-        return Route::Small(coarse::class_of(size));
-    }
-    route(size, align)
-}
-
 /// Allocates `size` bytes aligned to `align` (a power of two); null on failure.
 #[inline]
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
-    alloc_at(route(size, align), size, align)
-}
-
-/// [`alloc`], where `route` says.
-#[inline]
-fn alloc_at(route: Route, size: usize, align: usize) -> *mut u8 {
-    match route {
+    match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Malloc),
         _ if hardened::enabled() => hardened::alloc(size, align, false, Call::Malloc),
         Route::Medium => alloc_medium(size).0,
@@ -208,8 +182,8 @@ pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
 
 /// Allocates `size` zero bytes aligned to `align`; fresh pages from the OS
 /// are not zeroed again.
-pub(crate) fn alloc_zeroed(size: usize, align: usize, caller: Caller) -> *mut u8 {
-    let ptr = match route_new(size, align, caller) {
+pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let ptr = match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Calloc),
         _ if hardened::enabled() => return hardened::alloc(size, align, true, Call::Calloc),
         Route::Medium => match alloc_medium(size) {
@@ -251,7 +225,7 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
 #[inline]
 pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
     match small_class_of(ptr as usize) {
-        Some(class) if class_for(size, align).is_some_and(|exact| coarse::fits(class, exact)) || hardened::enabled() => {
+        Some(class) if class_for(size, align) == Some(class) || hardened::enabled() => {
             free_small(class, ptr, Some(size), call)
         }
         Some(class) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),
@@ -433,14 +407,11 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         Some(class) => Block::Small(class),
         None => classify(ptr as usize, Call::Realloc),
     };
-    let caller = if old_size.is_none() { Caller::C } else { Caller::Rust };
-    let c_caller = caller == Caller::C;
     let new_route = route(new_size, align);
+    let c_caller = old_size.is_none();
     let old_usable = match block {
         Block::Small(class) => {
-            // In place if a sized free of the new size finds the block there.
-            let fits = |exact| exact == class || c_caller && coarse::fits(class, exact);
-            if matches!(new_route, Route::Small(exact) if fits(exact)) {
+            if new_route == Route::Small(class) {
                 return ptr;
             }
             SIZES[class] as usize
@@ -483,7 +454,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     } else if new_size > old_usable && stays_medium(new_size, align, c_caller) {
         alloc_medium(new_size).0
     } else {
-        alloc_at(if c_caller { route_new(new_size, align, caller) } else { new_route }, new_size, align)
+        alloc(new_size, align)
     };
     if new.is_null() {
         return null_mut();

@@ -59,8 +59,6 @@ mod capacity;
 mod central;
 #[cfg(not(rseq_alloc_loom))]
 mod class_slots;
-#[cfg(not(rseq_alloc_loom))]
-mod coarse;
 mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
@@ -230,7 +228,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        heap::alloc_zeroed(layout.size(), layout.align(), heap::Caller::Rust)
+        heap::alloc_zeroed(layout.size(), layout.align())
     }
 
     #[inline]

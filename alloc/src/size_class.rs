@@ -54,10 +54,9 @@ const fn smallest_class_at_least(size: usize) -> u8 {
     class as u8
 }
 
-/// Entries of the class tables ([`lut_index`]).
-pub(crate) const LUT_LEN: usize = MAX_SMALL / 16 + 1;
+const LUT_LEN: usize = MAX_SMALL / 16 + 1;
 
-pub(crate) const fn build_lut() -> [u8; LUT_LEN] {
+const fn build_lut() -> [u8; LUT_LEN] {
     let mut lut = [0u8; LUT_LEN];
     let mut i = 0;
     while i < LUT_LEN {
@@ -71,22 +70,11 @@ pub(crate) const fn build_lut() -> [u8; LUT_LEN] {
 /// of which a program's few hot sizes touch a cache line or two.
 static LUT: [u8; LUT_LEN] = build_lut();
 
-/// Where a `size`-byte request (`size <= MAX_SMALL`) looks its class up.
-#[inline(always)]
-pub(crate) const fn lut_index(size: usize) -> usize {
-    debug_assert!(size <= MAX_SMALL);
-    (size + 15) >> 4
-}
-
 /// The class of a `size`-byte request (`size <= MAX_SMALL`; 0 counts as 1).
 #[inline(always)]
 pub(crate) fn class_of(size: usize) -> usize {
-    LUT[lut_index(size)] as usize
-}
-
-/// The class of the requests whose [`lut_index`] is `index`.
-pub(crate) fn class_by_index(index: usize) -> u8 {
-    LUT[index]
+    debug_assert!(size <= MAX_SMALL);
+    LUT[(size + 15) >> 4] as usize
 }
 
 /// The class for a request of `size` bytes aligned to `align` (a power of

@@ -122,10 +122,6 @@ pub struct Stats {
     pub stack_moves: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,
-    /// Size groups whose C requests still share one class (`coarse`
-    /// module), and groups there are: a group turns fine for good when its
-    /// class takes a second span.
-    pub coarse_groups: (u32, u32),
     /// Per class, index 1 to 72 (index 0 unused).
     pub classes: [ClassStats; CLASSES + 1],
 }
@@ -166,7 +162,6 @@ pub fn stats() -> Stats {
         rebalances: percpu::REBALANCES.load(Ordering::Relaxed),
         stack_moves: percpu::STACK_MOVES.load(Ordering::Relaxed),
         regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
-        coarse_groups: crate::coarse::coarse_groups(),
         classes,
     }
 }
@@ -236,10 +231,6 @@ pub(crate) fn print() {
         .decimal(kib(s.process_resident_bytes))
         .push(b" KiB, regions opened ")
         .decimal(s.regions_opened as u64)
-        .push(b", size groups coarse ")
-        .decimal(s.coarse_groups.0.into())
-        .push(b" of ")
-        .decimal(s.coarse_groups.1.into())
         .write();
     line.push(b"rseq-alloc: free: in CPU caches ")
         .decimal(kib(s.cpu_cached_bytes))

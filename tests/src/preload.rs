@@ -37,7 +37,6 @@ pub fn build_dir() -> &'static Path {
         let s = |name: &str| src.join(name).to_str().unwrap().to_string();
         for program in [
             "conformance",
-            "coarse",
             "fork_threads",
             "fork_in_signal",
             "fork_wrappers",

@@ -42,13 +42,6 @@ fn c_api_conformance() {
     run_c_test("conformance", &[]);
 }
 
-/// A small program's sizes share a class per group until the group's class
-/// takes a second span (`alloc/src/coarse.rs`).
-#[test]
-fn size_groups_start_coarse_and_turn_fine() {
-    run_c_test("coarse", &[]);
-}
-
 #[test]
 fn memory_crosses_library_boundaries_and_dlopen_dlclose() {
     let helper = build_dir().join("libhelper.so");
