@@ -5,7 +5,32 @@
 //! (GOT, dynamic section: 0x2e0 bytes) at the page offset where the text
 //! ended, and it straddled a page boundary: two pages resident in every
 //! process for one page of data. The padding costs file size, not memory.
+//!
+//! `-z pack-relative-relocs` (RELR), where the glibc we build on loads it
+//! (2.36+): the relative relocations, 41 of them for the rseq critical
+//! sections' descriptors alone, shrink from 24 bytes each to a few words,
+//! and the read-only segment from 5 pages to 4, one page less resident in
+//! every process. The library then needs glibc 2.36 to load (it names
+//! `GLIBC_ABI_DT_RELR`, so an older one refuses it with that name rather
+//! than misloading it); built on an older glibc, or on another libc, it
+//! goes without.
+
+use std::process::Command;
 
 fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
+    if glibc_loads_relr() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether the build host's C library is glibc 2.36 or later
+/// (`getconf GNU_LIBC_VERSION` prints `glibc 2.36`; elsewhere it fails).
+fn glibc_loads_relr() -> bool {
+    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(version) = text.trim().strip_prefix("glibc ") else { return false };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    out.status.success() && (major, minor) >= (2, 36)
 }
