@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rseq_alloc_tests::modes;
-use rseq_alloc_tests::preload::{MODES, Mode, build_dir, run};
+use rseq_alloc_tests::preload::{MODES, Mode, build_dir, library, run};
 
 fn modes() -> Vec<Mode> {
     if modes::have_valgrind() {
@@ -189,4 +189,24 @@ fn sort_a_large_input() {
         let got: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
         assert_eq!(got, expected, "{mode:?}");
     }
+}
+
+/// The library's small statics come before the central lists and the
+/// 4 MiB segment map (`alloc/preload/bss_order.ld`): the map is its last
+/// `.bss` object, right after the central lists, so no static sits alone on
+/// a page past it (one page more resident in every process).
+#[test]
+fn small_statics_come_before_the_segment_map() {
+    let out = Command::new("nm").args(["-n", "-C"]).arg(library()).output().expect("nm (binutils)");
+    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let bss: Vec<&str> = symbols
+        .lines()
+        .filter(|line| matches!(line.split_whitespace().nth(1), Some("b" | "B")))
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(
+        bss[bss.len().saturating_sub(2)..],
+        ["rseq_alloc::central::CENTRAL", "rseq_alloc::segment::SEGMENT_MAP"]
+    );
 }
