@@ -34,6 +34,11 @@ pub struct Allocator {
 /// The name of our allocator in reports.
 pub const OURS: &str = "rseq-alloc";
 
+/// glibc run with `bench/c/layout_twin.c` preloaded, which puts libc where
+/// our library puts it: a reference row, not a peer (see
+/// [`same_layout_markdown`]).
+pub const GLIBC_OUR_LAYOUT: &str = "glibc@our-layout";
+
 struct Peer {
     name: &'static str,
     library: &'static str,
@@ -577,6 +582,59 @@ pub fn markdown(summary: &BTreeMap<&'static str, Vec<Row>>, verdicts: &[(String,
     md
 }
 
+/// KiB of `library`'s file-backed loadable segments, in whole pages: what
+/// the loader (and the kernel's fault-around) leaves resident of a library
+/// none of whose code runs, such as the layout twin.
+pub fn loaded_file_kib(library: &Path) -> Result<f64, String> {
+    let elf = std::fs::read(library).map_err(|e| format!("{}: {e}", library.display()))?;
+    let bad = || format!("{}: not a 64-bit little-endian ELF file", library.display());
+    let word = |at: usize, len: usize| -> Result<usize, String> {
+        let bytes = elf.get(at..at + len).ok_or_else(bad)?;
+        Ok(bytes.iter().rev().fold(0, |n, &b| n << 8 | usize::from(b)))
+    };
+    if elf.get(..6) != Some(&b"\x7fELF\x02\x01"[..]) {
+        return Err(bad());
+    }
+    let (table, entry, entries) = (word(0x20, 8)?, word(0x36, 2)?, word(0x38, 2)?);
+    let mut pages = 0;
+    for i in 0..entries {
+        let header = table + i * entry;
+        const PT_LOAD: usize = 1;
+        let (kind, address, file_bytes) = (word(header, 4)?, word(header + 0x10, 8)?, word(header + 0x20, 8)?);
+        if kind == PT_LOAD && file_bytes > 0 {
+            pages += (address + file_bytes).div_ceil(4096) - address / 4096;
+        }
+    }
+    Ok(pages as f64 * 4.0)
+}
+
+/// The paragraph on peaks with libc at one address: ours / glibc's with
+/// libc where ours puts it ([`GLIBC_OUR_LAYOUT`], less `twin_kib`, the
+/// stand-in's own pages), per workload. Unlike the targets' ratios (to the
+/// peers as they run, libc wherever ASLR puts it), these do not move from
+/// run to run.
+pub fn same_layout_markdown(summary: &BTreeMap<&'static str, Vec<Row>>, twin_kib: f64) -> String {
+    let ratios: Vec<String> = summary
+        .iter()
+        .filter_map(|(workload, rows)| {
+            let ours = rows.iter().find(|r| r.allocator == OURS && r.failures == 0)?;
+            let glibc = rows.iter().find(|r| r.allocator == GLIBC_OUR_LAYOUT && r.failures == 0)?;
+            Some(format!("{workload} {:.2}", ours.rss_kb / (glibc.rss_kb - twin_kib)))
+        })
+        .collect();
+    if ratios.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n## Peak RSS with libc at one address\n\nUnder ours libc always lands at one address modulo 64 KiB; under \
+         glibc, wherever ASLR puts it, which moves a small program's peak by up to 256 KiB. `{GLIBC_OUR_LAYOUT}` is \
+         glibc with a stand-in of our library's shape preloaded (`bench/c/layout_twin.c`), so libc sits where ours \
+         puts it; with the stand-in's own {twin_kib:.0} KiB taken off, peak RSS ours / glibc at the same address: {}. \
+         (Not judged: the targets compare with the peers as they run.)\n",
+        ratios.join(", ")
+    )
+}
+
 /// The raw results as JSON (every sample of every run).
 pub fn json(results: &Results) -> String {
     let mut out = String::from("{\n");
@@ -903,6 +961,46 @@ mod tests {
             md.contains("peak RSS glibc 1490 KiB, rseq-alloc 1690 KiB, jemalloc 3690 KiB"),
             "fixed costs missing or out of order:\n{md}"
         );
+    }
+
+    /// glibc with libc where ours puts it is a reference, never the best
+    /// peer; its paragraph gives ours / its peak less the stand-in's pages.
+    #[test]
+    fn glibc_at_our_layout_is_a_reference_with_the_stand_in_taken_off() {
+        let mut with_twin = summary();
+        with_twin.get_mut("tight").unwrap().push(row(GLIBC_OUR_LAYOUT, 1.0, 1616.0, (1.0, 1700.0), None));
+        assert_eq!(targets(&with_twin), targets(&summary()));
+        let md = same_layout_markdown(&with_twin, 16.0);
+        assert!(md.contains("peak RSS ours / glibc at the same address: tight 1.06."), "{md}");
+        assert_eq!(same_layout_markdown(&summary(), 16.0), "", "no reference row, no paragraph");
+    }
+
+    /// The stand-in's resident pages are its loadable segments' file bytes,
+    /// page by page: 0x1234 bytes from 0 (2 pages) and 0x100 from 0x3100
+    /// (1 page); a dynamic-section entry is not a segment.
+    #[test]
+    fn loaded_file_kib_counts_the_pages_of_loadable_segments() {
+        let mut elf = vec![0u8; 64 + 3 * 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
+        for (i, (kind, address, bytes)) in
+            [(1u32, 0u64, 0x1234u64), (2, 0x3000, 0x40), (1, 0x3100, 0x100)].into_iter().enumerate()
+        {
+            let h = 64 + i * 56;
+            elf[h..h + 4].copy_from_slice(&kind.to_le_bytes());
+            elf[h + 0x10..h + 0x18].copy_from_slice(&address.to_le_bytes());
+            elf[h + 0x20..h + 0x28].copy_from_slice(&bytes.to_le_bytes());
+        }
+        let path = std::env::temp_dir().join(format!("rseq-alloc-bench-elf-{}", std::process::id()));
+        std::fs::write(&path, &elf).unwrap();
+        let kib = loaded_file_kib(&path);
+        std::fs::write(&path, b"not an ELF file").unwrap();
+        let refused = loaded_file_kib(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(kib, Ok(12.0));
+        assert!(refused.is_err());
     }
 
     fn sample(wall: f64, peak: u64, timed: bool) -> Result<Sample, String> {

@@ -93,12 +93,16 @@ fn compare(args: &[String]) -> Result<(), String> {
     compile_c(&workspace.join("bench/c/workloads.c"), &binary)?;
     let measure = profile_dir.join("bench-measure");
     compile_c(&workspace.join("bench/c/measure.c"), &measure)?;
+    let twin = profile_dir.join("bench-layout-twin.so");
+    compile_twin(&workspace.join("bench/c/layout_twin.c"), &twin)?;
+    let twin_kib = compare::loaded_file_kib(&twin)?;
     let (peers, skipped) = compare::peers();
     let mut allocators = vec![
         Allocator { name: OURS, preload: Some(profile_dir.join("librseq_alloc.so")) },
         Allocator { name: "glibc", preload: None },
     ];
     allocators.extend(peers);
+    allocators.push(Allocator { name: compare::GLIBC_OUR_LAYOUT, preload: Some(twin) });
     allocators.extend(extra);
     if !options.allocators.is_empty() {
         allocators.retain(|a| options.allocators.iter().any(|n| n == a.name));
@@ -127,7 +131,10 @@ fn compare(args: &[String]) -> Result<(), String> {
     let have_valgrind =
         std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     let counts = if cachegrind_scale > 0.0 && have_valgrind {
-        compare::count_instructions(&binary, &allocators, &options, cachegrind_scale)
+        // glibc@our-layout runs glibc's instructions.
+        let counted: Vec<Allocator> =
+            allocators.iter().filter(|a| a.name != compare::GLIBC_OUR_LAYOUT).cloned().collect();
+        compare::count_instructions(&binary, &counted, &options, cachegrind_scale)
     } else {
         eprintln!(
             "instruction counts skipped ({})",
@@ -138,6 +145,7 @@ fn compare(args: &[String]) -> Result<(), String> {
     let summary = compare::summarize(&results);
     let verdicts = compare::targets(&summary);
     let mut report = compare::markdown(&summary, &verdicts, &header);
+    report.push_str(&compare::same_layout_markdown(&summary, twin_kib));
     report.push_str(&compare::counts_markdown(&counts, cachegrind_scale));
     println!("{report}");
     std::fs::create_dir_all(&options.out_dir).map_err(|e| e.to_string())?;
@@ -167,9 +175,20 @@ fn build_ours(workspace: &std::path::Path) -> Result<(), String> {
 
 /// Compiles the C program `source` to `binary` with gcc.
 fn compile_c(source: &std::path::Path, binary: &std::path::Path) -> Result<(), String> {
+    gcc(&["-O2", "-pthread"], source, binary)
+}
+
+/// Compiles `bench/c/layout_twin.c` to the shared library `library`: no
+/// start files, no code (see the file).
+fn compile_twin(source: &std::path::Path, library: &std::path::Path) -> Result<(), String> {
+    gcc(&["-shared", "-fPIC", "-nostdlib"], source, library)
+}
+
+fn gcc(flags: &[&str], source: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
     let compiled = std::process::Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(binary)
+        .args(flags)
+        .arg("-o")
+        .arg(out)
         .arg(source)
         .status()
         .map_err(|e| format!("gcc: {e}"))?;
