@@ -10,8 +10,8 @@
 //! other `.bss` object. LLVM emitted the page heap, the hardened-mode and
 //! rseq-sys statics after the 4 MiB map, on a page that every process
 //! touched for their 100 bytes; now they share the data page with the
-//! other small statics (`tight`: 5 pages of the library's `.bss` resident
-//! → 4).
+//! other small statics (`tight`: the library's anonymous `.bss` resident
+//! 16 KiB → 12).
 //!
 //! `-z pack-relative-relocs` (RELR), where the glibc we build on loads it
 //! (2.36+): the relative relocations, 41 of them for the rseq critical

@@ -595,11 +595,11 @@ pub fn loaded_file_kib(library: &Path) -> Result<f64, String> {
     if elf.get(..6) != Some(&b"\x7fELF\x02\x01"[..]) {
         return Err(bad());
     }
+    const PT_LOAD: usize = 1;
     let (table, entry, entries) = (word(0x20, 8)?, word(0x36, 2)?, word(0x38, 2)?);
     let mut pages = 0;
     for i in 0..entries {
         let header = table + i * entry;
-        const PT_LOAD: usize = 1;
         let (kind, address, file_bytes) = (word(header, 4)?, word(header + 0x10, 8)?, word(header + 0x20, 8)?);
         if kind == PT_LOAD && file_bytes > 0 {
             pages += (address + file_bytes).div_ceil(4096) - address / 4096;
