@@ -210,3 +210,46 @@ fn small_statics_come_before_the_segment_map() {
         ["rseq_alloc::central::CENTRAL", "rseq_alloc::segment::SEGMENT_MAP"]
     );
 }
+
+/// The library's code is in two parts (`alloc/preload/text_order.ld`): the
+/// cold part ends on a 64 KiB boundary where the hot part starts, so the
+/// kernel's fault-around, which maps a file's cached pages by aligned 64 KiB
+/// windows, maps the hot part alone into a program that only allocates and
+/// frees, and the cold part only once the program calls into it.
+#[test]
+fn an_ordinary_program_maps_only_the_hot_code() {
+    let out = Command::new("readelf").args(["-SW"]).arg(library()).output().expect("readelf (binutils)");
+    assert!(out.status.success(), "readelf failed: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // `  [13] .text.cold  PROGBITS  000000000000ac80 004c80 005380 00  AX ...`
+    let section = |name: &str| -> (u64, u64) {
+        let fields: Vec<&str> = table
+            .lines()
+            .filter_map(|line| Some(line.split_once(']')?.1.split_whitespace().collect::<Vec<_>>()))
+            .find(|fields| fields.first() == Some(&name))
+            .unwrap_or_else(|| panic!("no {name} section in:\n{table}"));
+        let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        (hex(fields[2]), hex(fields[4]))
+    };
+    let (cold, cold_size) = section(".text.cold");
+    let (hot, _) = section(".init");
+    assert_eq!(hot % 0x10000, 0, ".init at {hot:#x}: the hot part must start a 64 KiB window");
+    assert_eq!(cold + cold_size, hot, "the cold part must end where the hot part starts");
+    let hot_end = [".init", ".fini", ".text", ".plt"].map(section).iter().map(|(a, s)| a + s).max().unwrap();
+    let hot_kib = (hot_end - hot).div_ceil(4096) * 4;
+
+    let program = build_dir().join("text_residency");
+    for mode in [Mode::Rseq, Mode::ForcedFallback] {
+        let out = run(mode, program.to_str().unwrap(), &[], None, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let figure = |phase: &str| -> u64 {
+            let prefix = format!("text_residency: {phase} ");
+            let line = stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{stdout}"));
+            line.trim().parse().unwrap()
+        };
+        let (plain, cold) = (figure("plain"), figure("cold"));
+        eprintln!("{mode:?}: hot part {hot_kib} KiB; resident {plain} KiB, {cold} KiB after cold calls");
+        assert!(plain > 0 && plain <= hot_kib, "{mode:?}: an ordinary program has {plain} KiB of code resident, the hot part is {hot_kib} KiB");
+        assert!(cold > plain, "{mode:?}: calling cold functions mapped nothing more ({plain} -> {cold} KiB)");
+    }
+}
