@@ -7,8 +7,12 @@
  * executable mapping(s), as /proc/self/smaps counts them:
  *
  *   text_residency: plain N
+ *   text_residency: unwind tables resident 0
  *   text_residency: cold M
  *   text_residency: ok
+ *
+ * The second line says whether the first page of the library's unwind
+ * tables (PT_GNU_EH_FRAME) is mapped: it should not be, nothing unwound.
  *
  * The library file is read whole first, so every page of it is in the page
  * cache and the kernel's fault-around maps whatever it may: the figures are
@@ -17,6 +21,8 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
+#include <stdint.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +61,30 @@ static long text_rss_kib(const char *path) {
     return total;
 }
 
+/* The address of the library's unwind tables, by its program headers. */
+static uintptr_t eh_frame_hdr;
+static int find_eh_frame_hdr(struct dl_phdr_info *info, size_t size, void *path) {
+    (void)size;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "librseq_alloc")) return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME) eh_frame_hdr = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+    (void)path;
+    return 1;
+}
+
+/* Whether the page at `address` is mapped, by /proc/self/pagemap's bit 63. */
+static int page_present(uintptr_t address) {
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    uint64_t entry = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    if (fd < 0 || pread(fd, &entry, sizeof entry, (off_t)(address / page * sizeof entry)) != sizeof entry) {
+        perror("pagemap");
+        exit(1);
+    }
+    close(fd);
+    return (int)(entry >> 63);
+}
+
 int main(void) {
     Dl_info info;
     if (!dladdr((void *)malloc, &info) || !info.dli_fname || !strstr(info.dli_fname, "librseq_alloc")) {
@@ -90,6 +120,9 @@ int main(void) {
         }
     }
     printf("text_residency: plain %ld\n", text_rss_kib(path));
+    dl_iterate_phdr(find_eh_frame_hdr, NULL);
+    if (!eh_frame_hdr) { printf("text_residency: no PT_GNU_EH_FRAME\n"); return 1; }
+    printf("text_residency: unwind tables resident %d\n", page_present(eh_frame_hdr));
 
     /* Phase 2: the cold part. */
     void *huge = malloc(64 << 20);
@@ -97,6 +130,6 @@ int main(void) {
     struct mallinfo2 mi = mallinfo2();
     malloc_trim(0);
     printf("text_residency: cold %ld\n", text_rss_kib(path));
-    printf("text_residency: ok (%zu bytes in use)\n", mi.uordblks);
+    printf("text_residency: ok (arena %zu bytes)\n", mi.arena);
     return 0;
 }

@@ -215,7 +215,8 @@ fn small_statics_come_before_the_segment_map() {
 /// cold part ends on a 64 KiB boundary where the hot part starts, so the
 /// kernel's fault-around, which maps a file's cached pages by aligned 64 KiB
 /// windows, maps the hot part alone into a program that only allocates and
-/// frees, and the cold part only once the program calls into it.
+/// frees, and the cold part only once the program calls into it. The unwind
+/// tables, in a segment of their own after the code, are not mapped at all.
 #[test]
 fn an_ordinary_program_maps_only_the_hot_code() {
     let out = Command::new("readelf").args(["-SW"]).arg(library()).output().expect("readelf (binutils)");
@@ -251,5 +252,9 @@ fn an_ordinary_program_maps_only_the_hot_code() {
         eprintln!("{mode:?}: hot part {hot_kib} KiB; resident {plain} KiB, {cold} KiB after cold calls");
         assert!(plain > 0 && plain <= hot_kib, "{mode:?}: an ordinary program has {plain} KiB of code resident, the hot part is {hot_kib} KiB");
         assert!(cold > plain, "{mode:?}: calling cold functions mapped nothing more ({plain} -> {cold} KiB)");
+        assert!(
+            stdout.contains("text_residency: unwind tables resident 0"),
+            "{mode:?}: the unwind tables were mapped though nothing unwound:\n{stdout}"
+        );
     }
 }
