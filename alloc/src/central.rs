@@ -132,6 +132,16 @@ impl Central {
 
     /// Fills `out` with up to `out.len()` objects of `class`; returns how
     /// many (0 only when the OS refuses memory).
+    ///
+    /// Objects given back before come first, from the fullest spans on
+    /// (their memory is warm), and if they make a quarter of `out` or more,
+    /// the refill stops there: topping it up with fresh objects while freed
+    /// ones come back only grows what circulates. (A producer refilling 32
+    /// at a time from a consumer's drains of 10 carved 22 fresh objects a
+    /// refill until a batch more per class circulated: `prodcons` 2088 →
+    /// 2060 KiB, `larson` 5256 → 5224, `pareto` 92068 → 91880, medians of
+    /// 7 to 11 runs; instructions the same within 0.5%.) With fewer, fresh
+    /// objects fill the rest.
     pub(crate) fn take(&self, class: usize, out: &mut [usize]) -> usize {
         let list = &self.lists[class];
         let _guard = list.lock.lock();
@@ -139,7 +149,16 @@ impl Central {
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
         let mut n = 0;
-        while n < out.len() {
+        let mut span = inner.head;
+        while !span.is_null() && n < out.len() {
+            // SAFETY: listed spans belong to this class and the lock is held.
+            let next = unsafe { (*span).next };
+            // SAFETY: as above.
+            n += unsafe { take_given_back(inner, span, size, &mut out[n..]) };
+            span = next;
+        }
+        let fresh_too = n < out.len().div_ceil(4);
+        while fresh_too && n < out.len() {
             if inner.head.is_null() {
                 let span = if inner.spare.is_null() {
                     match new_span(class) {
@@ -157,30 +176,24 @@ impl Central {
                 unsafe { push_front(inner, span) };
             }
             let span = inner.head;
-            // SAFETY: listed spans belong to this class and the lock is held.
-            let (s, free) = unsafe { (&mut *span, free_bits(span)) };
-            let start = span_start(span);
-            // Previously used objects first (their memory is warm), then fresh ones.
-            for (w, word) in free.iter_mut().enumerate() {
-                while *word != 0 && n < out.len() {
-                    let bit = word.trailing_zeros() as usize;
-                    *word &= *word - 1;
-                    out[n] = start + (w * 64 + bit) * size;
-                    n += 1;
-                    s.used += 1;
-                }
-                if n == out.len() {
-                    break;
-                }
+            // SAFETY: listed spans belong to this class and the lock is held;
+            // a spare's or a fresh span's objects are all free.
+            n += unsafe { take_given_back(inner, span, size, &mut out[n..]) };
+            if n == out.len() || !core::ptr::eq(inner.head, span) {
+                continue;
             }
+            // SAFETY: as above.
+            let s = unsafe { &mut *span };
+            let start = span_start(span);
             while n < out.len() && s.bump < s.objects {
                 out[n] = start + s.bump as usize * size;
                 s.bump += 1;
                 s.used += 1;
                 n += 1;
             }
-            if s.bump == s.objects && free.iter().all(|&w| w == 0) {
-                // SAFETY: `span` is the listed head.
+            if s.bump == s.objects {
+                // SAFETY: `span` is the listed head, with no free object left
+                // (`take_given_back` took them all, or `out` would be full).
                 unsafe { unlink(inner, span) };
             }
         }
@@ -338,6 +351,37 @@ fn new_span(class: usize) -> Option<*mut Span> {
         unsafe { (Segment::page_start(new.seg, new.head) as *mut u8).write_bytes(hardened::POISON, bytes) };
     }
     Some(s)
+}
+
+/// Moves up to `out.len()` of the objects `span` has had back (its free
+/// bitmap) to `out`, lowest addresses first; returns how many. A span left
+/// with no free object, given back or fresh, leaves the list.
+///
+/// # Safety
+/// The list lock is held, `span` is listed on it, and `size` is its class's.
+unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, out: &mut [usize]) -> usize {
+    // SAFETY: the caller holds the lock that guards the span and its bitmap.
+    let (s, free) = unsafe { (&mut *span, free_bits(span)) };
+    let start = span_start(span);
+    let mut n = 0;
+    'words: for word in free.iter_mut().enumerate() {
+        let (w, word) = word;
+        while *word != 0 {
+            if n == out.len() {
+                break 'words;
+            }
+            let bit = word.trailing_zeros() as usize;
+            *word &= *word - 1;
+            out[n] = start + (w * 64 + bit) * size;
+            n += 1;
+        }
+    }
+    s.used += n as u16;
+    if s.bump == s.objects && free.iter().all(|&w| w == 0) {
+        // SAFETY: the caller holds the lock and `span` is listed.
+        unsafe { unlink(inner, span) };
+    }
+    n
 }
 
 /// # Safety
