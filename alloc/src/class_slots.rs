@@ -30,6 +30,8 @@ pub(crate) struct Layout {
     pub(crate) home: [u16; CLASSES + 1],
     /// Slots of each class's home.
     pub(crate) initial: [u16; CLASSES + 1],
+    /// Slots of each class woken by a free ([`capacity::outflow`]).
+    pub(crate) freed: [u16; CLASSES + 1],
     /// First slot of each class's growth range (its sentinel is the slot below).
     pub(crate) begin: [u16; CLASSES + 1],
     /// Slots of each class's growth range.
@@ -49,6 +51,7 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
         state_slot: 0,
         home: [0; CLASSES + 1],
         initial: [0; CLASSES + 1],
+        freed: [0; CLASSES + 1],
         begin: [0; CLASSES + 1],
         reserved: [0; CLASSES + 1],
         home_end: 0,
@@ -65,6 +68,7 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
     while class <= CLASSES {
         layout.home[class] = slot as u16;
         layout.initial[class] = capacity::initial(class) as u16;
+        layout.freed[class] = capacity::outflow(class) as u16;
         slot += capacity::initial(class) + 1;
         class += 1;
     }

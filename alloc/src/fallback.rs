@@ -65,8 +65,22 @@ pub trait RegionStore {
 pub struct Geometry<'a> {
     /// First slot of each class's home.
     pub home: &'a [u16],
-    /// Slots of each class at home.
+    /// Slots of each class at home when an allocation wakes it.
     pub capacity: &'a [u16],
+    /// Slots of each class at home when a free wakes it: fewer, since its
+    /// objects may only pass through (freed here, allocated elsewhere), and
+    /// a cache filling to the brim before anything could tell held a
+    /// consumer's memory.
+    pub freed_capacity: &'a [u16],
+}
+
+/// What woke a dormant class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WokenBy {
+    /// An allocation (a refill): [`Geometry::capacity`].
+    Allocation,
+    /// A free: [`Geometry::freed_capacity`].
+    Free,
 }
 
 impl Geometry<'_> {
@@ -82,11 +96,16 @@ impl Geometry<'_> {
         Header { current: above, end: above }
     }
 
-    /// The header of `class` when it wakes: empty, with its full capacity.
-    pub fn awake(&self, class: usize) -> Header {
+    /// The header of `class` when it wakes: empty, with the capacity of
+    /// what woke it.
+    pub fn awake(&self, class: usize, by: WokenBy) -> Header {
         let home = self.home[class];
         debug_assert!(home as usize > self.shared_sentinel());
-        Header { current: home, end: home + self.capacity[class] }
+        let capacity = match by {
+            WokenBy::Allocation => self.capacity[class],
+            WokenBy::Free => self.freed_capacity[class],
+        };
+        Header { current: home, end: home + capacity }
     }
 }
 
@@ -102,11 +121,11 @@ pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
 
 /// Gives dormant `class` its own slots in a held region; false if it was
 /// awake already.
-pub fn wake<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize) -> bool {
+pub fn wake<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize, by: WokenBy) -> bool {
     if region.header(class).load(Ordering::Relaxed) != geometry.dormant().pack() {
         return false;
     }
-    let awake = geometry.awake(class);
+    let awake = geometry.awake(class, by);
     region.slot(awake.current as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
     region.header(class).store(awake.pack(), Ordering::Relaxed);
     true
@@ -290,15 +309,15 @@ pub fn pop<R: RegionStore>(region: &R, class: usize) -> Option<usize> {
     Some(item)
 }
 
-/// Pushes `item` onto `class` of a held region, waking the class if it is
-/// dormant; false if it is full.
+/// Pushes `item` onto `class` of a held region, waking the class (as a
+/// free does) if it is dormant; false if it is full.
 pub fn push<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize, item: usize) -> bool {
     let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
     if header.current == header.end {
-        if !wake(region, geometry, class) {
+        if !wake(region, geometry, class, WokenBy::Free) {
             return false;
         }
-        header = geometry.awake(class);
+        header = geometry.awake(class, WokenBy::Free);
     }
     region.slot(header.current as usize).store(item, Ordering::Relaxed);
     header.current += 1;

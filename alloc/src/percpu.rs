@@ -29,7 +29,7 @@ use rseq_sys::{ByCpuId, Miss};
 use crate::capacity::{self, Activity, Resize};
 use crate::central::CENTRAL;
 use crate::class_slots::{self, Layout};
-use crate::fallback;
+use crate::fallback::{self, WokenBy};
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
@@ -326,7 +326,7 @@ fn recover(miss: Miss) -> bool {
 /// the rest onto this CPU's region.
 fn refill(class: usize) -> *mut u8 {
     crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
-    wake_here(class);
+    wake_here(class, WokenBy::Allocation);
     let cpu = rseq_sys::current_index::<Index>();
     let resize = count_miss(cpu, class, Flow::Refill);
     if let Some(cpu) = cpu {
@@ -356,9 +356,9 @@ fn refill(class: usize) -> *mut u8 {
 
 /// Gives `class` its own slots on the CPU this thread runs on, if it is
 /// dormant there (the first miss of a class on a CPU); true if it did.
-fn wake_here(class: usize) -> bool {
+fn wake_here(class: usize, by: WokenBy) -> bool {
     let geometry = geometry();
-    replace_header_here(class, geometry.dormant().pack(), geometry.awake(class))
+    replace_header_here(class, geometry.dormant().pack(), geometry.awake(class, by))
 }
 
 /// Replaces `class`'s header on the CPU this thread runs on by `new` if it
@@ -415,7 +415,7 @@ pub(crate) fn free_slow(class: usize, object: usize) {
 /// This CPU's region is full: moves a batch of it, and `object`, to the
 /// central list.
 fn drain(class: usize, object: usize) {
-    if wake_here(class) && push_section(class, object).is_ok() {
+    if wake_here(class, WokenBy::Free) && push_section(class, object).is_ok() {
         return;
     }
     crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
@@ -466,7 +466,7 @@ impl fallback::RegionStore for RawRegion {
 }
 
 fn geometry() -> fallback::Geometry<'static> {
-    fallback::Geometry { home: &LAYOUT.home, capacity: &LAYOUT.initial }
+    fallback::Geometry { home: &LAYOUT.home, capacity: &LAYOUT.initial, freed_capacity: &LAYOUT.freed }
 }
 
 /// Runs `f` on a region this thread holds: the one for its CPU if free,
@@ -489,7 +489,7 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         }
         // The upkeep skips the region we hold (it cannot stop it).
         crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
-        fallback::wake(region, geometry(), class);
+        fallback::wake(region, geometry(), class, WokenBy::Allocation);
         let resize = count_miss(Some(region.cpu()), class, Flow::Refill);
         resize_held(region, class, resize);
         let mut buf = [0usize; MAX_BATCH];

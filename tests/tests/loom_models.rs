@@ -20,7 +20,7 @@ use rseq_alloc::model::{
 /// is the one dormant classes share.
 const HOME: [u16; 2] = [0, 3];
 const CAPACITY: [u16; 2] = [0, 2];
-const GEOMETRY: Geometry<'static> = Geometry { home: &HOME, capacity: &CAPACITY };
+const GEOMETRY: Geometry<'static> = Geometry { home: &HOME, capacity: &CAPACITY, freed_capacity: &CAPACITY };
 const SLOTS: usize = 5;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.

@@ -250,7 +250,10 @@ fn an_ordinary_program_maps_only_the_hot_code() {
         };
         let (plain, cold) = (figure("plain"), figure("cold"));
         eprintln!("{mode:?}: hot part {hot_kib} KiB; resident {plain} KiB, {cold} KiB after cold calls");
-        assert!(plain > 0 && plain <= hot_kib, "{mode:?}: an ordinary program has {plain} KiB of code resident, the hot part is {hot_kib} KiB");
+        assert!(
+            plain > 0 && plain <= hot_kib,
+            "{mode:?}: an ordinary program has {plain} KiB of code resident, the hot part is {hot_kib} KiB"
+        );
         assert!(cold > plain, "{mode:?}: calling cold functions mapped nothing more ({plain} -> {cold} KiB)");
         assert!(
             stdout.contains("text_residency: unwind tables resident 0"),
