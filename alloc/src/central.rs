@@ -16,7 +16,6 @@
 
 use core::ptr::null_mut;
 
-use crossbeam_utils::CachePadded;
 
 use crate::hardened;
 use crate::report::{self, Call};
@@ -24,6 +23,10 @@ use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, MAX_OBJECTS, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
+/// One class's list, on a cache line of its own (64 bytes, not
+/// `CachePadded`'s 128: the lists of the classes a small program uses then
+/// share one page of `.bss` fewer; their locks are slow-path locks).
+#[repr(C, align(64))]
 struct ClassList {
     lock: Lock,
     inner: core::cell::UnsafeCell<ListInner>,
@@ -74,14 +77,14 @@ pub(crate) struct Central {
     /// First, on the page of the first lists: after the last one, it kept
     /// a page of its own resident in every program.
     pub(crate) free_bytes: AtomicUsize,
-    lists: [CachePadded<ClassList>; CLASSES + 1],
+    lists: [ClassList; CLASSES + 1],
 }
 
 /// The process's central lists.
 pub(crate) static CENTRAL: Central = Central {
     free_bytes: AtomicUsize::new(0),
     lists: [const {
-        CachePadded::new(ClassList {
+        ClassList {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(ListInner {
                 head: null_mut(),
@@ -91,7 +94,7 @@ pub(crate) static CENTRAL: Central = Central {
             }),
             taken: AtomicU64::new(0),
             given: AtomicU64::new(0),
-        })
+        }
     }; CLASSES + 1],
 };
 
