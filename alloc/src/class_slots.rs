@@ -4,7 +4,7 @@
 //! A class wakes at its *home*: [`capacity::initial`] slots in a zone
 //! packed right after the headers and the CPU's upkeep state, so that the
 //! classes a CPU uses share a few pages (sixteen classes of a small program
-//! touch 4 pages there, where a range of their own each touched 16). A class that grows past its home
+//! touch 3 pages there, where a range of their own each touched 16). A class that grows past its home
 //! moves, objects and all, to its *growth range* of [`capacity::max`]
 //! slots, further up; it moves back when its cache is emptied or shrinks
 //! to fit at home again, and a region whose classes are all at home can
@@ -157,8 +157,8 @@ mod tests {
                 assert_eq!(layout.stack_begin(class, dormant), None, "dormant class {class}");
             }
         }
-        // Sixteen classes of up to 256 bytes wake within 4 pages of the headers.
+        // Sixteen classes of up to 256 bytes wake within 3 pages of the headers.
         let woken = layout.home[16] as usize + layout.initial[16] as usize;
-        assert!(woken <= 4 * PAGE_SLOTS, "{woken} slots");
+        assert!(woken <= 3 * PAGE_SLOTS, "{woken} slots");
     }
 }
