@@ -16,7 +16,6 @@
 
 use core::ptr::null_mut;
 
-
 use crate::hardened;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
