@@ -99,24 +99,20 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
 const MAX: [u16; CLASSES + 1] = table(128 * 1024, 16, [1024; CLASSES + 1]);
 const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
-const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, {
+const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(1));
+const OUTFLOW: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(2));
+
+/// Per class, `1 / divisor` of its batch and one: the ceiling of the small
+/// capacities (a refill or drain moves fewer when the capacity is small).
+const fn batch_share(divisor: usize) -> [usize; CLASSES + 1] {
     let mut high = [0; CLASSES + 1];
     let mut class = 1;
     while class <= CLASSES {
-        high[class] = BATCH[class] as usize + 1;
+        high[class] = BATCH[class] as usize / divisor + 1;
         class += 1;
     }
     high
-});
-const OUTFLOW: [u16; CLASSES + 1] = table(8 * 1024, 2, {
-    let mut high = [0; CLASSES + 1];
-    let mut class = 1;
-    while class <= CLASSES {
-        high[class] = BATCH[class] as usize / 2 + 1;
-        class += 1;
-    }
-    high
-});
+}
 
 /// Capacity a class wakes with at an allocation: 16 KiB worth, 8 to 64
 /// objects. Small, because a class whose objects only flow through a CPU

@@ -366,8 +366,7 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
     let (s, free) = unsafe { (&mut *span, free_bits(span)) };
     let start = span_start(span);
     let mut n = 0;
-    'words: for word in free.iter_mut().enumerate() {
-        let (w, word) = word;
+    'words: for (w, word) in free.iter_mut().enumerate() {
         while *word != 0 {
             if n == out.len() {
                 break 'words;
