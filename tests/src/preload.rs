@@ -44,7 +44,6 @@ pub fn build_dir() -> &'static Path {
             "signal_alloc",
             "misuse",
             "oom",
-            "text_residency",
         ] {
             let source = s(&format!("{program}.c"));
             c(&[
