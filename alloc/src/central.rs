@@ -16,11 +16,13 @@
 
 use core::ptr::null_mut;
 
+use crate::geometry::MAX_OBJECTS;
 use crate::hardened;
+use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
-use crate::size_class::{CLASSES, MAX_OBJECTS, SIZES, SPAN_PAGES, object_index, objects_per_span};
-use crate::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// One class's list, on a cache line of its own (64 bytes, not
 /// `CachePadded`'s 128: the lists of the classes a small program uses then

@@ -28,7 +28,8 @@
 
 use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, STATE_UNINIT, first_free_slot};
 
-use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::lock::{self, Lock};
+use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The busy value of a region the fork handlers hold (never a thread
 /// pointer: those are aligned).
@@ -245,7 +246,7 @@ pub fn hold_for_fork<R: RegionStore>(region: &R, wait: bool) {
         if !wait {
             return;
         }
-        sync::yield_now();
+        lock::yield_now();
     }
 }
 

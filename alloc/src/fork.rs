@@ -41,7 +41,7 @@
 //! Registered late, our prepare handler runs before the handlers of
 //! libraries that registered earlier (prepare handlers run last-registered
 //! first), and theirs may allocate on the forking thread while we hold
-//! every lock: [`Lock`](crate::sync::Lock) lets that thread through a lock
+//! every lock: [`Lock`](crate::lock::Lock) lets that thread through a lock
 //! it holds for `fork`. Two threads may register at once: the handlers then
 //! run twice per fork, and [`DEPTH`] makes the inner pair do nothing.
 

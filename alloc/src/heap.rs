@@ -5,11 +5,12 @@
 
 use core::ptr::null_mut;
 
+use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
 use crate::hardened;
 use crate::huge;
 use crate::percpu;
 use crate::report::{self, Call};
-use crate::segment::{Kind, MAX_MEDIUM, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
+use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::Ordering;
 
@@ -285,7 +286,7 @@ unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
 fn small_class_of(ptr: usize) -> Option<usize> {
     // Alignment and the segment map's range in one test (three instructions
     // where the two tests apart took six).
-    const NOT_SMALL: usize = 15 | !(crate::segment::ADDRESS_LIMIT - 1);
+    const NOT_SMALL: usize = 15 | !(ADDRESS_LIMIT - 1);
     if ptr & NOT_SMALL != 0 {
         return None;
     }

@@ -21,9 +21,10 @@
 
 use core::cell::UnsafeCell;
 
+use crate::lock::Lock;
 use crate::os::{self, OS_PAGE};
 use crate::segment::{self, Kind, PAGE_HEAP, SEGMENT_SIZE, Segment};
-use crate::sync::{AtomicUsize, Lock, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Freed huge segments kept for reuse.
 pub(crate) const CACHE_SLOTS: usize = 8;

@@ -63,11 +63,14 @@ mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
 #[cfg(not(rseq_alloc_loom))]
+mod geometry;
+#[cfg(not(rseq_alloc_loom))]
 mod hardened;
 #[cfg(not(rseq_alloc_loom))]
 mod heap;
 #[cfg(not(rseq_alloc_loom))]
 mod huge;
+mod lock;
 #[cfg(not(rseq_alloc_loom))]
 mod os;
 #[cfg(not(rseq_alloc_loom))]
@@ -98,7 +101,7 @@ pub mod model {
         Geometry, RegionStore, drain, format, hold_for_fork, pop, push, release, release_after_fork, try_hold,
         with_region,
     };
-    pub use crate::sync::{Lock, LockGuard};
+    pub use crate::lock::{Lock, LockGuard};
 }
 
 #[cfg(not(rseq_alloc_loom))]

@@ -7,10 +7,9 @@ use core::ptr::NonNull;
 
 use rseq_sys::syscall::{syscall4, syscall6};
 
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, Ordering};
 
-/// The kernel's page size on x86-64 Linux.
-pub(crate) const OS_PAGE: usize = 4096;
+pub(crate) use crate::geometry::OS_PAGE;
 
 /// Maps `len` bytes of zeroed, readable and writable memory; pages are
 /// committed by the kernel on first touch (`MAP_NORESERVE`).
@@ -228,6 +227,50 @@ pub(crate) fn random_u64() -> u64 {
     // SAFETY: as above, when non-null.
     let seed = if at_random.is_null() { 0 } else { unsafe { at_random.read_unaligned() } };
     seed ^ (buf as u64).rotate_left(17)
+}
+
+/// Sleeps while `word` reads `value` (`FUTEX_WAIT_PRIVATE`); returns at
+/// once if it does not, and may return spuriously.
+pub(crate) fn futex_wait(word: &AtomicU32, value: u32) {
+    let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
+    // SAFETY: a futex wait on a live, aligned u32; the kernel only reads it.
+    let _ = unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, value as usize, 0) };
+}
+
+/// Wakes one thread sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_one(word: &AtomicU32) {
+    let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
+    // SAFETY: a futex wake on a live u32.
+    let _ = unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, 1, 0) };
+}
+
+/// Lets another thread run.
+pub(crate) fn yield_now() {
+    // SAFETY: sched_yield has no arguments and no preconditions.
+    let _ = unsafe { syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
+}
+
+/// The CPU this thread runs on, as libc reports it (through the rseq area
+/// or the vDSO); 0 if it cannot tell.
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    unsafe { libc::sched_getcpu() }.max(0) as u32
+}
+
+/// Reads the start of the file at `path` into `buf`; the bytes read (none
+/// if the file cannot be read).
+pub(crate) fn read_file<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a [u8] {
+    // SAFETY: a NUL-terminated path; the descriptor is ours until closed.
+    let Ok(fd) = (unsafe {
+        syscall4(libc::SYS_openat, libc::AT_FDCWD as usize, path.as_ptr() as usize, libc::O_RDONLY as usize, 0)
+    }) else {
+        return &[];
+    };
+    // SAFETY: the kernel writes at most `buf.len()` bytes into the live buffer.
+    let n = unsafe { syscall4(libc::SYS_read, fd, buf.as_mut_ptr() as usize, buf.len(), 0) }.unwrap_or(0);
+    // SAFETY: closing the descriptor opened above.
+    let _ = unsafe { syscall4(libc::SYS_close, fd, 0, 0, 0) };
+    &buf[..n]
 }
 
 /// Aborts the process with `message` on stderr: for corruption that must not

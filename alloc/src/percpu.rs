@@ -30,9 +30,10 @@ use crate::capacity::{self, Activity, Resize};
 use crate::central::CENTRAL;
 use crate::class_slots::{self, Layout};
 use crate::fallback::{self, WokenBy};
+use crate::lock::Lock;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Which rseq field indexes the regions (see the closing note of issue 3 for
 /// why `cpu_id` rather than `mm_cid`).
@@ -476,8 +477,7 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
     if FAST.slabs.base.load(Ordering::Acquire).is_null() || ncpus == 0 {
         return None;
     }
-    // SAFETY: sched_getcpu has no preconditions (glibc reads the rseq area or the vDSO).
-    let start = unsafe { libc::sched_getcpu() }.max(0) as usize % ncpus;
+    let start = os::current_cpu() as usize % ncpus;
     fallback::with_region(ncpus, start, |cpu| RawRegion(region(cpu as u32)), geometry(), f)
 }
 

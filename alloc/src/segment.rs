@@ -20,26 +20,16 @@
 
 use core::ptr::null_mut;
 
+use crate::geometry::{ADDRESS_BITS, MAX_OBJECTS, SEGMENT_SHIFT};
+pub(crate) use crate::geometry::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE};
+use crate::lock::Lock;
 use crate::os;
-use crate::size_class::MAX_OBJECTS;
-use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-/// log2 of [`SEGMENT_SIZE`].
-pub(crate) const SEGMENT_SHIFT: u32 = 22;
-/// Bytes per segment, and their alignment.
-pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
-/// log2 of [`PAGE_SIZE`].
-pub(crate) const PAGE_SHIFT: u32 = 16;
-/// Bytes per page: the unit of spans.
-pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
-/// Pages per segment (page 0 is the header).
-pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 /// `free_pages` of an empty segment: every page but the header's.
 const ALL_USABLE: u64 = !1;
 /// `page_class` of a medium span's pages.
 pub(crate) const PAGE_MEDIUM: u8 = 255;
-/// Largest medium block: bigger requests get a huge segment.
-pub(crate) const MAX_MEDIUM: usize = 16 * PAGE_SIZE;
 
 /// What a segment holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -136,9 +126,6 @@ impl Segment {
 // set iff a segment of ours starts there. It lives in .bss; only the words
 // for addresses in use are ever touched.
 
-const ADDRESS_BITS: u32 = 47;
-/// Addresses at or above this are in no segment of ours (the map ends there).
-pub(crate) const ADDRESS_LIMIT: usize = 1 << ADDRESS_BITS;
 static SEGMENT_MAP: [AtomicU64; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)] =
     [const { AtomicU64::new(0) }; 1 << (ADDRESS_BITS - SEGMENT_SHIFT - 6)];
 

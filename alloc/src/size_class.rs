@@ -13,10 +13,9 @@
 //!
 //! Class 0 is not a class: page-class bytes use it for "no small span here".
 
-use crate::segment::PAGE_SIZE;
+pub(crate) use crate::geometry::MAX_SMALL;
+use crate::geometry::PAGE_SIZE;
 
-/// Largest small object, in bytes.
-pub(crate) const MAX_SMALL: usize = 32 * 1024;
 /// Number of classes, not counting the unused class 0.
 pub(crate) const CLASSES: usize = 8 + 8 * 8;
 
@@ -164,9 +163,6 @@ pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
     let product = u128::from(offset as u64) * u128::from(magic);
     ((product as u64) < magic).then_some((product >> 64) as usize)
 }
-
-/// Most objects any span holds (16-byte objects in one page).
-pub(crate) const MAX_OBJECTS: usize = PAGE_SIZE / 16;
 
 #[cfg(test)]
 mod tests {

@@ -179,23 +179,8 @@ fn mode() -> Mode {
 
 /// Resident set size of the process, read with raw system calls.
 fn process_resident_bytes() -> usize {
-    let path = c"/proc/self/statm";
     let mut buf = [0u8; 128];
-    // SAFETY: a NUL-terminated path; read into a live buffer; close our fd.
-    let text = unsafe {
-        let Ok(fd) = rseq_sys::syscall::syscall4(
-            libc::SYS_openat,
-            libc::AT_FDCWD as usize,
-            path.as_ptr() as usize,
-            libc::O_RDONLY as usize,
-            0,
-        ) else {
-            return 0;
-        };
-        let n = rseq_sys::syscall::syscall4(libc::SYS_read, fd, buf.as_mut_ptr() as usize, buf.len(), 0);
-        let _ = rseq_sys::syscall::syscall4(libc::SYS_close, fd, 0, 0, 0);
-        &buf[..n.unwrap_or(0)]
-    };
+    let text = crate::os::read_file(c"/proc/self/statm", &mut buf);
     // Second field: resident pages.
     let mut fields = text.split(|&b| b == b' ');
     let pages = fields
