@@ -167,6 +167,7 @@ pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::MAX_OBJECTS;
 
     #[test]
     fn sizes_are_increasing_multiples_of_16() {
