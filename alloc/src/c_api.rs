@@ -11,11 +11,10 @@
 
 use core::ffi::{c_int, c_void};
 
-use crate::heap;
-use crate::os::OS_PAGE;
-use crate::percpu;
+use crate::front;
+use crate::geometry::OS_PAGE;
 use crate::report::Call;
-use crate::size_class::{MAX_SMALL, class_of};
+use crate::runtime;
 
 /// What every block is aligned to (`alignof(max_align_t)`).
 pub const MIN_ALIGN: usize = 16;
@@ -39,7 +38,7 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return fail();
     }
-    let ptr = heap::alloc(size, align.max(MIN_ALIGN));
+    let ptr = front::alloc(size, align.max(MIN_ALIGN));
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
@@ -47,13 +46,12 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
 /// the exported symbol), the rest through the general path.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
-    if size <= MAX_SMALL {
-        let class = class_of(size);
+    if let Some(class) = front::fast_class(size, MIN_ALIGN) {
         // A hit returns at once: it is never null, so it needs no test for
         // `errno`, and the miss is a tail call (no stack frame on the hit).
-        return match percpu::pop(class) {
-            Ok(object) => object as *mut c_void,
-            Err(_) => malloc_missed(class, size),
+        return match front::pop(class) {
+            Some(object) => object.cast(),
+            None => malloc_missed(class, size),
         };
     }
     aligned(size, MIN_ALIGN)
@@ -62,14 +60,14 @@ pub fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn malloc_missed(class: usize, size: usize) -> *mut c_void {
-    let ptr = heap::alloc_small_missed(class, size, MIN_ALIGN, Call::Malloc);
+    let ptr = front::alloc_small_missed(class, size, MIN_ALIGN, Call::Malloc);
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
 /// `calloc`: zero-filled; null with `ENOMEM` if `count * size` overflows.
 pub fn calloc(count: usize, size: usize) -> *mut c_void {
     let Some(bytes) = count.checked_mul(size).filter(|&b| b <= MAX_REQUEST) else { return fail() };
-    let ptr = heap::alloc_zeroed(bytes, MIN_ALIGN);
+    let ptr = front::alloc_zeroed(bytes, MIN_ALIGN);
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 
@@ -81,7 +79,7 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
 #[inline]
 pub unsafe fn free(ptr: *mut c_void) {
     // SAFETY: forwarded from the caller.
-    unsafe { heap::free(ptr.cast()) }
+    unsafe { front::free(ptr.cast()) }
 }
 
 /// C23 `free_sized`: `size` is the size passed to the allocation call. A
@@ -93,7 +91,7 @@ pub unsafe fn free(ptr: *mut c_void) {
 pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::free_stated(ptr.cast(), size, MIN_ALIGN, Call::FreeSized) }
+        unsafe { front::free_stated(ptr.cast(), size, MIN_ALIGN, Call::FreeSized) }
     }
 }
 
@@ -105,7 +103,7 @@ pub unsafe fn free_sized(ptr: *mut c_void, size: usize) {
 pub unsafe fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize) {
     if !ptr.is_null() {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::free_stated(ptr.cast(), size, align.max(MIN_ALIGN), Call::FreeSized) }
+        unsafe { front::free_stated(ptr.cast(), size, align.max(MIN_ALIGN), Call::FreeSized) }
     }
 }
 
@@ -127,7 +125,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return fail();
     }
     // SAFETY: forwarded from the caller.
-    let new = unsafe { heap::realloc(ptr.cast(), None, MIN_ALIGN, size) };
+    let new = unsafe { front::realloc(ptr.cast(), None, MIN_ALIGN, size) };
     if new.is_null() { fail() } else { new.cast() }
 }
 
@@ -206,7 +204,7 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
         0
     } else {
         // SAFETY: forwarded from the caller.
-        unsafe { heap::usable_size(ptr.cast()) }
+        unsafe { front::usable_size(ptr.cast()) }
     }
 }
 
@@ -262,7 +260,7 @@ pub fn mallinfo2() -> Mallinfo2 {
 
 /// `malloc_stats`: our summary on stderr.
 pub fn malloc_stats() {
-    crate::stats::print();
+    runtime::print_stats();
 }
 
 /// `fork`, `daemon` and `forkpty`, as the preload library exports them: each

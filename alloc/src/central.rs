@@ -17,12 +17,11 @@
 use core::ptr::null_mut;
 
 use crate::geometry::MAX_OBJECTS;
-use crate::hardened;
 use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// One class's list, on a cache line of its own (64 bytes, not
 /// `CachePadded`'s 128: the lists of the classes a small program uses then
@@ -127,7 +126,23 @@ fn span_start(span: *mut Span) -> usize {
     Segment::page_start(seg, head)
 }
 
+/// What fresh spans are filled with before their first object is handed
+/// out: 0 for nothing, else `FILL_SET | byte` ([`Central::fill_fresh_spans_with`]).
+static FRESH_FILL: AtomicU32 = AtomicU32::new(0);
+const FILL_SET: u32 = 0x100;
+
+fn fresh_fill() -> Option<u8> {
+    let fill = FRESH_FILL.load(Ordering::Relaxed);
+    (fill & FILL_SET != 0).then_some(fill as u8)
+}
+
 impl Central {
+    /// Fills every span carved from now on with `byte` (hardened mode's
+    /// poison, set before its first block is handed out).
+    pub(crate) fn fill_fresh_spans_with(&self, byte: u8) {
+        FRESH_FILL.store(FILL_SET | u32::from(byte), Ordering::Relaxed);
+    }
+
     /// Objects of `class` taken from and given back to its list so far.
     pub(crate) fn transfers(&self, class: usize) -> (u64, u64) {
         let list = &self.lists[class];
@@ -348,11 +363,10 @@ fn new_span(class: usize) -> Option<*mut Span> {
     s.prev = null_mut();
     s.next = null_mut();
     debug_assert!(s.objects as usize * SIZES[class] as usize <= s.pages as usize * PAGE_SIZE);
-    if hardened::enabled() {
-        // Every free small object is poison in hardened mode, fresh ones too.
+    if let Some(fill) = fresh_fill() {
         let bytes = s.objects as usize * SIZES[class] as usize;
         // SAFETY: the span's pages are ours and hold no live object.
-        unsafe { (Segment::page_start(new.seg, new.head) as *mut u8).write_bytes(hardened::POISON, bytes) };
+        unsafe { (Segment::page_start(new.seg, new.head) as *mut u8).write_bytes(fill, bytes) };
     }
     Some(s)
 }

@@ -49,6 +49,7 @@ use core::ffi::{CStr, c_char, c_int, c_void};
 use core::marker::PhantomData;
 
 use crate::central::CENTRAL;
+use crate::os;
 use crate::percpu::{DRAIN_LOCK, OPENINGS};
 use crate::segment::PAGE_HEAP;
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -139,8 +140,7 @@ pub(crate) fn register() {
     if REGISTERED.load(Ordering::Acquire) {
         return;
     }
-    // SAFETY: plain functions that only take and release our own locks.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    os::at_fork(prepare, release, release);
     REGISTERED.store(true, Ordering::Release);
 }
 
@@ -158,8 +158,7 @@ pub(crate) fn register_unless_wrapped() {
 /// will register the handlers, and initialisation need not. Resolves libc's
 /// functions now, so that a `fork` from a signal handler needs no `dlsym`.
 pub fn wrappers_loaded(own_fork: usize) {
-    // SAFETY: dlsym with a NUL-terminated name, in the global scope.
-    let global_fork = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"fork".as_ptr()) } as usize;
+    let global_fork = os::global_symbol(c"fork");
     let resolved = NEXT_FORK.resolve() != 0 && NEXT_DAEMON.resolve() != 0 && NEXT_FORKPTY.resolve() != 0;
     if global_fork == own_fork && resolved {
         WRAPPED.store(true, Ordering::Release);
@@ -186,9 +185,7 @@ impl<F: Copy> Next<F> {
         if known != 0 {
             return known;
         }
-        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT looks after
-        // the object this code is in.
-        let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        let found = os::next_symbol(self.name);
         self.address.store(found, Ordering::Release);
         found
     }

@@ -1,9 +1,10 @@
 //! Hardened mode: checks on every block's memory, for finding heap misuse
 //! (writes past either end of a block, writes into a freed block, double and
-//! mismatched frees). On with `RSEQ_ALLOC_HARDENED=1`, read once, before the
-//! first block is handed out; off by default, and then it costs the fast
-//! path nothing: a bit of the fast-path word sends every operation to the
-//! slow path, where this module runs.
+//! mismatched frees). The runtime turns it on with `RSEQ_ALLOC_HARDENED=1`
+//! ([`arm`], once, before the first block is handed out); off by default,
+//! and then it costs the fast path nothing: a bit of the fast-path word
+//! sends every operation to the slow path, where the front calls this
+//! module, which calls only the tiers below the front.
 //!
 //! # A hardened block
 //!
@@ -45,14 +46,16 @@
 
 use core::ptr::null_mut;
 
-use crate::heap::{self, Block, Route};
+use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
 use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::Segment;
 use crate::size_class::SIZES;
-use crate::sync::{AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
+use crate::tiers::{self, Block, Route};
+use crate::upkeep;
 
 /// Bytes a hardened block adds to every request: at least 8 pattern bytes,
 /// then the tail word.
@@ -65,34 +68,14 @@ const POISON_WORD: u64 = u64::from_ne_bytes([POISON; 8]);
 /// What follows the caller's bytes in a live block.
 pub(crate) const PATTERN: u8 = 0xa5;
 
-const UNDECIDED: u8 = 0;
-const OFF: u8 = 1;
-const ON: u8 = 2;
-static STATE: AtomicU8 = AtomicU8::new(UNDECIDED);
 static SECRET: AtomicU64 = AtomicU64::new(0);
 
-/// Whether hardened mode is on (decided on the first call, from the
-/// environment; every thread sees the same answer).
-#[inline]
-pub(crate) fn enabled() -> bool {
-    match STATE.load(Ordering::Acquire) {
-        ON => true,
-        OFF => false,
-        _ => decide(),
-    }
-}
-
-#[cold]
-fn decide() -> bool {
-    let want = if os::env_flag(c"RSEQ_ALLOC_HARDENED") { ON } else { OFF };
-    if want == ON {
-        // The secret is set before the state is published, and only once.
-        let _ = SECRET.compare_exchange(0, os::random_u64() | 1, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    match STATE.compare_exchange(UNDECIDED, want, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => want == ON,
-        Err(decided) => decided == ON,
-    }
+/// Readies hardened mode before the runtime publishes it: the tail key's
+/// secret, and poison in every span the central lists carve from then on.
+/// Idempotent (racing initialisers may each call it).
+pub(crate) fn arm() {
+    let _ = SECRET.compare_exchange(0, os::random_u64() | 1, Ordering::Relaxed, Ordering::Relaxed);
+    CENTRAL.fill_fresh_spans_with(POISON);
 }
 
 fn key(ptr: *mut u8) -> u64 {
@@ -132,9 +115,13 @@ unsafe fn seal(ptr: *mut u8, n: usize, cap: usize) {
 #[inline(never)]
 pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8 {
     let Some(size) = n.checked_add(OVERHEAD) else { return null_mut() };
-    let ptr = match heap::route(size, align) {
-        Route::Small(class) => percpu::alloc_slow(class),
-        Route::Medium => match heap::alloc_medium(size) {
+    let ptr = match tiers::route(size, align) {
+        Route::Small(class) => {
+            let (object, trip) = percpu::alloc_slow(class);
+            upkeep::after(trip);
+            object
+        }
+        Route::Medium => match tiers::alloc_medium(size) {
             (ptr, false) if zeroed && !ptr.is_null() => {
                 // SAFETY: a fresh medium block of at least `n` bytes.
                 unsafe { ptr.write_bytes(0, n) };
@@ -147,9 +134,9 @@ pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8
     if ptr.is_null() {
         return ptr;
     }
-    let block = heap::classify(ptr as usize, call);
+    let block = tiers::classify(ptr as usize, call);
     // SAFETY: `block` is what `ptr` is.
-    let cap = unsafe { heap::capacity(block) };
+    let cap = unsafe { tiers::capacity(block) };
     if let Block::Small(_) = block {
         // SAFETY: a free small block of `cap` bytes, now ours.
         unsafe {
@@ -181,9 +168,9 @@ unsafe fn check_poison(ptr: *mut u8, cap: usize, call: Call) {
 /// (the block is being freed). Returns what it is, its capacity and the
 /// caller's size.
 fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
-    let block = heap::classify(ptr as usize, call);
+    let block = tiers::classify(ptr as usize, call);
     // SAFETY: `block` is what `ptr` is.
-    let cap = unsafe { heap::capacity(block) };
+    let cap = unsafe { tiers::capacity(block) };
     // SAFETY: a block of ours is at least `OVERHEAD` bytes.
     let own_tail = unsafe { tail(ptr, cap) };
     let word = if claim { own_tail.swap(POISON_WORD, Ordering::AcqRel) } else { own_tail.load(Ordering::Acquire) };
@@ -201,7 +188,7 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
     }
     if let Block::Small(class) = block {
         let size = SIZES[class] as usize;
-        if heap::span_offset(ptr as usize) != 0 {
+        if tiers::span_offset(ptr as usize) != 0 {
             let below = (ptr as usize - size) as *mut u8;
             // SAFETY: the previous object of the same span, a block of `size` bytes.
             let word = unsafe { tail(below, size) }.load(Ordering::Acquire);
@@ -231,10 +218,10 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: Option<usize>, call: Call) {
         Block::Small(class) => {
             // SAFETY: the block is ours to poison (its tail already is).
             unsafe { ptr.write_bytes(POISON, cap - 8) };
-            percpu::free_slow(class, ptr as usize);
+            upkeep::after(percpu::free_slow(class, ptr as usize));
         }
         // SAFETY: checked above; the caller gives the block up.
-        other => unsafe { heap::free_block(ptr as usize, other) },
+        other => upkeep::after(unsafe { tiers::free_block(ptr as usize, other) }),
     }
 }
 
@@ -260,7 +247,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     }
     let Some(size) = new_n.checked_add(OVERHEAD) else { return null_mut() };
     if let Block::Huge(seg) = block
-        && heap::route(size, align) == Route::Huge
+        && tiers::route(size, align) == Route::Huge
     {
         // SAFETY: checked to be a live huge block.
         let resized = unsafe { huge::resize(seg, size) };

@@ -63,11 +63,11 @@ mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
 #[cfg(not(rseq_alloc_loom))]
+mod front;
+#[cfg(not(rseq_alloc_loom))]
 mod geometry;
 #[cfg(not(rseq_alloc_loom))]
 mod hardened;
-#[cfg(not(rseq_alloc_loom))]
-mod heap;
 #[cfg(not(rseq_alloc_loom))]
 mod huge;
 mod lock;
@@ -77,6 +77,8 @@ mod os;
 mod percpu;
 #[cfg(not(rseq_alloc_loom))]
 mod report;
+#[cfg(not(rseq_alloc_loom))]
+mod runtime;
 #[cfg(not(rseq_alloc_loom))]
 mod segment;
 #[cfg(not(rseq_alloc_loom))]
@@ -89,7 +91,7 @@ mod sync;
 #[cfg(not(rseq_alloc_loom))]
 mod text;
 #[cfg(not(rseq_alloc_loom))]
-mod trim;
+mod tiers;
 #[cfg(not(rseq_alloc_loom))]
 mod upkeep;
 
@@ -108,16 +110,18 @@ pub mod model {
 use core::alloc::{GlobalAlloc, Layout};
 
 #[cfg(not(rseq_alloc_loom))]
-pub use stats::{ClassStats, Mode, Stats, stats};
+pub use percpu::Mode;
 #[cfg(not(rseq_alloc_loom))]
-pub use trim::trim;
+pub use runtime::{stats, trim};
+#[cfg(not(rseq_alloc_loom))]
+pub use stats::{ClassStats, Stats};
 
 /// Internals for the fuzz targets in `fuzz/` (feature `internals`): the
 /// size-class and page-map functions whose invariants they check. Not an API.
 #[cfg(all(feature = "internals", not(rseq_alloc_loom)))]
 #[doc(hidden)]
 pub mod internals {
-    use crate::heap::{self, Block, Route};
+    use crate::tiers::{self, Block, Route};
 
     /// Number of small classes (numbered 1 to `CLASSES`).
     pub const CLASSES: usize = crate::size_class::CLASSES;
@@ -157,7 +161,7 @@ pub mod internals {
 
     /// Where a request of `size` bytes aligned to `align` is served.
     pub fn route(size: usize, align: usize) -> Tier {
-        match heap::route(size, align) {
+        match tiers::route(size, align) {
             Route::Small(class) => Tier::Small(class),
             Route::Medium => Tier::Medium,
             Route::Huge => Tier::Huge,
@@ -166,15 +170,15 @@ pub mod internals {
 
     /// Bytes every block adds to its request: hardened mode's canary and tail.
     pub fn request_overhead() -> usize {
-        if crate::hardened::enabled() { crate::hardened::OVERHEAD } else { 0 }
+        if crate::runtime::hardened() { crate::hardened::OVERHEAD } else { 0 }
     }
 
     /// The block of ours that starts at `addr` (its tier and capacity), if
     /// any; safe for any address.
     pub fn lookup(addr: usize) -> Option<(Tier, usize)> {
-        let block = heap::lookup(addr)?;
+        let block = tiers::lookup(addr)?;
         // SAFETY: `lookup` found this block's shape in live metadata.
-        let capacity = unsafe { heap::capacity(block) };
+        let capacity = unsafe { tiers::capacity(block) };
         let tier = match block {
             Block::Small(class) => Tier::Small(class),
             Block::Medium(..) => Tier::Medium,
@@ -189,7 +193,7 @@ pub mod internals {
 #[cfg(not(rseq_alloc_loom))]
 #[inline(never)]
 fn alloc_other(layout: Layout) -> *mut u8 {
-    heap::alloc(layout.size(), layout.align())
+    front::alloc(layout.size(), layout.align())
 }
 
 /// # Safety
@@ -198,7 +202,7 @@ fn alloc_other(layout: Layout) -> *mut u8 {
 #[inline(never)]
 unsafe fn dealloc_other(ptr: *mut u8, layout: Layout) {
     // SAFETY: forwarded from the caller.
-    unsafe { heap::dealloc(ptr, layout.size(), layout.align(), report::Call::Free) }
+    unsafe { front::dealloc(ptr, layout.size(), layout.align(), report::Call::Free) }
 }
 
 /// The allocator. Use it as the `#[global_allocator]`, or call it directly.
@@ -213,30 +217,29 @@ pub struct RseqAlloc;
 unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
-            return heap::alloc_small(size_class::class_of(layout.size()), layout.size(), 16, report::Call::Malloc);
+        match front::fast_class(layout.size(), layout.align()) {
+            Some(class) => front::alloc_small(class, layout.size(), 16, report::Call::Malloc),
+            None => alloc_other(layout),
         }
-        alloc_other(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() <= size_class::MAX_SMALL && layout.align() <= 16 {
-            let class = size_class::class_of(layout.size());
-            return heap::free_small(class, ptr, Some(layout.size()), report::Call::Free);
+        match front::fast_class(layout.size(), layout.align()) {
+            Some(class) => front::free_small(class, ptr, Some(layout.size()), report::Call::Free),
+            // SAFETY: the caller returns a block of ours with its layout.
+            None => unsafe { dealloc_other(ptr, layout) },
         }
-        // SAFETY: the caller returns a block of ours with its layout.
-        unsafe { dealloc_other(ptr, layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        heap::alloc_zeroed(layout.size(), layout.align())
+        front::alloc_zeroed(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller passes a live block of ours with its layout.
-        unsafe { heap::realloc(ptr, Some(layout.size()), layout.align(), new_size) }
+        unsafe { front::realloc(ptr, Some(layout.size()), layout.align(), new_size) }
     }
 }

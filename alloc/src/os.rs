@@ -273,6 +273,34 @@ pub(crate) fn read_file<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a [u
     &buf[..n]
 }
 
+/// Runs `f` at exit (`atexit`, which may allocate: only once the allocator
+/// is initialised).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: registering a plain function with no preconditions.
+    unsafe { libc::atexit(f) };
+}
+
+/// Registers fork handlers (`pthread_atfork`, which may allocate: only once
+/// the allocator is initialised).
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: plain functions; libc calls them around every `fork`.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// The address of the definition of `name` that comes after the object
+/// this code is in (`dlsym(RTLD_NEXT)`), or 0.
+pub(crate) fn next_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+}
+
+/// The address of the definition of `name` a program's calls reach
+/// (`dlsym(RTLD_DEFAULT)`), or 0.
+pub(crate) fn global_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
 /// Aborts the process with `message` on stderr: for corruption that must not
 /// go on (an invalid or double free), where unwinding would allocate.
 #[cold]

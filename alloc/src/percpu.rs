@@ -23,6 +23,8 @@
 //! - The two modes never mix: the process picks one at initialisation. A
 //!   thread that cannot register in rseq mode bypasses the regions entirely.
 
+use core::fmt;
+
 use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OPEN, STATE_UNINIT, Slabs, header_offset};
 use rseq_sys::{ByCpuId, Miss};
 
@@ -117,19 +119,48 @@ fn push_section(class: usize, object: usize) -> Result<(), Miss> {
 // ---------------------------------------------------------------------------
 // Initialisation.
 
-/// How the per-CPU layer runs, decided once.
+/// How the allocator runs in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Not decided yet.
+pub enum Mode {
+    /// No allocation has happened yet.
     Undecided,
-    /// Critical sections on rseq (glibc's area or our own).
-    Rseq(rseq_sys::Mode),
-    /// The CAS fallback, because rseq is unavailable.
+    /// Per-CPU caches on rseq, using glibc's registration.
+    RseqGlibcArea,
+    /// Per-CPU caches on rseq, with our own registration.
+    RseqOwnArea,
+    /// Per-CPU caches behind a CAS try-lock, because rseq is unavailable.
     Fallback(rseq_sys::Unavailable),
-    /// The CAS fallback, because `RSEQ_ALLOC_FORCE_FALLBACK` asked for it.
+    /// Per-CPU caches behind a CAS try-lock, because `RSEQ_ALLOC_FORCE_FALLBACK=1`.
     ForcedFallback,
-    /// No regions at all (their memory could not be mapped): central lists only.
-    NoRegions,
+    /// No per-CPU caches (their memory could not be mapped): central lists only.
+    CentralOnly,
+}
+
+impl Mode {
+    /// In words: the text, then why rseq is unavailable, for the fallback
+    /// it caused. What `Display` prints, for the summary, which is written
+    /// without `core::fmt` (see `text`).
+    pub(crate) fn reason(&self) -> (&'static str, Option<rseq_sys::Unavailable>) {
+        match *self {
+            Mode::Undecided => ("undecided (nothing allocated yet)", None),
+            Mode::RseqGlibcArea => ("rseq with glibc's area", None),
+            Mode::RseqOwnArea => ("rseq with our own area", None),
+            Mode::Fallback(why) => ("fallback (atomic compare-and-swap): ", Some(why)),
+            Mode::ForcedFallback => ("fallback (atomic compare-and-swap): forced by RSEQ_ALLOC_FORCE_FALLBACK", None),
+            Mode::CentralOnly => ("central lists only: per-CPU caches could not be mapped", None),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, why) = self.reason();
+        f.write_str(text)?;
+        match why {
+            Some(why) => write!(f, "{why}"),
+            None => Ok(()),
+        }
+    }
 }
 
 static MODE: AtomicU32 = AtomicU32::new(0);
@@ -168,52 +199,62 @@ fn decode_refusal(word: u64) -> rseq_sys::Unavailable {
     }
 }
 
-/// The per-CPU layer's mode.
+/// How the allocator runs.
 pub(crate) fn mode() -> Mode {
     match MODE.load(Ordering::Acquire) {
         0 => Mode::Undecided,
-        MODE_RSEQ => Mode::Rseq(rseq_sys::mode()),
+        MODE_RSEQ => match rseq_sys::mode() {
+            rseq_sys::Mode::OwnArea => Mode::RseqOwnArea,
+            _ => Mode::RseqGlibcArea,
+        },
         MODE_FALLBACK => match rseq_sys::mode() {
             rseq_sys::Mode::Unavailable(why) => Mode::Fallback(why),
             _ => Mode::Fallback(decode_refusal(THREAD_REFUSED.load(Ordering::Relaxed))),
         },
         MODE_FORCED => Mode::ForcedFallback,
-        _ => Mode::NoRegions,
+        _ => Mode::CentralOnly,
     }
+}
+
+/// How the process wants the per-CPU layer to run, read once by the
+/// runtime from the environment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    /// Use the CAS fallback even where rseq works.
+    pub(crate) forced_fallback: bool,
+    /// Count fast-path hits (every operation then takes the slow path).
+    pub(crate) count_hits: bool,
+    /// Hardened mode: every operation takes the slow path.
+    pub(crate) hardened: bool,
+}
+
+/// Whether the mode is decided (acquire: what [`init`] set up before is visible).
+#[inline(always)]
+pub(crate) fn is_initialised() -> bool {
+    MODE.load(Ordering::Acquire) != 0
 }
 
 /// Makes the per-CPU layer ready: maps the regions (lock-free: racing
 /// threads each map, one publishes, the others unmap), and picks the mode.
-/// Safe before `main`, in any thread, and re-entrantly from a signal handler.
-#[inline]
-pub(crate) fn ensure_init() {
-    if MODE.load(Ordering::Acquire) == 0 {
-        init();
-    }
-}
-
+/// Returns true in the one thread whose call decided it. Safe before
+/// `main`, in any thread, and re-entrantly from a signal handler.
 #[cold]
-fn init() {
+pub(crate) fn init(config: Config) -> bool {
     let ncpus = rseq_sys::possible_cpus();
     let bytes = (ncpus as usize) << SLAB_SHIFT;
     let Some(slabs) = os::map_once(&FAST.slabs.base, bytes) else {
-        if MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            after_init();
-        }
-        return;
+        return MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok();
     };
     debug_assert!(!slabs.is_null());
     FAST.slabs.count.store(ncpus, Ordering::Release);
-    let forced = os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK");
-    let count_hits = os::env_flag(c"RSEQ_ALLOC_STATS") && hits::init(ncpus);
+    let count_hits = config.count_hits && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
-        _ if forced => MODE_FORCED,
+        _ if config.forced_fallback => MODE_FORCED,
         m if m.is_rseq() => match rseq_sys::register_current_thread() {
             Ok(()) => {
                 let offset = rseq_sys::area_offset().unwrap_or(0);
-                let flags = RSEQ_ON
-                    | if count_hits { COUNT_HITS } else { 0 }
-                    | if crate::hardened::enabled() { HARDENED } else { 0 };
+                let flags =
+                    RSEQ_ON | if count_hits { COUNT_HITS } else { 0 } | if config.hardened { HARDENED } else { 0 };
                 FAST.slabs.rseq_offset.store(offset, Ordering::Relaxed);
                 FAST.flags.store(flags, Ordering::Release);
                 MODE_RSEQ
@@ -227,16 +268,7 @@ fn init() {
         },
         _ => MODE_FALLBACK,
     };
-    if MODE.compare_exchange(0, chosen, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-        after_init();
-    }
-}
-
-/// What the thread that completed initialisation does next, once: things
-/// that may allocate through us, which is safe now.
-fn after_init() {
-    crate::fork::register_unless_wrapped();
-    crate::stats::register_exit_report();
+    MODE.compare_exchange(0, chosen, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -286,11 +318,23 @@ fn take_one(class: usize) -> *mut u8 {
     if CENTRAL.take(class, &mut one) == 1 { one[0] as *mut u8 } else { core::ptr::null_mut() }
 }
 
-/// Allocation of `class` when the fast path missed (or is off).
+/// A trip to the central lists a slow path made: how many of its kind
+/// (refills of its class, or drains) came before it. The upkeep's clock
+/// counts these; [`CentralTrip::NONE`] if the slow path made none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CentralTrip(pub(crate) Option<u64>);
+
+impl CentralTrip {
+    /// No trip.
+    pub(crate) const NONE: CentralTrip = CentralTrip(None);
+}
+
+/// Allocation of `class` when the fast path missed (or is off); the layer
+/// is initialised.
 #[cold]
 #[inline(never)]
-pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
-    ensure_init();
+pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
+    debug_assert!(is_initialised());
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_alloc(class);
     }
@@ -299,7 +343,7 @@ pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
         match pop_section(class) {
             Ok(object) => {
                 hits::count_alloc(flags, class);
-                return object as *mut u8;
+                return (object as *mut u8, CentralTrip::NONE);
             }
             Err(Miss::Exhausted) => return refill(class),
             Err(miss) => {
@@ -309,7 +353,7 @@ pub(crate) fn alloc_slow(class: usize) -> *mut u8 {
             }
         }
     }
-    take_one(class)
+    (take_one(class), CentralTrip::NONE)
 }
 
 /// After a section missed because the region is closed or the thread has no
@@ -325,8 +369,8 @@ fn recover(miss: Miss) -> bool {
 
 /// Takes a batch from the central list, keeps one for the caller and pushes
 /// the rest onto this CPU's region.
-fn refill(class: usize) -> *mut u8 {
-    crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+fn refill(class: usize) -> (*mut u8, CentralTrip) {
+    let trip = CentralTrip(Some(REFILLS[class].fetch_add(1, Ordering::Relaxed)));
     wake_here(class, WokenBy::Allocation);
     let cpu = rseq_sys::current_index::<Index>();
     let resize = count_miss(cpu, class, Flow::Refill);
@@ -336,7 +380,7 @@ fn refill(class: usize) -> *mut u8 {
     let mut batch_buf = [0usize; MAX_BATCH];
     let n = CENTRAL.take(class, &mut batch_buf[..refill_batch(cpu, class)]);
     if n == 0 {
-        return core::ptr::null_mut();
+        return (core::ptr::null_mut(), trip);
     }
     let mine = batch_buf[n - 1];
     let mut rest = &batch_buf[..n - 1];
@@ -352,7 +396,7 @@ fn refill(class: usize) -> *mut u8 {
             }
         }
     }
-    mine as *mut u8
+    (mine as *mut u8, trip)
 }
 
 /// Gives `class` its own slots on the CPU this thread runs on, if it is
@@ -390,8 +434,8 @@ fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
 /// Free of `object` (of `class`) when the fast path missed (or is off).
 #[cold]
 #[inline(never)]
-pub(crate) fn free_slow(class: usize, object: usize) {
-    ensure_init();
+pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
+    debug_assert!(is_initialised());
     if MODE.load(Ordering::Acquire) != MODE_RSEQ {
         return fallback_free(class, object);
     }
@@ -400,7 +444,7 @@ pub(crate) fn free_slow(class: usize, object: usize) {
         match push_section(class, object) {
             Ok(()) => {
                 hits::count_free(flags, class);
-                return;
+                return CentralTrip::NONE;
             }
             Err(Miss::Exhausted) => return drain(class, object),
             Err(miss) => {
@@ -411,15 +455,16 @@ pub(crate) fn free_slow(class: usize, object: usize) {
         }
     }
     CENTRAL.give(class, &[object]);
+    CentralTrip::NONE
 }
 
 /// This CPU's region is full: moves a batch of it, and `object`, to the
 /// central list.
-fn drain(class: usize, object: usize) {
+fn drain(class: usize, object: usize) -> CentralTrip {
     if wake_here(class, WokenBy::Free) && push_section(class, object).is_ok() {
-        return;
+        return CentralTrip::NONE;
     }
-    crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
+    let trip = CentralTrip(Some(DRAINS[class].fetch_add(1, Ordering::Relaxed)));
     let cpu = rseq_sys::current_index::<Index>();
     let resize = count_miss(cpu, class, Flow::Drain);
     let mut buf = [0usize; MAX_BATCH + 1];
@@ -433,6 +478,7 @@ fn drain(class: usize, object: usize) {
     if let Some(cpu) = cpu {
         resize_here(cpu, class, resize);
     }
+    trip
 }
 
 // ---------------------------------------------------------------------------
@@ -481,21 +527,20 @@ fn with_region<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
     fallback::with_region(ncpus, start, |cpu| RawRegion(region(cpu as u32)), geometry(), f)
 }
 
-fn fallback_alloc(class: usize) -> *mut u8 {
+fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
     let from_region = with_region(|region| {
         if let Some(object) = fallback::pop(region, class) {
             hits::count_alloc(0, class);
-            return object as *mut u8;
+            return (object as *mut u8, CentralTrip::NONE);
         }
-        // The upkeep skips the region we hold (it cannot stop it).
-        crate::upkeep::on_slow_path(REFILLS[class].fetch_add(1, Ordering::Relaxed));
+        let trip = CentralTrip(Some(REFILLS[class].fetch_add(1, Ordering::Relaxed)));
         fallback::wake(region, geometry(), class, WokenBy::Allocation);
         let resize = count_miss(Some(region.cpu()), class, Flow::Refill);
         resize_held(region, class, resize);
         let mut buf = [0usize; MAX_BATCH];
         let n = CENTRAL.take(class, &mut buf[..refill_batch(Some(region.cpu()), class)]);
         if n == 0 {
-            return core::ptr::null_mut();
+            return (core::ptr::null_mut(), trip);
         }
         let mut pushed = 0;
         while pushed < n - 1 && fallback::push(region, geometry(), class, buf[pushed]) {
@@ -504,21 +549,22 @@ fn fallback_alloc(class: usize) -> *mut u8 {
         if pushed < n - 1 {
             CENTRAL.give(class, &buf[pushed..n - 1]);
         }
-        buf[n - 1] as *mut u8
+        (buf[n - 1] as *mut u8, trip)
     });
     match from_region {
-        Some(object) if !object.is_null() => object,
-        _ => take_one(class),
+        Some((object, trip)) if !object.is_null() => (object, trip),
+        Some((_, trip)) => (take_one(class), trip),
+        None => (take_one(class), CentralTrip::NONE),
     }
 }
 
-fn fallback_free(class: usize, object: usize) {
+fn fallback_free(class: usize, object: usize) -> CentralTrip {
     let done = with_region(|region| {
         if fallback::push(region, geometry(), class, object) {
             hits::count_free(0, class);
-            return;
+            return CentralTrip::NONE;
         }
-        crate::upkeep::on_slow_path(DRAINS[class].fetch_add(1, Ordering::Relaxed));
+        let trip = CentralTrip(Some(DRAINS[class].fetch_add(1, Ordering::Relaxed)));
         let resize = count_miss(Some(region.cpu()), class, Flow::Drain);
         let mut buf = [0usize; MAX_BATCH + 1];
         buf[0] = object;
@@ -532,10 +578,12 @@ fn fallback_free(class: usize, object: usize) {
         }
         resize_held(region, class, resize);
         CENTRAL.give(class, &buf[..n]);
+        trip
     });
-    if done.is_none() {
+    done.unwrap_or_else(|| {
         CENTRAL.give(class, &[object]);
-    }
+        CentralTrip::NONE
+    })
 }
 
 // ---------------------------------------------------------------------------

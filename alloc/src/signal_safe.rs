@@ -19,15 +19,15 @@
 
 use core::alloc::Layout;
 
-use crate::heap::{self, Route};
-use crate::percpu;
+use crate::front;
+use crate::tiers::{Route, route};
 
 /// A block for `layout` from this CPU's cache, or null if the fast path
 /// cannot serve it (see the module's documentation). Async-signal-safe.
 #[inline]
 pub fn alloc(layout: Layout) -> *mut u8 {
-    match heap::route(layout.size().max(1), layout.align()) {
-        Route::Small(class) => percpu::pop(class).map_or(core::ptr::null_mut(), |object| object as *mut u8),
+    match route(layout.size().max(1), layout.align()) {
+        Route::Small(class) => front::pop(class).unwrap_or(core::ptr::null_mut()),
         _ => core::ptr::null_mut(),
     }
 }
@@ -42,8 +42,8 @@ pub fn alloc(layout: Layout) -> *mut u8 {
 /// up if this returns true.
 #[inline]
 pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) -> bool {
-    match heap::route(layout.size().max(1), layout.align()) {
-        Route::Small(class) => percpu::push(class, ptr as usize).is_ok(),
+    match route(layout.size().max(1), layout.align()) {
+        Route::Small(class) => front::push(class, ptr),
         _ => false,
     }
 }

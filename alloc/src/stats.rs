@@ -6,58 +6,12 @@
 //! set: then every operation takes an instrumented path that also bumps a
 //! per-CPU counter, so the uninstrumented fast path costs nothing extra.
 
-use core::fmt;
-
 use crate::central::CENTRAL;
-use crate::percpu;
+use crate::percpu::{self, Mode};
 use crate::segment::PAGE_HEAP;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::Ordering;
 use crate::text::Line;
-
-/// How the allocator runs in this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// No allocation has happened yet.
-    Undecided,
-    /// Per-CPU caches on rseq, using glibc's registration.
-    RseqGlibcArea,
-    /// Per-CPU caches on rseq, with our own registration.
-    RseqOwnArea,
-    /// Per-CPU caches behind a CAS try-lock, because rseq is unavailable.
-    Fallback(rseq_sys::Unavailable),
-    /// Per-CPU caches behind a CAS try-lock, because `RSEQ_ALLOC_FORCE_FALLBACK=1`.
-    ForcedFallback,
-    /// No per-CPU caches (their memory could not be mapped): central lists only.
-    CentralOnly,
-}
-
-impl Mode {
-    /// In words: the text, then why rseq is unavailable, for the fallback
-    /// it caused. What `Display` prints, for the summary, which is written
-    /// without `core::fmt` (see `text`).
-    fn reason(&self) -> (&'static str, Option<rseq_sys::Unavailable>) {
-        match *self {
-            Mode::Undecided => ("undecided (nothing allocated yet)", None),
-            Mode::RseqGlibcArea => ("rseq with glibc's area", None),
-            Mode::RseqOwnArea => ("rseq with our own area", None),
-            Mode::Fallback(why) => ("fallback (atomic compare-and-swap): ", Some(why)),
-            Mode::ForcedFallback => ("fallback (atomic compare-and-swap): forced by RSEQ_ALLOC_FORCE_FALLBACK", None),
-            Mode::CentralOnly => ("central lists only: per-CPU caches could not be mapped", None),
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (text, why) = self.reason();
-        f.write_str(text)?;
-        match why {
-            Some(why) => write!(f, "{why}"),
-            None => Ok(()),
-        }
-    }
-}
 
 /// One size class's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,8 +80,8 @@ pub struct Stats {
     pub classes: [ClassStats; CLASSES + 1],
 }
 
-/// The allocator's figures now.
-pub fn stats() -> Stats {
+/// The allocator's figures now; `hardened` is hardened mode's switch.
+pub(crate) fn collect(hardened: bool) -> Stats {
     let mut classes = [ClassStats::default(); CLASSES + 1];
     let (capacities, cached) = percpu::occupancy();
     for (class, c) in classes.iter_mut().enumerate().skip(1) {
@@ -146,8 +100,8 @@ pub fn stats() -> Stats {
         };
     }
     Stats {
-        mode: mode(),
-        hardened: crate::hardened::enabled(),
+        mode: percpu::mode(),
+        hardened,
         rseq_aborts: rseq_sys::aborts(),
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
@@ -166,17 +120,6 @@ pub fn stats() -> Stats {
     }
 }
 
-fn mode() -> Mode {
-    match percpu::mode() {
-        percpu::Mode::Undecided => Mode::Undecided,
-        percpu::Mode::Rseq(rseq_sys::Mode::OwnArea) => Mode::RseqOwnArea,
-        percpu::Mode::Rseq(_) => Mode::RseqGlibcArea,
-        percpu::Mode::Fallback(why) => Mode::Fallback(why),
-        percpu::Mode::ForcedFallback => Mode::ForcedFallback,
-        percpu::Mode::NoRegions => Mode::CentralOnly,
-    }
-}
-
 /// Resident set size of the process, read with raw system calls.
 fn process_resident_bytes() -> usize {
     let mut buf = [0u8; 128];
@@ -190,10 +133,9 @@ fn process_resident_bytes() -> usize {
     pages * crate::os::OS_PAGE
 }
 
-/// Prints the summary on stderr: the mode first, then one line per class
-/// that saw traffic.
-pub(crate) fn print() {
-    let s = stats();
+/// Prints `s` on stderr: the mode first, then one line per class that saw
+/// traffic.
+pub(crate) fn print(s: &Stats) {
     let mut line = Line::new();
     let (mode, why) = s.mode.reason();
     line.push(b"rseq-alloc: mode: ").push(mode.as_bytes());
@@ -266,17 +208,4 @@ pub(crate) fn print() {
 
 fn kib(bytes: usize) -> u64 {
     (bytes >> 10) as u64
-}
-
-extern "C" fn print_at_exit() {
-    print();
-}
-
-/// Arranges for the summary to be printed at exit if `RSEQ_ALLOC_STATS` is set.
-pub(crate) fn register_exit_report() {
-    if crate::os::env_flag(c"RSEQ_ALLOC_STATS") {
-        // SAFETY: registering a plain function; atexit may allocate, through
-        // us, which is fine once initialisation is done.
-        unsafe { libc::atexit(print_at_exit) };
-    }
 }

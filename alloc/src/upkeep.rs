@@ -1,6 +1,7 @@
 //! Upkeep on a clock, paid by slow paths: at most once per period
-//! (`RSEQ_ALLOC_DECAY_MS`, default 1000; 0 turns it off), a thread that
-//! went to a slow path anyway
+//! (`RSEQ_ALLOC_DECAY_MS`, default 1000; 0 turns it off), a thread whose
+//! miss went to the central lists anyway (the front calls [`after`] once
+//! the miss is served, holding nothing)
 //! - drains the cache of every CPU that has gone idle (its region did not
 //!   change for a whole period) to the central lists, and re-sizes the
 //!   classes of the others (`capacity`);
@@ -9,15 +10,15 @@
 //!   and the cache of freed huge blocks if no huge block was asked for.
 //!
 //! The fast path pays nothing: the check rides on the counters that refills
-//! and drains already bump, and reads the clock once every
-//! [`CHECK_EVERY`] of them. A process that stops allocating altogether
+//! and drains already bump ([`CentralTrip`]), and reads the clock once
+//! every [`CHECK_EVERY`] of them. A process that stops allocating altogether
 //! keeps what it holds until it allocates again or calls `trim`: there is no
 //! thread of ours to do it behind the program's back.
 
 use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
-use crate::percpu;
+use crate::percpu::{self, CentralTrip};
 use crate::segment::PAGE_HEAP;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -44,13 +45,13 @@ fn period_ns() -> u64 {
     }
 }
 
-/// Called by a slow path with the value its event counter had before it
-/// bumped it; runs the upkeep if it is due. Must be called with no lock of
-/// the allocator held; a region the caller holds (fallback mode) is simply
-/// skipped by this round, since it cannot be stopped.
+/// Called after a slow path with the central trip it made, if any; runs
+/// the upkeep if it is due. The caller holds no lock and no region.
 #[inline]
-pub(crate) fn on_slow_path(count: u64) {
-    if count.is_multiple_of(CHECK_EVERY) {
+pub(crate) fn after(trip: CentralTrip) {
+    if let CentralTrip(Some(count)) = trip
+        && count.is_multiple_of(CHECK_EVERY)
+    {
         maybe_run();
     }
 }

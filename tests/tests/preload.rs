@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rseq_alloc_tests::modes;
-use rseq_alloc_tests::preload::{MODES, Mode, build_dir, library, run};
+use rseq_alloc_tests::preload::{MODES, Mode, build_dir, run};
 
 fn modes() -> Vec<Mode> {
     if modes::have_valgrind() {

@@ -1,108 +1,51 @@
-//! The front: routes every request by size and alignment to the per-CPU
-//! caches (small), the page heap (medium) or a segment of its own (huge),
-//! and finds what an unsized pointer is. `GlobalAlloc` and the C API are
-//! thin layers over these functions.
+//! The front door: every request, from `GlobalAlloc`, the C API and
+//! `signal_safe`, enters here. A small request pops from this CPU's cache
+//! ([`pop`], one inlined critical section); everything else, and every
+//! miss, goes out of line: hardened mode's gate, the per-CPU slow paths
+//! (whose central trips drive the upkeep's clock), the page heap's medium
+//! spans and huge segments (`tiers`), and `realloc`'s policy.
 
 use core::ptr::null_mut;
 
-use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
+use crate::geometry::{MAX_MEDIUM, MAX_SMALL};
 use crate::hardened;
 use crate::huge;
 use crate::percpu;
 use crate::report::{self, Call};
-use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
-use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
-use crate::sync::Ordering;
+use crate::runtime;
+use crate::segment::{PAGE_HEAP, PAGE_SHIFT, PAGE_SIZE};
+use crate::size_class::{SIZES, class_for, class_of};
+use crate::tiers::{self, Block, Route, alloc_medium, classify, free_block, lookup, route, small_class_of};
+use crate::upkeep;
 
-/// What a block is, found from its address alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Block {
-    /// An object of a small class.
-    Small(usize),
-    /// A medium span: its segment and head page.
-    Medium(*mut Segment, usize),
-    /// A huge block: its segment.
-    Huge(*mut Segment),
-}
-
-/// Finds what `ptr` is; aborts, naming `call`, if it is not a block the
-/// allocator handed out: not in a segment of ours, not the start of an
-/// object or span (an interior pointer), or in a free page. What it cannot
-/// see here, a small object freed twice, is caught when the object reaches
-/// the central list, and at once in hardened mode.
-#[inline]
-pub(crate) fn classify(ptr: usize, call: Call) -> Block {
-    match lookup(ptr) {
-        Some(block) => block,
-        None => report::invalid_pointer(call, ptr),
-    }
-}
-
-/// What the block starting at `ptr` is, or `None` if no block of ours can
-/// start there. Safe for any address: it reads only the segment map and,
-/// for addresses in a segment of ours, that segment's header.
-#[inline]
-pub(crate) fn lookup(ptr: usize) -> Option<Block> {
-    let class = page_class(ptr)?;
-    if is_small(class) {
-        let class = class as usize;
-        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
-    }
-    lookup_other(Segment::containing(ptr), Segment::page_index(ptr), class, ptr)
-}
-
-/// The class byte of the page holding `ptr`, if `ptr` is in a segment of
-/// ours (0: a free page or a huge segment; [`PAGE_MEDIUM`]: a medium span).
+/// The class of a request the fast path serves at once: at most
+/// [`MAX_SMALL`] bytes aligned to at most 16 (every class's alignment).
 #[inline(always)]
-fn page_class(ptr: usize) -> Option<u8> {
-    if !is_ours(ptr) {
-        return None;
-    }
-    let seg = Segment::containing(ptr);
-    // SAFETY: the segment is ours, so its header page is mapped; huge
-    // segments read 0 in `page_class` (never written).
-    Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) })
+pub(crate) fn fast_class(size: usize, align: usize) -> Option<usize> {
+    (size <= MAX_SMALL && align <= 16).then(|| class_of(size))
 }
 
-/// Whether a page class byte names a small class: the positive bytes, as a
-/// signed test (one instruction fewer on `free` than a range check).
+/// The fast path of every allocation: an object of `class` from this CPU's
+/// cache, or `None` (empty, stopped, or the fast path is off).
 #[inline(always)]
-fn is_small(class: u8) -> bool {
-    const _: () = assert!(CLASSES < 128 && (PAGE_MEDIUM as i8) < 0);
-    (class as i8) > 0
+pub(crate) fn pop(class: usize) -> Option<*mut u8> {
+    percpu::pop(class).ok().map(|object| object as *mut u8)
 }
 
-/// Offset of `ptr` from the start of the span covering it (a span of ours).
+/// The fast path of every free: `ptr` onto this CPU's cache of `class`;
+/// false if it did not take it (full, stopped, or the fast path is off).
 #[inline(always)]
-pub(crate) fn span_offset(ptr: usize) -> usize {
-    let seg = Segment::containing(ptr);
-    // SAFETY: the segment is ours; `page_head` is written before the page's
-    // class is published (release), which the caller has read (acquire).
-    let head = unsafe { (*seg).page_head[Segment::page_index(ptr)] } as usize;
-    ptr - Segment::page_start(seg, head)
-}
-
-#[cold]
-fn lookup_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Option<Block> {
-    // SAFETY: the segment is ours; `kind` is always written at creation.
-    match unsafe { (*seg).kind } {
-        // SAFETY: as above.
-        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Some(Block::Huge(seg)),
-        // SAFETY: as above; `page_head` is written with the page class.
-        Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
-            (ptr == Segment::page_start(seg, page)).then_some(Block::Medium(seg, page))
-        }
-        _ => None,
-    }
+pub(crate) fn push(class: usize, ptr: *mut u8) -> bool {
+    percpu::push(class, ptr as usize).is_ok()
 }
 
 /// Allocates a small object of `class`, for a request of `size` bytes
 /// aligned to `align` (which only hardened mode needs).
 #[inline(always)]
 pub(crate) fn alloc_small(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
-    match percpu::pop(class) {
-        Ok(object) => object as *mut u8,
-        Err(_) => alloc_small_missed(class, size, align, call),
+    match pop(class) {
+        Some(object) => object,
+        None => alloc_small_missed(class, size, align, call),
     }
 }
 
@@ -110,17 +53,19 @@ pub(crate) fn alloc_small(class: usize, size: usize, align: usize, call: Call) -
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
-    if hardened::enabled() {
+    if runtime::hardened() {
         return hardened::alloc(size, align, false, call);
     }
-    percpu::alloc_slow(class)
+    let (object, trip) = percpu::alloc_slow(class);
+    upkeep::after(trip);
+    object
 }
 
 /// Frees a small object of `class`; `size` is the caller's size, if known
 /// (hardened mode checks it).
 #[inline(always)]
 pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
-    if percpu::push(class, ptr as usize).is_err() {
+    if !push(class, ptr) {
         free_small_missed(class, ptr, size, call);
     }
 }
@@ -128,37 +73,11 @@ pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: 
 #[cold]
 #[inline(never)]
 fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
-    if hardened::enabled() {
+    if runtime::hardened() {
         // SAFETY: the caller of `free_small` gives the block up.
         return unsafe { hardened::free(ptr, size, call) };
     }
-    percpu::free_slow(class, ptr as usize);
-}
-
-/// Where a request of a given size and alignment is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// A small class.
-    Small(usize),
-    /// A medium span from the page heap.
-    Medium,
-    /// A segment of its own.
-    Huge,
-}
-
-/// The one place that decides where `size` bytes aligned to `align` live;
-/// `realloc` keeps a block in place only if this answer does not change,
-/// so that a later sized free finds it where it is, with two exceptions: a
-/// block `realloc` grows past [`PROMOTE_AT`] is huge ([`stays_huge`]), and
-/// one C's `realloc` grows past [`C_PROMOTE_MEDIUM_AT`] is medium
-/// ([`stays_medium`]).
-#[inline]
-pub(crate) fn route(size: usize, align: usize) -> Route {
-    match class_for(size, align) {
-        Some(class) => Route::Small(class),
-        None if size <= MAX_MEDIUM && align <= PAGE_SIZE => Route::Medium,
-        None => Route::Huge,
-    }
+    upkeep::after(percpu::free_slow(class, ptr as usize));
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two); null on failure.
@@ -166,18 +85,9 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Malloc),
-        _ if hardened::enabled() => hardened::alloc(size, align, false, Call::Malloc),
+        _ if runtime::hardened() => hardened::alloc(size, align, false, Call::Malloc),
         Route::Medium => alloc_medium(size).0,
         Route::Huge => huge::alloc(size, align, false),
-    }
-}
-
-/// A medium block, and whether it is zero-filled.
-pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
-    let pages = size.max(1).div_ceil(PAGE_SIZE);
-    match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
-        Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
-        None => (null_mut(), false),
     }
 }
 
@@ -186,7 +96,7 @@ pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
 pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     let ptr = match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Calloc),
-        _ if hardened::enabled() => return hardened::alloc(size, align, true, Call::Calloc),
+        _ if runtime::hardened() => return hardened::alloc(size, align, true, Call::Calloc),
         Route::Medium => match alloc_medium(size) {
             (ptr, true) => return ptr,
             (ptr, false) => ptr,
@@ -226,12 +136,12 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
 #[inline]
 pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
     match small_class_of(ptr as usize) {
-        Some(class) if class_for(size, align) == Some(class) || hardened::enabled() => {
+        Some(class) if class_for(size, align) == Some(class) || runtime::hardened() => {
             free_small(class, ptr, Some(size), call)
         }
         Some(class) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),
         None => {
-            if !hardened::enabled()
+            if !runtime::hardened()
                 && let Some(block) = lookup(ptr as usize)
                 && !matches!(
                     (route(size, align), block),
@@ -241,7 +151,7 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
                 && !(matches!(block, Block::Medium(..)) && stays_medium(size, align, true))
             {
                 // SAFETY: as above.
-                report::size_mismatch(call, ptr as usize, size, unsafe { capacity(block) });
+                report::size_mismatch(call, ptr as usize, size, unsafe { tiers::capacity(block) });
             }
             // SAFETY: forwarded from the caller.
             unsafe { free_other(ptr, Some(size), call) }
@@ -274,26 +184,6 @@ unsafe fn free_checked(ptr: *mut u8, size: Option<usize>, call: Call) {
     }
 }
 
-/// The class of `ptr` if it passes the checks `free` can afford on every
-/// call: 16-aligned, in a segment of ours, in a page of a small span.
-///
-/// Whether it starts an object is checked later, when the object reaches
-/// the central list, and at once in hardened mode and for every other
-/// call: doing it here (`starts_object`, a multiply and two table loads)
-/// cost 10% on the `tight` workload and 3% on `larson` (medians of 7
-/// interleaved rounds), where this alignment test costs nothing measurable.
-#[inline(always)]
-fn small_class_of(ptr: usize) -> Option<usize> {
-    // Alignment and the segment map's range in one test (three instructions
-    // where the two tests apart took six).
-    const NOT_SMALL: usize = 15 | !(ADDRESS_LIMIT - 1);
-    if ptr & NOT_SMALL != 0 {
-        return None;
-    }
-    let class = page_class(ptr)?;
-    is_small(class).then_some(class as usize)
-}
-
 /// `free` of anything but a small object that passed [`small_class_of`]:
 /// null (nothing to do), medium and huge blocks, and every invalid pointer
 /// (reported here).
@@ -308,46 +198,9 @@ unsafe fn free_other(ptr: *mut u8, size: Option<usize>, call: Call) {
     match classify(ptr as usize, call) {
         Block::Small(class) => free_small(class, ptr, size, call),
         // SAFETY: forwarded from the caller.
-        _ if hardened::enabled() => unsafe { hardened::free(ptr, size, call) },
+        _ if runtime::hardened() => unsafe { hardened::free(ptr, size, call) },
         // SAFETY: forwarded from the caller.
-        block => unsafe { free_block(ptr as usize, block) },
-    }
-}
-
-/// Gives a checked block back to its tier (hardened mode has done its
-/// checks already, or is off).
-///
-/// # Safety
-/// `block` is what `ptr` is, and `ptr` is not used afterwards.
-pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
-    match block {
-        Block::Small(class) => {
-            if percpu::push(class, ptr).is_err() {
-                percpu::free_slow(class, ptr);
-            }
-        }
-        Block::Medium(seg, head) => {
-            // SAFETY: classify checked that `head` starts a medium span of `seg`.
-            let pages = unsafe { (*seg).spans[head].pages } as usize;
-            // SAFETY: the caller gives the block up.
-            unsafe { PAGE_HEAP.free_span(seg, head, pages) };
-        }
-        // SAFETY: the caller gives the block up.
-        Block::Huge(seg) => unsafe { huge::free(seg) },
-    }
-}
-
-/// Bytes in `block` (at least what was asked for, hardened mode's overhead included).
-///
-/// # Safety
-/// `block` is what [`classify`] found for a live block.
-pub(crate) unsafe fn capacity(block: Block) -> usize {
-    match block {
-        Block::Small(class) => SIZES[class] as usize,
-        // SAFETY: classify checked the span.
-        Block::Medium(seg, head) => (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT,
-        // SAFETY: classify checked the segment.
-        Block::Huge(seg) => unsafe { huge::usable_size(seg) },
+        block => upkeep::after(unsafe { free_block(ptr as usize, block) }),
     }
 }
 
@@ -356,11 +209,11 @@ pub(crate) unsafe fn capacity(block: Block) -> usize {
 /// # Safety
 /// `ptr` is a live block of this allocator.
 pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
-    if hardened::enabled() {
+    if runtime::hardened() {
         return hardened::usable_size(ptr);
     }
     // SAFETY: classify found what the block is.
-    unsafe { capacity(classify(ptr as usize, Call::UsableSize)) }
+    unsafe { tiers::capacity(classify(ptr as usize, Call::UsableSize)) }
 }
 
 /// Blocks that `realloc` has grown to this size or more, but that would be
@@ -400,7 +253,7 @@ fn stays_medium(size: usize, align: usize, c_caller: bool) -> bool {
 /// `ptr` is a live block of this allocator, allocated with alignment `align`;
 /// `old_size`, when known, is its requested size.
 pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize, new_size: usize) -> *mut u8 {
-    if hardened::enabled() {
+    if runtime::hardened() {
         // SAFETY: forwarded from the caller.
         return unsafe { hardened::realloc(ptr, old_size, align, new_size) };
     }
@@ -463,6 +316,6 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     // SAFETY: both blocks are live and distinct; the copy fits both.
     unsafe { core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(new_size)) };
     // SAFETY: the caller gives the old block up.
-    unsafe { free_block(ptr as usize, block) };
+    upkeep::after(unsafe { free_block(ptr as usize, block) });
     new
 }

@@ -1,0 +1,186 @@
+//! The tiers below the per-CPU caches as the front sees them: what a block
+//! is from its address alone (segment map, page class, span head), where a
+//! request of a given size and alignment is served, medium spans, and
+//! giving a checked block back to the tier it came from.
+
+use core::ptr::null_mut;
+
+use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
+use crate::huge;
+use crate::percpu::{self, CentralTrip};
+use crate::report::{self, Call};
+use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
+use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
+use crate::sync::Ordering;
+
+/// What a block is, found from its address alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Block {
+    /// An object of a small class.
+    Small(usize),
+    /// A medium span: its segment and head page.
+    Medium(*mut Segment, usize),
+    /// A huge block: its segment.
+    Huge(*mut Segment),
+}
+
+/// Finds what `ptr` is; aborts, naming `call`, if it is not a block the
+/// allocator handed out: not in a segment of ours, not the start of an
+/// object or span (an interior pointer), or in a free page. What it cannot
+/// see here, a small object freed twice, is caught when the object reaches
+/// the central list, and at once in hardened mode.
+#[inline]
+pub(crate) fn classify(ptr: usize, call: Call) -> Block {
+    match lookup(ptr) {
+        Some(block) => block,
+        None => report::invalid_pointer(call, ptr),
+    }
+}
+
+/// What the block starting at `ptr` is, or `None` if no block of ours can
+/// start there. Safe for any address: it reads only the segment map and,
+/// for addresses in a segment of ours, that segment's header.
+#[inline]
+pub(crate) fn lookup(ptr: usize) -> Option<Block> {
+    let class = page_class(ptr)?;
+    if is_small(class) {
+        let class = class as usize;
+        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
+    }
+    lookup_other(Segment::containing(ptr), Segment::page_index(ptr), class, ptr)
+}
+
+/// The class byte of the page holding `ptr`, if `ptr` is in a segment of
+/// ours (0: a free page or a huge segment; [`PAGE_MEDIUM`]: a medium span).
+#[inline(always)]
+fn page_class(ptr: usize) -> Option<u8> {
+    if !is_ours(ptr) {
+        return None;
+    }
+    let seg = Segment::containing(ptr);
+    // SAFETY: the segment is ours, so its header page is mapped; huge
+    // segments read 0 in `page_class` (never written).
+    Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) })
+}
+
+/// Whether a page class byte names a small class: the positive bytes, as a
+/// signed test (one instruction fewer on `free` than a range check).
+#[inline(always)]
+fn is_small(class: u8) -> bool {
+    const _: () = assert!(CLASSES < 128 && (PAGE_MEDIUM as i8) < 0);
+    (class as i8) > 0
+}
+
+/// Offset of `ptr` from the start of the span covering it (a span of ours).
+#[inline(always)]
+pub(crate) fn span_offset(ptr: usize) -> usize {
+    let seg = Segment::containing(ptr);
+    // SAFETY: the segment is ours; `page_head` is written before the page's
+    // class is published (release), which the caller has read (acquire).
+    let head = unsafe { (*seg).page_head[Segment::page_index(ptr)] } as usize;
+    ptr - Segment::page_start(seg, head)
+}
+
+#[cold]
+fn lookup_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Option<Block> {
+    // SAFETY: the segment is ours; `kind` is always written at creation.
+    match unsafe { (*seg).kind } {
+        // SAFETY: as above.
+        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Some(Block::Huge(seg)),
+        // SAFETY: as above; `page_head` is written with the page class.
+        Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
+            (ptr == Segment::page_start(seg, page)).then_some(Block::Medium(seg, page))
+        }
+        _ => None,
+    }
+}
+
+/// Where a request of a given size and alignment is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A small class.
+    Small(usize),
+    /// A medium span from the page heap.
+    Medium,
+    /// A segment of its own.
+    Huge,
+}
+
+/// The one place that decides where `size` bytes aligned to `align` live;
+/// `realloc` keeps a block in place only if this answer does not change,
+/// so that a later sized free finds it where it is (with the two
+/// exceptions the front's `realloc` states).
+#[inline]
+pub(crate) fn route(size: usize, align: usize) -> Route {
+    match class_for(size, align) {
+        Some(class) => Route::Small(class),
+        None if size <= MAX_MEDIUM && align <= PAGE_SIZE => Route::Medium,
+        None => Route::Huge,
+    }
+}
+
+/// A medium block, and whether it is zero-filled.
+pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
+    let pages = size.max(1).div_ceil(PAGE_SIZE);
+    match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
+        Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
+        None => (null_mut(), false),
+    }
+}
+
+/// The class of `ptr` if it passes the checks `free` can afford on every
+/// call: 16-aligned, in a segment of ours, in a page of a small span.
+///
+/// Whether it starts an object is checked later, when the object reaches
+/// the central list, and at once in hardened mode and for every other
+/// call: doing it here (a multiply and two table loads) costs every `free`
+/// measurably, where this alignment test costs nothing.
+#[inline(always)]
+pub(crate) fn small_class_of(ptr: usize) -> Option<usize> {
+    // Alignment and the segment map's range in one test (three instructions
+    // where the two tests apart took six).
+    const NOT_SMALL: usize = 15 | !(ADDRESS_LIMIT - 1);
+    if ptr & NOT_SMALL != 0 {
+        return None;
+    }
+    let class = page_class(ptr)?;
+    is_small(class).then_some(class as usize)
+}
+
+/// Gives a checked block back to its tier (hardened mode has done its
+/// checks already, or is off); a small one's central trip, if it made one.
+///
+/// # Safety
+/// `block` is what `ptr` is, and `ptr` is not used afterwards.
+pub(crate) unsafe fn free_block(ptr: usize, block: Block) -> CentralTrip {
+    match block {
+        Block::Small(class) => {
+            if percpu::push(class, ptr).is_err() {
+                return percpu::free_slow(class, ptr);
+            }
+        }
+        Block::Medium(seg, head) => {
+            // SAFETY: classify checked that `head` starts a medium span of `seg`.
+            let pages = unsafe { (*seg).spans[head].pages } as usize;
+            // SAFETY: the caller gives the block up.
+            unsafe { PAGE_HEAP.free_span(seg, head, pages) };
+        }
+        // SAFETY: the caller gives the block up.
+        Block::Huge(seg) => unsafe { huge::free(seg) },
+    }
+    CentralTrip::NONE
+}
+
+/// Bytes in `block` (at least what was asked for, hardened mode's overhead included).
+///
+/// # Safety
+/// `block` is what [`classify`] found for a live block.
+pub(crate) unsafe fn capacity(block: Block) -> usize {
+    match block {
+        Block::Small(class) => SIZES[class] as usize,
+        // SAFETY: classify checked the span.
+        Block::Medium(seg, head) => (unsafe { (*seg).spans[head].pages } as usize) << PAGE_SHIFT,
+        // SAFETY: classify checked the segment.
+        Block::Huge(seg) => unsafe { huge::usable_size(seg) },
+    }
+}
