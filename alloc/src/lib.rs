@@ -54,12 +54,7 @@
 #[cfg(not(rseq_alloc_loom))]
 pub mod c_api;
 #[cfg(not(rseq_alloc_loom))]
-mod capacity;
-#[cfg(not(rseq_alloc_loom))]
 mod central;
-#[cfg(not(rseq_alloc_loom))]
-mod class_slots;
-mod fallback;
 #[cfg(not(rseq_alloc_loom))]
 mod fork;
 #[cfg(not(rseq_alloc_loom))]
@@ -75,6 +70,11 @@ mod lock;
 mod os;
 #[cfg(not(rseq_alloc_loom))]
 mod percpu;
+/// Under loom, the per-CPU layer is its region protocol alone.
+#[cfg(rseq_alloc_loom)]
+mod percpu {
+    pub(crate) mod protocol;
+}
 #[cfg(not(rseq_alloc_loom))]
 mod report;
 #[cfg(not(rseq_alloc_loom))]
@@ -99,11 +99,11 @@ mod upkeep;
 /// protocol and the slow-path lock, over loom's atomics.
 #[cfg(rseq_alloc_loom)]
 pub mod model {
-    pub use crate::fallback::{
+    pub use crate::lock::{Lock, LockGuard};
+    pub use crate::percpu::protocol::{
         Geometry, RegionStore, drain, format, hold_for_fork, pop, push, release, release_after_fork, try_hold,
         with_region,
     };
-    pub use crate::lock::{Lock, LockGuard};
 }
 
 #[cfg(not(rseq_alloc_loom))]

@@ -7,7 +7,7 @@
 //! per-CPU counter, so the uninstrumented fast path costs nothing extra.
 
 use crate::central::CENTRAL;
-use crate::percpu::{self, Mode};
+use crate::percpu::{self, COUNTERS, Counters, Mode};
 use crate::segment::PAGE_HEAP;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::Ordering;
@@ -91,8 +91,8 @@ pub(crate) fn collect(hardened: bool) -> Stats {
             size: SIZES[class] as usize,
             alloc_hits,
             free_hits,
-            alloc_misses: percpu::REFILLS[class].load(Ordering::Relaxed),
-            free_misses: percpu::DRAINS[class].load(Ordering::Relaxed),
+            alloc_misses: Counters::read(&COUNTERS.refills[class]),
+            free_misses: Counters::read(&COUNTERS.drains[class]),
             central_taken,
             central_given,
             cpu_capacity: capacities[class],
@@ -110,12 +110,12 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         free_page_bytes: PAGE_HEAP.free_page_bytes().0,
         huge_cached_bytes: crate::huge::cached_bytes(),
         released_bytes: PAGE_HEAP.released.load(Ordering::Relaxed),
-        drained_objects: percpu::DRAINED_OBJECTS.load(Ordering::Relaxed),
+        drained_objects: Counters::read(&COUNTERS.drained_objects),
         upkeeps: crate::upkeep::RUNS.load(Ordering::Relaxed),
-        idle_drains: percpu::IDLE_DRAINS.load(Ordering::Relaxed),
-        rebalances: percpu::REBALANCES.load(Ordering::Relaxed),
-        stack_moves: percpu::STACK_MOVES.load(Ordering::Relaxed),
-        regions_opened: percpu::REGIONS_OPENED.load(Ordering::Relaxed),
+        idle_drains: Counters::read(&COUNTERS.idle_drains),
+        rebalances: Counters::read(&COUNTERS.rebalances),
+        stack_moves: Counters::read(&COUNTERS.stack_moves),
+        regions_opened: Counters::read(&COUNTERS.regions_opened) as usize,
         classes,
     }
 }

@@ -17,7 +17,7 @@
 
 use rseq_sys::slab_layout::{Header, SLOT_BYTES, first_free_slot};
 
-use crate::capacity;
+use super::capacity;
 use crate::size_class::CLASSES;
 
 /// The slots of every class, the same in every region.
@@ -59,7 +59,7 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
         growth_end: 0,
     };
     // The first free slot is the sentinel dormant classes share
-    // (`fallback::Geometry::shared_sentinel`; their empty stacks start and
+    // (`protocol::Geometry::shared_sentinel`; their empty stacks start and
     // end right above it, so no section reads or writes past it). Then the
     // upkeep state, then the homes, each with its own sentinel below it.
     layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u16;
@@ -125,7 +125,8 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::percpu::{SLAB_SHIFT, UPKEEP_STATE_BYTES as STATE_BYTES};
+    use crate::percpu::SLAB_SHIFT;
+    use crate::percpu::adapt::UPKEEP_STATE_BYTES as STATE_BYTES;
 
     /// Homes and growth ranges are disjoint, in order, and every stack a
     /// header can describe is found where it is.

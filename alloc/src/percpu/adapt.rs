@@ -1,0 +1,334 @@
+//! Adaptive capacity, the mechanism: what each class of each CPU did (kept
+//! in the region itself, beside the headers), and applying the policy of
+//! `capacity` to a class's header, in a stopped region or through a
+//! section.
+
+use rseq_sys::slab_layout::{Header, SLOT_BYTES};
+
+use super::capacity::{self, Activity, MAX_BATCH, Resize, batch};
+use super::counters::{COUNTERS, Counters};
+use super::protocol;
+use super::region::{self, LAYOUT, RawRegion, fill, header, move_stack, regions};
+use super::remote::with_stopped;
+use super::slow::replace_header_here;
+use crate::central::CENTRAL;
+use crate::os;
+use crate::size_class::{CLASSES, SIZES};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+// Adaptive capacity: what each class of each CPU did, and re-sizing.
+
+/// Per CPU and class: refills and drains, halved at every round (so a
+/// class that refills now and then never counts as one that only drains),
+/// and the header at the last round.
+#[repr(C)]
+struct ClassState {
+    refills: AtomicU32,
+    drains: AtomicU32,
+    last_header: AtomicU32,
+    /// The class's current run of misses the same way ([`step_run`]).
+    run: AtomicU32,
+    /// The thread of the class's last miss ([`thread_tag`]).
+    last_thread: AtomicU32,
+    /// When the class last turned while it could grow (µs, wrapping: only
+    /// differences below [`capacity::GROW_WINDOW_US`] matter).
+    last_turn: AtomicU32,
+}
+
+/// What the upkeep keeps of one CPU: its region's fingerprint at the last
+/// round, and each class's state. It lives in the CPU's region, on the
+/// headers' page ([`Layout::state_slot`]), where a CPU in use has a page
+/// resident anyway; zero bytes, as a fresh region has, are a valid state.
+#[repr(C)]
+pub(super) struct UpkeepState {
+    pub(super) fingerprint: AtomicU64,
+    classes: [ClassState; CLASSES + 1],
+}
+
+/// Bytes of [`UpkeepState`], kept in every region.
+pub(crate) const UPKEEP_STATE_BYTES: usize = core::mem::size_of::<UpkeepState>();
+
+const _: () = assert!(core::mem::align_of::<UpkeepState>() <= SLOT_BYTES);
+
+pub(super) fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
+    if cpu >= regions()? {
+        return None;
+    }
+    // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
+    // `state_slot` are kept for the state (no section or stack reaches
+    // them: `class_slots`); the slot is 8-aligned, and all zeros is a
+    // valid `UpkeepState` (atomics only).
+    Some(unsafe { &*region::at(cpu).add(LAYOUT.state_slot as usize * SLOT_BYTES).cast::<UpkeepState>() })
+}
+
+fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
+    upkeep_state(cpu).map(|state| &state.classes[class])
+}
+
+/// Objects a refill of `class` on `cpu` takes: a batch, or half the
+/// class's current capacity if that is less (a read of the header that may
+/// be stale: it only sizes the batch).
+pub(super) fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
+    let Some(cpu) = cpu.filter(|&c| c < regions().unwrap_or(0)) else { return batch(class) };
+    let (_, capacity) = fill(class, header(region::at(cpu), class).load(Ordering::Relaxed));
+    batch(class).min(capacity / 2).max(1)
+}
+
+/// Which way a miss went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// An allocation found the cache empty.
+    Refill = 1,
+    /// A free found it full.
+    Drain = 2,
+}
+
+/// Halves a miss counter; returns its value before (a racy update: a miss
+/// counted meanwhile may be lost, which only delays a decision).
+fn decay(counter: &AtomicU32) -> u32 {
+    let value = counter.load(Ordering::Relaxed);
+    counter.store(value / 2, Ordering::Relaxed);
+    value
+}
+
+/// A class's run of misses packed in one word: the way (`Flow as u32`, 0
+/// before the first miss) in the low two bits, the misses that way in a row
+/// above. Returns the word after a miss going `flow`, and, if that miss
+/// turned, the length of the run it ended.
+fn step_run(run: u32, flow: Flow) -> (u32, Option<u32>) {
+    const WAY: u32 = 3;
+    const ONE: u32 = 1 << 2;
+    if run & WAY == flow as u32 { (run + ONE, None) } else { (flow as u32 | ONE, (run != 0).then_some(run / ONE)) }
+}
+
+/// Counts a miss of `class` on `cpu` (slow paths only) and says what to do
+/// about its capacity (`capacity::on_miss`).
+pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
+    let Some(cpu) = cpu else { return Resize::Keep };
+    let Some(state) = class_state(cpu, class) else { return Resize::Keep };
+    let (mut refills, mut drains) = (state.refills.load(Ordering::Relaxed), state.drains.load(Ordering::Relaxed));
+    match flow {
+        Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
+        Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
+    }
+    let (run, turn) = step_run(state.run.load(Ordering::Relaxed), flow);
+    state.run.store(run, Ordering::Relaxed);
+    // A swing is one thread's: a turn by another thread than the miss
+    // before it is two flows meeting on this CPU (a producer refilling
+    // after its consumer drained), which more room would only fill.
+    let me = thread_tag();
+    let same_thread = state.last_thread.load(Ordering::Relaxed) == me;
+    state.last_thread.store(me, Ordering::Relaxed);
+    let turn = turn.filter(|_| same_thread);
+    match capacity::on_miss(class, refills, drains, turn) {
+        // A class already as large as it may be does not read the clock,
+        // a system call.
+        Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
+        Resize::Grow(objects) => {
+            let now = (os::precise_ns() / 1000) as u32;
+            let last = state.last_turn.swap(now, Ordering::Relaxed);
+            if now.wrapping_sub(last) < capacity::GROW_WINDOW_US { Resize::Grow(objects) } else { Resize::Keep }
+        }
+        resize => resize,
+    }
+}
+
+/// The calling thread, as a class's state records it: the low half of its
+/// thread pointer (two live threads share it only if their thread control
+/// blocks are a multiple of 4 GiB apart, and then a turn between them
+/// merely counts as a swing).
+fn thread_tag() -> u32 {
+    crate::sync::current_thread() as u32
+}
+
+/// Whether `class` on `cpu` has less than the largest capacity it may have
+/// (a racy read of its header; false for a dormant class).
+fn below_largest(cpu: u32, class: usize) -> bool {
+    let header = Header::unpack(header(region::at(cpu), class).load(Ordering::Relaxed));
+    LAYOUT.stack_begin(class, header).is_some_and(|begin| header.end - begin < LAYOUT.reserved[class])
+}
+
+/// What a resize does to a class's stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// A new header, for the stack where it is.
+    Header(Header),
+    /// A move out of its home, to its growth range with this capacity.
+    Move(u16),
+}
+
+/// What `resize` does to `class` on `cpu`, whose header reads `word`, if
+/// anything: shrunk to its outflow capacity (never below `current`: the
+/// objects above stay), brought back up to its smallest ordinary capacity,
+/// or grown as asked, up to its room and as far as the CPU's budget
+/// allows; a class that outgrows its home moves.
+/// `None` for a dormant class, or a word read from a region never opened
+/// (the thread moved to another CPU since its miss).
+fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> {
+    let header = Header::unpack(word);
+    let begin = LAYOUT.stack_begin(class, header)?;
+    let capacity = (header.end - begin) as usize;
+    let end = match resize {
+        Resize::Keep => return None,
+        Resize::Shrink => (begin + capacity::outflow(class) as u16).max(header.current),
+        Resize::AtLeastMin if capacity >= capacity::min(class) => return None,
+        Resize::AtLeastMin => begin + capacity::min(class) as u16,
+        Resize::Grow(objects) => {
+            let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
+            let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
+            if grown <= capacity {
+                return None;
+            }
+            if grown > LAYOUT.room(class, begin) as usize {
+                return Some(Change::Move(grown as u16));
+            }
+            begin + grown as u16
+        }
+    };
+    (end != header.end).then_some(Change::Header(Header { current: header.current, end }))
+}
+
+/// Bytes of objects `cpu`'s region is sized for (a racy read of its headers).
+fn capacity_bytes(cpu: u32) -> usize {
+    let region = region::at(cpu);
+    (1..=CLASSES)
+        .map(|class| fill(class, header(region, class).load(Ordering::Relaxed)).1 * SIZES[class] as usize)
+        .sum()
+}
+
+/// Applies `resize` to `class` on the CPU this thread runs on (read on
+/// `cpu`; if the thread has moved, the compare fails or finds the same
+/// header, which the new one suits as well). A move out of the class's
+/// home stops and fences `cpu`'s region, as a drain does.
+pub(super) fn resize_here(cpu: u32, class: usize, resize: Resize) {
+    let word = header(region::at(cpu), class).load(Ordering::Relaxed);
+    match resized(cpu, word, class, resize) {
+        Some(Change::Header(new)) => {
+            replace_header_here(class, word, new);
+        }
+        Some(Change::Move(capacity)) => {
+            with_stopped(cpu, |raw| {
+                // If still at home (a drain may have moved it meanwhile),
+                // where it holds fewer objects than `capacity`.
+                let now = Header::unpack(header(raw.0, class).load(Ordering::Relaxed));
+                if LAYOUT.stack_begin(class, now) == Some(LAYOUT.home[class]) {
+                    move_stack(raw.0, class, LAYOUT.begin[class], capacity);
+                }
+            });
+        }
+        None => {}
+    }
+}
+
+/// Applies `resize` to `class` in a region this thread holds.
+pub(super) fn resize_held(region: &RawRegion, class: usize, resize: Resize) {
+    let word = header(region.0, class).load(Ordering::Relaxed);
+    match resized(region.cpu(), word, class, resize) {
+        Some(Change::Header(new)) => header(region.0, class).store(new.pack(), Ordering::Relaxed),
+        Some(Change::Move(capacity)) => move_stack(region.0, class, LAYOUT.begin[class], capacity),
+        None => {}
+    }
+}
+
+/// Re-sizes `cpu`'s classes by what they did since the last round: reads
+/// the activity without stopping anyone, and stops and fences the region
+/// (as a drain does) only if some capacity changes; objects beyond a
+/// shrunk class's new end go to the central lists.
+pub(super) fn rebalance(cpu: u32) {
+    let region = region::at(cpu);
+    let mut activity = [Activity::default(); CLASSES + 1];
+    let mut capacity = [0usize; CLASSES + 1];
+    for class in 1..=CLASSES {
+        let Some(state) = class_state(cpu, class) else { return };
+        let word = header(region, class).load(Ordering::Relaxed);
+        // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
+        capacity[class] = fill(class, word).1;
+        activity[class] = Activity {
+            refills: decay(&state.refills),
+            drains: decay(&state.drains),
+            active: state.last_header.swap(word, Ordering::Relaxed) != word,
+        };
+    }
+    let old = capacity;
+    capacity::plan(&mut capacity, &activity);
+    if capacity == old {
+        return;
+    }
+    if with_stopped(cpu, |raw| resize_stopped(raw, cpu, &capacity, &old)).is_some() {
+        Counters::add(&COUNTERS.rebalances, 1);
+    }
+}
+
+/// Gives the classes of a region stopped by [`rebalance`] their planned
+/// capacity (where it differs from `old`), moving the objects beyond it to
+/// the central lists and a class that fits its home again back there.
+fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], old: &[usize; CLASSES + 1]) {
+    let region = raw.0;
+    let mut moved = [0usize; MAX_BATCH];
+    for class in (1..=CLASSES).filter(|&c| capacity[c] != old[c]) {
+        // Where the stack is now (a drain may have sent it home since).
+        let Some(begin) = LAYOUT.stack_begin(class, Header::unpack(header(region, class).load(Ordering::Relaxed)))
+        else {
+            continue;
+        };
+        let capacity = capacity[class].min(LAYOUT.room(class, begin) as usize) as u16;
+        let end = (begin + capacity) as usize;
+        loop {
+            let current = Header::unpack(header(region, class).load(Ordering::Relaxed)).current as usize;
+            let excess = current.saturating_sub(end).min(MAX_BATCH);
+            if excess == 0 {
+                break;
+            }
+            let mut n = 0;
+            while n < excess
+                && let Some(object) = protocol::pop(raw, class)
+            {
+                moved[n] = object;
+                n += 1;
+            }
+            CENTRAL.give(class, &moved[..n]);
+        }
+        if !LAYOUT.is_home(class, begin) && capacity <= LAYOUT.initial[class] {
+            // Small enough for its home again.
+            move_stack(region, class, LAYOUT.home[class], capacity);
+        } else {
+            let mut hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+            hdr.end = end as u16;
+            header(region, class).store(hdr.pack(), Ordering::Relaxed);
+        }
+        let hdr = header(region, class).load(Ordering::Relaxed);
+        if let Some(state) = class_state(cpu, class) {
+            state.last_header.store(hdr, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_count_misses_the_same_way_and_a_turn_reports_the_run_it_ends() {
+        let mut run = 0;
+        let mut turns = Vec::new();
+        for flow in [Flow::Refill, Flow::Refill, Flow::Refill, Flow::Drain, Flow::Drain, Flow::Refill] {
+            let (next, turn) = step_run(run, flow);
+            run = next;
+            turns.extend(turn);
+        }
+        assert_eq!(turns, [3, 2], "the first miss turns nothing");
+        assert_eq!(step_run(run, Flow::Refill), (Flow::Refill as u32 | 2 << 2, None));
+    }
+
+    /// A miss reads the header of the CPU it then runs on, which may be a
+    /// region never opened (all zeros): no resize may come of it (the
+    /// capacity computed from it underflowed and aborted the fuzzer).
+    #[test]
+    fn a_header_never_written_is_not_resized() {
+        for class in 1..=CLASSES {
+            for resize in [Resize::Grow(batch(class)), Resize::Shrink, Resize::AtLeastMin, Resize::Keep] {
+                assert_eq!(resized(0, 0, class, resize), None, "class {class}, {resize:?}");
+            }
+        }
+    }
+}

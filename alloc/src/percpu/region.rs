@@ -1,0 +1,195 @@
+//! The regions as the slow paths see them: one `1 << SLAB_SHIFT`-byte
+//! region per possible CPU in one mapping, its state word, class headers
+//! and slots, and what a holder does to them (open, move a stack, read a
+//! class's fill).
+
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OPEN, STATE_UNINIT, header_offset};
+
+use super::adapt::UPKEEP_STATE_BYTES;
+use super::counters::{COUNTERS, Counters};
+use super::protocol;
+use super::slots::{self, Layout};
+use super::{FAST, SLAB_SHIFT};
+use crate::lock::Lock;
+use crate::os;
+use crate::size_class::{CLASSES, SIZES};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Where each class's stack is in every region (its home, or its growth range).
+pub(super) static LAYOUT: Layout = slots::layout(SLAB_SHIFT, UPKEEP_STATE_BYTES);
+
+// Regions, as seen from slow paths.
+
+pub(super) fn at(cpu: u32) -> *mut u8 {
+    let slabs = FAST.slabs.base.load(Ordering::Acquire);
+    debug_assert!(!slabs.is_null() && cpu < FAST.slabs.count.load(Ordering::Relaxed));
+    // SAFETY: `cpu < ncpus`, so the region is inside the mapping.
+    unsafe { slabs.add((cpu as usize) << SLAB_SHIFT) }
+}
+
+pub(super) fn state(region: *mut u8) -> &'static AtomicU64 {
+    // SAFETY: the state word starts every region (8-aligned) and is only
+    // accessed atomically (sections read it with a plain load, which is
+    // atomic on x86-64).
+    unsafe { &*region.cast::<AtomicU64>() }
+}
+
+pub(super) fn header(region: *mut u8, class: usize) -> &'static AtomicU32 {
+    // SAFETY: headers are 4-aligned words inside the region.
+    unsafe { &*region.add(header_offset(class)).cast::<AtomicU32>() }
+}
+
+pub(super) fn slot(region: *mut u8, index: usize) -> &'static AtomicUsize {
+    debug_assert!(index < 1 << (SLAB_SHIFT - 3));
+    // SAFETY: slots are 8-aligned words inside the region.
+    unsafe { &*region.add(index * SLOT_BYTES).cast::<AtomicUsize>() }
+}
+
+/// Held by every opening of a region (`protocol::open`), and by the fork
+/// handlers while they hold the regions.
+pub(crate) static OPENINGS: Lock = Lock::new();
+
+/// Opens region `cpu` if it was never initialised; true if it is OPEN now.
+pub(super) fn open(cpu: u32) -> bool {
+    let region = RawRegion(at(cpu));
+    if protocol::open(&region, geometry()) {
+        Counters::add(&COUNTERS.regions_opened, 1);
+        protocol::release(&region);
+        return true;
+    }
+    state(region.0).load(Ordering::Acquire) == STATE_OPEN
+}
+
+// The fallback: the same regions behind a CAS try-lock (protocol in `fallback`).
+
+/// A region in the mapping, as the fallback protocol sees it.
+pub(super) struct RawRegion(pub(super) *mut u8);
+
+impl RawRegion {
+    /// The CPU this region belongs to.
+    pub(super) fn cpu(&self) -> u32 {
+        ((self.0 as usize - FAST.slabs.base.load(Ordering::Relaxed) as usize) >> SLAB_SHIFT) as u32
+    }
+}
+
+impl protocol::RegionStore for RawRegion {
+    fn state(&self) -> &AtomicU64 {
+        state(self.0)
+    }
+
+    fn openings(&self) -> &Lock {
+        &OPENINGS
+    }
+
+    fn header(&self, class: usize) -> &AtomicU32 {
+        header(self.0, class)
+    }
+
+    fn slot(&self, index: usize) -> &AtomicUsize {
+        slot(self.0, index)
+    }
+}
+
+pub(super) fn geometry() -> protocol::Geometry<'static> {
+    protocol::Geometry { home: &LAYOUT.home, capacity: &LAYOUT.initial, freed_capacity: &LAYOUT.freed }
+}
+
+/// Runs `f` on a region this thread holds: the one for its CPU if free,
+/// else the next free one; `None` if every region is busy (or there are none).
+pub(super) fn with_held<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
+    let ncpus = FAST.slabs.count.load(Ordering::Acquire) as usize;
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() || ncpus == 0 {
+        return None;
+    }
+    let start = os::current_cpu() as usize % ncpus;
+    protocol::with_region(ncpus, start, |cpu| RawRegion(at(cpu as u32)), geometry(), f)
+}
+
+/// How many regions there are, if they are mapped.
+pub(super) fn regions() -> Option<u32> {
+    let count = FAST.slabs.count.load(Ordering::Acquire);
+    (!FAST.slabs.base.load(Ordering::Acquire).is_null() && count > 0).then_some(count)
+}
+
+/// In an emptied region this thread holds: moves every class home, and
+/// gives the growth zone's pages back if any class was there (nothing
+/// touches them again until a class grows, under `DRAIN_LOCK` or a hold).
+pub(super) fn send_home(region: *mut u8) {
+    let mut moved = false;
+    for class in 1..=CLASSES {
+        let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+        if LAYOUT.stack_begin(class, hdr).is_some_and(|begin| !LAYOUT.is_home(class, begin)) {
+            move_stack(region, class, LAYOUT.home[class], LAYOUT.initial[class]);
+            moved = true;
+        }
+    }
+    if moved {
+        let zone = LAYOUT.growth_zone();
+        // SAFETY: the growth zone is page-aligned inside this region's
+        // mapping, and with every class at home it holds nothing.
+        unsafe { os::purge(region.add(zone.start * SLOT_BYTES), zone.len() * SLOT_BYTES) };
+    }
+}
+
+/// Moves `class`'s stack, objects and all, to `to` (its home or its growth
+/// range) with room for `capacity` objects, in a region this thread holds
+/// (busy, and fenced in rseq mode). The caller leaves at most `capacity`
+/// objects in it.
+pub(super) fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) {
+    let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+    let Some(from) = LAYOUT.stack_begin(class, hdr).filter(|&from| from != to) else { return };
+    let count = hdr.current - from;
+    debug_assert!(count <= capacity && capacity <= LAYOUT.room(class, to));
+    slot(region, to as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+    for i in 0..count as usize {
+        slot(region, to as usize + i).store(slot(region, from as usize + i).load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    header(region, class).store(Header { current: to + count, end: to + capacity }.pack(), Ordering::Relaxed);
+    Counters::add(&COUNTERS.stack_moves, 1);
+}
+
+/// `class`'s objects cached and capacity, from its header (0 and 0 for a
+/// class with no stack of its own).
+pub(super) fn fill(class: usize, word: u32) -> (usize, usize) {
+    let hdr = Header::unpack(word);
+    match LAYOUT.stack_begin(class, hdr) {
+        Some(begin) => ((hdr.current - begin) as usize, (hdr.end - begin) as usize),
+        None => (0, 0),
+    }
+}
+
+/// Per class, summed over the opened regions: the objects they may cache
+/// now, and the objects they do (a racy snapshot).
+pub(crate) fn occupancy() -> ([usize; CLASSES + 1], [usize; CLASSES + 1]) {
+    let (mut capacity, mut cached) = ([0usize; CLASSES + 1], [0usize; CLASSES + 1]);
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
+        return (capacity, cached);
+    }
+    for cpu in 0..FAST.slabs.count.load(Ordering::Acquire) {
+        let region = at(cpu);
+        if state(region).load(Ordering::Acquire) == STATE_UNINIT {
+            continue;
+        }
+        for class in 1..=CLASSES {
+            let (count, room) = fill(class, header(region, class).load(Ordering::Relaxed));
+            capacity[class] += room;
+            cached[class] += count;
+        }
+    }
+    (capacity, cached)
+}
+
+/// Bytes of free objects cached in every region (a racy snapshot).
+pub(crate) fn cached_bytes() -> usize {
+    let (_, cached) = occupancy();
+    cached.iter().zip(SIZES).map(|(&count, size)| count * size as usize).sum()
+}
+
+/// Bytes mapped for the regions.
+pub(crate) fn mapped_bytes() -> usize {
+    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
+        0
+    } else {
+        (FAST.slabs.count.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
+    }
+}

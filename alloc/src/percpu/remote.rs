@@ -1,0 +1,138 @@
+//! Stopping a region from outside, as only a thread other than its users
+//! can: remote drains (`trim`, an idle CPU), the upkeep's re-sizing, and
+//! the fork handlers' hold on every region. In rseq mode a stop is followed
+//! by a `membarrier` fence of that CPU, so no section that read OPEN can
+//! still commit.
+
+use rseq_sys::slab_layout::STATE_OPEN;
+
+use super::adapt;
+use super::capacity::MAX_BATCH;
+use super::counters::{COUNTERS, Counters};
+use super::protocol;
+pub(crate) use super::region::OPENINGS;
+use super::region::{self, RawRegion, fill, geometry, header, regions, send_home, state};
+use super::{MODE, MODE_RSEQ};
+use crate::central::CENTRAL;
+use crate::lock::Lock;
+use crate::size_class::{CLASSES, SIZES};
+use crate::sync::Ordering;
+
+// Draining a region from any thread (trim, idle CPUs).
+
+/// Held while draining: one drain at a time (`fork` takes it after the
+/// regions, see `fork`).
+pub(crate) static DRAIN_LOCK: Lock = Lock::new();
+
+/// The fork prepare handler's step after it took [`OPENINGS`] and before
+/// any other lock: waits (if `wait`) for every region another thread holds
+/// and holds it (`protocol::hold_for_fork`), so that the child inherits
+/// none held by a thread it does not have. In either mode; until
+/// [`release_regions_after_fork`], sections miss and fallback threads find
+/// every region busy, and both go to the central lists.
+pub(crate) fn hold_regions_for_fork(wait: bool) {
+    let Some(count) = regions() else { return };
+    for cpu in 0..count {
+        protocol::hold_for_fork(&RawRegion(region::at(cpu)), wait);
+    }
+}
+
+/// Undoes [`hold_regions_for_fork`] (the fork's parent and child handlers).
+pub(crate) fn release_regions_after_fork() {
+    let Some(count) = regions() else { return };
+    for cpu in 0..count {
+        protocol::release_after_fork(&RawRegion(region::at(cpu)));
+    }
+}
+
+/// Moves every object cached in `cpu`'s region to the central lists (the
+/// protocol is `protocol::drain`; in rseq mode the stop is followed by a
+/// `membarrier` rseq fence of that CPU). While it runs, sections on that CPU
+/// miss and their threads use the central lists; fallback threads use other
+/// regions. Returns the bytes moved (0 if the region was busy, never opened,
+/// or could not be fenced: a kernel before 5.10 or a seccomp filter).
+pub(crate) fn drain_cpu(cpu: u32) -> usize {
+    if cpu >= regions().unwrap_or(0) {
+        return 0;
+    }
+    let _guard = DRAIN_LOCK.lock();
+    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    let mut batch = [0usize; MAX_BATCH];
+    let mut bytes = 0;
+    let drained = protocol::drain(
+        &RawRegion(region::at(cpu)),
+        geometry(),
+        &mut batch,
+        || !rseq || rseq_sys::fence_cpu(cpu).is_ok(),
+        |class, objects| {
+            CENTRAL.give(class, objects);
+            bytes += objects.len() * SIZES[class] as usize;
+        },
+        |raw| send_home(raw.0),
+    );
+    Counters::add(&COUNTERS.drained_objects, drained.unwrap_or(0) as u64);
+    bytes
+}
+
+/// Drains every CPU's region; returns the bytes moved.
+pub(crate) fn drain_all() -> usize {
+    (0..regions().unwrap_or(0)).map(drain_cpu).sum()
+}
+
+/// A digest of `cpu`'s region that changes whenever a section or a holder
+/// changes a class's fill; 0 for a region that holds nothing.
+fn fingerprint(cpu: u32) -> u64 {
+    let region = region::at(cpu);
+    if state(region).load(Ordering::Acquire) != STATE_OPEN {
+        return 0;
+    }
+    let mut digest = 0u64;
+    let mut cached = 0usize;
+    for class in 1..=CLASSES {
+        let word = header(region, class).load(Ordering::Relaxed);
+        cached += fill(class, word).0;
+        digest = (digest ^ u64::from(word)).wrapping_mul(0x100_0000_01b3);
+    }
+    if cached == 0 { 0 } else { digest | 1 }
+}
+
+/// Upkeep of every region: drains the regions of CPUs that did nothing
+/// since the last round (their fingerprint did not change) and still cache
+/// objects, and re-sizes the classes of the others (`capacity::plan`). A
+/// CPU that allocates and frees in perfect balance looks idle too, and pays
+/// one refill per period for it.
+pub(crate) fn upkeep() {
+    let Some(count) = regions() else { return };
+    for cpu in 0..count {
+        let Some(last) = adapt::upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
+        let now = fingerprint(cpu);
+        if now != 0 && now == last.load(Ordering::Relaxed) {
+            drain_cpu(cpu);
+            Counters::add(&COUNTERS.idle_drains, 1);
+        } else if now != 0 {
+            adapt::rebalance(cpu);
+        }
+        // Written only if it changed: the state of a CPU never used is a
+        // page never touched.
+        let after = fingerprint(cpu);
+        if after != last.load(Ordering::Relaxed) {
+            last.store(after, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `f` on `cpu`'s region stopped from outside, as a drain does: under
+/// `DRAIN_LOCK`, taken OPEN→busy and, in rseq mode, fenced so that no
+/// section which read OPEN can still commit; reopened after. `None` if the
+/// region was not open (held, never opened) or could not be fenced.
+pub(super) fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
+    let _guard = DRAIN_LOCK.lock();
+    let raw = RawRegion(region::at(cpu));
+    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    if !protocol::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
+        return None;
+    }
+    let result = f(&raw);
+    protocol::release(&raw);
+    Some(result)
+}

@@ -1,0 +1,276 @@
+//! The slow paths of a small allocation and a small free: a section that
+//! missed (its class empty or full, its region not open, its thread not
+//! registered) in rseq mode, or a region held by CAS in fallback mode.
+//! Refill and drain are written once, over [`Cache`], which the two modes
+//! implement.
+
+use rseq_sys::Miss;
+use rseq_sys::slab_layout::Header;
+
+use super::adapt::{self, Flow};
+use super::capacity::{self, MAX_BATCH, batch};
+use super::counters::COUNTERS;
+use super::hits;
+use super::protocol::{self, WokenBy};
+use super::region::{self, RawRegion, geometry};
+use super::{CentralTrip, FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
+use crate::central::CENTRAL;
+use crate::sync::Ordering;
+
+// Slow paths.
+
+fn take_one(class: usize) -> *mut u8 {
+    let mut one = [0usize; 1];
+    if CENTRAL.take(class, &mut one) == 1 { one[0] as *mut u8 } else { core::ptr::null_mut() }
+}
+
+/// Allocation of `class` when the fast path missed (or is off); the layer
+/// is initialised.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
+    debug_assert!(is_initialised());
+    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+        return fallback_alloc(class);
+    }
+    let flags = FAST.flags.load(Ordering::Acquire);
+    for _ in 0..4 {
+        match pop_section(class) {
+            Ok(object) => {
+                hits::count_alloc(flags, class);
+                return (object as *mut u8, CentralTrip::NONE);
+            }
+            Err(Miss::Exhausted) => {
+                wake_here(class, WokenBy::Allocation);
+                return refill(&ThisCpu, class);
+            }
+            Err(miss) => {
+                if !recover(miss) {
+                    break;
+                }
+            }
+        }
+    }
+    (take_one(class), CentralTrip::NONE)
+}
+
+/// After a section missed because the region is closed or the thread has no
+/// CPU index: opens this CPU's region, or registers the thread; true if the
+/// section is worth trying again.
+fn recover(miss: Miss) -> bool {
+    match miss {
+        Miss::Stopped => rseq_sys::current_index::<Index>().is_some_and(region::open),
+        Miss::NoCpu => rseq_sys::register_current_thread().is_ok(),
+        Miss::Exhausted => false,
+    }
+}
+
+/// Gives `class` its own slots on the CPU this thread runs on, if it is
+/// dormant there (the first miss of a class on a CPU); true if it did.
+fn wake_here(class: usize, by: WokenBy) -> bool {
+    let geometry = geometry();
+    replace_header_here(class, geometry.dormant().pack(), geometry.awake(class, by))
+}
+
+/// Replaces `class`'s header on the CPU this thread runs on by `new` if it
+/// reads `expected`, writing the class's own sentinel first (a wake, or a
+/// move of `end`); true if it did.
+///
+/// Sound for any `new` that keeps the class's slots within the place its
+/// stack is (home or growth range, `class_slots`), with `begin <= current
+/// <= end`: the sentinel slot, `begin - 1`, is read by nobody while the
+/// class is dormant, and otherwise (or for class 1, whose sentinel is the
+/// shared one) already holds the value written;
+/// and moving `end` needs no stop, since sections write above `current`
+/// only speculatively and commit only a header they read.
+pub(super) fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
+    let Some(begin) = region::LAYOUT.stack_begin(class, new) else {
+        debug_assert!(false, "{new:?} is no stack of class {class}");
+        return false;
+    };
+    debug_assert!(new.end - begin <= region::LAYOUT.room(class, begin));
+    // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
+    // the sentinel write is unobservable (see above).
+    let replaced = unsafe {
+        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(&FAST.slabs, class, expected, new.pack(), begin as usize - 1)
+    };
+    replaced == Ok(true)
+}
+
+/// Free of `object` (of `class`) when the fast path missed (or is off).
+#[cold]
+#[inline(never)]
+pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
+    debug_assert!(is_initialised());
+    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+        return fallback_free(class, object);
+    }
+    let flags = FAST.flags.load(Ordering::Acquire);
+    for _ in 0..4 {
+        match push_section(class, object) {
+            Ok(()) => {
+                hits::count_free(flags, class);
+                return CentralTrip::NONE;
+            }
+            Err(Miss::Exhausted) => {
+                if wake_here(class, WokenBy::Free) && push_section(class, object).is_ok() {
+                    return CentralTrip::NONE;
+                }
+                return drain(&ThisCpu, class, object);
+            }
+            Err(miss) => {
+                if !recover(miss) {
+                    break;
+                }
+            }
+        }
+    }
+    CENTRAL.give(class, &[object]);
+    CentralTrip::NONE
+}
+
+/// A per-CPU cache as refill and drain reach it.
+trait Cache {
+    /// The CPU whose region this is, if the thread can tell.
+    fn cpu(&self) -> Option<u32>;
+    /// Applies what the miss asked of `class`'s capacity (read on `cpu`).
+    fn resize(&self, cpu: u32, class: usize, resize: capacity::Resize);
+    /// Pushes a prefix of `objects` onto `class`'s stack; how many.
+    fn push_batch(&self, class: usize, objects: &[usize]) -> usize;
+    /// Pops up to `out.len()` objects of `class` into `out`; how many.
+    fn pop_batch(&self, class: usize, out: &mut [usize]) -> usize;
+}
+
+/// rseq mode: the region of the CPU the thread runs on, through sections
+/// (a migration between two steps makes a step act on the new CPU's
+/// region, which suits it as well).
+struct ThisCpu;
+
+impl Cache for ThisCpu {
+    fn cpu(&self) -> Option<u32> {
+        rseq_sys::current_index::<Index>()
+    }
+
+    fn resize(&self, cpu: u32, class: usize, resize: capacity::Resize) {
+        adapt::resize_here(cpu, class, resize);
+    }
+
+    fn push_batch(&self, class: usize, objects: &[usize]) -> usize {
+        let mut pushed = 0;
+        while pushed < objects.len() {
+            let rest = &objects[pushed..];
+            // SAFETY: as in `pop_section`; every object is 16-aligned.
+            match unsafe {
+                rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, rest.as_ptr(), rest.len())
+            } {
+                Ok(k) => pushed += k,
+                Err(_) => break,
+            }
+        }
+        pushed
+    }
+
+    fn pop_batch(&self, class: usize, out: &mut [usize]) -> usize {
+        // SAFETY: as in `pop_section`; `out` has room for `out.len()` items.
+        unsafe { rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, out.as_mut_ptr(), out.len()) }
+            .unwrap_or(0)
+    }
+}
+
+/// Fallback mode: a region this thread holds.
+impl Cache for RawRegion {
+    fn cpu(&self) -> Option<u32> {
+        Some(RawRegion::cpu(self))
+    }
+
+    fn resize(&self, _: u32, class: usize, resize: capacity::Resize) {
+        adapt::resize_held(self, class, resize);
+    }
+
+    fn push_batch(&self, class: usize, objects: &[usize]) -> usize {
+        objects.iter().take_while(|&&object| protocol::push(self, geometry(), class, object)).count()
+    }
+
+    fn pop_batch(&self, class: usize, out: &mut [usize]) -> usize {
+        let mut n = 0;
+        while n < out.len()
+            && let Some(object) = protocol::pop(self, class)
+        {
+            out[n] = object;
+            n += 1;
+        }
+        n
+    }
+}
+
+/// `class` is empty in `cache`: takes a batch from the central list (after
+/// the capacity policy had its say), keeps one object for the caller and
+/// pushes the rest; what does not fit goes back.
+fn refill(cache: &impl Cache, class: usize) -> (*mut u8, CentralTrip) {
+    let trip = COUNTERS.refill(class);
+    let cpu = cache.cpu();
+    let resize = adapt::count_miss(cpu, class, Flow::Refill);
+    if let Some(cpu) = cpu {
+        cache.resize(cpu, class, resize);
+    }
+    let mut buf = [0usize; MAX_BATCH];
+    let n = CENTRAL.take(class, &mut buf[..adapt::refill_batch(cpu, class)]);
+    let Some((&mine, rest)) = buf[..n].split_last() else { return (core::ptr::null_mut(), trip) };
+    let pushed = cache.push_batch(class, rest);
+    if pushed < rest.len() {
+        CENTRAL.give(class, &rest[pushed..]);
+    }
+    (mine as *mut u8, trip)
+}
+
+/// `class` is full in `cache`: moves a batch of it, and `object`, to the
+/// central list (after the capacity policy had its say).
+fn drain(cache: &impl Cache, class: usize, object: usize) -> CentralTrip {
+    let trip = COUNTERS.drain(class);
+    let cpu = cache.cpu();
+    let resize = adapt::count_miss(cpu, class, Flow::Drain);
+    let mut buf = [0usize; MAX_BATCH + 1];
+    buf[0] = object;
+    let popped = cache.pop_batch(class, &mut buf[1..=batch(class)]);
+    if let Some(cpu) = cpu {
+        cache.resize(cpu, class, resize);
+    }
+    CENTRAL.give(class, &buf[..1 + popped]);
+    trip
+}
+
+/// Allocation in fallback mode: from a region this thread holds, refilled
+/// if empty; from the central list if every region is busy.
+fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
+    let from_region = region::with_held(|held| match protocol::pop(held, class) {
+        Some(object) => {
+            hits::count_alloc(0, class);
+            (object as *mut u8, CentralTrip::NONE)
+        }
+        None => {
+            protocol::wake(held, geometry(), class, WokenBy::Allocation);
+            refill(held, class)
+        }
+    });
+    match from_region {
+        Some((object, trip)) if !object.is_null() => (object, trip),
+        Some((_, trip)) => (take_one(class), trip),
+        None => (take_one(class), CentralTrip::NONE),
+    }
+}
+
+/// Free in fallback mode: onto a region this thread holds, drained if
+/// full; to the central list if every region is busy.
+fn fallback_free(class: usize, object: usize) -> CentralTrip {
+    let done = region::with_held(|held| {
+        if protocol::push(held, geometry(), class, object) {
+            hits::count_free(0, class);
+            return CentralTrip::NONE;
+        }
+        drain(held, class, object)
+    });
+    done.unwrap_or_else(|| {
+        CENTRAL.give(class, &[object]);
+        CentralTrip::NONE
+    })
+}
