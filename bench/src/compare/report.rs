@@ -35,10 +35,9 @@ pub fn header(options: &Options, cpus: usize, skipped: &[(&str, String)]) -> Str
 /// The targets the report states, each with pass or fail, against the peer
 /// each ratio is largest for (the best peer). Time is the statistic the
 /// tables show, the median over rounds of each round's ours / peer: a ratio
-/// of medians would let one slow round of a peer decide (`larson` once read
-/// 0.92 against jemalloc that way where, round by round, we were 1.06 of
-/// tcmalloc's time). Peak RSS is the ratio of medians over every run
-/// ([`Row::rss_ours_over_this`]).
+/// of medians would let one slow round of a peer decide, and could name a
+/// different best peer than the rounds do. Peak RSS is the ratio of medians
+/// over every run ([`Row::rss_ours_over_this`]).
 pub fn targets(summary: &Summary) -> Vec<(String, bool)> {
     let mut verdicts = Vec::new();
     let mut logs = Vec::new();

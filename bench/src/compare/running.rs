@@ -50,7 +50,7 @@ pub struct Options {
     /// Peak RSS samples to take of every quick run (see [`rss_only`]): the
     /// timed rounds' and extra runs up to this many.
     pub rss_rounds: usize,
-    /// Work per run (1.0: 1-2 s each here).
+    /// Work per run (1.0: the full-length runs the targets are set for).
     pub scale: f64,
     /// Where the report goes.
     pub out_dir: PathBuf,
@@ -177,10 +177,9 @@ pub const RSS_ONLY_MAX_PEAK_KIB: f64 = 64.0 * 1024.0;
 /// run is where ASLR puts the C library: libc's text resident after the
 /// same calls moves by up to 256 KiB with its address modulo 64 KiB (the
 /// kernel maps file pages around a fault in aligned 64 KiB windows), which
-/// is a sixth of a program that allocates little and nothing to one of
-/// 100 MiB. Five samples of that put the median anywhere in the range;
-/// fifteen narrow it, though glibc's peaks fall in two modes (`tight`: 49%
-/// of runs at 1388–1496 KiB, the rest at 1548–1624), and a verdict whose
+/// is much of a program that allocates little and nothing to a large one.
+/// A few samples of that put the median anywhere in the range and more
+/// narrow it, though glibc's peaks fall in two modes, and a verdict whose
 /// line runs between them stays a toss however many runs it gets.
 fn rss_only(samples: &[Result<Sample, String>]) -> bool {
     let ok: Vec<&Sample> = samples.iter().flatten().collect();

@@ -34,8 +34,8 @@ pub struct Row {
     /// peak is where ASLR put libc in that process, not the machine's load
     /// at that moment (see `rss_only` in `running`), so pairing buys nothing
     /// and more runs buy a better median. The spread is worth reading:
-    /// glibc's peak moves by up to 256 KiB between runs of one program,
-    /// ±0.1 of a small workload's ratio.
+    /// glibc's peak moves between runs of one program by enough to shift a
+    /// small workload's ratio visibly.
     pub rss_ours_over_this: Option<(f64, f64, f64)>,
 }
 
