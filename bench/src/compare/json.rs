@@ -59,3 +59,53 @@ fn inline<'a>(fields: impl Iterator<Item = (&'a str, String)>) -> String {
     let cells: Vec<String> = fields.map(|(key, value)| format!("\"{key}\": {value}")).collect();
     format!("{{{}}}", cells.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Workloads one a line, allocators one a line inside them, a run's
+    /// measures on one line; an error's quotes become apostrophes.
+    #[test]
+    fn results_are_laid_out_one_allocator_a_line() {
+        let run = Sample {
+            wall: 0.5,
+            user: 0.25,
+            sys: 0.0,
+            max_rss_kb: 1500,
+            rusage_max_rss_kb: 1520,
+            checksum: "7".into(),
+            rss_after_trim_kb: Some(300),
+            timed: false,
+        };
+        let results = Results::from([
+            ("large", BTreeMap::from([("glibc", vec![Err("said \"no\"".to_string())])])),
+            ("trim", BTreeMap::from([("glibc", vec![Ok(run.clone()), Ok(run)]), ("tbb", vec![])])),
+        ]);
+        let sample = "{\"wall\": 0.500000, \"user\": 0.250000, \"sys\": 0.000000, \"max_rss_kb\": 1500, \
+                      \"rusage_max_rss_kb\": 1520, \"rss_after_trim_kb\": 300, \"timed\": false}";
+        assert_eq!(
+            json(&results),
+            format!(
+                "{{\n  \"large\": {{\n    \"glibc\": [{{\"error\": \"said 'no'\"}}]\n  }},\n  \"trim\": {{\n    \
+                 \"glibc\": [{sample}, {sample}],\n    \"tbb\": []\n  }}\n}}\n"
+            )
+        );
+        assert_eq!(json(&Results::new()), "{\n\n}\n");
+    }
+
+    /// Workloads one a line, each allocator's count (null if it failed) inline.
+    #[test]
+    fn counts_are_laid_out_one_workload_a_line() {
+        let counts = Counts::from([
+            ("realloc", BTreeMap::from([("glibc", Err("valgrind".to_string())), ("tbb", Ok(12))])),
+            ("tight", BTreeMap::from([("glibc", Ok(1_000_000))])),
+        ]);
+        assert_eq!(
+            counts_json(&counts),
+            "{\n  \"realloc\": {\"glibc\": null, \"tbb\": 12},\n  \"tight\": {\"glibc\": 1000000}\n}\n"
+        );
+    }
+}

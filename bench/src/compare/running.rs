@@ -251,3 +251,47 @@ fn mark_wrong_answers(results: &mut Results) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A round is every workload in turn, each with all the allocators in
+    /// the order `shuffled` gives for its seed.
+    #[test]
+    fn a_round_is_each_workload_with_its_allocators_shuffled() {
+        let order: Vec<(usize, usize)> = round_order(3, 5, |w| (131 + w) as u64).collect();
+        let expected: Vec<(usize, usize)> =
+            (0..3).flat_map(|w| shuffled(5, (131 + w) as u64).into_iter().map(move |a| (w, a))).collect();
+        assert_eq!(order, expected);
+        assert_eq!(order.len(), 15);
+    }
+
+    fn run(checksum: &str) -> Result<Sample, String> {
+        Ok(Sample {
+            wall: 1.0,
+            user: 1.0,
+            sys: 0.0,
+            max_rss_kb: 1,
+            rusage_max_rss_kb: 1,
+            checksum: checksum.into(),
+            rss_after_trim_kb: None,
+            timed: true,
+        })
+    }
+
+    /// The checksum most runs of a workload printed is the right one; the
+    /// others become failures that say what they printed.
+    #[test]
+    fn a_checksum_against_the_majority_is_a_wrong_answer() {
+        let mut results = Results::from([(
+            "tight",
+            BTreeMap::from([("glibc", vec![run("7"), run("7")]), ("fast", vec![run("7"), run("8")])]),
+        )]);
+        mark_wrong_answers(&mut results);
+        let fast = &results["tight"]["fast"];
+        assert!(fast[0].is_ok());
+        assert_eq!(fast[1].as_ref().unwrap_err(), "wrong answer: checksum 8 instead of 7");
+        assert!(results["tight"]["glibc"].iter().all(Result::is_ok));
+    }
+}
