@@ -47,7 +47,7 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Rounds.
     pub rounds: usize,
-    /// Peak RSS samples to take of every quick run (see [`rss_only`]): the
+    /// Peak RSS samples to take of every quick run (see `rss_only`): the
     /// timed rounds' and extra runs up to this many.
     pub rss_rounds: usize,
     /// Work per run (1.0: the full-length runs the targets are set for).
@@ -135,7 +135,7 @@ fn record(results: &mut Results, workload: &Workload, allocator: &Allocator, sam
 }
 
 /// Runs every selected workload under every selected allocator, `rounds`
-/// times, then the quick ones again for their peak RSS ([`sample_peaks`]).
+/// times, then the quick ones again for their peak RSS (`sample_peaks`).
 pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) -> Results {
     let cpus = online_cpus();
     let workloads: Vec<&Workload> = catalogue::selected(&options.workloads).collect();
