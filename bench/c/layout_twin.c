@@ -1,5 +1,5 @@
 /* A stand-in with the shape of librseq_alloc.so, for glibc's reference
- * row "glibc@our-layout" in `compare` (bench/src/compare.rs,
+ * row "glibc@our-layout" in `compare` (bench/src/compare/peers.rs,
  * `GLIBC_OUR_LAYOUT`).
  *
  * Where ASLR puts libc moves a small program's peak RSS by up to 256 KiB

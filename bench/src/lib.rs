@@ -5,6 +5,7 @@
 //! benches in `benches/` call the same code.
 
 pub mod compare;
+pub mod in_process;
 pub mod misuse;
 pub mod primitives;
 pub mod timing;
