@@ -155,12 +155,9 @@ impl Central {
     /// Objects given back before come first, from the fullest spans on
     /// (their memory is warm), and if they make a quarter of `out` or more,
     /// the refill stops there: topping it up with fresh objects while freed
-    /// ones come back only grows what circulates. (A producer refilling 32
-    /// at a time from a consumer's drains of 10 carved 22 fresh objects a
-    /// refill until a batch more per class circulated: `prodcons` 2088 →
-    /// 2060 KiB, `larson` 5256 → 5224, `pareto` 92068 → 91880, medians of
-    /// 7 to 11 runs; instructions the same within 0.5%.) With fewer, fresh
-    /// objects fill the rest.
+    /// ones come back only grows what circulates (a producer refilled from a
+    /// consumer's smaller drains would carve fresh objects at every
+    /// refill). With fewer, fresh objects fill the rest.
     pub(crate) fn take(&self, class: usize, out: &mut [usize]) -> usize {
         let list = &self.lists[class];
         let _guard = list.lock.lock();

@@ -196,14 +196,12 @@ pub(crate) fn precise_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// Both clocks are read by system call (some 200 ns here), not through
-/// libc's `clock_gettime` and the vDSO (5 ns): they are read once per
+/// Both clocks are read by system call, not through libc's `clock_gettime`
+/// and the vDSO: they are read once per
 /// [`upkeep::CHECK_EVERY`](crate::upkeep::CHECK_EVERY) slow paths and when
-/// a class is about to grow, so the call costs nothing measurable, while
-/// libc's wrapper sits in a part of libc's text that a program which never
-/// reads the clock does not otherwise touch, and the kernel maps text 64 KiB
-/// around each fault: calling it put 64 KiB more into the resident size of
-/// every such program (`startup`'s peak 1704 → 1640 KiB without it).
+/// a class is about to grow, so the system call costs nothing measurable,
+/// while libc's wrapper sits in a part of libc's text that a program which
+/// never reads the clock would otherwise not map at all.
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: the kernel writes one `timespec` into `ts`; both monotonic

@@ -72,7 +72,7 @@ pub struct Stats {
     /// CPU caches whose classes were re-sized, ever.
     pub rebalances: u64,
     /// Class stacks moved out of their home slots to grow, or back, ever
-    /// (`class_slots`).
+    /// (`slots`).
     pub stack_moves: u64,
     /// Per-CPU regions opened.
     pub regions_opened: usize,

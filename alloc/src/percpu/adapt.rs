@@ -56,7 +56,7 @@ pub(super) fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
     }
     // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
     // `state_slot` are kept for the state (no section or stack reaches
-    // them: `class_slots`); the slot is 8-aligned, and all zeros is a
+    // them: `slots`); the slot is 8-aligned, and all zeros is a
     // valid `UpkeepState` (atomics only).
     Some(unsafe { &*region::at(cpu).add(LAYOUT.state_slot as usize * SLOT_BYTES).cast::<UpkeepState>() })
 }

@@ -40,28 +40,24 @@
 //! until its first miss wakes it: with [`initial`] if an allocation missed,
 //! with [`outflow`] if a free did, since a CPU whose first use of a class
 //! is a free may be a consumer's, where room only holds memory (it grows
-//! at its turns like any other). Waking a consumer's classes at
-//! [`initial`], they filled to the brim before any drain could tell, and
-//! the producer carved fresh objects for all they held: `prodcons` 2060 →
-//! 1992 KiB (median of 9, with outflows of a quarter batch; `larson`,
-//! `generations`, `oversub` and `tight` unchanged).
+//! at its turns like any other): a consumer's classes woken at [`initial`]
+//! would fill to the brim before any drain could tell, while the producer
+//! carved fresh objects for all they held.
 
 use crate::size_class::{CLASSES, SIZES};
 
 /// Most bytes of objects one CPU's cache may be sized for. (Capacity, not
-/// use: classes nobody uses are sized down first, at no cost.) `pareto`
-/// (72 classes of 16 B to 64 KiB, 200k live blocks) settles at 6 MiB
-/// when it may: at 2 MiB it missed twice as often (62k misses against
-/// 31k) and ran 7–9% slower (`taskset -c 1`, 12 interleaved rounds), and
-/// at 4 MiB no faster than at 2. Only a program whose classes keep
-/// swinging grows to it; idle classes halve at every upkeep.
+/// use: classes nobody uses are sized down first, at no cost.) A program
+/// with many busy classes (`pareto`) misses twice as often with a third of
+/// this. Only a program whose classes keep swinging grows to it; idle
+/// classes halve at every upkeep.
 pub(crate) const CPU_BUDGET: usize = 6 << 20;
 /// Drains per period before a class can count as one that only overflows.
 pub(crate) const SHRINK_AT: u32 = 4;
 /// A class grows at a turn of its misses only if the turn before came
-/// within this long (1 ms: the swings cost at least two batch moves a
-/// millisecond, some 0.1% of a CPU's time), so that one that swings a few
-/// times a second loses nothing worth the memory.
+/// within this long (swings slower than this cost a negligible share of a
+/// CPU's time), so that one that swings a few times a second loses nothing
+/// worth the memory.
 pub(crate) const GROW_WINDOW_US: u32 = 1_000;
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
@@ -118,11 +114,9 @@ const fn batch_share(divisor: usize) -> [usize; CLASSES + 1] {
 /// objects. Small, because a class whose objects only flow through a CPU
 /// (freed there, allocated elsewhere) fills its cache to the brim before
 /// anything can tell, and because the homes of the classes a CPU uses share
-/// pages (`class_slots`): at most 64 (not 128) put `tight`'s sixteen homes
-/// on two pages fewer (peak 1596–1604 → 1588–1592 KiB, 7 pinned runs), at
-/// the price of `larson`'s classes moving out of their homes sooner (5252
-/// → 5312 KiB, median of 7; `generations` 3328 → 3256, `oversub` 1768 →
-/// 1756). A class that needs more grows at its misses ([`on_miss`]).
+/// pages (`slots`): smaller homes keep a small program's classes on fewer
+/// pages, at the price of busy classes moving out of their homes sooner.
+/// A class that needs more grows at its misses ([`on_miss`]).
 pub(crate) const fn initial(class: usize) -> usize {
     INITIAL[class] as usize
 }
@@ -148,10 +142,8 @@ pub(crate) const fn min(class: usize) -> usize {
 /// allocated elsewhere), and of one a free wakes: half a batch and one, at
 /// most [`min`]; each drain then moves what the cache holds to the central
 /// lists, where the CPU that allocates them finds them. A trade of memory
-/// for trips to the central lists, measured on `prodcons` (session 14, 9
-/// interleaved runs each; peak RSS, wall time): a batch and one (as
-/// [`min`]) 2056 KiB, 0.47 s; half a batch and one 2028 KiB, 0.49 s; a
-/// quarter and one 1992 KiB, 0.52 s (session 13's build: 2128, 0.47).
+/// for trips to the central lists: a smaller outflow holds less of a
+/// consumer's memory and drains more often.
 pub(crate) const fn outflow(class: usize) -> usize {
     OUTFLOW[class] as usize
 }

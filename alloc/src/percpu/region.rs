@@ -60,7 +60,7 @@ pub(super) fn open(cpu: u32) -> bool {
     state(region.0).load(Ordering::Acquire) == STATE_OPEN
 }
 
-// The fallback: the same regions behind a CAS try-lock (protocol in `fallback`).
+// The fallback: the same regions behind a CAS try-lock (`protocol`).
 
 /// A region in the mapping, as the fallback protocol sees it.
 pub(super) struct RawRegion(pub(super) *mut u8);

@@ -77,7 +77,7 @@ fn wake_here(class: usize, by: WokenBy) -> bool {
 /// move of `end`); true if it did.
 ///
 /// Sound for any `new` that keeps the class's slots within the place its
-/// stack is (home or growth range, `class_slots`), with `begin <= current
+/// stack is (home or growth range, `slots`), with `begin <= current
 /// <= end`: the sentinel slot, `begin - 1`, is read by nobody while the
 /// class is dormant, and otherwise (or for class 1, whose sentinel is the
 /// shared one) already holds the value written;
