@@ -1,5 +1,16 @@
 //! rseq-alloc: a lock-free, per-CPU memory allocator for Linux, built on
-//! restartable sequences.
+//! restartable sequences (rseq).
+//!
+//! # Use
+//!
+//! In `Cargo.toml` (the crate lives in the repository's `alloc/` folder):
+//!
+//! ```toml
+//! [dependencies]
+//! rseq-alloc = { path = "path/to/rseq-alloc/alloc" }
+//! ```
+//!
+//! Then, once in the program:
 //!
 //! ```
 //! #[global_allocator]
@@ -7,7 +18,61 @@
 //! # fn main() { let v = vec![1u8; 100]; assert_eq!(v.len(), 100); }
 //! ```
 //!
-//! # Map of the types, and the invariant each keeps
+//! Every allocation of the program is then served by it. [`stats()`] returns
+//! its figures (print them with `{}`: one line per size class in use);
+//! [`trim()`] gives free memory back to the system. C and C++ programs use
+//! the same allocator through `LD_PRELOAD` and the library built from
+//! `alloc/preload` (see the repository's README).
+//!
+//! The environment, read once at the first allocation:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `RSEQ_ALLOC_STATS=1` | count fast-path hits too (every operation then takes a slower path) and print the figures to stderr at exit |
+//! | `RSEQ_ALLOC_HARDENED=1` | check every block: canaries, poison, exact double-free detection (slower) |
+//! | `RSEQ_ALLOC_FORCE_FALLBACK=1` | run the per-CPU caches on atomic compare-and-swap instead of rseq |
+//! | `RSEQ_ALLOC_DECAY_MS=N` | period of the upkeep that drains idle CPUs' caches and returns free pages (default 1000; 0: never) |
+//!
+//! Platforms: Linux on x86-64 runs the rseq fast path, with glibc's
+//! registration where glibc made one and its own otherwise. Where rseq is
+//! missing or refused (old kernels, valgrind, some sandboxes) the same
+//! caches run on the fallback; other architectures build with stubs that
+//! always take it ([`Mode`] says which).
+//!
+//! Like glibc's, the allocator is not async-signal-safe: a signal handler
+//! must not call `malloc` or `GlobalAlloc`. It may call [`signal_safe`]'s
+//! `alloc` and `dealloc`, which never leave the per-CPU fast path and fail
+//! instead where the allocator would take a lock.
+//!
+//! A pointer that is not a block of ours is refused with one line naming
+//! the call and the pointer, then `abort`: `free` checks alignment,
+//! segment and page on its fast path; the central lists check that an
+//! object starts where it should and is not already free.
+//!
+//! # For maintainers: the layers
+//!
+//! Each module imports only from the layers below its own; `alloc/tests/layers.rs`
+//! reads this table and fails on an import that climbs (or a module missing from it).
+//!
+//! | layer | modules | job |
+//! |---|---|---|
+//! | 11 | `c_api`, `signal_safe` | the C API's semantics; allocation in signal handlers |
+//! | 10 | `front` | the front door: the one small fast path, hardened mode's gate, `realloc` |
+//! | 9 | `runtime` | start-up: configuration, the mode, hardened mode's switch, fork handlers, exit report; `stats()`, `trim()` |
+//! | 8 | `hardened`, `stats` | hardened mode's checks over the tiers; the figures |
+//! | 7 | `tiers`, `upkeep`, `fork` | what a block is and where a request goes; upkeep on a clock; the fork handlers |
+//! | 6 | `percpu` | the per-CPU caches: rseq sections or the CAS fallback, adaptive capacity (`percpu/mod.rs` maps its files) |
+//! | 5 | `central`, `huge` | per class, the spans with free objects; huge blocks, a segment each |
+//! | 4 | `segment` | segments, spans and the page heap |
+//! | 3 | `size_class`, `report` | the size classes; reports of bad input |
+//! | 2 | `lock`, `text` | the slow paths' lock; text without allocation |
+//! | 1 | `os` | every system call |
+//! | 0 | `sync`, `geometry` | the atomics facade (loom under `cfg(rseq_alloc_loom)`); the fixed sizes |
+//!
+//! `rseq-sys` sits below them all: the rseq ABI, registration and the x86-64
+//! critical sections.
+//!
+//! # The types, and the invariant each keeps
 //!
 //! | type (module) | what it is | invariant |
 //! |---|---|---|
@@ -29,22 +94,6 @@
 //! header pages, `.bss`, and mappings made with raw system calls; none of it
 //! lives in object memory, so a write into a freed block cannot redirect an
 //! allocation.
-//!
-//! # Bad input
-//!
-//! A pointer that is not a block of ours is refused with one line naming the
-//! call and the pointer, then `abort` (`report`): `free` checks alignment,
-//! segment and page on its fast path; the slow paths (central lists) check
-//! that an object starts where it should and is not already free. Hardened
-//! mode (`RSEQ_ALLOC_HARDENED=1`, module `hardened`) adds canaries, poison
-//! and exact double-free detection on every block.
-//!
-//! # Signal handlers
-//!
-//! Like glibc's, this allocator is not async-signal-safe: a signal handler
-//! must not call `malloc` or `GlobalAlloc`. It may call [`signal_safe`]'s
-//! `alloc` and `dealloc`, which never leave the per-CPU fast path and fail
-//! instead where the allocator would take a lock.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(any(test, rseq_alloc_loom)), no_std)]
