@@ -21,7 +21,7 @@ use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 /// One class's list, on a cache line of its own (64 bytes, not
 /// `CachePadded`'s 128: the lists of the classes a small program uses then
@@ -66,7 +66,7 @@ impl ClassList {
     /// written, and the lists of the classes a program never used would
     /// otherwise be pages it keeps resident for nothing.
     fn ever_given(&self) -> bool {
-        self.given.load(Ordering::Relaxed) != 0
+        self.given.load_relaxed() != 0
     }
 }
 
@@ -132,7 +132,7 @@ static FRESH_FILL: AtomicU32 = AtomicU32::new(0);
 const FILL_SET: u32 = 0x100;
 
 fn fresh_fill() -> Option<u8> {
-    let fill = FRESH_FILL.load(Ordering::Relaxed);
+    let fill = FRESH_FILL.load_relaxed();
     (fill & FILL_SET != 0).then_some(fill as u8)
 }
 
@@ -140,13 +140,13 @@ impl Central {
     /// Fills every span carved from now on with `byte` (hardened mode's
     /// poison, set before its first block is handed out).
     pub(crate) fn fill_fresh_spans_with(&self, byte: u8) {
-        FRESH_FILL.store(FILL_SET | u32::from(byte), Ordering::Relaxed);
+        FRESH_FILL.store_relaxed(FILL_SET | u32::from(byte));
     }
 
     /// Objects of `class` taken from and given back to its list so far.
     pub(crate) fn transfers(&self, class: usize) -> (u64, u64) {
         let list = &self.lists[class];
-        (list.taken.load(Ordering::Relaxed), list.given.load(Ordering::Relaxed))
+        (list.taken.load_relaxed(), list.given.load_relaxed())
     }
 
     /// Fills `out` with up to `out.len()` objects of `class`; returns how
@@ -180,7 +180,7 @@ impl Central {
                     match new_span(class) {
                         Some(span) => {
                             // SAFETY: a fresh span, ours alone.
-                            self.free_bytes.fetch_add(unsafe { (*span).objects } as usize * size, Ordering::Relaxed);
+                            self.free_bytes.fetch_add_relaxed(unsafe { (*span).objects } as usize * size);
                             span
                         }
                         None => break,
@@ -213,8 +213,8 @@ impl Central {
                 unsafe { unlink(inner, span) };
             }
         }
-        list.taken.fetch_add(n as u64, Ordering::Relaxed);
-        self.free_bytes.fetch_sub(n * size, Ordering::Relaxed);
+        list.taken.fetch_add_relaxed(n as u64);
+        self.free_bytes.fetch_sub_relaxed(n * size);
         n
     }
 
@@ -252,11 +252,11 @@ impl Central {
             if s.used == 0 {
                 // SAFETY: the span is listed (just ensured) and entirely free.
                 let released = unsafe { retire(inner, span) };
-                self.free_bytes.fetch_sub(released, Ordering::Relaxed);
+                self.free_bytes.fetch_sub_relaxed(released);
             }
         }
-        list.given.fetch_add(objects.len() as u64, Ordering::Relaxed);
-        self.free_bytes.fetch_add(objects.len() * size, Ordering::Relaxed);
+        list.given.fetch_add_relaxed(objects.len() as u64);
+        self.free_bytes.fetch_add_relaxed(objects.len() * size);
     }
 
     /// Upkeep: gives back the spare spans that sat unused for a whole
@@ -278,7 +278,7 @@ impl Central {
                 inner.spare_aged = true;
             }
         }
-        self.free_bytes.fetch_sub(released, Ordering::Relaxed);
+        self.free_bytes.fetch_sub_relaxed(released);
     }
 
     /// Gives every class's spare span back to the page heap (for trimming);
@@ -295,7 +295,7 @@ impl Central {
                 released += unsafe { free_whole_span(spare) };
             }
         }
-        self.free_bytes.fetch_sub(released, Ordering::Relaxed);
+        self.free_bytes.fetch_sub_relaxed(released);
         released
     }
 
@@ -338,7 +338,7 @@ fn span_of(object: usize, class: u8) -> *mut Span {
     let seg = Segment::containing(object);
     let page = Segment::page_index(object);
     // SAFETY: the segment is ours, so its header is mapped.
-    let (page_class, head) = unsafe { ((*seg).page_class[page].load(Ordering::Acquire), (*seg).page_head[page]) };
+    let (page_class, head) = unsafe { ((*seg).page_class[page].load_acquire(), (*seg).page_head[page]) };
     if page_class != class {
         report::invalid_pointer(Call::Free, object);
     }

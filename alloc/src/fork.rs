@@ -52,7 +52,7 @@ use crate::central::CENTRAL;
 use crate::os;
 use crate::percpu::{DRAIN_LOCK, OPENINGS};
 use crate::segment::PAGE_HEAP;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 // Which locks `prepare` took: written and read only by the forking thread
 // between `prepare` and its parent/child handler (a second forking thread
@@ -70,41 +70,41 @@ static TAKEN_HUGE: AtomicBool = AtomicBool::new(false);
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn prepare() {
-    if DEPTH.fetch_add(1, Ordering::Relaxed) != 0 {
+    if DEPTH.fetch_add_relaxed(1) != 0 {
         return;
     }
-    TAKEN_OPENINGS.store(OPENINGS.lock_for_fork(), Ordering::Relaxed);
+    TAKEN_OPENINGS.store_relaxed(OPENINGS.lock_for_fork());
     // A region's holder may wait for any of the locks below: if this thread
     // holds one (it forks from a signal handler that interrupted it in a
     // slow path), waiting for the holder could wait forever.
     let interrupted_slow_path =
         DRAIN_LOCK.held_here() || CENTRAL.any_held_here() || PAGE_HEAP.held_here() || crate::huge::held_here();
     crate::percpu::hold_regions_for_fork(!interrupted_slow_path);
-    TAKEN_DRAIN.store(DRAIN_LOCK.lock_for_fork(), Ordering::Relaxed);
+    TAKEN_DRAIN.store_relaxed(DRAIN_LOCK.lock_for_fork());
     TAKEN_CENTRAL.set(CENTRAL.lock_all_for_fork());
-    TAKEN_PAGE_HEAP.store(PAGE_HEAP.lock_for_fork(), Ordering::Relaxed);
-    TAKEN_HUGE.store(crate::huge::lock_for_fork(), Ordering::Relaxed);
+    TAKEN_PAGE_HEAP.store_relaxed(PAGE_HEAP.lock_for_fork());
+    TAKEN_HUGE.store_relaxed(crate::huge::lock_for_fork());
 }
 
 extern "C" fn release() {
-    if DEPTH.fetch_sub(1, Ordering::Relaxed) != 1 {
+    if DEPTH.fetch_sub_relaxed(1) != 1 {
         return;
     }
     // SAFETY: `prepare` took exactly these locks on this thread, and `fork`
     // runs exactly one of the parent/child handlers on each side.
     unsafe {
-        if TAKEN_HUGE.load(Ordering::Relaxed) {
+        if TAKEN_HUGE.load_relaxed() {
             crate::huge::unlock_after_fork();
         }
-        if TAKEN_PAGE_HEAP.load(Ordering::Relaxed) {
+        if TAKEN_PAGE_HEAP.load_relaxed() {
             PAGE_HEAP.unlock_after_fork();
         }
         CENTRAL.unlock_all_after_fork(TAKEN_CENTRAL.get());
-        if TAKEN_DRAIN.load(Ordering::Relaxed) {
+        if TAKEN_DRAIN.load_relaxed() {
             DRAIN_LOCK.unlock_after_fork();
         }
         crate::percpu::release_regions_after_fork();
-        if TAKEN_OPENINGS.load(Ordering::Relaxed) {
+        if TAKEN_OPENINGS.load_relaxed() {
             OPENINGS.unlock_after_fork();
         }
     }
@@ -119,12 +119,12 @@ impl AtomicU128Cell {
     }
 
     fn set(&self, value: u128) {
-        self.0[0].store(value as u64, Ordering::Relaxed);
-        self.0[1].store((value >> 64) as u64, Ordering::Relaxed);
+        self.0[0].store_relaxed(value as u64);
+        self.0[1].store_relaxed((value >> 64) as u64);
     }
 
     fn get(&self) -> u128 {
-        u128::from(self.0[0].load(Ordering::Relaxed)) | u128::from(self.0[1].load(Ordering::Relaxed)) << 64
+        u128::from(self.0[0].load_relaxed()) | u128::from(self.0[1].load_relaxed()) << 64
     }
 }
 
@@ -137,17 +137,17 @@ static WRAPPED: AtomicBool = AtomicBool::new(false);
 /// Installs the handlers, unless they are (only after initialisation:
 /// `pthread_atfork` may allocate, through us).
 pub(crate) fn register() {
-    if REGISTERED.load(Ordering::Acquire) {
+    if REGISTERED.load_acquire() {
         return;
     }
     os::at_fork(prepare, release, release);
-    REGISTERED.store(true, Ordering::Release);
+    REGISTERED.store_release(true);
 }
 
 /// At initialisation: registers the handlers now, unless the fork wrappers
 /// will, at the first fork.
 pub(crate) fn register_unless_wrapped() {
-    if !WRAPPED.load(Ordering::Acquire) {
+    if !WRAPPED.load_acquire() {
         register();
     }
 }
@@ -161,7 +161,7 @@ pub fn wrappers_loaded(own_fork: usize) {
     let global_fork = os::global_symbol(c"fork");
     let resolved = NEXT_FORK.resolve() != 0 && NEXT_DAEMON.resolve() != 0 && NEXT_FORKPTY.resolve() != 0;
     if global_fork == own_fork && resolved {
-        WRAPPED.store(true, Ordering::Release);
+        WRAPPED.store_release(true);
     }
 }
 
@@ -181,12 +181,12 @@ impl<F: Copy> Next<F> {
 
     /// Its address, or 0 if no later object defines it.
     fn resolve(&self) -> usize {
-        let known = self.address.load(Ordering::Acquire);
+        let known = self.address.load_acquire();
         if known != 0 {
             return known;
         }
         let found = os::next_symbol(self.name);
-        self.address.store(found, Ordering::Release);
+        self.address.store_release(found);
         found
     }
 

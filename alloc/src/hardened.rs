@@ -53,7 +53,7 @@ use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::Segment;
 use crate::size_class::SIZES;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicOps, AtomicU64};
 use crate::tiers::{self, Block, Route};
 use crate::upkeep;
 
@@ -74,12 +74,12 @@ static SECRET: AtomicU64 = AtomicU64::new(0);
 /// secret, and poison in every span the central lists carve from then on.
 /// Idempotent (racing initialisers may each call it).
 pub(crate) fn arm() {
-    let _ = SECRET.compare_exchange(0, os::random_u64() | 1, Ordering::Relaxed, Ordering::Relaxed);
+    let _ = SECRET.cas_relaxed(0, os::random_u64() | 1);
     CENTRAL.fill_fresh_spans_with(POISON);
 }
 
 fn key(ptr: *mut u8) -> u64 {
-    let x = (ptr as u64 ^ SECRET.load(Ordering::Relaxed)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (ptr as u64 ^ SECRET.load_relaxed()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x ^ (x >> 31)
 }
 
@@ -107,7 +107,7 @@ unsafe fn seal(ptr: *mut u8, n: usize, cap: usize) {
     // SAFETY: `n + window <= cap - 8`, inside the block.
     unsafe {
         ptr.add(n).write_bytes(PATTERN, window);
-        tail(ptr, cap).store(n as u64 ^ key(ptr), Ordering::Release);
+        tail(ptr, cap).store_release(n as u64 ^ key(ptr));
     }
 }
 
@@ -173,7 +173,7 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
     let cap = unsafe { tiers::capacity(block) };
     // SAFETY: a block of ours is at least `OVERHEAD` bytes.
     let own_tail = unsafe { tail(ptr, cap) };
-    let word = if claim { own_tail.swap(POISON_WORD, Ordering::AcqRel) } else { own_tail.load(Ordering::Acquire) };
+    let word = if claim { own_tail.swap_acq_rel(POISON_WORD) } else { own_tail.load_acquire() };
     if word == POISON_WORD {
         report::double_free(call, ptr as usize);
     }
@@ -191,7 +191,7 @@ fn check(ptr: *mut u8, call: Call, claim: bool) -> (Block, usize, usize) {
         if tiers::span_offset(ptr as usize) != 0 {
             let below = (ptr as usize - size) as *mut u8;
             // SAFETY: the previous object of the same span, a block of `size` bytes.
-            let word = unsafe { tail(below, size) }.load(Ordering::Acquire);
+            let word = unsafe { tail(below, size) }.load_acquire();
             if word != POISON_WORD && decode(below, size, word).is_none() {
                 report::corrupted(call, b"heap underflow below block", ptr as usize, None);
             }

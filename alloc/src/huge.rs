@@ -23,7 +23,7 @@ use core::cell::UnsafeCell;
 use crate::lock::Lock;
 use crate::os::{self, OS_PAGE};
 use crate::segment::{self, Kind, PAGE_HEAP, SEGMENT_SIZE, Segment};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicUsize};
 
 /// Freed huge segments kept for reuse.
 pub(crate) const CACHE_SLOTS: usize = 8;
@@ -79,14 +79,14 @@ impl Cache {
             })?;
             Some(core::mem::replace(&mut entries[best], FREE))
         })?;
-        self.bytes.fetch_sub(taken.len, Ordering::Relaxed);
+        self.bytes.fetch_sub_relaxed(taken.len);
         Some(taken)
     }
 
     /// Keeps `entry` if there is room; false if not.
     fn put(&self, entry: Entry) -> bool {
         let kept = self.with(|entries| {
-            if self.bytes.load(Ordering::Relaxed) + entry.len > CACHE_MAX_BYTES {
+            if self.bytes.load_relaxed() + entry.len > CACHE_MAX_BYTES {
                 return false;
             }
             let Some(free) = entries.iter_mut().find(|e| e.seg == 0) else { return false };
@@ -94,7 +94,7 @@ impl Cache {
             true
         });
         if kept {
-            self.bytes.fetch_add(entry.len, Ordering::Relaxed);
+            self.bytes.fetch_add_relaxed(entry.len);
         }
         kept
     }
@@ -103,7 +103,7 @@ impl Cache {
     fn take_all(&self) -> [Entry; CACHE_SLOTS] {
         let all = self.with(|entries| core::mem::replace(entries, [FREE; CACHE_SLOTS]));
         let bytes: usize = all.iter().map(|e| e.len).sum();
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.bytes.fetch_sub_relaxed(bytes);
         all
     }
 }
@@ -114,27 +114,27 @@ static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
 
 /// Upkeep: unmaps the cache if no huge block was asked for in a whole period.
 pub(crate) fn decay() {
-    let now = ALLOCS.load(Ordering::Relaxed);
-    if ALLOCS_AT_UPKEEP.swap(now, Ordering::Relaxed) == now {
+    let now = ALLOCS.load_relaxed();
+    if ALLOCS_AT_UPKEEP.swap_relaxed(now) == now {
         release_cache();
     }
 }
 
 /// Bytes held in the cache of freed huge segments.
 pub(crate) fn cached_bytes() -> usize {
-    CACHE.bytes.load(Ordering::Relaxed)
+    CACHE.bytes.load_relaxed()
 }
 
 /// Unmaps every cached segment (for trimming); returns the bytes released.
 pub(crate) fn release_cache() -> usize {
     let mut released = 0;
     for entry in CACHE.take_all().iter().filter(|e| e.seg != 0) {
-        PAGE_HEAP.mapped.fetch_sub(entry.len, Ordering::Relaxed);
+        PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);
         // SAFETY: taken out of the cache: nobody else refers to it.
         unsafe { os::unmap(entry.seg as *mut u8, entry.len) };
         released += entry.len;
     }
-    PAGE_HEAP.released.fetch_add(released, Ordering::Relaxed);
+    PAGE_HEAP.released.fetch_add_relaxed(released);
     released
 }
 
@@ -175,7 +175,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return core::ptr::null_mut();
     }
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
-    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    ALLOCS.fetch_add_relaxed(1);
     if let Some(seg) = take_cached(len) {
         // SAFETY: the segment came out of the cache, so it is ours alone,
         // and its mapping holds `len >= offset + size` bytes.
@@ -201,7 +201,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         (&raw mut (*seg).huge_offset).write(offset);
     }
     segment::mark(seg);
-    PAGE_HEAP.mapped.fetch_add(len, Ordering::Relaxed);
+    PAGE_HEAP.mapped.fetch_add_relaxed(len);
     (seg as usize + offset) as *mut u8
 }
 
@@ -226,7 +226,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     if CACHE.put(Entry { seg: seg as usize, len }) {
         return;
     }
-    PAGE_HEAP.mapped.fetch_sub(len, Ordering::Relaxed);
+    PAGE_HEAP.mapped.fetch_sub_relaxed(len);
     // SAFETY: the whole mapping is ours and unused.
     unsafe { os::unmap(seg.cast(), len) };
 }
@@ -245,7 +245,7 @@ fn take_cached(need: usize) -> Option<*mut Segment> {
     if grown.is_none() {
         // No address space to grow it: let it go rather than keep a
         // mapping that failed to serve.
-        PAGE_HEAP.mapped.fetch_sub(entry.len, Ordering::Relaxed);
+        PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);
         // SAFETY: as above; nothing refers to it.
         unsafe { os::unmap(seg.cast(), entry.len) };
     }
@@ -310,8 +310,8 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
 
 fn account(old: usize, new: usize) {
     if new > old {
-        PAGE_HEAP.mapped.fetch_add(new - old, Ordering::Relaxed);
+        PAGE_HEAP.mapped.fetch_add_relaxed(new - old);
     } else {
-        PAGE_HEAP.mapped.fetch_sub(old - new, Ordering::Relaxed);
+        PAGE_HEAP.mapped.fetch_sub_relaxed(old - new);
     }
 }

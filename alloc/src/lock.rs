@@ -4,7 +4,7 @@
 
 #[cfg(not(rseq_alloc_loom))]
 use crate::os;
-use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering, current_thread};
+use crate::sync::{AtomicBool, AtomicOps, AtomicU32, AtomicUsize, current_thread};
 
 /// A mutual-exclusion lock for slow paths (central lists, page heap): a few
 /// spins, then `futex` sleep, so a holder that is preempted costs waiters a
@@ -52,8 +52,7 @@ impl Lock {
     #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
         let me = current_thread();
-        let owned = self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            || self.lock_contended(me);
+        let owned = self.holder.cas_acquire(0, me).is_ok() || self.lock_contended(me);
         LockGuard { lock: self, owned }
     }
 
@@ -61,8 +60,8 @@ impl Lock {
     /// holding it for `fork` (returns false: the guard must not release it).
     #[cold]
     fn lock_contended(&self, me: usize) -> bool {
-        if self.holder.load(Ordering::Relaxed) == me {
-            if self.held_for_fork.load(Ordering::Relaxed) {
+        if self.holder.load_relaxed() == me {
+            if self.held_for_fork.load_relaxed() {
                 return false;
             }
             #[cfg(not(rseq_alloc_loom))]
@@ -72,9 +71,7 @@ impl Lock {
             );
         }
         for _ in 0..64 {
-            if self.holder.load(Ordering::Relaxed) == 0
-                && self.holder.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
+            if self.holder.load_relaxed() == 0 && self.holder.cas_acquire(0, me).is_ok() {
                 return true;
             }
             spin_hint();
@@ -84,8 +81,8 @@ impl Lock {
         // that found it clear left `holder` free for the retry (both sides
         // are SeqCst, so one of them sees the other's store).
         loop {
-            self.sleepers.store(1, Ordering::SeqCst);
-            if self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            self.sleepers.store_seq_cst(1);
+            if self.holder.cas_seq_cst(0, me).is_ok() {
                 return true;
             }
             wait_while(&self.sleepers, 1);
@@ -103,7 +100,7 @@ impl Lock {
             return false;
         }
         core::mem::forget(self.lock());
-        self.held_for_fork.store(true, Ordering::Relaxed);
+        self.held_for_fork.store_relaxed(true);
         true
     }
 
@@ -111,7 +108,7 @@ impl Lock {
     /// handler that interrupted the holder).
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) fn held_here(&self) -> bool {
-        self.holder.load(Ordering::Relaxed) == current_thread()
+        self.holder.load_relaxed() == current_thread()
     }
 
     /// Releases a lock that [`lock_for_fork`](Self::lock_for_fork) took,
@@ -121,7 +118,7 @@ impl Lock {
     /// This thread took the lock with `lock_for_fork`, which returned true.
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) unsafe fn unlock_after_fork(&self) {
-        self.held_for_fork.store(false, Ordering::Relaxed);
+        self.held_for_fork.store_relaxed(false);
         drop(LockGuard { lock: self, owned: true });
     }
 }
@@ -140,8 +137,8 @@ impl Drop for LockGuard<'_> {
         if !self.owned {
             return;
         }
-        self.lock.holder.store(0, Ordering::SeqCst);
-        if self.lock.sleepers.swap(0, Ordering::SeqCst) != 0 {
+        self.lock.holder.store_seq_cst(0);
+        if self.lock.sleepers.swap_seq_cst(0) != 0 {
             wake_one(&self.lock.sleepers);
         }
     }

@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 
 use rseq_sys::syscall::{syscall4, syscall6};
 
-use crate::sync::{AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{AtomicOps, AtomicPtr, AtomicU32};
 
 pub(crate) use crate::geometry::OS_PAGE;
 
@@ -30,12 +30,12 @@ fn map_at(hint: usize, len: usize, extra_flags: i32) -> Option<NonNull<u8>> {
 /// each map, and every loser unmaps its own and takes the winner's. `None`
 /// if the OS refuses memory and nothing was published.
 pub(crate) fn map_once<T>(slot: &AtomicPtr<T>, len: usize) -> Option<*mut T> {
-    let published = slot.load(Ordering::Acquire);
+    let published = slot.load_acquire();
     if !published.is_null() {
         return Some(published);
     }
     let mine = map(len)?.as_ptr().cast::<T>();
-    match slot.compare_exchange(core::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+    match slot.cas_acq_rel(core::ptr::null_mut(), mine) {
         Ok(_) => Some(mine),
         Err(winner) => {
             // SAFETY: our mapping lost the race and was never published.

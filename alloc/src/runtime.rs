@@ -16,7 +16,7 @@ use crate::hardened;
 use crate::os;
 use crate::percpu::{self, Config};
 use crate::stats::{self, Stats};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicOps, AtomicU8};
 
 const UNDECIDED: u8 = 0;
 const OFF: u8 = 1;
@@ -40,7 +40,7 @@ fn init() {
         hardened::arm();
     }
     // Racing initialisers read the same environment and store the same value.
-    let _ = HARDENED.compare_exchange(UNDECIDED, if hardened { ON } else { OFF }, Ordering::Release, Ordering::Relaxed);
+    let _ = HARDENED.cas_release(UNDECIDED, if hardened { ON } else { OFF });
     let stats_at_exit = os::env_flag(c"RSEQ_ALLOC_STATS");
     let config =
         Config { forced_fallback: os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK"), count_hits: stats_at_exit, hardened };
@@ -56,13 +56,13 @@ fn init() {
 #[inline]
 pub(crate) fn hardened() -> bool {
     ensure_init();
-    HARDENED.load(Ordering::Relaxed) == ON
+    HARDENED.load_relaxed() == ON
 }
 
 /// The allocator's figures now (without initialising it: before the first
 /// allocation the mode reads `Undecided`).
 pub fn stats() -> Stats {
-    stats::collect(HARDENED.load(Ordering::Acquire) == ON)
+    stats::collect(HARDENED.load_acquire() == ON)
 }
 
 /// Prints the figures on stderr (`RSEQ_ALLOC_STATS=1` at exit, C's `malloc_stats`).

@@ -24,7 +24,7 @@ use crate::geometry::{ADDRESS_BITS, MAX_OBJECTS, SEGMENT_SHIFT};
 pub(crate) use crate::geometry::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE};
 use crate::lock::Lock;
 use crate::os;
-use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU8, AtomicU64, AtomicUsize};
 
 /// `free_pages` of an empty segment: every page but the header's.
 const ALL_USABLE: u64 = !1;
@@ -138,18 +138,18 @@ fn map_position(seg: usize) -> Option<(usize, u64)> {
 #[inline]
 pub(crate) fn is_ours(addr: usize) -> bool {
     map_position(Segment::containing(addr) as usize)
-        .is_some_and(|(word, bit)| SEGMENT_MAP[word].load(Ordering::Acquire) & bit != 0)
+        .is_some_and(|(word, bit)| SEGMENT_MAP[word].load_acquire() & bit != 0)
 }
 
 pub(crate) fn mark(seg: *mut Segment) {
     if let Some((word, bit)) = map_position(seg as usize) {
-        SEGMENT_MAP[word].fetch_or(bit, Ordering::Release);
+        SEGMENT_MAP[word].fetch_or_release(bit);
     }
 }
 
 pub(crate) fn unmark(seg: *mut Segment) {
     if let Some((word, bit)) = map_position(seg as usize) {
-        SEGMENT_MAP[word].fetch_and(!bit, Ordering::Release);
+        SEGMENT_MAP[word].fetch_and_release(!bit);
     }
 }
 
@@ -226,7 +226,7 @@ impl PageHeap {
             seg = unsafe { (*seg).next };
         }
         let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?.as_ptr().cast::<Segment>();
-        self.mapped.fetch_add(SEGMENT_SIZE, Ordering::Relaxed);
+        self.mapped.fetch_add_relaxed(SEGMENT_SIZE);
         // SAFETY: a fresh zeroed mapping of a whole segment; zero is a valid
         // bit pattern for every header field but `kind`, written here.
         unsafe {
@@ -254,7 +254,7 @@ impl PageHeap {
         // SAFETY: the caller hands back a span of a mapped segment of ours.
         let s = unsafe { &mut *seg };
         for page in head..head + pages {
-            s.page_class[page].store(0, Ordering::Relaxed);
+            s.page_class[page].store_relaxed(0);
         }
         s.free_pages |= run_mask(pages) << head;
         if s.free_pages == ALL_USABLE {
@@ -288,7 +288,7 @@ impl PageHeap {
         s.dirty_pages |= extra;
         for page in head + pages..head + new_pages {
             s.page_head[page] = head as u8;
-            s.page_class[page].store(PAGE_MEDIUM, Ordering::Release);
+            s.page_class[page].store_release(PAGE_MEDIUM);
         }
         s.spans[head].pages = new_pages as u8;
         true
@@ -329,7 +329,7 @@ impl PageHeap {
             *link = (*seg).next;
         }
         unmark(seg);
-        self.mapped.fetch_sub(SEGMENT_SIZE, Ordering::Relaxed);
+        self.mapped.fetch_sub_relaxed(SEGMENT_SIZE);
         // SAFETY: unlisted and unmarked; nothing refers to it.
         unsafe { os::unmap(seg.cast(), SEGMENT_SIZE) };
     }
@@ -359,7 +359,7 @@ impl PageHeap {
             }
             seg = next;
         }
-        self.released.fetch_add(released, Ordering::Relaxed);
+        self.released.fetch_add_relaxed(released);
         released
     }
 
@@ -381,7 +381,7 @@ impl PageHeap {
             s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
             seg = s.next;
         }
-        self.released.fetch_add(released, Ordering::Relaxed);
+        self.released.fetch_add_relaxed(released);
         released
     }
 
@@ -405,7 +405,7 @@ impl PageHeap {
 
     /// Bytes mapped for segments, normal and huge.
     pub(crate) fn mapped_bytes(&self) -> usize {
-        self.mapped.load(Ordering::Relaxed)
+        self.mapped.load_relaxed()
     }
 
     /// Whether this thread holds the heap's lock.
@@ -468,7 +468,7 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
     span.class = class;
     span.pages = pages as u8;
     for page in head..head + pages {
-        s.page_class[page].store(class, Ordering::Release);
+        s.page_class[page].store_release(class);
     }
     NewSpan { seg, head, zeroed }
 }

@@ -10,7 +10,7 @@ use crate::central::CENTRAL;
 use crate::percpu::{self, COUNTERS, Counters, Mode};
 use crate::segment::PAGE_HEAP;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::Ordering;
+use crate::sync::AtomicOps;
 use crate::text::Line;
 
 /// One size class's figures.
@@ -106,12 +106,12 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
         cpu_cached_bytes: percpu::cached_bytes(),
-        central_free_bytes: CENTRAL.free_bytes.load(Ordering::Relaxed),
+        central_free_bytes: CENTRAL.free_bytes.load_relaxed(),
         free_page_bytes: PAGE_HEAP.free_page_bytes().0,
         huge_cached_bytes: crate::huge::cached_bytes(),
-        released_bytes: PAGE_HEAP.released.load(Ordering::Relaxed),
+        released_bytes: PAGE_HEAP.released.load_relaxed(),
         drained_objects: Counters::read(&COUNTERS.drained_objects),
-        upkeeps: crate::upkeep::RUNS.load(Ordering::Relaxed),
+        upkeeps: crate::upkeep::RUNS.load_relaxed(),
         idle_drains: Counters::read(&COUNTERS.idle_drains),
         rebalances: Counters::read(&COUNTERS.rebalances),
         stack_moves: Counters::read(&COUNTERS.stack_moves),

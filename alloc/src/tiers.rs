@@ -11,7 +11,7 @@ use crate::percpu::{self, CentralTrip};
 use crate::report::{self, Call};
 use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
-use crate::sync::Ordering;
+use crate::sync::AtomicOps;
 
 /// What a block is, found from its address alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ fn page_class(ptr: usize) -> Option<u8> {
     let seg = Segment::containing(ptr);
     // SAFETY: the segment is ours, so its header page is mapped; huge
     // segments read 0 in `page_class` (never written).
-    Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load(Ordering::Acquire) })
+    Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load_acquire() })
 }
 
 /// Whether a page class byte names a small class: the positive bytes, as a

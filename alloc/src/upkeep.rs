@@ -20,7 +20,7 @@ use crate::huge;
 use crate::os;
 use crate::percpu::{self, CentralTrip};
 use crate::segment::PAGE_HEAP;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU64};
 
 /// Slow-path events between two looks at the clock.
 pub(crate) const CHECK_EVERY: u64 = 32;
@@ -34,11 +34,11 @@ static LAST_RUN: AtomicU64 = AtomicU64::new(0);
 pub(crate) static RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn period_ns() -> u64 {
-    match PERIOD_NS.load(Ordering::Relaxed) {
+    match PERIOD_NS.load_relaxed() {
         0 => {
             let ms = os::env_u64(c"RSEQ_ALLOC_DECAY_MS").unwrap_or(1000);
             let ns = if ms == 0 { u64::MAX } else { ms.saturating_mul(1_000_000) };
-            PERIOD_NS.store(ns, Ordering::Relaxed);
+            PERIOD_NS.store_relaxed(ns);
             ns
         }
         ns => ns,
@@ -64,19 +64,19 @@ fn maybe_run() {
         return;
     }
     let now = os::monotonic_ns();
-    let last = LAST_RUN.load(Ordering::Relaxed);
+    let last = LAST_RUN.load_relaxed();
     if now.saturating_sub(last) < period {
         return;
     }
     // One thread runs it; the others go on at once.
-    if LAST_RUN.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if LAST_RUN.cas_relaxed(last, now).is_ok() {
         run();
     }
 }
 
 /// One round of upkeep (also what tests call directly).
 pub(crate) fn run() {
-    RUNS.fetch_add(1, Ordering::Relaxed);
+    RUNS.fetch_add_relaxed(1);
     percpu::upkeep();
     CENTRAL.age_spares();
     PAGE_HEAP.decay();

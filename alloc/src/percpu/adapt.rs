@@ -14,7 +14,7 @@ use super::slow::replace_header_here;
 use crate::central::CENTRAL;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64};
 
 // Adaptive capacity: what each class of each CPU did, and re-sizing.
 
@@ -70,7 +70,7 @@ fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
 /// be stale: it only sizes the batch).
 pub(super) fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
     let Some(cpu) = cpu.filter(|&c| c < regions().unwrap_or(0)) else { return batch(class) };
-    let (_, capacity) = fill(class, header(region::at(cpu), class).load(Ordering::Relaxed));
+    let (_, capacity) = fill(class, header(region::at(cpu), class).load_relaxed());
     batch(class).min(capacity / 2).max(1)
 }
 
@@ -86,8 +86,8 @@ pub(super) enum Flow {
 /// Halves a miss counter; returns its value before (a racy update: a miss
 /// counted meanwhile may be lost, which only delays a decision).
 fn decay(counter: &AtomicU32) -> u32 {
-    let value = counter.load(Ordering::Relaxed);
-    counter.store(value / 2, Ordering::Relaxed);
+    let value = counter.load_relaxed();
+    counter.store_relaxed(value / 2);
     value
 }
 
@@ -106,19 +106,19 @@ fn step_run(run: u32, flow: Flow) -> (u32, Option<u32>) {
 pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let Some(cpu) = cpu else { return Resize::Keep };
     let Some(state) = class_state(cpu, class) else { return Resize::Keep };
-    let (mut refills, mut drains) = (state.refills.load(Ordering::Relaxed), state.drains.load(Ordering::Relaxed));
+    let (mut refills, mut drains) = (state.refills.load_relaxed(), state.drains.load_relaxed());
     match flow {
-        Flow::Refill => refills = state.refills.fetch_add(1, Ordering::Relaxed) + 1,
-        Flow::Drain => drains = state.drains.fetch_add(1, Ordering::Relaxed) + 1,
+        Flow::Refill => refills = state.refills.fetch_add_relaxed(1) + 1,
+        Flow::Drain => drains = state.drains.fetch_add_relaxed(1) + 1,
     }
-    let (run, turn) = step_run(state.run.load(Ordering::Relaxed), flow);
-    state.run.store(run, Ordering::Relaxed);
+    let (run, turn) = step_run(state.run.load_relaxed(), flow);
+    state.run.store_relaxed(run);
     // A swing is one thread's: a turn by another thread than the miss
     // before it is two flows meeting on this CPU (a producer refilling
     // after its consumer drained), which more room would only fill.
     let me = thread_tag();
-    let same_thread = state.last_thread.load(Ordering::Relaxed) == me;
-    state.last_thread.store(me, Ordering::Relaxed);
+    let same_thread = state.last_thread.load_relaxed() == me;
+    state.last_thread.store_relaxed(me);
     let turn = turn.filter(|_| same_thread);
     match capacity::on_miss(class, refills, drains, turn) {
         // A class already as large as it may be does not read the clock,
@@ -126,7 +126,7 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
         Resize::Grow(objects) => {
             let now = (os::precise_ns() / 1000) as u32;
-            let last = state.last_turn.swap(now, Ordering::Relaxed);
+            let last = state.last_turn.swap_relaxed(now);
             if now.wrapping_sub(last) < capacity::GROW_WINDOW_US { Resize::Grow(objects) } else { Resize::Keep }
         }
         resize => resize,
@@ -144,7 +144,7 @@ fn thread_tag() -> u32 {
 /// Whether `class` on `cpu` has less than the largest capacity it may have
 /// (a racy read of its header; false for a dormant class).
 fn below_largest(cpu: u32, class: usize) -> bool {
-    let header = Header::unpack(header(region::at(cpu), class).load(Ordering::Relaxed));
+    let header = Header::unpack(header(region::at(cpu), class).load_relaxed());
     LAYOUT.stack_begin(class, header).is_some_and(|begin| header.end - begin < LAYOUT.reserved[class])
 }
 
@@ -191,9 +191,7 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
 /// Bytes of objects `cpu`'s region is sized for (a racy read of its headers).
 fn capacity_bytes(cpu: u32) -> usize {
     let region = region::at(cpu);
-    (1..=CLASSES)
-        .map(|class| fill(class, header(region, class).load(Ordering::Relaxed)).1 * SIZES[class] as usize)
-        .sum()
+    (1..=CLASSES).map(|class| fill(class, header(region, class).load_relaxed()).1 * SIZES[class] as usize).sum()
 }
 
 /// Applies `resize` to `class` on the CPU this thread runs on (read on
@@ -201,7 +199,7 @@ fn capacity_bytes(cpu: u32) -> usize {
 /// header, which the new one suits as well). A move out of the class's
 /// home stops and fences `cpu`'s region, as a drain does.
 pub(super) fn resize_here(cpu: u32, class: usize, resize: Resize) {
-    let word = header(region::at(cpu), class).load(Ordering::Relaxed);
+    let word = header(region::at(cpu), class).load_relaxed();
     match resized(cpu, word, class, resize) {
         Some(Change::Header(new)) => {
             replace_header_here(class, word, new);
@@ -210,7 +208,7 @@ pub(super) fn resize_here(cpu: u32, class: usize, resize: Resize) {
             with_stopped(cpu, |raw| {
                 // If still at home (a drain may have moved it meanwhile),
                 // where it holds fewer objects than `capacity`.
-                let now = Header::unpack(header(raw.0, class).load(Ordering::Relaxed));
+                let now = Header::unpack(header(raw.0, class).load_relaxed());
                 if LAYOUT.stack_begin(class, now) == Some(LAYOUT.home[class]) {
                     move_stack(raw.0, class, LAYOUT.begin[class], capacity);
                 }
@@ -222,9 +220,9 @@ pub(super) fn resize_here(cpu: u32, class: usize, resize: Resize) {
 
 /// Applies `resize` to `class` in a region this thread holds.
 pub(super) fn resize_held(region: &RawRegion, class: usize, resize: Resize) {
-    let word = header(region.0, class).load(Ordering::Relaxed);
+    let word = header(region.0, class).load_relaxed();
     match resized(region.cpu(), word, class, resize) {
-        Some(Change::Header(new)) => header(region.0, class).store(new.pack(), Ordering::Relaxed),
+        Some(Change::Header(new)) => header(region.0, class).store_relaxed(new.pack()),
         Some(Change::Move(capacity)) => move_stack(region.0, class, LAYOUT.begin[class], capacity),
         None => {}
     }
@@ -240,13 +238,13 @@ pub(super) fn rebalance(cpu: u32) {
     let mut capacity = [0usize; CLASSES + 1];
     for class in 1..=CLASSES {
         let Some(state) = class_state(cpu, class) else { return };
-        let word = header(region, class).load(Ordering::Relaxed);
+        let word = header(region, class).load_relaxed();
         // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
         capacity[class] = fill(class, word).1;
         activity[class] = Activity {
             refills: decay(&state.refills),
             drains: decay(&state.drains),
-            active: state.last_header.swap(word, Ordering::Relaxed) != word,
+            active: state.last_header.swap_relaxed(word) != word,
         };
     }
     let old = capacity;
@@ -267,14 +265,13 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
     let mut moved = [0usize; MAX_BATCH];
     for class in (1..=CLASSES).filter(|&c| capacity[c] != old[c]) {
         // Where the stack is now (a drain may have sent it home since).
-        let Some(begin) = LAYOUT.stack_begin(class, Header::unpack(header(region, class).load(Ordering::Relaxed)))
-        else {
+        let Some(begin) = LAYOUT.stack_begin(class, Header::unpack(header(region, class).load_relaxed())) else {
             continue;
         };
         let capacity = capacity[class].min(LAYOUT.room(class, begin) as usize) as u16;
         let end = (begin + capacity) as usize;
         loop {
-            let current = Header::unpack(header(region, class).load(Ordering::Relaxed)).current as usize;
+            let current = Header::unpack(header(region, class).load_relaxed()).current as usize;
             let excess = current.saturating_sub(end).min(MAX_BATCH);
             if excess == 0 {
                 break;
@@ -292,13 +289,13 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
             // Small enough for its home again.
             move_stack(region, class, LAYOUT.home[class], capacity);
         } else {
-            let mut hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+            let mut hdr = Header::unpack(header(region, class).load_relaxed());
             hdr.end = end as u16;
-            header(region, class).store(hdr.pack(), Ordering::Relaxed);
+            header(region, class).store_relaxed(hdr.pack());
         }
-        let hdr = header(region, class).load(Ordering::Relaxed);
+        let hdr = header(region, class).load_relaxed();
         if let Some(state) = class_state(cpu, class) {
-            state.last_header.store(hdr, Ordering::Relaxed);
+            state.last_header.store_relaxed(hdr);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::CentralTrip;
 use crate::size_class::CLASSES;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU64};
 
 /// The per-CPU layer's counters ([`COUNTERS`]).
 pub(crate) struct Counters {
@@ -38,21 +38,21 @@ pub(crate) static COUNTERS: Counters = Counters {
 impl Counters {
     /// Counts a refill of `class`: the trip it is.
     pub(crate) fn refill(&self, class: usize) -> CentralTrip {
-        CentralTrip(Some(self.refills[class].fetch_add(1, Ordering::Relaxed)))
+        CentralTrip(Some(self.refills[class].fetch_add_relaxed(1)))
     }
 
     /// Counts a drain of `class`: the trip it is.
     pub(crate) fn drain(&self, class: usize) -> CentralTrip {
-        CentralTrip(Some(self.drains[class].fetch_add(1, Ordering::Relaxed)))
+        CentralTrip(Some(self.drains[class].fetch_add_relaxed(1)))
     }
 
     /// Adds `n` to `counter`.
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        counter.fetch_add_relaxed(n);
     }
 
     /// Reads `counter`.
     pub(crate) fn read(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+        counter.load_relaxed()
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{COUNT_HITS, FAST, Index};
 use crate::size_class::CLASSES;
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicPtr, AtomicU64};
 
 /// Each CPU's counters: `[alloc; CLASSES + 1]`, then `[free; CLASSES + 1]`.
 const SHIFT: u32 = 11;
@@ -17,7 +17,7 @@ static FALLBACK: [[AtomicU64; CLASSES + 1]; 2] = [const { [const { AtomicU64::ne
 pub(crate) fn init(ncpus: u32) -> bool {
     match crate::os::map((ncpus as usize) << SHIFT) {
         Some(mapped) => {
-            COUNTERS.store(mapped.as_ptr(), Ordering::Release);
+            COUNTERS.store_release(mapped.as_ptr());
             true
         }
         None => false,
@@ -27,13 +27,13 @@ pub(crate) fn init(ncpus: u32) -> bool {
 /// Counts hit `index`; `flags` is what the caller read from `FAST.flags`
 /// (0 in fallback mode, where no section runs).
 fn count(flags: u32, index: usize) {
-    let counters = COUNTERS.load(Ordering::Acquire);
+    let counters = COUNTERS.load_acquire();
     if counters.is_null() {
         return;
     }
     if flags & COUNT_HITS != 0 {
         let slabs = &FAST.slabs;
-        let (offset, ncpus) = (slabs.rseq_offset.load(Ordering::Relaxed), slabs.count.load(Ordering::Relaxed));
+        let (offset, ncpus) = (slabs.rseq_offset.load_relaxed(), slabs.count.load_relaxed());
         // SAFETY: with the flag set, the offset is the registered area's;
         // the counters cover `ncpus << SHIFT` bytes; `index` is inside one
         // CPU's block; only sections touch them.
@@ -42,7 +42,7 @@ fn count(flags: u32, index: usize) {
             return;
         }
     }
-    FALLBACK[index / (CLASSES + 1)][index % (CLASSES + 1)].fetch_add(1, Ordering::Relaxed);
+    FALLBACK[index / (CLASSES + 1)][index % (CLASSES + 1)].fetch_add_relaxed(1);
 }
 
 pub(crate) fn count_alloc(flags: u32, class: usize) {
@@ -55,11 +55,11 @@ pub(crate) fn count_free(flags: u32, class: usize) {
 
 /// Hits so far for `class`: (allocations, frees), summed over CPUs.
 pub(crate) fn total(class: usize) -> (u64, u64) {
-    let mut alloc = FALLBACK[0][class].load(Ordering::Relaxed);
-    let mut free = FALLBACK[1][class].load(Ordering::Relaxed);
-    let counters = COUNTERS.load(Ordering::Acquire);
+    let mut alloc = FALLBACK[0][class].load_relaxed();
+    let mut free = FALLBACK[1][class].load_relaxed();
+    let counters = COUNTERS.load_acquire();
     if !counters.is_null() {
-        for cpu in 0..FAST.slabs.count.load(Ordering::Relaxed) as usize {
+        for cpu in 0..FAST.slabs.count.load_relaxed() as usize {
             // SAFETY: reading counters inside the mapping; a racy snapshot is fine for statistics.
             unsafe {
                 let block = counters.add(cpu << SHIFT).cast::<u64>();

@@ -53,7 +53,7 @@ use rseq_sys::slab_layout::Slabs;
 use rseq_sys::{ByCpuId, Miss};
 
 use crate::os;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicOps, AtomicU32, AtomicU64};
 
 pub(crate) use counters::{COUNTERS, Counters};
 pub(crate) use region::{cached_bytes, mapped_bytes, occupancy};
@@ -91,7 +91,7 @@ const HARDENED: u32 = 4;
 /// Whether the fast path is on: the rseq bit alone (one compare).
 #[inline(always)]
 fn fast_path_on() -> bool {
-    FAST.flags.load(Ordering::Acquire) == RSEQ_ON
+    FAST.flags.load_acquire() == RSEQ_ON
 }
 
 /// Pops an object of `class` from this CPU's region.
@@ -217,7 +217,7 @@ fn decode_refusal(word: u64) -> rseq_sys::Unavailable {
 
 /// How the allocator runs.
 pub(crate) fn mode() -> Mode {
-    match MODE.load(Ordering::Acquire) {
+    match MODE.load_acquire() {
         0 => Mode::Undecided,
         MODE_RSEQ => match rseq_sys::mode() {
             rseq_sys::Mode::OwnArea => Mode::RseqOwnArea,
@@ -225,7 +225,7 @@ pub(crate) fn mode() -> Mode {
         },
         MODE_FALLBACK => match rseq_sys::mode() {
             rseq_sys::Mode::Unavailable(why) => Mode::Fallback(why),
-            _ => Mode::Fallback(decode_refusal(THREAD_REFUSED.load(Ordering::Relaxed))),
+            _ => Mode::Fallback(decode_refusal(THREAD_REFUSED.load_relaxed())),
         },
         MODE_FORCED => Mode::ForcedFallback,
         _ => Mode::CentralOnly,
@@ -247,7 +247,7 @@ pub(crate) struct Config {
 /// Whether the mode is decided (acquire: what [`init`] set up before is visible).
 #[inline(always)]
 pub(crate) fn is_initialised() -> bool {
-    MODE.load(Ordering::Acquire) != 0
+    MODE.load_acquire() != 0
 }
 
 /// Makes the per-CPU layer ready: maps the regions (lock-free: racing
@@ -259,10 +259,10 @@ pub(crate) fn init(config: Config) -> bool {
     let ncpus = rseq_sys::possible_cpus();
     let bytes = (ncpus as usize) << SLAB_SHIFT;
     let Some(slabs) = os::map_once(&FAST.slabs.base, bytes) else {
-        return MODE.compare_exchange(0, MODE_NO_REGIONS, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        return MODE.cas_acq_rel(0, MODE_NO_REGIONS).is_ok();
     };
     debug_assert!(!slabs.is_null());
-    FAST.slabs.count.store(ncpus, Ordering::Release);
+    FAST.slabs.count.store_release(ncpus);
     let count_hits = config.count_hits && hits::init(ncpus);
     let chosen = match rseq_sys::mode() {
         _ if config.forced_fallback => MODE_FORCED,
@@ -271,20 +271,20 @@ pub(crate) fn init(config: Config) -> bool {
                 let offset = rseq_sys::area_offset().unwrap_or(0);
                 let flags =
                     RSEQ_ON | if count_hits { COUNT_HITS } else { 0 } | if config.hardened { HARDENED } else { 0 };
-                FAST.slabs.rseq_offset.store(offset, Ordering::Relaxed);
-                FAST.flags.store(flags, Ordering::Release);
+                FAST.slabs.rseq_offset.store_relaxed(offset);
+                FAST.flags.store_release(flags);
                 MODE_RSEQ
             }
             Err(why) => {
                 // The process has rseq but this thread was refused (a sandbox
                 // that allows only the first registration): say so, not "forced".
-                let _ = THREAD_REFUSED.compare_exchange(0, encode_refusal(why), Ordering::Relaxed, Ordering::Relaxed);
+                let _ = THREAD_REFUSED.cas_relaxed(0, encode_refusal(why));
                 MODE_FALLBACK
             }
         },
         _ => MODE_FALLBACK,
     };
-    MODE.compare_exchange(0, chosen, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    MODE.cas_acq_rel(0, chosen).is_ok()
 }
 
 /// A trip to the central lists a slow path made: how many of its kind

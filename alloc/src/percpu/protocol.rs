@@ -29,7 +29,7 @@
 use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, STATE_UNINIT, first_free_slot};
 
 use crate::lock::{self, Lock};
-use crate::sync::{self, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{self, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 /// The busy value of a region the fork handlers hold (never a thread
 /// pointer: those are aligned).
@@ -114,28 +114,28 @@ impl Geometry<'_> {
 /// only memory written is the first page (headers and the shared
 /// sentinel); a class's slots are touched when it first wakes there.
 pub fn format<R: RegionStore>(region: &R, geometry: Geometry<'_>) {
-    region.slot(geometry.shared_sentinel()).store(SENTINEL_BIT, Ordering::Relaxed);
+    region.slot(geometry.shared_sentinel()).store_relaxed(SENTINEL_BIT);
     for class in 1..geometry.home.len() {
-        region.header(class).store(geometry.dormant().pack(), Ordering::Relaxed);
+        region.header(class).store_relaxed(geometry.dormant().pack());
     }
 }
 
 /// Gives dormant `class` its own slots in a held region; false if it was
 /// awake already.
 pub fn wake<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize, by: WokenBy) -> bool {
-    if region.header(class).load(Ordering::Relaxed) != geometry.dormant().pack() {
+    if region.header(class).load_relaxed() != geometry.dormant().pack() {
         return false;
     }
     let awake = geometry.awake(class, by);
-    region.slot(awake.current as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
-    region.header(class).store(awake.pack(), Ordering::Relaxed);
+    region.slot(awake.current as usize - 1).store_relaxed(SENTINEL_BIT);
+    region.header(class).store_relaxed(awake.pack());
     true
 }
 
 /// Holds `region` if it is open, or never initialised (then formats it);
 /// false if someone else holds it, or it cannot be opened now.
 pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
-    match region.state().compare_exchange(STATE_OPEN, me(), Ordering::Acquire, Ordering::Relaxed) {
+    match region.state().cas_acquire(STATE_OPEN, me()) {
         Ok(_) => true,
         Err(STATE_UNINIT) => open(region, geometry),
         Err(_) => false,
@@ -147,11 +147,11 @@ pub fn try_hold<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
 /// another thread opened it first.
 pub fn open<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
     // Most callers found the region closed, not new: no lock for them.
-    if region.state().load(Ordering::Relaxed) != STATE_UNINIT {
+    if region.state().load_relaxed() != STATE_UNINIT {
         return false;
     }
     let _opening = region.openings().lock();
-    let won = region.state().compare_exchange(STATE_UNINIT, me(), Ordering::Acquire, Ordering::Relaxed).is_ok();
+    let won = region.state().cas_acquire(STATE_UNINIT, me()).is_ok();
     if won {
         format(region, geometry);
     }
@@ -162,7 +162,7 @@ pub fn open<R: RegionStore>(region: &R, geometry: Geometry<'_>) -> bool {
 /// `after_stop` (in rseq mode, the fence); false, with the region left as
 /// it was, if it was not open or `after_stop` failed. Undo with [`release`].
 pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bool {
-    if region.state().compare_exchange(STATE_OPEN, me(), Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if region.state().cas_acq_rel_fail_relaxed(STATE_OPEN, me()).is_err() {
         return false;
     }
     if !after_stop() {
@@ -216,7 +216,7 @@ pub fn drain<R: RegionStore>(
 
 /// Lets go of a region taken with [`try_hold`], [`open`] or [`stop`].
 pub fn release<R: RegionStore>(region: &R) {
-    region.state().store(STATE_OPEN, Ordering::Release);
+    region.state().store_release(STATE_OPEN);
 }
 
 /// The fork prepare handler's part, on the forking thread, for one region
@@ -229,12 +229,12 @@ pub fn release<R: RegionStore>(region: &R) {
 /// (see the module's documentation). Undo with [`release_after_fork`].
 pub fn hold_for_fork<R: RegionStore>(region: &R, wait: bool) {
     loop {
-        let state = region.state().load(Ordering::Acquire);
+        let state = region.state().load_acquire();
         if state == STATE_UNINIT || state == me() {
             return;
         }
         if state == STATE_OPEN {
-            if region.state().compare_exchange(STATE_OPEN, FORK_HELD, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if region.state().cas_acquire(STATE_OPEN, FORK_HELD).is_ok() {
                 return;
             }
             continue;
@@ -253,7 +253,7 @@ pub fn hold_for_fork<R: RegionStore>(region: &R, wait: bool) {
 /// Reopens a region [`hold_for_fork`] took (on both sides of the fork);
 /// leaves any other alone.
 pub fn release_after_fork<R: RegionStore>(region: &R) {
-    if region.state().load(Ordering::Relaxed) == FORK_HELD {
+    if region.state().load_relaxed() == FORK_HELD {
         release(region);
     }
 }
@@ -298,30 +298,30 @@ impl<R: RegionStore> RegionStore for &R {
 
 /// Pops the top item of `class` from a held region.
 pub fn pop<R: RegionStore>(region: &R, class: usize) -> Option<usize> {
-    let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
+    let mut header = Header::unpack(region.header(class).load_relaxed());
     // The slot below `current` is an item, or the sentinel below an empty
     // (or dormant) class's stack, as the pop section sees it.
-    let item = region.slot(header.current as usize - 1).load(Ordering::Relaxed);
+    let item = region.slot(header.current as usize - 1).load_relaxed();
     if item & SENTINEL_BIT != 0 {
         return None;
     }
     header.current -= 1;
-    region.header(class).store(header.pack(), Ordering::Relaxed);
+    region.header(class).store_relaxed(header.pack());
     Some(item)
 }
 
 /// Pushes `item` onto `class` of a held region, waking the class (as a
 /// free does) if it is dormant; false if it is full.
 pub fn push<R: RegionStore>(region: &R, geometry: Geometry<'_>, class: usize, item: usize) -> bool {
-    let mut header = Header::unpack(region.header(class).load(Ordering::Relaxed));
+    let mut header = Header::unpack(region.header(class).load_relaxed());
     if header.current == header.end {
         if !wake(region, geometry, class, WokenBy::Free) {
             return false;
         }
         header = geometry.awake(class, WokenBy::Free);
     }
-    region.slot(header.current as usize).store(item, Ordering::Relaxed);
+    region.slot(header.current as usize).store_relaxed(item);
     header.current += 1;
-    region.header(class).store(header.pack(), Ordering::Relaxed);
+    region.header(class).store_relaxed(header.pack());
     true
 }

@@ -13,7 +13,7 @@ use super::{FAST, SLAB_SHIFT};
 use crate::lock::Lock;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 /// Where each class's stack is in every region (its home, or its growth range).
 pub(super) static LAYOUT: Layout = slots::layout(SLAB_SHIFT, UPKEEP_STATE_BYTES);
@@ -21,8 +21,8 @@ pub(super) static LAYOUT: Layout = slots::layout(SLAB_SHIFT, UPKEEP_STATE_BYTES)
 // Regions, as seen from slow paths.
 
 pub(super) fn at(cpu: u32) -> *mut u8 {
-    let slabs = FAST.slabs.base.load(Ordering::Acquire);
-    debug_assert!(!slabs.is_null() && cpu < FAST.slabs.count.load(Ordering::Relaxed));
+    let slabs = FAST.slabs.base.load_acquire();
+    debug_assert!(!slabs.is_null() && cpu < FAST.slabs.count.load_relaxed());
     // SAFETY: `cpu < ncpus`, so the region is inside the mapping.
     unsafe { slabs.add((cpu as usize) << SLAB_SHIFT) }
 }
@@ -57,7 +57,7 @@ pub(super) fn open(cpu: u32) -> bool {
         protocol::release(&region);
         return true;
     }
-    state(region.0).load(Ordering::Acquire) == STATE_OPEN
+    state(region.0).load_acquire() == STATE_OPEN
 }
 
 // The fallback: the same regions behind a CAS try-lock (`protocol`).
@@ -68,7 +68,7 @@ pub(super) struct RawRegion(pub(super) *mut u8);
 impl RawRegion {
     /// The CPU this region belongs to.
     pub(super) fn cpu(&self) -> u32 {
-        ((self.0 as usize - FAST.slabs.base.load(Ordering::Relaxed) as usize) >> SLAB_SHIFT) as u32
+        ((self.0 as usize - FAST.slabs.base.load_relaxed() as usize) >> SLAB_SHIFT) as u32
     }
 }
 
@@ -97,8 +97,8 @@ pub(super) fn geometry() -> protocol::Geometry<'static> {
 /// Runs `f` on a region this thread holds: the one for its CPU if free,
 /// else the next free one; `None` if every region is busy (or there are none).
 pub(super) fn with_held<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
-    let ncpus = FAST.slabs.count.load(Ordering::Acquire) as usize;
-    if FAST.slabs.base.load(Ordering::Acquire).is_null() || ncpus == 0 {
+    let ncpus = FAST.slabs.count.load_acquire() as usize;
+    if FAST.slabs.base.load_acquire().is_null() || ncpus == 0 {
         return None;
     }
     let start = os::current_cpu() as usize % ncpus;
@@ -107,8 +107,8 @@ pub(super) fn with_held<T>(f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
 
 /// How many regions there are, if they are mapped.
 pub(super) fn regions() -> Option<u32> {
-    let count = FAST.slabs.count.load(Ordering::Acquire);
-    (!FAST.slabs.base.load(Ordering::Acquire).is_null() && count > 0).then_some(count)
+    let count = FAST.slabs.count.load_acquire();
+    (!FAST.slabs.base.load_acquire().is_null() && count > 0).then_some(count)
 }
 
 /// In an emptied region this thread holds: moves every class home, and
@@ -117,7 +117,7 @@ pub(super) fn regions() -> Option<u32> {
 pub(super) fn send_home(region: *mut u8) {
     let mut moved = false;
     for class in 1..=CLASSES {
-        let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+        let hdr = Header::unpack(header(region, class).load_relaxed());
         if LAYOUT.stack_begin(class, hdr).is_some_and(|begin| !LAYOUT.is_home(class, begin)) {
             move_stack(region, class, LAYOUT.home[class], LAYOUT.initial[class]);
             moved = true;
@@ -136,15 +136,15 @@ pub(super) fn send_home(region: *mut u8) {
 /// (busy, and fenced in rseq mode). The caller leaves at most `capacity`
 /// objects in it.
 pub(super) fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) {
-    let hdr = Header::unpack(header(region, class).load(Ordering::Relaxed));
+    let hdr = Header::unpack(header(region, class).load_relaxed());
     let Some(from) = LAYOUT.stack_begin(class, hdr).filter(|&from| from != to) else { return };
     let count = hdr.current - from;
     debug_assert!(count <= capacity && capacity <= LAYOUT.room(class, to));
-    slot(region, to as usize - 1).store(SENTINEL_BIT, Ordering::Relaxed);
+    slot(region, to as usize - 1).store_relaxed(SENTINEL_BIT);
     for i in 0..count as usize {
-        slot(region, to as usize + i).store(slot(region, from as usize + i).load(Ordering::Relaxed), Ordering::Relaxed);
+        slot(region, to as usize + i).store_relaxed(slot(region, from as usize + i).load_relaxed());
     }
-    header(region, class).store(Header { current: to + count, end: to + capacity }.pack(), Ordering::Relaxed);
+    header(region, class).store_relaxed(Header { current: to + count, end: to + capacity }.pack());
     Counters::add(&COUNTERS.stack_moves, 1);
 }
 
@@ -162,16 +162,16 @@ pub(super) fn fill(class: usize, word: u32) -> (usize, usize) {
 /// now, and the objects they do (a racy snapshot).
 pub(crate) fn occupancy() -> ([usize; CLASSES + 1], [usize; CLASSES + 1]) {
     let (mut capacity, mut cached) = ([0usize; CLASSES + 1], [0usize; CLASSES + 1]);
-    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
+    if FAST.slabs.base.load_acquire().is_null() {
         return (capacity, cached);
     }
-    for cpu in 0..FAST.slabs.count.load(Ordering::Acquire) {
+    for cpu in 0..FAST.slabs.count.load_acquire() {
         let region = at(cpu);
-        if state(region).load(Ordering::Acquire) == STATE_UNINIT {
+        if state(region).load_acquire() == STATE_UNINIT {
             continue;
         }
         for class in 1..=CLASSES {
-            let (count, room) = fill(class, header(region, class).load(Ordering::Relaxed));
+            let (count, room) = fill(class, header(region, class).load_relaxed());
             capacity[class] += room;
             cached[class] += count;
         }
@@ -187,9 +187,5 @@ pub(crate) fn cached_bytes() -> usize {
 
 /// Bytes mapped for the regions.
 pub(crate) fn mapped_bytes() -> usize {
-    if FAST.slabs.base.load(Ordering::Acquire).is_null() {
-        0
-    } else {
-        (FAST.slabs.count.load(Ordering::Relaxed) as usize) << SLAB_SHIFT
-    }
+    if FAST.slabs.base.load_acquire().is_null() { 0 } else { (FAST.slabs.count.load_relaxed() as usize) << SLAB_SHIFT }
 }

@@ -16,7 +16,7 @@ use super::{MODE, MODE_RSEQ};
 use crate::central::CENTRAL;
 use crate::lock::Lock;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::Ordering;
+use crate::sync::AtomicOps;
 
 // Draining a region from any thread (trim, idle CPUs).
 
@@ -56,7 +56,7 @@ pub(crate) fn drain_cpu(cpu: u32) -> usize {
         return 0;
     }
     let _guard = DRAIN_LOCK.lock();
-    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    let rseq = MODE.load_acquire() == MODE_RSEQ;
     let mut batch = [0usize; MAX_BATCH];
     let mut bytes = 0;
     let drained = protocol::drain(
@@ -83,13 +83,13 @@ pub(crate) fn drain_all() -> usize {
 /// changes a class's fill; 0 for a region that holds nothing.
 fn fingerprint(cpu: u32) -> u64 {
     let region = region::at(cpu);
-    if state(region).load(Ordering::Acquire) != STATE_OPEN {
+    if state(region).load_acquire() != STATE_OPEN {
         return 0;
     }
     let mut digest = 0u64;
     let mut cached = 0usize;
     for class in 1..=CLASSES {
-        let word = header(region, class).load(Ordering::Relaxed);
+        let word = header(region, class).load_relaxed();
         cached += fill(class, word).0;
         digest = (digest ^ u64::from(word)).wrapping_mul(0x100_0000_01b3);
     }
@@ -106,7 +106,7 @@ pub(crate) fn upkeep() {
     for cpu in 0..count {
         let Some(last) = adapt::upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
         let now = fingerprint(cpu);
-        if now != 0 && now == last.load(Ordering::Relaxed) {
+        if now != 0 && now == last.load_relaxed() {
             drain_cpu(cpu);
             Counters::add(&COUNTERS.idle_drains, 1);
         } else if now != 0 {
@@ -115,8 +115,8 @@ pub(crate) fn upkeep() {
         // Written only if it changed: the state of a CPU never used is a
         // page never touched.
         let after = fingerprint(cpu);
-        if after != last.load(Ordering::Relaxed) {
-            last.store(after, Ordering::Relaxed);
+        if after != last.load_relaxed() {
+            last.store_relaxed(after);
         }
     }
 }
@@ -128,7 +128,7 @@ pub(crate) fn upkeep() {
 pub(super) fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
     let _guard = DRAIN_LOCK.lock();
     let raw = RawRegion(region::at(cpu));
-    let rseq = MODE.load(Ordering::Acquire) == MODE_RSEQ;
+    let rseq = MODE.load_acquire() == MODE_RSEQ;
     if !protocol::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
         return None;
     }

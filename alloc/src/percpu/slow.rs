@@ -15,7 +15,7 @@ use super::protocol::{self, WokenBy};
 use super::region::{self, RawRegion, geometry};
 use super::{CentralTrip, FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
 use crate::central::CENTRAL;
-use crate::sync::Ordering;
+use crate::sync::AtomicOps;
 
 // Slow paths.
 
@@ -30,10 +30,10 @@ fn take_one(class: usize) -> *mut u8 {
 #[inline(never)]
 pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
     debug_assert!(is_initialised());
-    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+    if MODE.load_acquire() != MODE_RSEQ {
         return fallback_alloc(class);
     }
-    let flags = FAST.flags.load(Ordering::Acquire);
+    let flags = FAST.flags.load_acquire();
     for _ in 0..4 {
         match pop_section(class) {
             Ok(object) => {
@@ -102,10 +102,10 @@ pub(super) fn replace_header_here(class: usize, expected: u32, new: Header) -> b
 #[inline(never)]
 pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
     debug_assert!(is_initialised());
-    if MODE.load(Ordering::Acquire) != MODE_RSEQ {
+    if MODE.load_acquire() != MODE_RSEQ {
         return fallback_free(class, object);
     }
-    let flags = FAST.flags.load(Ordering::Acquire);
+    let flags = FAST.flags.load_acquire();
     for _ in 0..4 {
         match push_section(class, object) {
             Ok(()) => {
