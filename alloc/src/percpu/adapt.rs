@@ -3,67 +3,18 @@
 //! `capacity` to a class's header, in a stopped region or through a
 //! section.
 
-use rseq_sys::slab_layout::{Header, SLOT_BYTES};
+use rseq_sys::slab_layout::Header;
 
 use super::capacity::{self, Activity, MAX_BATCH, Resize, batch};
 use super::counters::{COUNTERS, Counters};
 use super::protocol;
-use super::region::{self, LAYOUT, RawRegion, fill, header, move_stack, regions};
-use super::remote::with_stopped;
-use super::slow::replace_header_here;
+use super::region::{
+    self, LAYOUT, RawRegion, class_state, fill, header, move_stack, regions, replace_header_here, with_stopped,
+};
 use crate::central::CENTRAL;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64};
-
-// Adaptive capacity: what each class of each CPU did, and re-sizing.
-
-/// Per CPU and class: refills and drains, halved at every round (so a
-/// class that refills now and then never counts as one that only drains),
-/// and the header at the last round.
-#[repr(C)]
-struct ClassState {
-    refills: AtomicU32,
-    drains: AtomicU32,
-    last_header: AtomicU32,
-    /// The class's current run of misses the same way ([`step_run`]).
-    run: AtomicU32,
-    /// The thread of the class's last miss ([`thread_tag`]).
-    last_thread: AtomicU32,
-    /// When the class last turned while it could grow (µs, wrapping: only
-    /// differences below [`capacity::GROW_WINDOW_US`] matter).
-    last_turn: AtomicU32,
-}
-
-/// What the upkeep keeps of one CPU: its region's fingerprint at the last
-/// round, and each class's state. It lives in the CPU's region, on the
-/// headers' page ([`Layout::state_slot`]), where a CPU in use has a page
-/// resident anyway; zero bytes, as a fresh region has, are a valid state.
-#[repr(C)]
-pub(super) struct UpkeepState {
-    pub(super) fingerprint: AtomicU64,
-    classes: [ClassState; CLASSES + 1],
-}
-
-/// Bytes of [`UpkeepState`], kept in every region.
-pub(crate) const UPKEEP_STATE_BYTES: usize = core::mem::size_of::<UpkeepState>();
-
-const _: () = assert!(core::mem::align_of::<UpkeepState>() <= SLOT_BYTES);
-
-pub(super) fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
-    if cpu >= regions()? {
-        return None;
-    }
-    // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
-    // `state_slot` are kept for the state (no section or stack reaches
-    // them: `slots`); the slot is 8-aligned, and all zeros is a
-    // valid `UpkeepState` (atomics only).
-    Some(unsafe { &*region::at(cpu).add(LAYOUT.state_slot as usize * SLOT_BYTES).cast::<UpkeepState>() })
-}
-
-fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
-    upkeep_state(cpu).map(|state| &state.classes[class])
-}
+use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32};
 
 /// Objects a refill of `class` on `cpu` takes: a batch, or half the
 /// class's current capacity if that is less (a read of the header that may

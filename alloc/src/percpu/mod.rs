@@ -30,11 +30,12 @@
 //! | `mod.rs` | the fast path (`pop`, `push`), the mode and initialisation |
 //! | `protocol.rs` | who holds a region: the state word's protocol, over any storage (loom-checked) |
 //! | `slots.rs` | where each class's stack lives in a region |
-//! | `region.rs` | the mapped regions as the slow paths see them; stacks moved, fill read |
+//! | `region.rs` | the mapped regions as the slow paths see them: open, stop, re-head, move a stack, read a fill |
 //! | `slow.rs` | refill and drain, written once over the two ways of reaching a cache (rseq sections, a held region) |
 //! | `remote.rs` | stopping another CPU's region: drains, upkeep, fork |
 //! | `capacity.rs` | adaptive capacity: pure policy |
-//! | `adapt.rs` | adaptive capacity: each class's state, and re-sizing |
+//! | `state.rs` | what the upkeep keeps of each CPU, in its region |
+//! | `adapt.rs` | adaptive capacity: counting misses, re-sizing classes |
 //! | `counters.rs`, `hits.rs` | statistics |
 
 mod adapt;
@@ -46,6 +47,7 @@ mod region;
 mod remote;
 mod slots;
 mod slow;
+mod state;
 
 use core::fmt;
 

@@ -5,11 +5,11 @@
 
 use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OPEN, STATE_UNINIT, header_offset};
 
-use super::adapt::UPKEEP_STATE_BYTES;
 use super::counters::{COUNTERS, Counters};
 use super::protocol;
 use super::slots::{self, Layout};
-use super::{FAST, SLAB_SHIFT};
+use super::state::{ClassState, UPKEEP_STATE_BYTES, UpkeepState};
+use super::{FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT};
 use crate::lock::Lock;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
@@ -188,4 +188,65 @@ pub(crate) fn cached_bytes() -> usize {
 /// Bytes mapped for the regions.
 pub(crate) fn mapped_bytes() -> usize {
     if FAST.slabs.base.load_acquire().is_null() { 0 } else { (FAST.slabs.count.load_relaxed() as usize) << SLAB_SHIFT }
+}
+
+/// The upkeep state of `cpu`'s region, if it has one.
+pub(super) fn upkeep_state(cpu: u32) -> Option<&'static UpkeepState> {
+    if cpu >= regions()? {
+        return None;
+    }
+    // SAFETY: `cpu` has a region, and `UPKEEP_STATE_BYTES` from slot
+    // `state_slot` are kept for the state (no section or stack reaches
+    // them: `slots`); the slot is 8-aligned, and all zeros is a
+    // valid `UpkeepState` (atomics only).
+    Some(unsafe { &*at(cpu).add(LAYOUT.state_slot as usize * SLOT_BYTES).cast::<UpkeepState>() })
+}
+
+pub(super) fn class_state(cpu: u32, class: usize) -> Option<&'static ClassState> {
+    upkeep_state(cpu).map(|state| &state.classes[class])
+}
+
+/// Held while draining: one drain at a time (`fork` takes it after the
+/// regions, see `fork`).
+pub(crate) static DRAIN_LOCK: Lock = Lock::new();
+
+/// Runs `f` on `cpu`'s region stopped from outside, as a drain does: under
+/// `DRAIN_LOCK`, taken OPEN→busy and, in rseq mode, fenced so that no
+/// section which read OPEN can still commit; reopened after. `None` if the
+/// region was not open (held, never opened) or could not be fenced.
+pub(super) fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
+    let _guard = DRAIN_LOCK.lock();
+    let raw = RawRegion(at(cpu));
+    let rseq = MODE.load_acquire() == MODE_RSEQ;
+    if !protocol::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
+        return None;
+    }
+    let result = f(&raw);
+    protocol::release(&raw);
+    Some(result)
+}
+
+/// Replaces `class`'s header on the CPU this thread runs on by `new` if it
+/// reads `expected`, writing the class's own sentinel first (a wake, or a
+/// move of `end`); true if it did.
+///
+/// Sound for any `new` that keeps the class's slots within the place its
+/// stack is (home or growth range, `slots`), with `begin <= current
+/// <= end`: the sentinel slot, `begin - 1`, is read by nobody while the
+/// class is dormant, and otherwise (or for class 1, whose sentinel is the
+/// shared one) already holds the value written;
+/// and moving `end` needs no stop, since sections write above `current`
+/// only speculatively and commit only a header they read.
+pub(super) fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
+    let Some(begin) = LAYOUT.stack_begin(class, new) else {
+        debug_assert!(false, "{new:?} is no stack of class {class}");
+        return false;
+    };
+    debug_assert!(new.end - begin <= LAYOUT.room(class, begin));
+    // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
+    // the sentinel write is unobservable (see above).
+    let replaced = unsafe {
+        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(&FAST.slabs, class, expected, new.pack(), begin as usize - 1)
+    };
+    replaced == Ok(true)
 }

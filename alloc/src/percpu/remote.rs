@@ -10,19 +10,14 @@ use super::adapt;
 use super::capacity::MAX_BATCH;
 use super::counters::{COUNTERS, Counters};
 use super::protocol;
-pub(crate) use super::region::OPENINGS;
-use super::region::{self, RawRegion, fill, geometry, header, regions, send_home, state};
+use super::region::{self, RawRegion, fill, geometry, header, regions, send_home, state, upkeep_state};
+pub(crate) use super::region::{DRAIN_LOCK, OPENINGS};
 use super::{MODE, MODE_RSEQ};
 use crate::central::CENTRAL;
-use crate::lock::Lock;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::AtomicOps;
 
 // Draining a region from any thread (trim, idle CPUs).
-
-/// Held while draining: one drain at a time (`fork` takes it after the
-/// regions, see `fork`).
-pub(crate) static DRAIN_LOCK: Lock = Lock::new();
 
 /// The fork prepare handler's step after it took [`OPENINGS`] and before
 /// any other lock: waits (if `wait`) for every region another thread holds
@@ -104,7 +99,7 @@ fn fingerprint(cpu: u32) -> u64 {
 pub(crate) fn upkeep() {
     let Some(count) = regions() else { return };
     for cpu in 0..count {
-        let Some(last) = adapt::upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
+        let Some(last) = upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
         let now = fingerprint(cpu);
         if now != 0 && now == last.load_relaxed() {
             drain_cpu(cpu);
@@ -119,20 +114,4 @@ pub(crate) fn upkeep() {
             last.store_relaxed(after);
         }
     }
-}
-
-/// Runs `f` on `cpu`'s region stopped from outside, as a drain does: under
-/// `DRAIN_LOCK`, taken OPEN→busy and, in rseq mode, fenced so that no
-/// section which read OPEN can still commit; reopened after. `None` if the
-/// region was not open (held, never opened) or could not be fenced.
-pub(super) fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Option<T> {
-    let _guard = DRAIN_LOCK.lock();
-    let raw = RawRegion(region::at(cpu));
-    let rseq = MODE.load_acquire() == MODE_RSEQ;
-    if !protocol::stop(&raw, || !rseq || rseq_sys::fence_cpu(cpu).is_ok()) {
-        return None;
-    }
-    let result = f(&raw);
-    protocol::release(&raw);
-    Some(result)
 }

@@ -126,7 +126,7 @@ impl Layout {
 mod tests {
     use super::*;
     use crate::percpu::SLAB_SHIFT;
-    use crate::percpu::adapt::UPKEEP_STATE_BYTES as STATE_BYTES;
+    use crate::percpu::state::UPKEEP_STATE_BYTES as STATE_BYTES;
 
     /// Homes and growth ranges are disjoint, in order, and every stack a
     /// header can describe is found where it is.

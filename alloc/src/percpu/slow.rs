@@ -5,7 +5,6 @@
 //! implement.
 
 use rseq_sys::Miss;
-use rseq_sys::slab_layout::Header;
 
 use super::adapt::{self, Flow};
 use super::capacity::{self, MAX_BATCH, batch};
@@ -69,32 +68,7 @@ fn recover(miss: Miss) -> bool {
 /// dormant there (the first miss of a class on a CPU); true if it did.
 fn wake_here(class: usize, by: WokenBy) -> bool {
     let geometry = geometry();
-    replace_header_here(class, geometry.dormant().pack(), geometry.awake(class, by))
-}
-
-/// Replaces `class`'s header on the CPU this thread runs on by `new` if it
-/// reads `expected`, writing the class's own sentinel first (a wake, or a
-/// move of `end`); true if it did.
-///
-/// Sound for any `new` that keeps the class's slots within the place its
-/// stack is (home or growth range, `slots`), with `begin <= current
-/// <= end`: the sentinel slot, `begin - 1`, is read by nobody while the
-/// class is dormant, and otherwise (or for class 1, whose sentinel is the
-/// shared one) already holds the value written;
-/// and moving `end` needs no stop, since sections write above `current`
-/// only speculatively and commit only a header they read.
-pub(super) fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
-    let Some(begin) = region::LAYOUT.stack_begin(class, new) else {
-        debug_assert!(false, "{new:?} is no stack of class {class}");
-        return false;
-    };
-    debug_assert!(new.end - begin <= region::LAYOUT.room(class, begin));
-    // SAFETY: as in `pop_section`; `new` keeps the layout's invariants and
-    // the sentinel write is unobservable (see above).
-    let replaced = unsafe {
-        rseq_sys::slab_replace_header::<Index, SLAB_SHIFT>(&FAST.slabs, class, expected, new.pack(), begin as usize - 1)
-    };
-    replaced == Ok(true)
+    region::replace_header_here(class, geometry.dormant().pack(), geometry.awake(class, by))
 }
 
 /// Free of `object` (of `class`) when the fast path missed (or is off).
