@@ -45,8 +45,8 @@ pub fn have_valgrind() -> bool {
 }
 
 /// How long a whole child run may take: far more than the slowest
-/// (valgrind's, under a minute on two cores), so that a hang fails with the
-/// child's output instead of running into CI's own limit.
+/// (valgrind's), so that a hang fails with the child's output instead of
+/// running into CI's own limit.
 const CHILD_RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// Runs this test binary again with `env`, under `wrapper` if given (e.g.

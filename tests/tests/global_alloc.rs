@@ -267,8 +267,8 @@ fn signal_safe_child() {
 /// Huge blocks grown by `realloc` (so their mappings move, and their old
 /// addresses free up) while other threads map, cache and unmap huge blocks
 /// of their own: a segment mapped at an address another segment just left
-/// must stay ours (an unmark after the move once disowned it, and its free
-/// aborted as an invalid pointer), and every block keeps its contents.
+/// must stay ours (else its free aborts as an invalid pointer), and every
+/// block keeps its contents.
 #[test]
 fn huge_blocks_moving_while_others_map_and_unmap() {
     let threads = stress::default_threads();
@@ -487,8 +487,8 @@ fn realloc_keeps_contents_across_every_kind_of_block() {
 /// `realloc` workload does): past 4 KiB the block becomes a medium span and
 /// grows in place over the free pages after it, past 256 KiB a huge block
 /// that grows by `mremap`, so it moves at most twice on its way to 8 MiB
-/// after 4 KiB (it moved at every size class before), its contents intact,
-/// and `free_sized` with its last size accepts it. Rust's `realloc` keeps
+/// after 4 KiB, its contents intact, and `free_sized` with its last size
+/// accepts it. Rust's `realloc` keeps
 /// small blocks small, since `dealloc` trusts the layout's class. In a
 /// child, so that no other test's spans take the pages the buffer grows
 /// over.
@@ -1014,11 +1014,10 @@ fn upkeep_child() {
 
 /// Adaptive capacity: a class whose bursts overflow its cache drains at
 /// first; its misses turn (refills, then drains) and each turn grows it by
-/// the run before, and the same bursts then fit: the
-/// next ten drain at most a quarter as often, each, as the first. In a
-/// child on one CPU, all its threads (the class must wake on no other CPU
-/// between the child's readings: that made the trim's check fail now and
-/// then under load).
+/// the run before, and the same bursts then fit: the next ten drain at most
+/// a quarter as often, each, as the first. In a child on one CPU, all its
+/// threads, so that the class wakes on no other CPU between the child's
+/// readings and changes what they count.
 #[test]
 fn suite_capacity_grows_for_a_class_that_keeps_missing() {
     modes::child_passes_on_one_cpu(
@@ -1042,7 +1041,9 @@ fn capacity_child() {
     stress::pin_to_current_cpu().expect("pin to the current CPU");
     let (layout, class) = watched_class();
     let class_stats = || rseq_alloc::stats().classes[class];
-    // One burst: 900 blocks allocated, then all freed (the cache starts with room for 128, and may grow to 1024).
+    // One burst: 900 blocks allocated, then all freed: more than the cache
+    // holds when the class wakes, less than it may grow to (`INITIAL` and
+    // `MAX` in `alloc/src/capacity.rs`).
     let burst = || {
         let before = class_stats().free_misses;
         // SAFETY: valid layout; every block freed with it.
@@ -1178,7 +1179,7 @@ fn fuller_spans_child() {
             }
             rseq_alloc::trim();
         }
-        // Two refills' worth (batches of 32) from an empty cache.
+        // A few refills' worth from an empty cache.
         let fresh: Vec<usize> = (0..64).map(|_| RseqAlloc.alloc(layout) as usize).collect();
         let emptying = [span_of(a[0]), span_of(b[0])];
         let from_emptying = fresh.iter().filter(|&&p| emptying.contains(&span_of(p))).count();
