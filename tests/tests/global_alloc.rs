@@ -10,27 +10,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use rseq_alloc::{Mode, RseqAlloc};
-use rseq_alloc_tests::modes::{self, Expected};
+use rseq_alloc_tests::modes;
 use rseq_alloc_tests::stress::{self, Conditions, Rng};
 use rseq_alloc_tests::{SetOnDrop, exclusive, scaled};
 
 #[global_allocator]
 static GLOBAL: RseqAlloc = RseqAlloc;
 
-#[test]
-fn mode_is_the_one_the_environment_implies() {
-    let _ = Box::new(1u8);
-    let mode = rseq_alloc::stats().mode;
-    eprintln!("allocator mode: {mode}");
-    match modes::expected() {
-        None | Some(Expected::GlibcArea) => assert_eq!(mode, Mode::RseqGlibcArea),
-        Some(Expected::OwnArea) => assert_eq!(mode, Mode::RseqOwnArea),
-        Some(Expected::Unavailable) => assert!(matches!(mode, Mode::Fallback(_)), "{mode}"),
-        Some(Expected::ForcedFallback) => assert_eq!(mode, Mode::ForcedFallback),
-    }
-    let hardened = std::env::var_os("RSEQ_TEST_EXPECT_HARDENED").is_some();
-    assert_eq!(rseq_alloc::stats().hardened, hardened);
-}
+rseq_alloc_tests::mode_suites!();
 
 // ---------------------------------------------------------------------------
 // The stress test.
@@ -712,29 +699,6 @@ fn stats_report_traffic_and_the_mode() {
     assert!(s.process_resident_bytes > 0, "resident size not read from /proc/self/statm");
     assert!(s.classes.iter().map(|c| c.central_taken).sum::<u64>() > 0);
     assert!(s.classes.iter().map(|c| c.alloc_misses).sum::<u64>() > 0);
-}
-
-// ---------------------------------------------------------------------------
-// The same file in the other modes.
-
-#[test]
-fn suite_own_area() {
-    modes::rerun_self("own", &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")], &[]);
-}
-
-#[test]
-fn suite_forced_fallback() {
-    modes::rerun_self("forced", &[("RSEQ_ALLOC_FORCE_FALLBACK", "1")], &[]);
-}
-
-#[test]
-fn suite_hardened() {
-    modes::rerun_self("glibc", &[("RSEQ_ALLOC_HARDENED", "1"), ("RSEQ_TEST_EXPECT_HARDENED", "1")], &[]);
-}
-
-#[test]
-fn suite_valgrind_without_rseq() {
-    modes::rerun_under_valgrind();
 }
 
 /// Run as a child by the next test: allocates with hit counting on.
