@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`stress`] | worker threads moved between CPUs by a migrator and hit by a signal storm |
 //! | [`slab`] | a test-owned per-CPU slab driven by rseq-sys's sections, with a live duplicate detector |
-//! | [`modes`] | running this test binary again in another rseq mode (own area, valgrind) |
+//! | [`modes`] | running this test binary again in another rseq mode (own area, forced fallback, hardened, valgrind) |
 //! | [`preload`] | C programs run with `librseq_alloc.so` preloaded, in each mode, with a time limit |
 //!
 //! Tests never sleep to win a race: they stress, then check invariants that

@@ -1,7 +1,10 @@
 //! Running this test binary again in another rseq mode: with glibc's
-//! registration turned off (our own area), or under valgrind (no rseq at
-//! all). The child runs every test except the ones that spawn children,
-//! checks that the mode is the one expected, and must pass.
+//! registration turned off (our own area), with the allocator's fallback
+//! forced, hardened, or under valgrind (no rseq at all). The child runs
+//! every test except the ones that spawn children, checks that the mode is
+//! the one expected, and must pass. [`mode_suites!`](crate::mode_suites)
+//! declares that check and the four reruns in a binary whose global
+//! allocator is rseq-alloc.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -45,8 +48,8 @@ pub fn have_valgrind() -> bool {
 }
 
 /// How long a whole child run may take: far more than the slowest
-/// (valgrind's, under a minute on two cores), so that a hang fails with the
-/// child's output instead of running into CI's own limit.
+/// (valgrind's), so that a hang fails with the child's output instead of
+/// running into CI's own limit.
 const CHILD_RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// Runs this test binary again with `env`, under `wrapper` if given (e.g.
@@ -145,4 +148,61 @@ fn passed(name: &str, output: std::process::Output) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{name}: {}\n{stderr}", output.status);
     assert!(stderr.contains(&format!("{name}: ")), "{name} printed no summary:\n{stderr}");
+}
+
+/// Asserts that the allocator runs in the mode `RSEQ_TEST_EXPECT_MODE`
+/// names (glibc's area when unset), hardened exactly when
+/// `RSEQ_TEST_EXPECT_HARDENED` is set: a rerun in the wrong mode would pass
+/// without testing the mode it was for.
+#[cfg(not(rseq_alloc_loom))]
+pub fn assert_allocator_mode() {
+    let _ = Box::new(1u8);
+    let mode = rseq_alloc::stats().mode;
+    eprintln!("allocator mode: {mode}");
+    match expected() {
+        None | Some(Expected::GlibcArea) => assert_eq!(mode, rseq_alloc::Mode::RseqGlibcArea),
+        Some(Expected::OwnArea) => assert_eq!(mode, rseq_alloc::Mode::RseqOwnArea),
+        Some(Expected::Unavailable) => assert!(matches!(mode, rseq_alloc::Mode::Fallback(_)), "{mode}"),
+        Some(Expected::ForcedFallback) => assert_eq!(mode, rseq_alloc::Mode::ForcedFallback),
+    }
+    let hardened = std::env::var_os("RSEQ_TEST_EXPECT_HARDENED").is_some();
+    assert_eq!(rseq_alloc::stats().hardened, hardened);
+}
+
+/// Declares, in a test binary whose `#[global_allocator]` is rseq-alloc,
+/// `mode_is_the_one_the_environment_implies` and the `suite_*` tests that
+/// run the binary's other tests again with our own rseq registration, with
+/// the fallback forced, hardened, and under valgrind.
+#[macro_export]
+macro_rules! mode_suites {
+    () => {
+        #[test]
+        fn mode_is_the_one_the_environment_implies() {
+            $crate::modes::assert_allocator_mode();
+        }
+
+        #[test]
+        fn suite_own_area() {
+            $crate::modes::rerun_self("own", &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")], &[]);
+        }
+
+        #[test]
+        fn suite_forced_fallback() {
+            $crate::modes::rerun_self("forced", &[("RSEQ_ALLOC_FORCE_FALLBACK", "1")], &[]);
+        }
+
+        #[test]
+        fn suite_hardened() {
+            $crate::modes::rerun_self(
+                "glibc",
+                &[("RSEQ_ALLOC_HARDENED", "1"), ("RSEQ_TEST_EXPECT_HARDENED", "1")],
+                &[],
+            );
+        }
+
+        #[test]
+        fn suite_valgrind_without_rseq() {
+            $crate::modes::rerun_under_valgrind();
+        }
+    };
 }

@@ -1,0 +1,109 @@
+//! Misuse of rseq-alloc through Rust's allocator interface, with it as this
+//! test binary's `#[global_allocator]` (misuse through the C API, with the
+//! library preloaded, is `misuse.rs`'s): writes into freed blocks cannot
+//! redirect an allocation, and a double free is caught when the cache
+//! drains. The binary's tests run again in every other mode
+//! (`mode_suites!`).
+
+#![cfg(not(rseq_alloc_loom))]
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use rseq_alloc::RseqAlloc;
+use rseq_alloc_tests::modes;
+use rseq_alloc_tests::stress;
+
+#[global_allocator]
+static GLOBAL: RseqAlloc = RseqAlloc;
+
+rseq_alloc_tests::mode_suites!();
+
+/// A write into a freed block cannot redirect an allocation: no freelist
+/// link lives in object memory (the per-CPU caches are arrays of pointers
+/// in their own mappings, the central lists keep bitmaps in segment headers).
+/// Overwrite freed blocks with a pointer to memory of the test's, as an
+/// attacker with a use-after-free would, then allocate: nothing of ours may
+/// come back. (Hardened mode reports the write instead: not tested here.)
+#[test]
+fn writes_into_freed_blocks_cannot_redirect_allocations() {
+    if rseq_alloc::stats().hardened {
+        return;
+    }
+    let mut target = [0u8; 4096];
+    let target_range = target.as_mut_ptr() as usize..target.as_mut_ptr() as usize + target.len();
+    // Small classes whose per-CPU caches hold all 32 victims, so their spans
+    // stay mapped (a medium span or a drained span may go back to the OS,
+    // and a write there would be a plain fault).
+    for size in [16usize, 48, 256, 1024] {
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: valid layouts; every block is freed once, with its layout;
+        // the writes into freed blocks are the point of the test (they stay
+        // mapped, in the CPU's cache, so the writes are not faults).
+        unsafe {
+            let victims: Vec<*mut u8> = (0..32).map(|_| GLOBAL.alloc(layout)).collect();
+            for &v in &victims {
+                GLOBAL.dealloc(v, layout);
+            }
+            for &v in &victims {
+                let words = (size / 8).min(64);
+                for i in 0..words {
+                    v.cast::<usize>().add(i).write_volatile(target_range.start + 64);
+                }
+            }
+            let fresh: Vec<*mut u8> = (0..256).map(|_| GLOBAL.alloc(layout)).collect();
+            for &f in &fresh {
+                assert!(!target_range.contains(&(f as usize)), "{size}: allocation redirected to {f:p}");
+            }
+            for f in fresh {
+                GLOBAL.dealloc(f, layout);
+            }
+        }
+    }
+    assert!(target.iter().all(|&b| b == 0), "the target was written through a forged link");
+}
+
+/// Without hardened mode, a double free is caught when the object reaches
+/// the central list. In a child pinned to one CPU: fill the cache of a
+/// class to its capacity (both read from the statistics, since capacity
+/// adapts at every miss), free the victim, which goes to the central list
+/// with the drain it starts, fill the cache again and free the victim
+/// again: the central list must refuse it, naming it.
+#[test]
+fn suite_double_free_is_caught_when_the_cache_drains() {
+    let output = modes::run_test_in_child("double_free_child", &[("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
+    let victim = stderr.lines().find_map(|l| l.strip_prefix("victim=")).expect("victim named");
+    assert!(stderr.contains(&format!("rseq-alloc: free(): double free of {victim}\n")), "{stderr}");
+}
+
+#[test]
+fn double_free_child() {
+    if std::env::var_os("RSEQ_TEST_DOUBLE_FREE_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let layout = Layout::from_size_align(3000, 8).unwrap();
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size >= 3000).unwrap();
+    let class_stats = || rseq_alloc::stats().classes[class];
+    // SAFETY: valid layouts; blocks are freed with them (the victim twice: the point).
+    unsafe {
+        let victim = RseqAlloc.alloc(layout);
+        let blocks: Vec<*mut u8> = (0..400).map(|_| RseqAlloc.alloc(layout)).collect();
+        let mut next = blocks.into_iter();
+        let mut fill_cache = || {
+            while class_stats().cpu_cached < class_stats().cpu_capacity {
+                RseqAlloc.dealloc(next.next().expect("enough blocks"), layout);
+            }
+        };
+        fill_cache();
+        let drains = class_stats().free_misses;
+        RseqAlloc.dealloc(victim, layout);
+        assert_eq!(class_stats().free_misses, drains + 1, "the victim went to the central list with a drain");
+        fill_cache();
+        eprintln!("victim={victim:p}");
+        RseqAlloc.dealloc(victim, layout);
+    }
+    panic!("the double free was not caught");
+}

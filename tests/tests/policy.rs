@@ -1,0 +1,401 @@
+//! What rseq-alloc decides on its own, and the statistics that show it,
+//! with rseq-alloc as this test binary's `#[global_allocator]`: the upkeep
+//! drains idle CPUs and decays free pages, a class's capacity grows when it
+//! keeps missing (not for bursts handed between threads), refills prefer
+//! fuller spans, `trim` gives memory back, huge blocks reuse one mapping.
+//! Each of those runs in a child of its own (`suite_*`), so that no other
+//! test's memory or CPU is counted; the statistics' test runs again in
+//! every other mode (`mode_suites!`).
+
+#![cfg(not(rseq_alloc_loom))]
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::HashSet;
+
+use rseq_alloc::{Mode, RseqAlloc};
+use rseq_alloc_tests::modes;
+use rseq_alloc_tests::stress::{self, Rng};
+
+#[global_allocator]
+static GLOBAL: RseqAlloc = RseqAlloc;
+
+rseq_alloc_tests::mode_suites!();
+
+/// Without any call to `trim`: a CPU whose thread went quiet has its cache
+/// drained, and free pages go back to the OS after the decay period, paid
+/// for by another thread's slow paths. In a child, with a 50 ms period.
+#[test]
+fn suite_upkeep_drains_idle_cpus_and_decays_free_pages() {
+    if stress::allowed_cpus().len() < 2 {
+        eprintln!("one CPU: skipped");
+        return;
+    }
+    modes::child_passes("upkeep_child", &[("RSEQ_TEST_UPKEEP_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")]);
+}
+
+#[test]
+fn upkeep_child() {
+    if std::env::var_os("RSEQ_TEST_UPKEEP_CHILD").is_none() {
+        return;
+    }
+    let cpus = stress::allowed_cpus();
+    // SAFETY: no preconditions.
+    let tid = unsafe { libc::gettid() };
+    assert!(stress::pin(tid, &cpus[1..2]));
+    // A thread on the other CPU fills its cache, then waits, idle.
+    let (quiet_tx, quiet_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let idle = std::thread::spawn(move || {
+        // SAFETY: no preconditions.
+        assert!(stress::pin(unsafe { libc::gettid() }, &cpus[0..1]));
+        let blocks: Vec<Box<[u8; 64]>> = (0..200).map(|i| Box::new([i as u8; 64])).collect();
+        drop(blocks);
+        quiet_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    quiet_rx.recv().unwrap();
+    // Memory freed into pages: 64 MiB of 256-byte blocks.
+    let blocks: Vec<Box<[u8; 256]>> = (0..(64 << 20) / 256).map(|i| Box::new([i as u8; 256])).collect();
+    drop(blocks);
+    let before = rseq_alloc::stats();
+    // Slow paths on this CPU (bursts that overflow and empty its cache)
+    // until the upkeep has done both, or 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    let mut after = before;
+    while std::time::Instant::now() < deadline {
+        // SAFETY: valid layout; every block freed with it.
+        unsafe {
+            let burst: Vec<*mut u8> = (0..2000).map(|_| RseqAlloc.alloc(layout)).collect();
+            burst.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+        }
+        after = rseq_alloc::stats();
+        if after.idle_drains > before.idle_drains
+            && after.released_bytes > before.released_bytes
+            && after.free_page_bytes == 0
+        {
+            break;
+        }
+    }
+    done_tx.send(()).unwrap();
+    idle.join().unwrap();
+    eprintln!(
+        "upkeep_child: {} upkeeps, {} idle drains, {} KiB given back, {} KiB left in free pages (was {} KiB)",
+        after.upkeeps - before.upkeeps,
+        after.idle_drains - before.idle_drains,
+        (after.released_bytes - before.released_bytes) >> 10,
+        after.free_page_bytes >> 10,
+        before.free_page_bytes >> 10,
+    );
+    assert!(after.upkeeps > before.upkeeps, "no upkeep ran");
+    assert!(after.idle_drains > before.idle_drains, "the idle CPU's cache was not drained");
+    assert!(after.released_bytes > before.released_bytes, "no free page was given back");
+    assert_eq!(after.free_page_bytes, 0, "free pages still hold data");
+}
+
+/// Adaptive capacity: a class whose bursts overflow its cache drains at
+/// first; its misses turn (refills, then drains) and each turn grows it by
+/// the run before, and the same bursts then fit: the next ten drain at most
+/// a quarter as often, each, as the first. In a child on one CPU, all its
+/// threads, so that the class wakes on no other CPU between the child's
+/// readings and changes what they count.
+#[test]
+fn suite_capacity_grows_for_a_class_that_keeps_missing() {
+    modes::child_passes_on_one_cpu(
+        "capacity_child",
+        &[("RSEQ_TEST_CAPACITY_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")],
+    );
+}
+
+/// The class the capacity children watch (96 B): its layout and its index
+/// in the statistics.
+fn watched_class() -> (Layout, usize) {
+    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 96).unwrap();
+    (Layout::from_size_align(96, 8).unwrap(), class)
+}
+
+#[test]
+fn capacity_child() {
+    if std::env::var_os("RSEQ_TEST_CAPACITY_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let (layout, class) = watched_class();
+    let class_stats = || rseq_alloc::stats().classes[class];
+    // One burst: 900 blocks allocated, then all freed: more than the cache
+    // holds when the class wakes, less than it may grow to (`INITIAL` and
+    // `MAX` in `alloc/src/capacity.rs`).
+    let burst = || {
+        let before = class_stats().free_misses;
+        // SAFETY: valid layout; every block freed with it.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..900).map(|_| RseqAlloc.alloc(layout)).collect();
+            blocks.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+        }
+        class_stats().free_misses - before
+    };
+    // SAFETY: valid layout; the block is freed with it.
+    unsafe { RseqAlloc.dealloc(RseqAlloc.alloc(layout), layout) };
+    let home = class_stats().cpu_capacity;
+    let moves_before = rseq_alloc::stats().stack_moves;
+    let first = burst();
+    let capacity_before = class_stats().cpu_capacity;
+    let last: u64 = (0..10).map(|_| burst()).sum();
+    let stats = rseq_alloc::stats();
+    // A trim empties the cache and sends the class home, with its home's room.
+    rseq_alloc::trim();
+    let trimmed = rseq_alloc::stats();
+    eprintln!(
+        "capacity_child: drains in the first burst {first}, in the next ten {last}; capacity {home} -> \
+         {capacity_before} -> {} -> {} after a trim; class stacks moved {}",
+        stats.classes[class].cpu_capacity,
+        trimmed.classes[class].cpu_capacity,
+        trimmed.stack_moves - moves_before
+    );
+    assert!(stats.classes[class].cpu_capacity > capacity_before, "the class did not grow");
+    assert!(last * 4 <= first * 10, "bursts still drain: {first} in the first, {last} in the next ten");
+    assert!(stats.stack_moves > moves_before, "the class grew in its home");
+    assert_eq!(trimmed.classes[class].cpu_capacity, home, "the trim did not send the class home");
+    assert_eq!(trimmed.classes[class].cpu_cached, 0);
+    assert!(trimmed.stack_moves > stats.stack_moves, "the class did not move home");
+    // It grows again, out of its home, and nothing was lost on the way:
+    // every block is distinct and ours.
+    // SAFETY: valid layout; every block freed once with it.
+    unsafe {
+        let blocks: Vec<*mut u8> = (0..900).map(|_| RseqAlloc.alloc(layout)).collect();
+        let distinct: HashSet<usize> = blocks.iter().map(|&p| p as usize).collect();
+        assert_eq!(distinct.len(), blocks.len(), "a block handed out twice after the moves");
+        blocks.into_iter().for_each(|p| RseqAlloc.dealloc(p, layout));
+    }
+}
+
+/// Adaptive capacity, the other way: the same bursts, allocated by one
+/// thread and freed by another on the same CPU (a producer and its
+/// consumer), turn the class's misses as often, but a turn between two
+/// threads is two flows meeting, no swing: the class keeps the capacity it
+/// woke with. In a child on one CPU, as above.
+#[test]
+fn suite_capacity_stays_for_bursts_handed_between_threads() {
+    modes::child_passes_on_one_cpu(
+        "capacity_handoff_child",
+        &[("RSEQ_TEST_CAPACITY_HANDOFF_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "50")],
+    );
+}
+
+#[test]
+fn capacity_handoff_child() {
+    if std::env::var_os("RSEQ_TEST_CAPACITY_HANDOFF_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let (layout, class) = watched_class();
+    let class_stats = || rseq_alloc::stats().classes[class];
+    // SAFETY: valid layout; the block is freed with it.
+    unsafe { RseqAlloc.dealloc(RseqAlloc.alloc(layout), layout) };
+    let (home, before) = (class_stats().cpu_capacity, class_stats());
+    let (to_consumer, bursts) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (to_producer, consumed) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for blocks in bursts {
+                // SAFETY: each block was allocated with `layout`, and is freed once.
+                blocks.into_iter().for_each(|p| unsafe { RseqAlloc.dealloc(p as *mut u8, layout) });
+                to_producer.send(()).unwrap();
+            }
+        });
+        scope.spawn(move || {
+            for _ in 0..11 {
+                // SAFETY: valid layout; the consumer frees every block with it.
+                let blocks: Vec<usize> = (0..900).map(|_| unsafe { RseqAlloc.alloc(layout) } as usize).collect();
+                to_consumer.send(blocks).unwrap();
+                consumed.recv().unwrap();
+            }
+        });
+    });
+    let after = class_stats();
+    let (refills, drains) = (after.alloc_misses - before.alloc_misses, after.free_misses - before.free_misses);
+    eprintln!(
+        "capacity_handoff_child: {refills} refills and {drains} drains in 11 bursts; capacity {home} -> {}",
+        after.cpu_capacity
+    );
+    assert!(refills >= 11 && drains >= 11, "the bursts did not turn the class's misses");
+    assert_eq!(after.cpu_capacity, home, "bursts handed between threads grew the class");
+}
+
+/// Refills draw from fuller spans first: of four spans, two nearly empty
+/// and two nearly full (their frees reaching the central lists in the order
+/// full, full, empty, empty), new objects come from the nearly full ones,
+/// so the nearly empty ones can empty and go back. In a child, pinned.
+#[test]
+fn suite_refills_prefer_fuller_spans() {
+    modes::child_passes("fuller_spans_child", &[("RSEQ_TEST_FULLER_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "0")]);
+}
+
+#[test]
+fn fuller_spans_child() {
+    if std::env::var_os("RSEQ_TEST_FULLER_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    // 256-byte objects: 256 to a one-page (64 KiB) span.
+    let layout = Layout::from_size_align(256, 16).unwrap();
+    let span_of = |p: usize| p >> 16;
+    // SAFETY: valid layout throughout; every block is freed once with it.
+    unsafe {
+        let blocks: Vec<usize> = (0..1536).map(|_| RseqAlloc.alloc(layout) as usize).collect();
+        let mut by_span: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+        for &b in &blocks {
+            by_span.entry(span_of(b)).or_default().push(b);
+        }
+        let full: Vec<Vec<usize>> = by_span.into_values().filter(|v| v.len() == 256).take(4).collect();
+        assert_eq!(full.len(), 4, "four spans of our own");
+        let (c, d, a, b) = (&full[0], &full[1], &full[2], &full[3]);
+        let mut freed = std::collections::HashSet::new();
+        // Nearly full spans get a few frees, nearly empty ones most; each
+        // span's frees reach the central list (trim drains) before the next's.
+        for (span, count) in [(c, 40), (d, 40), (a, 240), (b, 240)] {
+            for &p in &span[..count] {
+                RseqAlloc.dealloc(p as *mut u8, layout);
+                freed.insert(p);
+            }
+            rseq_alloc::trim();
+        }
+        // A few refills' worth from an empty cache.
+        let fresh: Vec<usize> = (0..64).map(|_| RseqAlloc.alloc(layout) as usize).collect();
+        let emptying = [span_of(a[0]), span_of(b[0])];
+        let from_emptying = fresh.iter().filter(|&&p| emptying.contains(&span_of(p))).count();
+        eprintln!("fuller_spans_child: {from_emptying} of 64 new objects from the nearly empty spans");
+        assert_eq!(from_emptying, 0, "refills drew from nearly empty spans");
+        for p in fresh {
+            RseqAlloc.dealloc(p as *mut u8, layout);
+        }
+        for &p in blocks.iter().filter(|p| !freed.contains(p)) {
+            RseqAlloc.dealloc(p as *mut u8, layout);
+        }
+    }
+}
+
+/// Free everything, trim, and the process's resident memory (from
+/// `/proc/self/statm`) falls back to near where it started: in a child, so
+/// that no other test's memory is counted.
+#[test]
+fn suite_trim_gives_memory_back() {
+    modes::child_passes("trim_child", &[("RSEQ_TEST_TRIM_CHILD", "1")]);
+}
+
+fn resident_kib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4
+}
+
+#[test]
+fn trim_child() {
+    if std::env::var_os("RSEQ_TEST_TRIM_CHILD").is_none() {
+        return;
+    }
+    let start = resident_kib();
+    let mut blocks: Vec<Box<[u8; 256]>> = Vec::with_capacity(1 << 20);
+    for i in 0..(256 << 20) / 256 {
+        blocks.push(Box::new([i as u8; 256]));
+    }
+    let mixed: Vec<Vec<u8>> = (0..2000).map(|i| vec![3u8; 1 + (i * 997) % 200_000]).collect();
+    let peak = resident_kib();
+    drop(blocks);
+    drop(mixed);
+    let freed = resident_kib();
+    let released = rseq_alloc::trim();
+    let after = resident_kib();
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "trim_child: resident {start} KiB at start, {peak} at peak, {freed} after free, {after} after trim ({released} bytes given back; {} KiB still in free pages)",
+        stats.free_page_bytes >> 10
+    );
+    assert!(peak - start > 200 << 10, "the blocks were not resident");
+    assert!(after - start.min(after) < (peak - start) / 20, "trim left over 5% of the peak resident");
+    assert!(released > 0 && stats.released_bytes >= released);
+}
+
+/// Huge blocks of varied sizes, allocated, touched and freed in a loop (the
+/// `large` workload's pattern), settle on one cached mapping that grows by
+/// `mremap` when a request needs more: resident memory stays near one
+/// block's touched pages instead of one mapping's per size. In a child, so
+/// that no other test's blocks are counted.
+#[test]
+fn suite_huge_blocks_of_varied_sizes_reuse_one_mapping() {
+    modes::child_passes("huge_reuse_child", &[("RSEQ_TEST_HUGE_REUSE_CHILD", "1")]);
+}
+
+#[test]
+fn huge_reuse_child() {
+    if std::env::var_os("RSEQ_TEST_HUGE_REUSE_CHILD").is_none() {
+        return;
+    }
+    let start = resident_kib();
+    let mut rng = Rng::new(9);
+    for _ in 0..2000 {
+        let size = (1 + rng.below(8)) << 20;
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: a valid layout; the block is written inside its size and freed with it.
+        unsafe {
+            let p = GLOBAL.alloc(layout);
+            assert!(!p.is_null());
+            for offset in (0..size).step_by(64 << 10) {
+                p.add(offset).write(offset as u8);
+            }
+            GLOBAL.dealloc(p, layout);
+        }
+    }
+    let grown = resident_kib().saturating_sub(start);
+    let cached = rseq_alloc::stats().huge_cached_bytes;
+    eprintln!("huge_reuse_child: resident grew by {grown} KiB, {} KiB cached", cached >> 10);
+    assert!(cached <= (8 << 20) + (64 << 10), "more than one mapping kept: {cached} bytes");
+    // One 8 MiB block touched every 64 KiB is 128 pages (512 KiB).
+    assert!(grown < 1536, "resident grew by {grown} KiB");
+}
+
+#[test]
+fn stats_report_traffic_and_the_mode() {
+    let blocks: Vec<Vec<u8>> = (0..10_000).map(|i| vec![0; 16 + i % 64]).collect();
+    drop(blocks);
+    let s = rseq_alloc::stats();
+    assert_ne!(s.mode, Mode::Undecided);
+    assert!(s.mapped_bytes > 0);
+    assert!(s.process_resident_bytes > 0, "resident size not read from /proc/self/statm");
+    assert!(s.classes.iter().map(|c| c.central_taken).sum::<u64>() > 0);
+    assert!(s.classes.iter().map(|c| c.alloc_misses).sum::<u64>() > 0);
+}
+
+/// Run as a child by the next test: allocates with hit counting on.
+#[test]
+fn exercise_for_stats_child() {
+    if std::env::var_os("RSEQ_TEST_STATS_CHILD").is_none() {
+        return;
+    }
+    let blocks: Vec<Box<[u8; 48]>> = (0..100_000).map(|_| Box::new([1; 48])).collect();
+    drop(blocks);
+    let class = rseq_alloc::stats().classes.iter().find(|c| c.size == 48).copied().unwrap();
+    assert!(class.alloc_hits > 50_000 && class.free_hits > 50_000, "{class:?}");
+}
+
+#[test]
+fn suite_stats_at_exit_name_the_mode_and_count_hits() {
+    for (force, mode) in [(false, "rseq with"), (true, "fallback")] {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.args(["--exact", "exercise_for_stats_child", "--test-threads", "1"]);
+        command.env("RSEQ_ALLOC_STATS", "1").env("RSEQ_TEST_STATS_CHILD", "1");
+        if force {
+            command.env("RSEQ_ALLOC_FORCE_FALLBACK", "1");
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "child failed:\n{stderr}");
+        let first = stderr.lines().find(|l| l.starts_with("rseq-alloc:")).unwrap_or("");
+        assert!(first.starts_with(&format!("rseq-alloc: mode: {mode}")), "first line: {first}\n{stderr}");
+        let row = stderr
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("48"))
+            .unwrap_or_else(|| panic!("no row for 48-byte objects:\n{stderr}"));
+        let hits: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(hits > 50_000, "{row}");
+    }
+}
