@@ -124,7 +124,7 @@ fn capacity_child() {
     let class_stats = || rseq_alloc::stats().classes[class];
     // One burst: 900 blocks allocated, then all freed: more than the cache
     // holds when the class wakes, less than it may grow to (`INITIAL` and
-    // `MAX` in `alloc/src/capacity.rs`).
+    // `MAX` in `alloc/src/percpu/capacity.rs`).
     let burst = || {
         let before = class_stats().free_misses;
         // SAFETY: valid layout; every block freed with it.
