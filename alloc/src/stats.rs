@@ -7,6 +7,8 @@
 //! per-CPU counter, so the uninstrumented fast path costs nothing extra.
 
 use crate::central::CENTRAL;
+use core::fmt;
+
 use crate::percpu::{self, COUNTERS, Counters, Mode};
 use crate::segment::PAGE_HEAP;
 use crate::size_class::{CLASSES, SIZES};
@@ -45,6 +47,9 @@ pub struct Stats {
     pub mode: Mode,
     /// Whether hardened mode (`RSEQ_ALLOC_HARDENED=1`) checks every block.
     pub hardened: bool,
+    /// Whether fast-path hits are counted (`RSEQ_ALLOC_STATS=1`); if not,
+    /// every class's `alloc_hits` and `free_hits` read 0.
+    pub hits_counted: bool,
     /// rseq critical sections aborted and retried, process-wide.
     pub rseq_aborts: u64,
     /// Address space mapped: segments, huge blocks and per-CPU regions.
@@ -102,6 +107,7 @@ pub(crate) fn collect(hardened: bool) -> Stats {
     Stats {
         mode: percpu::mode(),
         hardened,
+        hits_counted: percpu::hits::counted(),
         rseq_aborts: rseq_sys::aborts(),
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
@@ -133,12 +139,33 @@ fn process_resident_bytes() -> usize {
     pages * crate::os::OS_PAGE
 }
 
-/// Prints `s` on stderr: the mode first, then one line per class that saw
-/// traffic.
+/// Prints `s` on stderr, each line after `rseq-alloc: `.
 pub(crate) fn print(s: &Stats) {
+    render(s, &mut |text| {
+        let mut line = Line::new();
+        line.push(b"rseq-alloc: ").push(text).write();
+    });
+}
+
+/// Readable figures: the mode, memory, events, then a row per size class
+/// in use (the same text as the exit report, without its prefix).
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut result = Ok(());
+        render(self, &mut |text| {
+            if result.is_ok() {
+                result = f.write_str(core::str::from_utf8(text).unwrap_or("?")).and_then(|()| f.write_str("\n"));
+            }
+        });
+        result
+    }
+}
+
+/// Writes `s` as lines of text (without their newline), each passed to `out`.
+fn render(s: &Stats, out: &mut dyn FnMut(&[u8])) {
     let mut line = Line::new();
     let (mode, why) = s.mode.reason();
-    line.push(b"rseq-alloc: mode: ").push(mode.as_bytes());
+    line.push(b"mode: ").push(mode.as_bytes());
     if let Some((before, errno, after)) = why.map(|why| why.reason()) {
         line.push(before.as_bytes());
         if let Some(errno) = errno {
@@ -149,46 +176,54 @@ pub(crate) fn print(s: &Stats) {
     if s.hardened {
         line.push(b", hardened (RSEQ_ALLOC_HARDENED)");
     }
-    line.write();
-    line.push(b"rseq-alloc: rseq aborts ")
-        .decimal(s.rseq_aborts)
-        .push(b", mapped ")
+    out(line.take());
+    line.push(b"memory: mapped ")
         .decimal(kib(s.mapped_bytes))
         .push(b" KiB, process resident ")
         .decimal(kib(s.process_resident_bytes))
-        .push(b" KiB, regions opened ")
-        .decimal(s.regions_opened as u64)
-        .write();
-    line.push(b"rseq-alloc: free: in CPU caches ")
+        .push(b" KiB; free but held: in CPU caches ")
         .decimal(kib(s.cpu_cached_bytes))
         .push(b" KiB, in central lists ")
         .decimal(kib(s.central_free_bytes))
         .push(b" KiB, in free pages ")
         .decimal(kib(s.free_page_bytes))
-        .push(b" KiB, huge blocks cached ")
+        .push(b" KiB, in cached huge blocks ")
         .decimal(kib(s.huge_cached_bytes))
-        .push(b" KiB; given back ")
+        .push(b" KiB; given back to the system so far ")
         .decimal(kib(s.released_bytes))
-        .push(b" KiB, objects drained ")
-        .decimal(s.drained_objects)
-        .push(b", upkeeps ")
+        .push(b" KiB");
+    out(line.take());
+    line.push(b"events: ")
+        .decimal(s.regions_opened as u64)
+        .push(b" CPU caches opened, ")
+        .decimal(s.rseq_aborts)
+        .push(b" critical sections restarted by the kernel (rseq aborts), ")
         .decimal(s.upkeeps)
-        .push(b" (idle CPUs drained ")
+        .push(b" upkeep rounds (")
         .decimal(s.idle_drains)
-        .push(b", caches re-sized ")
+        .push(b" idle CPUs' caches emptied, ")
         .decimal(s.rebalances)
-        .push(b"), class stacks moved ")
+        .push(b" caches re-sized), ")
+        .decimal(s.drained_objects)
+        .push(b" objects moved out of caches by drains, ")
         .decimal(s.stack_moves)
-        .write();
+        .push(b" class stacks moved to grow or shrink");
+    out(line.take());
+    line.push(if s.hits_counted {
+        b"per class (hits: served by the CPU's cache; misses: went to the central list):"
+    } else {
+        b"per class (hits are counted only with RSEQ_ALLOC_STATS=1; misses went to the central list):"
+    });
+    out(line.take());
     line.push(
-        b"rseq-alloc: class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given  cpu-capacity",
-    )
-    .write();
+        b"class   size    alloc-hits  alloc-misses     free-hits  free-misses  central-taken  central-given  cpu-capacity",
+    );
+    out(line.take());
     for (class, c) in s.classes.iter().enumerate().skip(1) {
         if c.central_taken + c.central_given + c.alloc_hits + c.free_hits == 0 {
             continue;
         }
-        line.push(b"rseq-alloc: ").column(class as u64, 5);
+        line.column(class as u64, 5);
         let columns = [
             (c.size as u64, 6),
             (c.alloc_hits, 13),
@@ -202,7 +237,7 @@ pub(crate) fn print(s: &Stats) {
         for (value, width) in columns {
             line.push(b" ").column(value, width);
         }
-        line.write();
+        out(line.take());
     }
 }
 

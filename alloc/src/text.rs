@@ -67,6 +67,12 @@ impl Line {
         self.len = 0;
     }
 
+    /// The line so far, emptied for the next one.
+    pub(crate) fn take(&mut self) -> &[u8] {
+        let len = core::mem::replace(&mut self.len, 0);
+        &self.buf[..len]
+    }
+
     /// Ends the line, writes it to stderr and aborts.
     pub(crate) fn fatal(&mut self) -> ! {
         self.push(b"\n");

@@ -68,8 +68,9 @@ fn maybe_run() {
     if now.saturating_sub(last) < period {
         return;
     }
-    // One thread runs it; the others go on at once.
-    if LAST_RUN.cas_relaxed(last, now).is_ok() {
+    // One thread runs it (or, at the first check, starts the clock: there
+    // is nothing to keep up yet); the others go on at once.
+    if LAST_RUN.cas_relaxed(last, now).is_ok() && last != 0 {
         run();
     }
 }

@@ -363,6 +363,18 @@ fn stats_report_traffic_and_the_mode() {
     assert!(s.process_resident_bytes > 0, "resident size not read from /proc/self/statm");
     assert!(s.classes.iter().map(|c| c.central_taken).sum::<u64>() > 0);
     assert!(s.classes.iter().map(|c| c.alloc_misses).sum::<u64>() > 0);
+    // Printed with `{}`: the mode first, and a row for each class in use, none for the others.
+    let text = s.to_string();
+    assert!(text.starts_with(&format!("mode: {}", s.mode)), "{text}");
+    let in_use =
+        s.classes.iter().skip(1).filter(|c| c.central_taken + c.central_given + c.alloc_hits + c.free_hits > 0);
+    let sizes: Vec<String> = in_use.map(|c| c.size.to_string()).collect();
+    let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("class")).skip(1).collect();
+    assert_eq!(rows.len(), sizes.len(), "{text}");
+    for (row, size) in rows.iter().zip(&sizes) {
+        assert_eq!(row.split_whitespace().nth(1), Some(size.as_str()), "{text}");
+    }
+    assert!(sizes.len() < rseq_alloc::stats().classes.len() - 1, "every class in use? {text}");
 }
 
 /// Run as a child by the next test: allocates with hit counting on.

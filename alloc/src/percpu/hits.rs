@@ -24,6 +24,11 @@ pub(crate) fn init(ncpus: u32) -> bool {
     }
 }
 
+/// Whether hits are counted in this process (`RSEQ_ALLOC_STATS=1`).
+pub(crate) fn counted() -> bool {
+    !COUNTERS.load_acquire().is_null()
+}
+
 /// Counts hit `index`; `flags` is what the caller read from `FAST.flags`
 /// (0 in fallback mode, where no section runs).
 fn count(flags: u32, index: usize) {
