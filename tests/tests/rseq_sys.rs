@@ -1,7 +1,8 @@
 #![cfg(not(rseq_alloc_loom))]
 //! rseq-sys under preemption, migration, signals and injected delays, in
 //! whichever mode this process runs; `suite_*` tests run the whole file again
-//! with our own registration and under valgrind.
+//! with our own registration and under valgrind. One binary for the whole
+//! crate's contract on purpose: each rerun in another mode then covers all of it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};

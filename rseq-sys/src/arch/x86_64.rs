@@ -1,5 +1,6 @@
 //! Every x86-64 restartable sequence of the project, and the thread-pointer
-//! plumbing they stand on.
+//! plumbing they stand on. Long on purpose: the assembly of an architecture
+//! lives in one module, under the one statement of the contract it keeps.
 //!
 //! # The rseq contract these sections keep
 //!
@@ -15,9 +16,9 @@
 //!    write above `current`, or a write to the caller's own buffer). The last
 //!    instruction before `5:` publishes the result; if we are aborted before
 //!    it, nothing happened. Slab sections commit the whole 32-bit header
-//!    word, changing only `current`: a 16-bit store there, read back by the
-//!    next section, cost 1.2 ns per pop+push pair on this machine (no store
-//!    forwarding across the partial write).
+//!    word, changing only `current`: a 16-bit store there, read back whole by
+//!    the next section, would stall it (no store forwarding across a partial
+//!    write).
 //! 2. **Inputs survive a restart.** The abort handler jumps back to `2:`,
 //!    which re-arms `rseq_cs` (the kernel cleared it) and starts again, so no
 //!    input register is ever written; every scratch register is an output.
