@@ -87,7 +87,7 @@ extern "C" fn print_at_exit() {
 /// every segment: call it after freeing a lot, not in a loop.
 pub fn trim() -> usize {
     ensure_init();
-    percpu::drain_all();
+    percpu::drain_all_remote();
     CENTRAL.release_spares();
     crate::segment::PAGE_HEAP.purge() + crate::huge::release_cache()
 }

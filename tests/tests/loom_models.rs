@@ -13,7 +13,8 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use rseq_alloc::model::{
-    Geometry, Lock, RegionStore, drain, hold_for_fork, pop, push, release, release_after_fork, try_hold, with_region,
+    Geometry, Lock, RegionStore, drain_remote, hold_for_fork, pop, push, release, release_after_fork, try_hold,
+    with_region,
 };
 
 /// One class (1) of two slots, dormant at first: its sentinel, in slot 2,
@@ -165,7 +166,7 @@ fn drain_from_another_thread_conserves_objects() {
             let (region, central) = (region.clone(), central.clone());
             loom::thread::spawn(move || {
                 let mut batch = [0usize; 1];
-                drain(
+                drain_remote(
                     &*region,
                     GEOMETRY,
                     &mut batch,

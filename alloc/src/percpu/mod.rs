@@ -59,7 +59,9 @@ use crate::sync::{AtomicOps, AtomicU32, AtomicU64};
 
 pub(crate) use counters::{COUNTERS, Counters};
 pub(crate) use region::{cached_bytes, mapped_bytes, occupancy};
-pub(crate) use remote::{DRAIN_LOCK, OPENINGS, drain_all, hold_regions_for_fork, release_regions_after_fork, upkeep};
+pub(crate) use remote::{
+    DRAIN_LOCK, OPENINGS, drain_all_remote, hold_regions_for_fork, release_regions_after_fork, upkeep,
+};
 pub(crate) use slow::{alloc_slow, free_slow};
 
 /// Which rseq field indexes the regions: `cpu_id`, so that a drain can

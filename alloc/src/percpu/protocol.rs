@@ -180,7 +180,7 @@ pub fn stop<R: RegionStore>(region: &R, after_stop: impl FnOnce() -> bool) -> bo
 /// the fence that keeps a section which read OPEN before the stop from
 /// committing; if it fails the region is reopened untouched. Returns how
 /// many items were drained, `None` if the region was not drained.
-pub fn drain<R: RegionStore>(
+pub fn drain_remote<R: RegionStore>(
     region: &R,
     geometry: Geometry<'_>,
     batch: &mut [usize],

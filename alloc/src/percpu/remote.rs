@@ -41,12 +41,12 @@ pub(crate) fn release_regions_after_fork() {
 }
 
 /// Moves every object cached in `cpu`'s region to the central lists (the
-/// protocol is `protocol::drain`; in rseq mode the stop is followed by a
+/// protocol is `protocol::drain_remote`; in rseq mode the stop is followed by a
 /// `membarrier` rseq fence of that CPU). While it runs, sections on that CPU
 /// miss and their threads use the central lists; fallback threads use other
 /// regions. Returns the bytes moved (0 if the region was busy, never opened,
 /// or could not be fenced: a kernel before 5.10 or a seccomp filter).
-pub(crate) fn drain_cpu(cpu: u32) -> usize {
+pub(crate) fn drain_remote(cpu: u32) -> usize {
     if cpu >= regions().unwrap_or(0) {
         return 0;
     }
@@ -54,7 +54,7 @@ pub(crate) fn drain_cpu(cpu: u32) -> usize {
     let rseq = MODE.load_acquire() == MODE_RSEQ;
     let mut batch = [0usize; MAX_BATCH];
     let mut bytes = 0;
-    let drained = protocol::drain(
+    let drained = protocol::drain_remote(
         &RawRegion(region::at(cpu)),
         geometry(),
         &mut batch,
@@ -70,8 +70,8 @@ pub(crate) fn drain_cpu(cpu: u32) -> usize {
 }
 
 /// Drains every CPU's region; returns the bytes moved.
-pub(crate) fn drain_all() -> usize {
-    (0..regions().unwrap_or(0)).map(drain_cpu).sum()
+pub(crate) fn drain_all_remote() -> usize {
+    (0..regions().unwrap_or(0)).map(drain_remote).sum()
 }
 
 /// A digest of `cpu`'s region that changes whenever a section or a holder
@@ -102,7 +102,7 @@ pub(crate) fn upkeep() {
         let Some(last) = upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
         let now = fingerprint(cpu);
         if now != 0 && now == last.load_relaxed() {
-            drain_cpu(cpu);
+            drain_remote(cpu);
             Counters::add(&COUNTERS.idle_drains, 1);
         } else if now != 0 {
             adapt::rebalance(cpu);
