@@ -16,7 +16,6 @@ use crate::runtime;
 use crate::segment::{PAGE_HEAP, PAGE_SHIFT, PAGE_SIZE};
 use crate::size_class::{SIZES, class_for, class_of};
 use crate::tiers::{self, Block, Route, alloc_medium, classify, free_block, lookup, route, small_class_of};
-use crate::upkeep;
 
 /// The class of a request the fast path serves at once: at most
 /// [`MAX_SMALL`] bytes aligned to at most 16 (every class's alignment).
@@ -56,9 +55,7 @@ pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: 
     if runtime::hardened() {
         return hardened::alloc(size, align, false, call);
     }
-    let (object, trip) = percpu::alloc_slow(class);
-    upkeep::after(trip);
-    object
+    tiers::alloc_small_slow(class)
 }
 
 /// Frees a small object of `class`; `size` is the caller's size, if known
@@ -77,7 +74,7 @@ fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call
         // SAFETY: the caller of `free_small` gives the block up.
         return unsafe { hardened::free(ptr, size, call) };
     }
-    upkeep::after(percpu::free_slow(class, ptr as usize));
+    tiers::free_small_slow(class, ptr);
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two); null on failure.
@@ -200,7 +197,7 @@ unsafe fn free_other(ptr: *mut u8, size: Option<usize>, call: Call) {
         // SAFETY: forwarded from the caller.
         _ if runtime::hardened() => unsafe { hardened::free(ptr, size, call) },
         // SAFETY: forwarded from the caller.
-        block => upkeep::after(unsafe { free_block(ptr as usize, block) }),
+        block => unsafe { free_block(ptr as usize, block) },
     }
 }
 
@@ -316,6 +313,6 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     // SAFETY: both blocks are live and distinct; the copy fits both.
     unsafe { core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(new_size)) };
     // SAFETY: the caller gives the old block up.
-    upkeep::after(unsafe { free_block(ptr as usize, block) });
+    unsafe { free_block(ptr as usize, block) };
     new
 }

@@ -49,13 +49,11 @@ use core::ptr::null_mut;
 use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
-use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::Segment;
 use crate::size_class::SIZES;
 use crate::sync::{AtomicOps, AtomicU64};
 use crate::tiers::{self, Block, Route};
-use crate::upkeep;
 
 /// Bytes a hardened block adds to every request: at least 8 pattern bytes,
 /// then the tail word.
@@ -116,11 +114,7 @@ unsafe fn seal(ptr: *mut u8, n: usize, cap: usize) {
 pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8 {
     let Some(size) = n.checked_add(OVERHEAD) else { return null_mut() };
     let ptr = match tiers::route(size, align) {
-        Route::Small(class) => {
-            let (object, trip) = percpu::alloc_slow(class);
-            upkeep::after(trip);
-            object
-        }
+        Route::Small(class) => tiers::alloc_small_slow(class),
         Route::Medium => match tiers::alloc_medium(size) {
             (ptr, false) if zeroed && !ptr.is_null() => {
                 // SAFETY: a fresh medium block of at least `n` bytes.
@@ -218,10 +212,10 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: Option<usize>, call: Call) {
         Block::Small(class) => {
             // SAFETY: the block is ours to poison (its tail already is).
             unsafe { ptr.write_bytes(POISON, cap - 8) };
-            upkeep::after(percpu::free_slow(class, ptr as usize));
+            tiers::free_small_slow(class, ptr);
         }
         // SAFETY: checked above; the caller gives the block up.
-        other => upkeep::after(unsafe { tiers::free_block(ptr as usize, other) }),
+        other => unsafe { tiers::free_block(ptr as usize, other) },
     }
 }
 

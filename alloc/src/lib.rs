@@ -56,11 +56,12 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
-//! | 11 | `c_api`, `signal_safe` | the C API's semantics; allocation in signal handlers |
-//! | 10 | `front` | the front door: the one small fast path, hardened mode's gate, `realloc` |
-//! | 9 | `runtime` | start-up: configuration, the mode, hardened mode's switch, fork handlers, exit report; `stats()`, `trim()` |
-//! | 8 | `hardened`, `stats` | hardened mode's checks over the tiers; the figures |
-//! | 7 | `tiers`, `upkeep`, `fork` | what a block is and where a request goes; upkeep on a clock; the fork handlers |
+//! | 12 | `c_api`, `signal_safe` | the C API's semantics; allocation in signal handlers |
+//! | 11 | `front` | the front door: the one small fast path, hardened mode's gate, `realloc` |
+//! | 10 | `runtime` | start-up: configuration, the mode, hardened mode's switch, fork handlers, exit report; `stats()`, `trim()` |
+//! | 9 | `hardened`, `stats` | hardened mode's checks over the tiers; the figures |
+//! | 8 | `tiers`, `fork` | what a block is, where a request goes, the caches' slow paths; the fork handlers |
+//! | 7 | `upkeep` | upkeep on a clock, driven by the slow paths' central trips |
 //! | 6 | `percpu` | the per-CPU caches: rseq sections or the CAS fallback, adaptive capacity (`percpu/mod.rs` maps its files) |
 //! | 5 | `central`, `huge` | per class, the spans with free objects; huge blocks, a segment each |
 //! | 4 | `segment` | segments, spans and the page heap |

@@ -1,17 +1,19 @@
-//! The tiers below the per-CPU caches as the front sees them: what a block
-//! is from its address alone (segment map, page class, span head), where a
-//! request of a given size and alignment is served, medium spans, and
-//! giving a checked block back to the tier it came from.
+//! The tiers as the front sees them: what a block is from its address alone
+//! (segment map, page class, span head), where a request of a given size
+//! and alignment is served, the per-CPU caches' slow paths (which drive the
+//! upkeep's clock), medium spans, and giving a checked block back to the
+//! tier it came from.
 
 use core::ptr::null_mut;
 
 use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
 use crate::huge;
-use crate::percpu::{self, CentralTrip};
+use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::AtomicOps;
+use crate::upkeep;
 
 /// What a block is, found from its address alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,16 +149,33 @@ pub(crate) fn small_class_of(ptr: usize) -> Option<usize> {
     is_small(class).then_some(class as usize)
 }
 
+/// An object of `class` when this CPU's cache missed (or the fast path is
+/// off): the per-CPU slow path, then the upkeep if its trip to the central
+/// list made one due. Null if memory ran out.
+#[inline(never)]
+pub(crate) fn alloc_small_slow(class: usize) -> *mut u8 {
+    let (object, trip) = percpu::alloc_slow(class);
+    upkeep::after(trip);
+    object
+}
+
+/// Frees `ptr`, an object of `class`, when this CPU's cache did not take it
+/// (or the fast path is off); as [`alloc_small_slow`].
+#[inline(never)]
+pub(crate) fn free_small_slow(class: usize, ptr: *mut u8) {
+    upkeep::after(percpu::free_slow(class, ptr as usize));
+}
+
 /// Gives a checked block back to its tier (hardened mode has done its
-/// checks already, or is off); a small one's central trip, if it made one.
+/// checks already, or is off).
 ///
 /// # Safety
 /// `block` is what `ptr` is, and `ptr` is not used afterwards.
-pub(crate) unsafe fn free_block(ptr: usize, block: Block) -> CentralTrip {
+pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
     match block {
         Block::Small(class) => {
             if percpu::push(class, ptr).is_err() {
-                return percpu::free_slow(class, ptr);
+                free_small_slow(class, ptr as *mut u8);
             }
         }
         Block::Medium(seg, head) => {
@@ -168,7 +187,6 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) -> CentralTrip {
         // SAFETY: the caller gives the block up.
         Block::Huge(seg) => unsafe { huge::free(seg) },
     }
-    CentralTrip::NONE
 }
 
 /// Bytes in `block` (at least what was asked for, hardened mode's overhead included).

@@ -49,7 +49,7 @@ fn period_ns() -> u64 {
 /// the upkeep if it is due. The caller holds no lock and no region.
 #[inline]
 pub(crate) fn after(trip: CentralTrip) {
-    if let CentralTrip(Some(count)) = trip
+    if let Some(count) = trip.count()
         && count.is_multiple_of(CHECK_EVERY)
     {
         maybe_run();

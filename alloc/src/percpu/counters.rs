@@ -38,12 +38,12 @@ pub(crate) static COUNTERS: Counters = Counters {
 impl Counters {
     /// Counts a refill of `class`: the trip it is.
     pub(crate) fn refill(&self, class: usize) -> CentralTrip {
-        CentralTrip(Some(self.refills[class].fetch_add_relaxed(1)))
+        CentralTrip::after(self.refills[class].fetch_add_relaxed(1))
     }
 
     /// Counts a drain of `class`: the trip it is.
     pub(crate) fn drain(&self, class: usize) -> CentralTrip {
-        CentralTrip(Some(self.drains[class].fetch_add_relaxed(1)))
+        CentralTrip::after(self.drains[class].fetch_add_relaxed(1))
     }
 
     /// Adds `n` to `counter`.

@@ -293,11 +293,23 @@ pub(crate) fn init(config: Config) -> bool {
 
 /// A trip to the central lists a slow path made: how many of its kind
 /// (refills of its class, or drains) came before it. The upkeep's clock
-/// counts these; [`CentralTrip::NONE`] if the slow path made none.
+/// counts these; [`CentralTrip::NONE`] if the slow path made none. One
+/// word, so that a slow path returns it with its object in two registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CentralTrip(pub(crate) Option<u64>);
+pub(crate) struct CentralTrip(u64);
 
 impl CentralTrip {
     /// No trip.
-    pub(crate) const NONE: CentralTrip = CentralTrip(None);
+    pub(crate) const NONE: CentralTrip = CentralTrip(u64::MAX);
+
+    /// The trip that had `before` trips of its kind before it.
+    pub(crate) const fn after(before: u64) -> CentralTrip {
+        CentralTrip(if before == u64::MAX { 0 } else { before })
+    }
+
+    /// How many trips of its kind came before this one, if it is one.
+    #[inline(always)]
+    pub(crate) fn count(self) -> Option<u64> {
+        (self != CentralTrip::NONE).then_some(self.0)
+    }
 }

@@ -216,20 +216,22 @@ fn drain(cache: &impl Cache, class: usize, object: usize) -> CentralTrip {
 /// Allocation in fallback mode: from a region this thread holds, refilled
 /// if empty; from the central list if every region is busy.
 fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
+    let mut trip = CentralTrip::NONE;
     let from_region = region::with_held(|held| match protocol::pop(held, class) {
         Some(object) => {
             hits::count_alloc(0, class);
-            (object as *mut u8, CentralTrip::NONE)
+            object as *mut u8
         }
         None => {
             protocol::wake(held, geometry(), class, WokenBy::Allocation);
-            refill(held, class)
+            let object;
+            (object, trip) = refill(held, class);
+            object
         }
     });
     match from_region {
-        Some((object, trip)) if !object.is_null() => (object, trip),
-        Some((_, trip)) => (take_one(class), trip),
-        None => (take_one(class), CentralTrip::NONE),
+        Some(object) if !object.is_null() => (object, trip),
+        _ => (take_one(class), trip),
     }
 }
 
