@@ -13,6 +13,7 @@ use core::ffi::{c_int, c_void};
 
 use crate::front;
 use crate::geometry::OS_PAGE;
+use crate::os::{errno, set_errno};
 use crate::report::Call;
 use crate::runtime;
 
@@ -21,11 +22,6 @@ pub const MIN_ALIGN: usize = 16;
 
 /// Largest request that can succeed: an object's size must fit `isize`.
 const MAX_REQUEST: usize = isize::MAX as usize - 2 * 1024 * 1024;
-
-fn set_errno(value: c_int) {
-    // SAFETY: errno is thread-local and always addressable.
-    unsafe { *libc::__errno_location() = value };
-}
 
 #[cold]
 fn fail() -> *mut c_void {
@@ -158,11 +154,6 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     // SAFETY: the caller vouches for `out`.
     unsafe { out.write(ptr) };
     0
-}
-
-fn errno() -> c_int {
-    // SAFETY: errno is thread-local and always addressable.
-    unsafe { *libc::__errno_location() }
 }
 
 /// `aligned_alloc`: the alignment must be a power of two (`EINVAL` otherwise).

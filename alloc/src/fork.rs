@@ -198,8 +198,7 @@ impl<F: Copy> Next<F> {
         register();
         match self.resolve() {
             0 => {
-                // SAFETY: errno is thread-local and always addressable.
-                unsafe { *libc::__errno_location() = libc::ENOSYS };
+                os::set_errno(libc::ENOSYS);
                 None
             }
             // SAFETY: `F` is the type of the C function named `name` (each

@@ -299,6 +299,18 @@ pub(crate) fn global_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
+/// This thread's `errno`.
+pub(crate) fn errno() -> i32 {
+    // SAFETY: errno is thread-local and always addressable.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's `errno` (what C callers read after a failure).
+pub(crate) fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value };
+}
+
 /// Aborts the process with `message` on stderr: for corruption that must not
 /// go on (an invalid or double free), where unwinding would allocate.
 #[cold]
