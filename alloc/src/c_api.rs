@@ -6,14 +6,17 @@
 //! return null with `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns
 //! null; a failed `realloc` leaves the block untouched; `free` preserves
 //! `errno`; `posix_memalign` returns `EINVAL` for an alignment that is not a
-//! power of two multiple of `sizeof(void *)`; `memalign` rounds a bad
-//! alignment up to a power of two; `aligned_alloc` rejects one.
+//! power of two multiple of `sizeof(void *)`, and `ENOMEM` (with `errno`
+//! ENOMEM too) when memory runs out; `memalign` and `aligned_alloc` round
+//! a bad alignment up to a power of two, and fail with `EINVAL` only above
+//! `SIZE_MAX / 2 + 1`. Any power-of-two alignment the address space allows
+//! is served.
 
 use core::ffi::{c_int, c_void};
 
 use crate::front;
 use crate::geometry::OS_PAGE;
-use crate::os::{errno, set_errno};
+use crate::os::set_errno;
 use crate::report::Call;
 use crate::runtime;
 
@@ -145,9 +148,8 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
         return libc::EINVAL;
     }
-    let saved = errno();
+    // A failure leaves `errno` at ENOMEM too, as glibc's does.
     let ptr = aligned(size, align);
-    set_errno(saved);
     if ptr.is_null() {
         return libc::ENOMEM;
     }
@@ -156,21 +158,22 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     0
 }
 
-/// `aligned_alloc`: the alignment must be a power of two (`EINVAL` otherwise).
+/// `aligned_alloc`: as [`memalign`], which is what glibc 2.36 does (C11
+/// leaves other alignments to the implementation, and programs written
+/// against glibc pass them).
 pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
+    memalign(align, size)
+}
+
+/// `memalign`: an alignment that is not a power of two is rounded up to
+/// one (0 to the minimum); one above `SIZE_MAX / 2 + 1`, which no power of
+/// two is, fails with `EINVAL`.
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    if align > usize::MAX / 2 + 1 {
         set_errno(libc::EINVAL);
         return core::ptr::null_mut();
     }
-    aligned(size, align)
-}
-
-/// `memalign`: an alignment that is not a power of two is rounded up to one.
-pub fn memalign(align: usize, size: usize) -> *mut c_void {
-    match align.checked_next_power_of_two() {
-        Some(align) => aligned(size, align),
-        None => fail(),
-    }
+    aligned(size, align.next_power_of_two())
 }
 
 /// `valloc`: page-aligned.

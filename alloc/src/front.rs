@@ -223,7 +223,7 @@ pub(crate) const PROMOTE_AT: usize = 256 << 10;
 /// Whether a block that `realloc` moves or resizes to `size` bytes is (or
 /// stays) huge although `route` would make it medium.
 fn stays_huge(size: usize, align: usize) -> bool {
-    size >= PROMOTE_AT && align <= huge::MAX_ALIGN
+    size >= PROMOTE_AT && align <= huge::MAX_NEAR_ALIGN
 }
 
 /// Blocks that C's `realloc` grows to this size or more, but that would be

@@ -50,7 +50,6 @@ use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
 use crate::report::{self, Call};
-use crate::segment::Segment;
 use crate::size_class::SIZES;
 use crate::sync::{AtomicOps, AtomicU64};
 use crate::tiers::{self, Block, Route};
@@ -247,7 +246,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         let resized = unsafe { huge::resize(seg, size) };
         if !resized.is_null() {
             // SAFETY: the resized block holds `size` bytes.
-            unsafe { seal(resized, new_n, huge::usable_size(Segment::containing(resized as usize))) };
+            unsafe { seal(resized, new_n, tiers::capacity(tiers::classify(resized as usize, Call::Realloc))) };
             return resized;
         }
     }

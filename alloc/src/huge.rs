@@ -3,8 +3,14 @@
 //! `mremap` so that `realloc` never copies it.
 //!
 //! The segment header sits in the first OS page; the block starts at
-//! `huge_offset` (one page, or the requested alignment if larger), inside the
-//! first 4 MiB so that masking a block pointer finds the header.
+//! `huge_offset`: one page, or the requested alignment if larger, inside the
+//! first 4 MiB so that masking a block pointer finds the header. A block
+//! aligned to more than [`MAX_NEAR_ALIGN`] starts one whole segment unit
+//! after its header instead (a *far* block, `huge_offset == SEGMENT_SIZE`),
+//! at an address the mapping is placed for; a pointer whose own unit is not
+//! ours is looked up in the unit before it (`tiers::lookup`). Any
+//! power-of-two alignment the address space allows is served so. A far
+//! block resizes in place only (a move would lose its alignment).
 //!
 //! A few freed segments (at most [`CACHE_SLOTS`], [`CACHE_MAX_BYTES`] in all)
 //! are kept mapped for the next huge request, so a program that allocates
@@ -21,7 +27,7 @@
 use core::cell::UnsafeCell;
 
 use crate::lock::Lock;
-use crate::os::{self, OS_PAGE};
+use crate::os::{self, Charge, OS_PAGE};
 use crate::segment::{self, Kind, PAGE_HEAP, SEGMENT_SIZE, Segment};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicUsize};
 
@@ -158,25 +164,46 @@ pub(crate) unsafe fn unlock_after_fork() {
     unsafe { CACHE.lock.unlock_after_fork() };
 }
 
-/// Largest alignment a huge block honours: the block must start in the
-/// first 4 MiB unit of its segment.
-pub(crate) const MAX_ALIGN: usize = SEGMENT_SIZE / 2;
+/// Largest alignment a block keeps in its header's segment unit; larger
+/// ones make a far block (see the module's documentation).
+pub(crate) const MAX_NEAR_ALIGN: usize = SEGMENT_SIZE / 2;
 
+/// Where the block of a request starts in its mapping, and the mapping's length.
 fn layout(size: usize, align: usize) -> Option<(usize, usize)> {
-    let offset = align.max(OS_PAGE);
+    let offset = if align <= MAX_NEAR_ALIGN { align.max(OS_PAGE) } else { SEGMENT_SIZE };
     let len = offset.checked_add(size)?.checked_next_multiple_of(OS_PAGE)?;
     Some((offset, len))
 }
 
-/// A huge block of `size` bytes aligned to `align` (zero-filled if `zeroed`);
-/// null if the OS refuses or the request cannot be represented.
-pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if align > MAX_ALIGN {
-        return core::ptr::null_mut();
+/// Whether the block in `seg` is a far one.
+///
+/// # Safety
+/// `seg` is a huge segment of ours.
+unsafe fn is_far(seg: *mut Segment) -> bool {
+    // SAFETY: the caller vouches for the header.
+    unsafe { (*seg).huge_offset >= SEGMENT_SIZE }
+}
+
+/// The huge segment whose far block starts at `ptr`, if there is one: the
+/// segment unit before `ptr` is ours, huge, and says so. Safe for any address.
+pub(crate) fn far_segment(ptr: usize) -> Option<*mut Segment> {
+    if !ptr.is_multiple_of(SEGMENT_SIZE) || ptr < SEGMENT_SIZE || !segment::is_ours(ptr - SEGMENT_SIZE) {
+        return None;
     }
+    let seg = (ptr - SEGMENT_SIZE) as *mut Segment;
+    // SAFETY: the segment is ours, so its header page is mapped; `kind` is
+    // always written at creation, and `huge_offset` for huge segments.
+    let far = unsafe { (*seg).kind == Kind::Huge && is_far(seg) };
+    far.then_some(seg)
+}
+
+/// A huge block of `size` bytes aligned to `align` (a power of two;
+/// zero-filled if `zeroed`); null if the OS refuses or the request cannot
+/// be represented.
+pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
     ALLOCS.fetch_add_relaxed(1);
-    if let Some(seg) = take_cached(len) {
+    if let Some(seg) = take_cached(len).filter(|_| align <= MAX_NEAR_ALIGN) {
         // SAFETY: the segment came out of the cache, so it is ours alone,
         // and its mapping holds `len >= offset + size` bytes.
         unsafe {
@@ -191,7 +218,14 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             return block;
         }
     }
-    let Some(seg) = os::map_aligned(len, SEGMENT_SIZE) else { return core::ptr::null_mut() };
+    // Placed so that the header is a segment unit's start and the block is
+    // aligned: a near block's offset is a multiple of its alignment.
+    let placed = if align <= MAX_NEAR_ALIGN {
+        os::map_aligned_at(len, SEGMENT_SIZE, 0, Charge::AtMap)
+    } else {
+        os::map_aligned_at(len, align, offset, Charge::AtMap)
+    };
+    let Some(seg) = placed else { return core::ptr::null_mut() };
     let seg = seg.as_ptr().cast::<Segment>();
     // SAFETY: a fresh mapping of ours, at least one page long; only the header
     // fields in the first page are written.
@@ -241,7 +275,7 @@ fn take_cached(need: usize) -> Option<*mut Segment> {
     }
     // SAFETY: out of the cache, the segment is ours alone; its header says
     // `entry.len`.
-    let grown = unsafe { remap(seg, entry.len, need) };
+    let grown = unsafe { remap(seg, entry.len, need, true) };
     if grown.is_none() {
         // No address space to grow it: let it go rather than keep a
         // mapping that failed to serve.
@@ -253,18 +287,21 @@ fn take_cached(need: usize) -> Option<*mut Segment> {
 }
 
 /// Changes the mapping of huge segment `seg` from `len` to `new_len` bytes,
-/// in place if the address space allows, else by moving its pages (never
-/// copying them) to a new aligned address. Updates the header and the
-/// mapped-bytes count; returns the segment's (possibly new) address, or
-/// `None` with the segment unchanged. The segment map is the caller's.
+/// in place if the address space allows, else (if `may_move`) by moving its
+/// pages (never copying them) to a new aligned address. Updates the header
+/// and the mapped-bytes count; returns the segment's (possibly new)
+/// address, or `None` with the segment unchanged. The segment map is the
+/// caller's.
 ///
 /// # Safety
 /// `seg` is a huge segment of ours whose mapping is `len` bytes long, and
 /// nothing else changes it meanwhile.
-unsafe fn remap(seg: *mut Segment, len: usize, new_len: usize) -> Option<*mut Segment> {
+unsafe fn remap(seg: *mut Segment, len: usize, new_len: usize, may_move: bool) -> Option<*mut Segment> {
     // SAFETY: the mapping is ours; in place never moves it.
     let moved = if unsafe { os::remap_in_place(seg.cast(), len, new_len) } {
         seg
+    } else if !may_move {
+        return None;
     } else {
         // SAFETY: as above; the caller keeps everyone else off it.
         unsafe { os::remap_aligned(seg.cast(), len, new_len, SEGMENT_SIZE) }?.as_ptr().cast::<Segment>()
@@ -300,7 +337,7 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     // unmark after the move would then disown that segment.
     segment::unmark(seg);
     // SAFETY: a live segment: only this call changes its mapping.
-    let resized = unsafe { remap(seg, len, new_len) };
+    let resized = unsafe { remap(seg, len, new_len, !is_far(seg)) };
     segment::mark(resized.unwrap_or(seg));
     match resized {
         Some(moved) => (moved as usize + offset) as *mut u8,

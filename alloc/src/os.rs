@@ -14,12 +14,12 @@ pub(crate) use crate::geometry::OS_PAGE;
 /// Maps `len` bytes of zeroed, readable and writable memory; pages are
 /// committed by the kernel on first touch (`MAP_NORESERVE`).
 pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
-    map_at(0, len, 0)
+    map_at(0, len, libc::MAP_NORESERVE)
 }
 
 fn map_at(hint: usize, len: usize, extra_flags: i32) -> Option<NonNull<u8>> {
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra_flags) as usize;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags) as usize;
     // SAFETY: an anonymous mapping request; the kernel validates every argument.
     let addr = unsafe { syscall6(libc::SYS_mmap, [hint, len, prot, flags, usize::MAX, 0]) }.ok()?;
     NonNull::new(addr as *mut u8)
@@ -48,10 +48,31 @@ pub(crate) fn map_once<T>(slot: &AtomicPtr<T>, len: usize) -> Option<*mut T> {
 /// Maps `len` bytes aligned to `align` (a power of two at least [`OS_PAGE`]),
 /// by mapping `len + align` and unmapping the misaligned ends.
 pub(crate) fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    map_aligned_at(len, align, 0, Charge::OnTouch)
+}
+
+/// When the system's commit limit is charged for a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// As its pages are touched (`MAP_NORESERVE`): for the allocator's own
+    /// segments, which it fills a page at a time.
+    OnTouch,
+    /// When it is mapped, as glibc's large blocks are: a request the kernel
+    /// could never back fails here, with `ENOMEM`, rather than at a later
+    /// page fault.
+    AtMap,
+}
+
+/// Maps `len` bytes at an address `start` such that `start + offset` is a
+/// multiple of `align` (a power of two at least [`OS_PAGE`]), by mapping
+/// `len + align` and unmapping the ends.
+pub(crate) fn map_aligned_at(len: usize, align: usize, offset: usize, charge: Charge) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && align >= OS_PAGE && len.is_multiple_of(OS_PAGE));
+    debug_assert!(offset.is_multiple_of(OS_PAGE));
     let span = len.checked_add(align)?;
-    let raw = map(span)?.as_ptr() as usize;
-    let start = raw.next_multiple_of(align);
+    let flags = if charge == Charge::OnTouch { libc::MAP_NORESERVE } else { 0 };
+    let raw = map_at(0, span, flags)?.as_ptr() as usize;
+    let start = (raw + offset % align).next_multiple_of(align) - offset % align;
     // SAFETY: both ranges are inside the mapping we just made and are not in use.
     unsafe {
         if start > raw {
@@ -128,7 +149,8 @@ pub(crate) unsafe fn remap_aligned(addr: *mut u8, old_len: usize, new_len: usize
     // Out of memory halfway: put the mapping back, at its old size, on the
     // range it left, claimed first so that nothing mapped there since is
     // replaced.
-    let claimed = map_at(addr, old_len, libc::MAP_FIXED_NOREPLACE).is_some_and(|p| p.as_ptr() as usize == addr);
+    let claimed = map_at(addr, old_len, libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE)
+        .is_some_and(|p| p.as_ptr() as usize == addr);
     // SAFETY: the grown mapping is the caller's, and `addr`/`old_len` is
     // the fresh claim just made on the range it left.
     if !claimed || unsafe { mremap(grown, new_len, old_len, fixed, addr) }.is_none() {
@@ -299,15 +321,9 @@ pub(crate) fn global_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
-/// This thread's `errno`.
-pub(crate) fn errno() -> i32 {
-    // SAFETY: errno is thread-local and always addressable.
-    unsafe { *libc::__errno_location() }
-}
-
 /// Sets this thread's `errno` (what C callers read after a failure).
 pub(crate) fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
+    // SAFETY: errno is thread-local and always addressable.
     unsafe { *libc::__errno_location() = value };
 }
 

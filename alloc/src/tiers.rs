@@ -44,7 +44,7 @@ pub(crate) fn classify(ptr: usize, call: Call) -> Block {
 /// for addresses in a segment of ours, that segment's header.
 #[inline]
 pub(crate) fn lookup(ptr: usize) -> Option<Block> {
-    let class = page_class(ptr)?;
+    let Some(class) = page_class(ptr) else { return lookup_far(ptr) };
     if is_small(class) {
         let class = class as usize;
         return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
@@ -81,6 +81,12 @@ pub(crate) fn span_offset(ptr: usize) -> usize {
     // class is published (release), which the caller has read (acquire).
     let head = unsafe { (*seg).page_head[Segment::page_index(ptr)] } as usize;
     ptr - Segment::page_start(seg, head)
+}
+
+/// A far huge block, whose header is in the segment unit before it (see `huge`).
+#[cold]
+fn lookup_far(ptr: usize) -> Option<Block> {
+    huge::far_segment(ptr).map(Block::Huge)
 }
 
 #[cold]

@@ -121,8 +121,58 @@ int main(void) {
     void *aa = aligned_alloc(4096, 10);
     CHECK(aa && ((uintptr_t)aa & 4095) == 0, "aligned_alloc(4096)");
     free(aa);
+    /* Alignments that are not powers of two are rounded up, as glibc 2.36 does. */
+    size_t odd[] = {0, 3, 24, 48};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        size_t want = 16;
+        while (want < odd[i]) want *= 2;
+        void *o = aligned_alloc(odd[i], 10);
+        CHECK(o && ((uintptr_t)o % want) == 0, "aligned_alloc(%zu) = %p", odd[i], o);
+        free(o);
+    }
     errno = 0;
-    CHECK(aligned_alloc(3, 10) == NULL && errno == EINVAL, "aligned_alloc(3) accepted");
+    CHECK(memalign((size_t)-1, 4096) == NULL && errno == EINVAL, "memalign(-1): errno %d, not EINVAL", errno);
+    errno = 0;
+    CHECK(memalign(SIZE_MAX / 2 + 2, 10) == NULL && errno == EINVAL, "memalign(SIZE_MAX/2+2)");
+    /* A failing posix_memalign leaves errno at ENOMEM, as glibc's does. */
+    /* Called through a volatile pointer: gcc assumes its builtin posix_memalign leaves errno alone. */
+    int (*volatile posix_memalign_call)(void **, size_t, size_t) = posix_memalign;
+    errno = 0;
+    void *none = (void *)1;
+    CHECK(posix_memalign_call(&none, (size_t)1 << 63, 10) == ENOMEM && errno == ENOMEM && none == (void *)1,
+          "posix_memalign(1 << 63): errno %d", errno);
+
+    /* Any power-of-two alignment the address space allows: 4 MiB to 1 GiB. */
+    for (size_t align = (size_t)4 << 20; align <= ((size_t)1 << 30); align *= 4) {
+        for (int api = 0; api < 3; api++) {
+            size_t size = api == 0 ? 100 : (size_t)5 << 20;
+            void *b = NULL;
+            if (api == 0) CHECK(posix_memalign(&b, align, size) == 0, "posix_memalign(%zu)", align);
+            if (api == 1) b = aligned_alloc(align, size);
+            if (api == 2) b = memalign(align, size);
+            CHECK(b && ((uintptr_t)b % align) == 0, "alignment %zu (api %d): %p", align, api, b);
+            if (!b) continue;
+            CHECK(malloc_usable_size(b) >= size, "usable size of a %zu-aligned block", align);
+            memset(b, 7, size);
+            unsigned char *r = realloc(b, size * 3);
+            CHECK(r && r[0] == 7 && r[size - 1] == 7, "realloc of a %zu-aligned block", align);
+            free(r);
+        }
+    }
+
+    /* A request the kernel would never back fails up front (heuristic overcommit). */
+    FILE *oc = fopen("/proc/sys/vm/overcommit_memory", "r");
+    int overcommit = -1;
+    if (oc) {
+        if (fscanf(oc, "%d", &overcommit) != 1) overcommit = -1;
+        fclose(oc);
+    }
+    if (overcommit == 0) {
+        errno = 0;
+        void *tib = calloc((size_t)1 << 20, (size_t)1 << 20);
+        CHECK(tib == NULL && errno == ENOMEM, "calloc of 1 TiB = %p, errno %d", tib, errno);
+        free(tib);
+    }
     void *ma = memalign(100, 10); /* glibc rounds 100 up to 128 */
     CHECK(ma && ((uintptr_t)ma & 127) == 0, "memalign(100)");
     free(ma);

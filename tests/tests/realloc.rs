@@ -148,18 +148,26 @@ fn alloc_zeroed_is_zero_even_on_reused_memory() {
 }
 
 #[test]
-fn every_power_of_two_alignment_up_to_2_mib() {
-    for shift in 0..=21 {
+fn every_power_of_two_alignment_up_to_1_gib() {
+    for shift in 0..=30 {
         let align = 1usize << shift;
-        for size in [1, align / 2 + 1, align, 3 * align, 100_000] {
+        // Blocks aligned to more than a few MiB are touched only at their ends.
+        let sizes =
+            if shift <= 21 { [1, align / 2 + 1, align, 3 * align, 100_000] } else { [1, 4096, 100_000, 5 << 20, 1] };
+        for size in sizes {
             let layout = Layout::from_size_align(size.max(1), align).unwrap();
-            // SAFETY: valid layout, freed with it.
+            // SAFETY: valid layout, freed with it; every write is inside the block.
             unsafe {
                 let p = GLOBAL.alloc(layout);
-                assert!(!p.is_null());
+                assert!(!p.is_null(), "size {size} align {align}");
                 assert_eq!(p as usize % align, 0, "size {size} align {align}");
-                p.write_bytes(1, layout.size());
-                GLOBAL.dealloc(p, layout);
+                p.add(layout.size() - 1).write(2);
+                p.write(1);
+                let grown = GLOBAL.realloc(p, layout, layout.size() * 2 + 4096);
+                assert!(!grown.is_null() && grown as usize % align == 0, "realloc keeps {align}");
+                let last = if layout.size() == 1 { 1 } else { 2 };
+                assert_eq!((*grown, *grown.add(layout.size() - 1)), (1, last), "realloc keeps the contents");
+                GLOBAL.dealloc(grown, Layout::from_size_align(layout.size() * 2 + 4096, align).unwrap());
             }
         }
     }
