@@ -164,7 +164,7 @@ fn every_power_of_two_alignment_up_to_1_gib() {
                 p.add(layout.size() - 1).write(2);
                 p.write(1);
                 let grown = GLOBAL.realloc(p, layout, layout.size() * 2 + 4096);
-                assert!(!grown.is_null() && grown as usize % align == 0, "realloc keeps {align}");
+                assert!(!grown.is_null() && (grown as usize).is_multiple_of(align), "realloc keeps {align}");
                 let last = if layout.size() == 1 { 1 } else { 2 };
                 assert_eq!((*grown, *grown.add(layout.size() - 1)), (1, last), "realloc keeps the contents");
                 GLOBAL.dealloc(grown, Layout::from_size_align(layout.size() * 2 + 4096, align).unwrap());
