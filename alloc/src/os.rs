@@ -171,15 +171,59 @@ pub(crate) unsafe fn purge(addr: *mut u8, len: usize) {
 }
 
 /// Writes `bytes` to standard error, ignoring failures.
-pub(crate) fn write_stderr(mut bytes: &[u8]) {
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    write_all(2, bytes);
+}
+
+/// Writes `bytes` to descriptor `fd`, ignoring failures.
+pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: writing from a live slice.
-        match unsafe { syscall4(libc::SYS_write, 2, bytes.as_ptr() as usize, bytes.len(), 0) } {
+        match unsafe { syscall4(libc::SYS_write, fd as usize, bytes.as_ptr() as usize, bytes.len(), 0) } {
             Ok(n) if n > 0 => bytes = &bytes[n..],
             Err(libc::EINTR) => {}
             _ => return,
         }
     }
+}
+
+/// A descriptor of our own for what `fd` is open on now (close-on-exec, at
+/// least 3), so that it outlives the program closing `fd`.
+pub(crate) fn keep_descriptor(fd: i32) -> Option<i32> {
+    // SAFETY: fcntl on a descriptor number; the kernel checks it.
+    let kept = unsafe { syscall4(libc::SYS_fcntl, fd as usize, libc::F_DUPFD_CLOEXEC as usize, 3, 0) }.ok()?;
+    Some(kept as i32)
+}
+
+/// Opens `path` (NUL-terminated) for appending, creating it if needed.
+pub(crate) fn open_append(path: &[u8]) -> Option<i32> {
+    debug_assert_eq!(path.last(), Some(&0));
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path in a live buffer.
+    let fd =
+        unsafe { syscall4(libc::SYS_openat, libc::AT_FDCWD as usize, path.as_ptr() as usize, flags as usize, 0o644) };
+    fd.ok().map(|fd| fd as i32)
+}
+
+/// Closes a descriptor of ours.
+pub(crate) fn close(fd: i32) {
+    // SAFETY: closing a descriptor this module opened.
+    let _ = unsafe { syscall4(libc::SYS_close, fd as usize, 0, 0, 0) };
+}
+
+/// This process's id.
+pub(crate) fn pid() -> u32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { syscall4(libc::SYS_getpid, 0, 0, 0, 0) }.map_or(0, |pid| pid as u32)
+}
+
+/// The value of environment variable `name`, if set (valid until the
+/// environment changes: copy what must last).
+pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv reads the environment without allocating.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: non-null results are NUL-terminated strings.
+    (!value.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes())
 }
 
 /// Whether environment variable `name` (NUL-terminated) is set to a value

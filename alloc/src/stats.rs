@@ -139,11 +139,11 @@ fn process_resident_bytes() -> usize {
     pages * crate::os::OS_PAGE
 }
 
-/// Prints `s` on stderr, each line after `rseq-alloc: `.
-pub(crate) fn print(s: &Stats) {
+/// Prints `s` to descriptor `fd`, each line after `prefix`.
+pub(crate) fn print(s: &Stats, fd: i32, prefix: &[u8]) {
     render(s, &mut |text| {
         let mut line = Line::new();
-        line.push(b"rseq-alloc: ").push(text).write();
+        line.push(prefix).push(text).write_to(fd);
     });
 }
 

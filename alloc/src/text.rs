@@ -59,11 +59,11 @@ impl Line {
         self.push(&digits[n.min(digits.len().saturating_sub(width))..])
     }
 
-    /// Ends the line, writes it to stderr and starts the next one.
+    /// Ends the line, writes it to descriptor `fd` and starts the next one.
     #[inline(never)]
-    pub(crate) fn write(&mut self) {
+    pub(crate) fn write_to(&mut self, fd: i32) {
         self.push(b"\n");
-        os::write_stderr(&self.buf[..self.len]);
+        os::write_all(fd, &self.buf[..self.len]);
         self.len = 0;
     }
 
@@ -79,7 +79,7 @@ impl Line {
         os::fatal(&self.buf[..self.len])
     }
 
-    #[cfg(test)]
+    /// The line so far.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }

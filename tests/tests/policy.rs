@@ -401,8 +401,9 @@ fn suite_stats_at_exit_name_the_mode_and_count_hits() {
         let output = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "child failed:\n{stderr}");
-        let first = stderr.lines().find(|l| l.starts_with("rseq-alloc:")).unwrap_or("");
-        assert!(first.starts_with(&format!("rseq-alloc: mode: {mode}")), "first line: {first}\n{stderr}");
+        let first = stderr.lines().find(|l| l.starts_with("rseq-alloc[")).unwrap_or("");
+        let after_prefix = first.split_once("]: ").map_or("", |(_, rest)| rest);
+        assert!(after_prefix.starts_with(&format!("mode: {mode}")), "first line: {first}\n{stderr}");
         let row = stderr
             .lines()
             .find(|l| l.split_whitespace().nth(2) == Some("48"))

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rseq_alloc_tests::modes;
-use rseq_alloc_tests::preload::{MODES, Mode, build_dir, run};
+use rseq_alloc_tests::preload::{MODES, Mode, build_dir, run, spawn};
 
 fn modes() -> Vec<Mode> {
     if modes::have_valgrind() {
@@ -189,4 +189,40 @@ fn sort_a_large_input() {
         let got: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
         assert_eq!(got, expected, "{mode:?}");
     }
+}
+
+/// `RSEQ_ALLOC_STATS=1` reports at exit even from a program that closes its
+/// standard error first (coreutils' `sort` does), and names the process;
+/// a path reports to a file per process, `%p` standing for its id.
+#[test]
+fn statistics_at_exit_survive_a_closed_stderr_and_go_to_files() {
+    let out = spawn(Mode::Rseq, "sort", &[], &[("RSEQ_ALLOC_STATS", "1")], Some(b"b\na\n"), Duration::from_secs(60));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"a\nb\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(first.starts_with("rseq-alloc[") && first.contains(":sort]: mode: rseq"), "{stderr}");
+
+    let dir = build_dir().join("stats-files");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pattern = dir.join("report.%p.txt");
+    let out = spawn(
+        Mode::Rseq,
+        "sort",
+        &[],
+        &[("RSEQ_ALLOC_STATS", pattern.to_str().unwrap())],
+        Some(b"x\n"),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("rseq-alloc["), "a path sends the report to its file");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let pid = name.strip_prefix("report.").and_then(|n| n.strip_suffix(".txt")).unwrap();
+    assert!(pid.parse::<u32>().is_ok(), "{name}: %p is the process id");
+    let report = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(report.starts_with(&format!("rseq-alloc[{pid}:sort]: mode: ")), "{report}");
+    assert!(report.lines().any(|l| l.contains(" class ") && l.contains("alloc-hits")), "{report}");
 }
