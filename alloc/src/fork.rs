@@ -3,6 +3,15 @@
 //! Before `fork` we take every lock, in the order the allocator nests them,
 //! and both sides release them after:
 //!
+//! 0. stdio's list lock (glibc's `_IO_list_lock`), before any lock of ours:
+//!    glibc's `fork` takes it itself only after the prepare handlers, and a
+//!    thread holding it (`fflush(NULL)`) may wait for a FILE's lock whose
+//!    holder waits in our `realloc` (`getline`): holding our locks while
+//!    waiting for the list lock would close that circle. glibc's own malloc
+//!    takes its locks after the list lock for this reason (glibc bug
+//!    19431). The lock is recursive, so glibc's `fork` takes it again; in
+//!    the child glibc resets it, so only the parent releases ours. Where
+//!    libc has no such lock (not glibc), this step is skipped;
 //! 1. the openings lock, so that no region is opened from here on;
 //! 2. every per-CPU region, waiting for any that another thread holds (a
 //!    fallback-mode thread at work in it, a drain, an opening): a region
@@ -73,6 +82,12 @@ extern "C" fn prepare() {
     if DEPTH.fetch_add_relaxed(1) != 0 {
         return;
     }
+    if let Some(lock) = STDIO_LIST.lock() {
+        // SAFETY: glibc's `_IO_list_lock`: no arguments, and recursive for
+        // a thread that holds it already.
+        unsafe { lock() };
+        TAKEN_STDIO.store_relaxed(true);
+    }
     TAKEN_OPENINGS.store_relaxed(OPENINGS.lock_for_fork());
     // A region's holder may wait for any of the locks below: if this thread
     // holds one (it forks from a signal handler that interrupted it in a
@@ -86,7 +101,15 @@ extern "C" fn prepare() {
     TAKEN_HUGE.store_relaxed(crate::huge::lock_for_fork());
 }
 
-extern "C" fn release() {
+extern "C" fn release_in_parent() {
+    release(false);
+}
+
+extern "C" fn release_in_child() {
+    release(true);
+}
+
+fn release(child: bool) {
     if DEPTH.fetch_sub_relaxed(1) != 1 {
         return;
     }
@@ -107,6 +130,49 @@ extern "C" fn release() {
         if TAKEN_OPENINGS.load_relaxed() {
             OPENINGS.unlock_after_fork();
         }
+    }
+    // In the child glibc has reset the list lock already.
+    if TAKEN_STDIO.swap_relaxed(false)
+        && !child
+        && let Some(unlock) = STDIO_LIST.unlock()
+    {
+        // SAFETY: `prepare` took the list lock on this thread.
+        unsafe { unlock() };
+    }
+}
+
+/// stdio's list lock and unlock functions, found at registration (0: libc has none).
+struct StdioList {
+    lock: AtomicUsize,
+    unlock: AtomicUsize,
+}
+
+static STDIO_LIST: StdioList = StdioList { lock: AtomicUsize::new(0), unlock: AtomicUsize::new(0) };
+/// Whether `prepare` took the list lock (only the forking thread reads it).
+static TAKEN_STDIO: AtomicBool = AtomicBool::new(false);
+
+impl StdioList {
+    /// Looks the functions up (both or neither).
+    fn find(&self) {
+        let (lock, unlock) = (os::global_symbol(c"_IO_list_lock"), os::global_symbol(c"_IO_list_unlock"));
+        if lock != 0 && unlock != 0 {
+            self.lock.store_relaxed(lock);
+            self.unlock.store_relaxed(unlock);
+        }
+    }
+
+    fn lock(&self) -> Option<unsafe extern "C" fn()> {
+        Self::function(self.lock.load_relaxed())
+    }
+
+    fn unlock(&self) -> Option<unsafe extern "C" fn()> {
+        Self::function(self.unlock.load_relaxed())
+    }
+
+    fn function(address: usize) -> Option<unsafe extern "C" fn()> {
+        // SAFETY: a non-zero address `find` got from libc for a function
+        // that takes nothing and returns nothing.
+        (address != 0).then(|| unsafe { core::mem::transmute::<usize, unsafe extern "C" fn()>(address) })
     }
 }
 
@@ -140,7 +206,8 @@ pub(crate) fn register() {
     if REGISTERED.load_acquire() {
         return;
     }
-    os::at_fork(prepare, release, release);
+    STDIO_LIST.find();
+    os::at_fork(prepare, release_in_parent, release_in_child);
     REGISTERED.store_release(true);
 }
 

@@ -44,6 +44,7 @@ pub fn build_dir() -> &'static Path {
             "signal_alloc",
             "misuse",
             "oom",
+            "fork_stdio",
         ] {
             let source = s(&format!("{program}.c"));
             c(&[

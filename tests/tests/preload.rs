@@ -53,6 +53,14 @@ fn fork_from_a_multithreaded_program() {
     run_c_test("fork_threads", &[]);
 }
 
+/// `fork` while other threads hold stdio's locks inside `realloc` (getline)
+/// and walk every FILE (`fflush(NULL)`): the fork handlers take stdio's
+/// list lock before the allocator's, as glibc's malloc does, or this hangs.
+#[test]
+fn fork_while_other_threads_are_inside_stdio_and_the_allocator() {
+    run_c_test("fork_stdio", &[]);
+}
+
 /// The fork handlers are registered on the first fork, by the wrappers of
 /// `fork`, `daemon` and `forkpty`: each of those, taken first while other
 /// threads allocate, leaves a child that can allocate, and fork handlers
