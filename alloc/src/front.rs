@@ -132,7 +132,7 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
 /// used afterwards.
 #[inline]
 pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
-    match small_class_of(ptr as usize) {
+    match small_class_of(ptr as usize).filter(|&class| tiers::starts_small_object(class, ptr as usize)) {
         Some(class) if class_for(size, align) == Some(class) || runtime::hardened() => {
             free_small(class, ptr, Some(size), call)
         }
@@ -165,9 +165,14 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
 pub(crate) unsafe fn free(ptr: *mut u8) {
     // Null is tested only after the lookup fails, as it does for null (no
     // segment of ours starts at address 0), by `free_other`: two
-    // instructions fewer on every hit.
-    // SAFETY: forwarded from the caller.
-    unsafe { free_checked(ptr, None, Call::Free) }
+    // instructions fewer on every hit. A pointer into a small block but not
+    // at its start would put a second, overlapping object in the cache: it
+    // goes to `free_other`, which reports it.
+    match small_class_of(ptr as usize) {
+        Some(class) if tiers::starts_small_object(class, ptr as usize) => free_small(class, ptr, None, Call::Free),
+        // SAFETY: forwarded from the caller.
+        _ => unsafe { free_other(ptr, None, Call::Free) },
+    }
 }
 
 /// # Safety

@@ -151,8 +151,8 @@ mod upkeep;
 pub mod model {
     pub use crate::lock::{Lock, LockGuard};
     pub use crate::percpu::protocol::{
-        Geometry, RegionStore, drain_remote, format, hold_for_fork, pop, push, release, release_after_fork, try_hold,
-        with_region,
+        Geometry, RegionStore, drain_remote, format, hold_for_fork, pop, push, release, release_after_fork, top,
+        try_hold, with_region,
     };
 }
 

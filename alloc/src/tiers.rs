@@ -73,6 +73,13 @@ fn is_small(class: u8) -> bool {
     (class as i8) > 0
 }
 
+/// Whether `ptr`, in a page of a small span of `class` ([`small_class_of`]),
+/// is where one of its objects starts.
+#[inline(always)]
+pub(crate) fn starts_small_object(class: usize, ptr: usize) -> bool {
+    starts_object(class, span_offset(ptr))
+}
+
 /// Offset of `ptr` from the start of the span covering it (a span of ours).
 #[inline(always)]
 pub(crate) fn span_offset(ptr: usize) -> usize {
@@ -139,10 +146,9 @@ pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
 /// The class of `ptr` if it passes the checks `free` can afford on every
 /// call: 16-aligned, in a segment of ours, in a page of a small span.
 ///
-/// Whether it starts an object is checked later, when the object reaches
-/// the central list, and at once in hardened mode and for every other
-/// call: doing it here (a multiply and two table loads) costs every `free`
-/// measurably, where this alignment test costs nothing.
+/// Whether it starts an object is [`starts_small_object`]'s question, which
+/// C's `free` asks too; Rust's `dealloc`, whose layout the language
+/// guarantees, does not.
 #[inline(always)]
 pub(crate) fn small_class_of(ptr: usize) -> Option<usize> {
     // Alignment and the segment map's range in one test (three instructions

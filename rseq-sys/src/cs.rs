@@ -18,6 +18,9 @@ pub enum Miss {
     /// This thread has no usable CPU index: it is not registered, its
     /// registration failed, or the index is out of the structure's range.
     NoCpu = 2,
+    /// Push found the item already on top of the stack: pushed twice in a
+    /// row (a double free, to an allocator). Only `slab_push` says so.
+    Repeated = 3,
 }
 
 impl Miss {

@@ -45,6 +45,15 @@ static void churn(size_t size) {
     malloc_trim(0);
 }
 
+/* Allocates two blocks as the program would go on doing; says so if they
+ * overlap (a misuse let one block out twice). */
+static void reuse(size_t size) {
+    char *a = malloc(size), *b = malloc(size);
+    if (a && b && a < b + size && b < a + size) printf("shared %p %p\n", (void *)a, (void *)b);
+    free(a);
+    free(b);
+}
+
 /* The classic probes, which `--list` prints (what the comparison runs);
  * `free_sized_mismatch` is ours alone (glibc 2.36 has no free_sized). */
 static const char *const PROBES[] = {
@@ -89,6 +98,18 @@ int main(int argc, char **argv) {
         free(p);
         free(p);
         churn(24);
+    } else if (!strcmp(probe, "double_free_reuse")) {
+        /* Caught at the second free, before any block is handed out twice. */
+        char *p = launder(malloc(24));
+        show(p);
+        free(p);
+        free(p);
+        reuse(24);
+    } else if (!strcmp(probe, "interior_reuse")) {
+        char *p = launder(malloc(64));
+        show(p + 16);
+        free(launder(p + 16));
+        reuse(64);
     } else if (!strcmp(probe, "double_free_later")) {
         /* Another free in between defeats a check of only the last freed block. */
         char *p = launder(malloc(24));

@@ -259,6 +259,7 @@ fn slab_conserves_tokens<I: CpuIndex>(drain: bool) {
                 assert!(!rseq_expected(), "push lost its CPU");
                 pools[class].lock().unwrap().push(token);
             }
+            Err(Miss::Repeated) => panic!("token {token} was pushed twice in a row"),
         }
     };
     let report = stress::run(workers + usize::from(drain), Conditions::HOSTILE, |worker| {
@@ -601,6 +602,28 @@ fn a_dormant_class_wakes_once_per_cpu() {
         assert_eq!(slab.push(0, 64), Err(Miss::Exhausted), "waking one class leaves the others dormant");
     }
     assert!(slab.contents().is_empty());
+}
+
+/// Push refuses the item already on top (a double free, to the allocator)
+/// and leaves the stack as it was; the same item under another is fine.
+#[test]
+fn push_refuses_the_item_on_top() {
+    if !register() {
+        return;
+    }
+    let _serial = exclusive();
+    let slab = TestSlab::<ByCpuId>::new(1, 8);
+    let cpu = stress::allowed_cpus()[0];
+    assert!(stress::pin(0, &[cpu]));
+    assert_eq!(slab.wake(0), Ok(true));
+    assert_eq!(slab.push(0, 64), Ok(()));
+    assert_eq!(slab.push(0, 64), Err(Miss::Repeated));
+    assert_eq!(slab.push(0, 128), Ok(()));
+    assert_eq!(slab.push(0, 64), Ok(()), "only the top is compared");
+    assert_eq!(slab.pop(0), Ok(64));
+    assert_eq!(slab.pop(0), Ok(128));
+    assert_eq!(slab.pop(0), Ok(64));
+    assert_eq!(slab.pop(0), Err(Miss::Exhausted));
 }
 
 /// Runs every slab section once on class 0 of `at` and checks that each

@@ -296,6 +296,13 @@ impl<R: RegionStore> RegionStore for &R {
     }
 }
 
+/// The top item of `class` in a held region, if it has one.
+pub fn top<R: RegionStore>(region: &R, class: usize) -> Option<usize> {
+    let header = Header::unpack(region.header(class).load_relaxed());
+    let item = region.slot(header.current as usize - 1).load_relaxed();
+    (item & SENTINEL_BIT == 0).then_some(item)
+}
+
 /// Pops the top item of `class` from a held region.
 pub fn pop<R: RegionStore>(region: &R, class: usize) -> Option<usize> {
     let mut header = Header::unpack(region.header(class).load_relaxed());

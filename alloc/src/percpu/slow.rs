@@ -14,6 +14,7 @@ use super::protocol::{self, WokenBy};
 use super::region::{self, RawRegion, geometry};
 use super::{CentralTrip, FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
 use crate::central::CENTRAL;
+use crate::report::{self, Call};
 use crate::sync::AtomicOps;
 
 // Slow paths.
@@ -60,7 +61,7 @@ fn recover(miss: Miss) -> bool {
     match miss {
         Miss::Stopped => rseq_sys::current_index::<Index>().is_some_and(region::open),
         Miss::NoCpu => rseq_sys::register_current_thread().is_ok(),
-        Miss::Exhausted => false,
+        Miss::Exhausted | Miss::Repeated => false,
     }
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
                 }
                 return drain(&ThisCpu, class, object);
             }
+            Err(Miss::Repeated) => report::double_free(Call::Free, object),
             Err(miss) => {
                 if !recover(miss) {
                     break;
@@ -239,6 +241,9 @@ fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
 /// full; to the central list if every region is busy.
 fn fallback_free(class: usize, object: usize) -> CentralTrip {
     let done = region::with_held(|held| {
+        if protocol::top(held, class) == Some(object) {
+            report::double_free(Call::Free, object);
+        }
         if protocol::push(held, geometry(), class, object) {
             hits::count_free(0, class);
             return CentralTrip::NONE;

@@ -364,7 +364,8 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usiz
     if res > Miss::MAX_CODE { Ok(res) } else { Err(Miss::from_code(res)) }
 }
 
-/// Pushes `item` onto `class` in this CPU's region of `slabs`.
+/// Pushes `item` onto `class` in this CPU's region of `slabs`; refuses it
+/// ([`Miss::Repeated`]) if it is the item on top already.
 ///
 /// Its misses leave the section by jumping straight to the caller's code
 /// (`asm goto`): no miss code to write, compare and branch on once more.
@@ -383,6 +384,10 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usi
             "movzx {cur:e}, {word:x}",
             concat!("cmp {cur:x}, ", class_end!()),
             "jae {full}",
+            // The top slot, or the sentinel below an empty stack (bit 0
+            // set, never an item): the same item twice in a row is refused.
+            "cmp qword ptr [{base} + {cur}*8 - 8], {item}",
+            "je {repeated}",
             inject_point!(2),
             "mov qword ptr [{base} + {cur}*8], {item}",
             "add {word:e}, 1",
@@ -400,6 +405,7 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usi
             no_cpu = label { return Err(Miss::NoCpu) },
             stopped = label { return Err(Miss::Stopped) },
             full = label { return Err(Miss::Exhausted) },
+            repeated = label { return Err(Miss::Repeated) },
         );
     }
     Ok(())
