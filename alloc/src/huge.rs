@@ -10,7 +10,8 @@
 //! at an address the mapping is placed for; a pointer whose own unit is not
 //! ours is looked up in the unit before it (`tiers::lookup`). Any
 //! power-of-two alignment the address space allows is served so. A far
-//! block resizes in place only (a move would lose its alignment).
+//! block resizes in place only (a move would lose its alignment) and is not
+//! cached when freed.
 //!
 //! A few freed segments (at most [`CACHE_SLOTS`], [`CACHE_MAX_BYTES`] in all)
 //! are kept mapped for the next huge request, so a program that allocates
@@ -203,7 +204,9 @@ pub(crate) fn far_segment(ptr: usize) -> Option<*mut Segment> {
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
     ALLOCS.fetch_add_relaxed(1);
-    if let Some(seg) = take_cached(len).filter(|_| align <= MAX_NEAR_ALIGN) {
+    // A cached segment is placed for near blocks only.
+    let cached = if align <= MAX_NEAR_ALIGN { take_cached(len) } else { None };
+    if let Some(seg) = cached {
         // SAFETY: the segment came out of the cache, so it is ours alone,
         // and its mapping holds `len >= offset + size` bytes.
         unsafe {
@@ -257,7 +260,9 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: the caller vouches for the header.
     let len = unsafe { (*seg).huge_len };
     segment::unmark(seg);
-    if CACHE.put(Entry { seg: seg as usize, len }) {
+    // Far blocks are rare and their alignment is theirs alone: not cached.
+    // SAFETY: as above.
+    if !unsafe { is_far(seg) } && CACHE.put(Entry { seg: seg as usize, len }) {
         return;
     }
     PAGE_HEAP.mapped.fetch_sub_relaxed(len);

@@ -148,6 +148,29 @@ fn alloc_zeroed_is_zero_even_on_reused_memory() {
 }
 
 #[test]
+fn far_aligned_blocks_freed_and_taken_again_keep_no_mapping() {
+    let layout = Layout::from_size_align(3 << 20, 8 << 20).unwrap();
+    let round = || {
+        // SAFETY: a valid layout, freed with it; a small one between keeps
+        // the freed huge mapping in the cache, as a program's would.
+        unsafe {
+            let p = GLOBAL.alloc(layout);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(8 << 20));
+            GLOBAL.dealloc(p, layout);
+        }
+    };
+    for _ in 0..4 {
+        round();
+    }
+    let before = rseq_alloc::stats().mapped_bytes;
+    for _ in 0..200 {
+        round();
+    }
+    let after = rseq_alloc::stats().mapped_bytes;
+    assert!(after <= before + (16 << 20), "mapped {before} -> {after}: far-aligned blocks leak their mappings");
+}
+
+#[test]
 fn every_power_of_two_alignment_up_to_1_gib() {
     for shift in 0..=30 {
         let align = 1usize << shift;
