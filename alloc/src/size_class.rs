@@ -129,10 +129,16 @@ pub(crate) struct ObjectStart {
     last: u64,
 }
 
-const fn build_object_starts() -> [ObjectStart; CLASSES + 1] {
+/// Entries of [`OBJECT_STARTS`]: every positive page-class byte, so that a
+/// class read from a page indexes it without a bounds check (the entries
+/// past the last class start no object).
+const OBJECT_STARTS_LEN: usize = 128;
+const _: () = assert!(CLASSES < OBJECT_STARTS_LEN);
+
+const fn build_object_starts() -> [ObjectStart; OBJECT_STARTS_LEN] {
     let sizes = build_sizes();
     let pages = build_span_pages();
-    let mut table = [ObjectStart { magic: 0, last: 0 }; CLASSES + 1];
+    let mut table = [ObjectStart { magic: 0, last: 0 }; OBJECT_STARTS_LEN];
     let mut class = 1;
     while class <= CLASSES {
         let size = sizes[class] as u64;
@@ -143,7 +149,7 @@ const fn build_object_starts() -> [ObjectStart; CLASSES + 1] {
     table
 }
 
-static OBJECT_STARTS: [ObjectStart; CLASSES + 1] = build_object_starts();
+static OBJECT_STARTS: [ObjectStart; OBJECT_STARTS_LEN] = build_object_starts();
 
 /// Whether `offset` bytes from the start of a span of `class` is where one of
 /// its objects starts. No division: one multiply, two compares.
