@@ -79,23 +79,12 @@ print_failure (const char *file, int line, const char *format, va_list ap)
 void
 support_exit_failure_impl (int status, const char *file, int line, const char *format, ...)
 {
-  if (status != EXIT_UNSUPPORTED)
-    support_record_failure ();
-  va_list ap;
-  va_start (ap, format);
-  print_failure (file, line, format, ap);
-  va_end (ap);
-  exit (status);
-}
-
-void
-support_print_failure_impl (const char *file, int line, const char *format, ...)
-{
   support_record_failure ();
   va_list ap;
   va_start (ap, format);
   print_failure (file, line, format, ap);
   va_end (ap);
+  exit (status);
 }
 
 void
@@ -148,15 +137,6 @@ xcalloc (size_t nmemb, size_t size)
   void *p = calloc (nmemb, size);
   if (p == NULL)
     oom ("calloc", nmemb * size);
-  return p;
-}
-
-void *
-xrealloc (void *ptr, size_t size)
-{
-  void *p = realloc (ptr, size);
-  if (p == NULL && size != 0)
-    oom ("realloc", size);
   return p;
 }
 
@@ -292,18 +272,6 @@ xpthread_barrierattr_destroy (pthread_barrierattr_t *attr)
 }
 
 void
-xpthread_mutex_lock (pthread_mutex_t *mutex)
-{
-  check_pthread (pthread_mutex_lock (mutex), "pthread_mutex_lock");
-}
-
-void
-xpthread_mutex_unlock (pthread_mutex_t *mutex)
-{
-  check_pthread (pthread_mutex_unlock (mutex), "pthread_mutex_unlock");
-}
-
-void
 xpthread_kill (pthread_t thr, int signo)
 {
   check_pthread (pthread_kill (thr, signo), "pthread_kill");
@@ -320,15 +288,6 @@ xfork (void)
   return pid;
 }
 
-pid_t
-xwaitpid (pid_t pid, int *status, int flags)
-{
-  pid_t ret = TEMP_FAILURE_RETRY (waitpid (pid, status, flags));
-  if (ret < 0)
-    FAIL_EXIT1 ("waitpid (%d): %m", (int) pid);
-  return ret;
-}
-
 int
 xopen (const char *path, int flags, mode_t mode)
 {
@@ -336,20 +295,6 @@ xopen (const char *path, int flags, mode_t mode)
   if (fd < 0)
     FAIL_EXIT1 ("open (\"%s\", 0x%x, 0%o): %m", path, flags, mode);
   return fd;
-}
-
-void
-xclose (int fd)
-{
-  if (close (fd) < 0 && errno != EINTR)
-    FAIL_EXIT1 ("close (%d): %m", fd);
-}
-
-void
-xpipe (int fds[2])
-{
-  if (pipe (fds) < 0)
-    FAIL_EXIT1 ("pipe: %m");
 }
 
 void *

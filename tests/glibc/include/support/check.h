@@ -9,11 +9,6 @@
 /* Prints "error: FILE:LINE: message" and exits with STATUS.  */
 #define FAIL_EXIT(status, ...) support_exit_failure_impl (status, __FILE__, __LINE__, __VA_ARGS__)
 #define FAIL_EXIT1(...) FAIL_EXIT (1, __VA_ARGS__)
-/* Prints the message, records a failure and carries on.  */
-#define FAIL(...) support_print_failure_impl (__FILE__, __LINE__, __VA_ARGS__)
-#define FAIL_RET(...) return support_print_failure_impl (__FILE__, __LINE__, __VA_ARGS__), 1
-/* Ends the test as unsupported (exit status 77).  */
-#define FAIL_UNSUPPORTED(...) support_exit_failure_impl (77, __FILE__, __LINE__, __VA_ARGS__)
 
 #define TEST_VERIFY(expr)                                                    \
   ((expr) ? (void) 0 : support_test_verify_impl (__FILE__, __LINE__, #expr))
@@ -38,8 +33,6 @@ int support_record_failure_is_failed (void);
 noreturn void support_exit_failure_impl (int status, const char *file, int line,
                                          const char *format, ...)
   __attribute__ ((format (printf, 4, 5)));
-void support_print_failure_impl (const char *file, int line, const char *format, ...)
-  __attribute__ ((format (printf, 3, 4)));
 void support_test_verify_impl (const char *file, int line, const char *expr);
 noreturn void support_test_verify_exit_impl (int status, const char *file, int line,
                                              const char *expr);

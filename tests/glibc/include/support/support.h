@@ -8,7 +8,6 @@
 
 void *xmalloc (size_t size) __attribute__ ((malloc, alloc_size (1)));
 void *xcalloc (size_t nmemb, size_t size) __attribute__ ((malloc, alloc_size (1, 2)));
-void *xrealloc (void *ptr, size_t size) __attribute__ ((alloc_size (2)));
 char *xstrdup (const char *s);
 char *xasprintf (const char *format, ...) __attribute__ ((format (printf, 1, 2), malloc));
 

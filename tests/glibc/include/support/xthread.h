@@ -14,8 +14,6 @@ void xpthread_barrier_destroy (pthread_barrier_t *barrier);
 void xpthread_barrierattr_init (pthread_barrierattr_t *attr);
 void xpthread_barrierattr_setpshared (pthread_barrierattr_t *attr, int pshared);
 void xpthread_barrierattr_destroy (pthread_barrierattr_t *attr);
-void xpthread_mutex_lock (pthread_mutex_t *mutex);
-void xpthread_mutex_unlock (pthread_mutex_t *mutex);
 void xpthread_kill (pthread_t thr, int signo);
 
 #endif

@@ -6,10 +6,7 @@
 #include <unistd.h>
 
 pid_t xfork (void);
-pid_t xwaitpid (pid_t pid, int *status, int flags);
 int xopen (const char *path, int flags, mode_t mode);
-void xclose (int fd);
-void xpipe (int fds[2]);
 void *xmmap (void *addr, size_t length, int prot, int flags, int fd);
 void xmunmap (void *addr, size_t length);
 
