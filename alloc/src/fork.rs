@@ -52,7 +52,8 @@
 //! first), and theirs may allocate on the forking thread while we hold
 //! every lock: [`Lock`](crate::lock::Lock) lets that thread through a lock
 //! it holds for `fork`. Two threads may register at once: the handlers then
-//! run twice per fork, and [`DEPTH`] makes the inner pair do nothing.
+//! run twice per fork, and [`DEPTH`] makes the inner pair do nothing; two
+//! threads that fork at once take turns ([`FORKER`]).
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::marker::PhantomData;
@@ -74,12 +75,21 @@ static TAKEN_HUGE: AtomicBool = AtomicBool::new(false);
 
 /// How many of our prepare handlers have run in the fork under way, less
 /// the release handlers that have: only the outermost pair takes and
-/// releases the locks. Only the forking thread touches it (glibc runs one
-/// fork's handlers at a time, under its own lock).
+/// releases the locks. Only the thread in [`FORKER`] touches it.
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 
+/// The thread whose fork holds the locks (0: none), set once it holds the
+/// first of them. Two threads may fork at once (glibc runs the handlers
+/// without a lock of its own): only the first finds itself here; the
+/// other waits in `prepare` for the locks, and so for the first fork's
+/// release. A signal handler that forks on the forking thread finds
+/// itself here too, and leaves the locks to the fork it interrupted.
+static FORKER: AtomicUsize = AtomicUsize::new(0);
+
 extern "C" fn prepare() {
-    if DEPTH.fetch_add_relaxed(1) != 0 {
+    let me = crate::sync::current_thread();
+    if FORKER.load_relaxed() == me {
+        DEPTH.fetch_add_relaxed(1);
         return;
     }
     if let Some(lock) = STDIO_LIST.lock() {
@@ -89,6 +99,8 @@ extern "C" fn prepare() {
         TAKEN_STDIO.store_relaxed(true);
     }
     TAKEN_OPENINGS.store_relaxed(OPENINGS.lock_for_fork());
+    FORKER.store_relaxed(me);
+    DEPTH.store_relaxed(1);
     // A region's holder may wait for any of the locks below: if this thread
     // holds one (it forks from a signal handler that interrupted it in a
     // slow path), waiting for the holder could wait forever.
@@ -110,7 +122,8 @@ extern "C" fn release_in_child() {
 }
 
 fn release(child: bool) {
-    if DEPTH.fetch_sub_relaxed(1) != 1 {
+    if DEPTH.load_relaxed() != 1 {
+        DEPTH.fetch_sub_relaxed(1);
         return;
     }
     // SAFETY: `prepare` took exactly these locks on this thread, and `fork`
@@ -127,9 +140,16 @@ fn release(child: bool) {
             DRAIN_LOCK.unlock_after_fork();
         }
         crate::percpu::release_regions_after_fork();
-        if TAKEN_OPENINGS.load_relaxed() {
-            OPENINGS.unlock_after_fork();
-        }
+    }
+    // Only now, with the regions released (a `fork` from a signal handler
+    // that interrupted the release until here leaves them to it, where it
+    // would otherwise wait forever for them), and before the first lock
+    // another forking thread may be waiting for.
+    FORKER.store_relaxed(0);
+    DEPTH.store_relaxed(0);
+    if TAKEN_OPENINGS.load_relaxed() {
+        // SAFETY: as above.
+        unsafe { OPENINGS.unlock_after_fork() };
     }
     // In the child glibc has reset the list lock already.
     if TAKEN_STDIO.swap_relaxed(false)

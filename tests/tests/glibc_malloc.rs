@@ -44,61 +44,22 @@ const TESTS: &[&str] = &[
     "tst-trim1",
 ];
 
-/// The kind of reason a test is expected to fail for.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// The test relies on glibc's own heap layout, not on the C API.
-    GlibcLayout,
-    /// A bug of ours that is being fixed: the entry goes when the fix lands.
-    BeingFixed,
-    /// A bug of ours that shows on some runs only: a pass proves nothing,
-    /// so it is accepted too.
-    Intermittent,
-}
-
 struct ExpectedFailure {
     test: &'static str,
     /// A line the failing test prints, so that a different failure is not taken for this one.
     prints: &'static str,
-    kind: Kind,
+    /// Why: every entry is a test that relies on glibc's own heap layout,
+    /// not on the C API (a bug of ours is fixed, not listed).
     why: &'static str,
 }
 
 /// Kept in step with README's Tests section.
-const EXPECTED_FAILURES: &[ExpectedFailure] = &[
-    ExpectedFailure {
-        test: "tst-memalign",
-        prints: "memalign (-1, pagesize) errno is not set correctly",
-        kind: Kind::BeingFixed,
-        why: "memalign(-1, 4096) must fail with EINVAL",
-    },
-    ExpectedFailure {
-        test: "tst-malloc-thread-fail",
-        prints: "error: posix_memalign (p, 128, 512): Success",
-        kind: Kind::BeingFixed,
-        why: "posix_memalign failing with ENOMEM must leave errno ENOMEM",
-    },
-    ExpectedFailure {
-        test: "tst-mallocfork2",
-        prints: "error: timed out",
-        kind: Kind::Intermittent,
-        why: "a signal handler's fork that interrupts fork's parent-side release handler waits \
-             forever for a CPU region the interrupted release still holds",
-    },
-    ExpectedFailure {
-        test: "tst-malloc-fork-deadlock",
-        prints: "error: timed out",
-        kind: Kind::BeingFixed,
-        why: "fork while other threads hold stdio locks inside realloc deadlocks",
-    },
-    ExpectedFailure {
-        test: "tst-free-errno",
-        prints: "free(): invalid pointer",
-        kind: Kind::GlibcLayout,
-        why: "maps new pages over the page before a large block, which holds our block's header \
+const EXPECTED_FAILURES: &[ExpectedFailure] = &[ExpectedFailure {
+    test: "tst-free-errno",
+    prints: "free(): invalid pointer",
+    why: "maps new pages over the page before a large block, which holds our block's header \
              (glibc's is in the block's first page, which the test copies back)",
-    },
-];
+}];
 
 /// Test programs run at once: most of the time goes to tests that sleep or
 /// wait on one another, so a few share two cores well.
@@ -188,14 +149,13 @@ fn verdict(test: &str, mode: Mode, outcome: &Outcome) -> Result<String, String> 
     let expected = EXPECTED_FAILURES.iter().find(|e| e.test == test);
     match (outcome, expected) {
         (Outcome::Passed, None) => Ok("passed".into()),
-        (Outcome::Passed, Some(e)) if matches!(e.kind, Kind::Intermittent) => Ok("passed this time".into()),
         (Outcome::Passed, Some(e)) => Err(format!(
             "{test} ({mode:?}) now passes: remove it from the expected-failure list \
-             (EXPECTED_FAILURES and README's Tests section); it was listed as {:?}: {}",
-            e.kind, e.why
+             (EXPECTED_FAILURES and README's Tests section); it was listed because {}",
+            e.why
         )),
         (Outcome::Failed(printed), Some(e)) if printed.contains(e.prints) => {
-            Ok(format!("failed as expected ({:?})", e.kind))
+            Ok(format!("failed as expected ({})", e.why))
         }
         (Outcome::Failed(printed), Some(e)) => Err(format!(
             "{test} ({mode:?}) failed, but not as the expected-failure list says (it should print `{}`):\n{printed}",
