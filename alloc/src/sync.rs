@@ -83,8 +83,8 @@ pub(crate) trait AtomicIntOps: AtomicOps {
 }
 
 macro_rules! atomic_ops {
-    ($($atomic:ty => $value:ty),* $(,)?) => {$(
-        impl AtomicOps for $atomic {
+    ($([$($generic:ident),*] $atomic:ty => $value:ty),* $(,)?) => {$(
+        impl<$($generic),*> AtomicOps for $atomic {
             type Value = $value;
             #[inline(always)]
             fn load_relaxed(&self) -> $value { self.load(Ordering::Relaxed) }
@@ -145,71 +145,13 @@ macro_rules! atomic_int_ops {
     )*};
 }
 
-atomic_ops!(AtomicBool => bool, AtomicU32 => u32, AtomicU64 => u64, AtomicUsize => usize);
+atomic_ops!([] AtomicBool => bool, [] AtomicU32 => u32, [] AtomicU64 => u64, [] AtomicUsize => usize);
 atomic_int_ops!(AtomicU32 => u32, AtomicU64 => u64, AtomicUsize => usize);
 
 #[cfg(not(rseq_alloc_loom))]
-atomic_ops!(AtomicU8 => u8, AtomicIsize => isize);
+atomic_ops!([] AtomicU8 => u8, [] AtomicIsize => isize);
 #[cfg(not(rseq_alloc_loom))]
 atomic_int_ops!(AtomicU8 => u8);
 
 #[cfg(not(rseq_alloc_loom))]
-impl<T> AtomicOps for AtomicPtr<T> {
-    type Value = *mut T;
-    #[inline(always)]
-    fn load_relaxed(&self) -> *mut T {
-        self.load(Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn load_acquire(&self) -> *mut T {
-        self.load(Ordering::Acquire)
-    }
-    #[inline(always)]
-    fn store_relaxed(&self, value: *mut T) {
-        self.store(value, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn store_release(&self, value: *mut T) {
-        self.store(value, Ordering::Release)
-    }
-    #[inline(always)]
-    fn store_seq_cst(&self, value: *mut T) {
-        self.store(value, Ordering::SeqCst)
-    }
-    #[inline(always)]
-    fn swap_relaxed(&self, value: *mut T) -> *mut T {
-        self.swap(value, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn swap_acq_rel(&self, value: *mut T) -> *mut T {
-        self.swap(value, Ordering::AcqRel)
-    }
-    #[inline(always)]
-    fn swap_seq_cst(&self, value: *mut T) -> *mut T {
-        self.swap(value, Ordering::SeqCst)
-    }
-    #[inline(always)]
-    fn cas_relaxed(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::Relaxed, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn cas_acquire(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::Acquire, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn cas_release(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::Release, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn cas_acq_rel(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
-    }
-    #[inline(always)]
-    fn cas_acq_rel_fail_relaxed(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::AcqRel, Ordering::Relaxed)
-    }
-    #[inline(always)]
-    fn cas_seq_cst(&self, current: *mut T, new: *mut T) -> Result<*mut T, *mut T> {
-        self.compare_exchange(current, new, Ordering::SeqCst, Ordering::Relaxed)
-    }
-}
+atomic_ops!([T] AtomicPtr<T> => *mut T);
