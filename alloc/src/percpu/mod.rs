@@ -86,10 +86,9 @@ pub(crate) struct FastPath {
 pub(crate) static FAST: FastPath =
     FastPath { flags: AtomicU32::new(0), slabs: Slabs::new(0, core::ptr::null_mut(), 0) };
 
+/// `FastPath::flags` bits.
 const RSEQ_ON: u32 = 1;
-
 const COUNT_HITS: u32 = 2;
-
 const HARDENED: u32 = 4;
 
 /// Whether the fast path is on: the rseq bit alone (one compare).
