@@ -13,6 +13,9 @@ pub struct Workload {
     /// Whether it is a benchmark the targets judge; `startup` is not: it
     /// measures what each allocator costs a program that allocates nothing.
     pub judged: bool,
+    /// Whether its peak RSS is judged whatever its heap reaches (memory is
+    /// what it measures); otherwise only a heap of 32 MiB or more is.
+    pub memory_judged: bool,
 }
 
 impl Workload {
@@ -33,7 +36,7 @@ impl Workload {
 
 /// A workload the targets judge.
 const fn benchmark(name: &'static str, about: &'static str, threads_per_cpu: usize) -> Workload {
-    Workload { name, about, threads_per_cpu, judged: true }
+    Workload { name, about, threads_per_cpu, judged: true, memory_judged: false }
 }
 
 /// Every workload.
@@ -53,6 +56,7 @@ pub const WORKLOADS: [Workload; 11] = [
         about: "allocates nothing: the allocator's fixed cost (its library, its first pages), under every workload's peak RSS",
         threads_per_cpu: 0,
         judged: false,
+        memory_judged: false,
     },
 ];
 

@@ -47,6 +47,6 @@ pub use elf::loaded_file_kib;
 pub use json::{counts_json, json};
 pub use peers::{Allocator, GLIBC_OUR_LAYOUT, OURS, is_peer, lineup, peer_names, peers, with_build};
 pub use programs::{Programs, build_ours, compile_c, compile_twin};
-pub use report::{counts_markdown, header, markdown, same_layout_markdown, targets};
+pub use report::{Measure, Verdict, counts_markdown, header, markdown, same_layout_markdown, targets, verdict_table};
 pub use running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS, Results, Sample, online_cpus, run, run_once};
 pub use statistics::{Row, Summary, summarize};

@@ -142,22 +142,24 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
     let mut results = Results::new();
     let total = options.rounds * workloads.len() * allocators.len();
     let mut done = 0;
+    let started = Instant::now();
     for round in 0..options.rounds {
         for (w, a) in round_order(workloads.len(), allocators.len(), |w| (round * 131 + w) as u64) {
             let (workload, allocator) = (workloads[w], &allocators[a]);
             let threads = workload.threads(options.threads, cpus);
             let sample = run_once(programs, workload, threads, options.scale, allocator);
             done += 1;
+            let left = time_left(started.elapsed().as_secs_f64(), done, total);
             match &sample {
                 Ok(s) => eprintln!(
-                    "[{done}/{total}] round {} {} x{threads} {}: {:.3} s, {} MiB",
+                    "[{done}/{total}, {left} left] round {} {} x{threads} {}: {:.3} s, {} MiB",
                     round + 1,
                     workload.name,
                     allocator.name,
                     s.wall,
                     s.max_rss_kb >> 10
                 ),
-                Err(e) => eprintln!("[{done}/{total}] {} {}: FAILED: {e}", workload.name, allocator.name),
+                Err(e) => eprintln!("[{done}/{total}, {left} left] {} {}: FAILED: {e}", workload.name, allocator.name),
             }
             record(&mut results, workload, allocator, sample);
         }
@@ -165,6 +167,14 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
     sample_peaks(programs, allocators, options, &workloads, cpus, &mut results);
     mark_wrong_answers(&mut results);
     results
+}
+
+/// The time the timed rounds have left, from the pace so far: `done` of
+/// `total` runs took `elapsed` seconds. Rounds run the same runs, so after
+/// the first round the estimate is close.
+pub fn time_left(elapsed: f64, done: usize, total: usize) -> String {
+    let seconds = (elapsed / done.max(1) as f64 * total.saturating_sub(done) as f64).round() as u64;
+    if seconds >= 60 { format!("~{}m{:02}s", seconds / 60, seconds % 60) } else { format!("~{seconds}s") }
 }
 
 /// Longest median run that gets extra peak RSS samples, seconds.
