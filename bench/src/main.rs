@@ -267,7 +267,8 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     std::fs::write(out.join("report.json"), compare::json(&results)).map_err(|e| e.to_string())?;
     std::fs::write(out.join("instructions.json"), compare::counts_json(&counts)).map_err(|e| e.to_string())?;
     compare::chart(&summary, &out.join("chart.svg"))?;
-    eprintln!("report: {}/report.md, report.json, instructions.json, chart.svg", out.display());
+    let threads = if compare::threads_chart(&summary, &out.join("threads.svg"))? { ", threads.svg" } else { "" };
+    eprintln!("report: {}/report.md, report.json, instructions.json, chart.svg{threads}", out.display());
     let failed_runs: usize = summary.values().flatten().map(|r| r.failures).sum();
     if failed_runs > 0 {
         return Err(format!("{failed_runs} run(s) failed or gave a wrong answer").into());

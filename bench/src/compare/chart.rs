@@ -81,15 +81,16 @@ pub fn chart(summary: &Summary, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (width, 860)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (strip, body) = root.split_vertically(50);
-    legend(&strip, &allocators)?;
+    legend_of(&strip, &allocators, "★ outlined: the lowest bar of the group; a bar past 3× carries its value")?;
     for (area, (title, groups)) in body.split_evenly((2, 1)).iter().zip(&panels) {
         panel(area, title, groups, allocators.len())?;
     }
     root.present().map_err(|e| e.to_string())
 }
 
-/// The legend, in a strip of its own above the panels, so it covers no bar.
-fn legend(strip: &DrawingArea<SVGBackend<'_>, Shift>, allocators: &[&str]) -> Result<(), String> {
+/// The legend, in a strip of its own above the panels so that it covers no
+/// bar, colours in the order of `allocators`, then `note`.
+fn legend_of(strip: &DrawingArea<SVGBackend<'_>, Shift>, allocators: &[&str], note: &str) -> Result<(), String> {
     let font = ("sans-serif", 15).into_font();
     let mut x = 60;
     for (a, name) in allocators.iter().enumerate() {
@@ -98,7 +99,6 @@ fn legend(strip: &DrawingArea<SVGBackend<'_>, Shift>, allocators: &[&str]) -> Re
         strip.draw(&Text::new(name.to_string(), (x + 20, 17), font.clone())).map_err(|e| e.to_string())?;
         x += 40 + 9 * name.len() as i32;
     }
-    let note = "★ outlined: the lowest bar of the group; a bar past 3× carries its value";
     strip.draw(&Text::new(note, (x + 20, 17), font)).map_err(|e| e.to_string())
 }
 
@@ -157,6 +157,79 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, Shift>, title: &str, groups: &Groups
     let line = PathElement::new(vec![(0.0, 1.0), (count as f64, 1.0)], BLACK);
     chart.draw_series([line]).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Per allocator, (threads, its row) of each many-threads workload that ran.
+pub fn thread_series(summary: &Summary) -> Vec<(&'static str, Vec<(usize, Row)>)> {
+    let runs: Vec<(usize, &Vec<Row>)> =
+        catalogue::WORKLOADS.iter().filter_map(|w| Some((w.many_threads()?, summary.get(w.name)?))).collect();
+    charted_allocators(summary)
+        .into_iter()
+        .map(|a| {
+            let points = runs
+                .iter()
+                .filter_map(|(n, rows)| {
+                    rows.iter().find(|r| r.allocator == a && r.failures == 0).map(|r| (*n, r.clone()))
+                })
+                .collect();
+            (a, points)
+        })
+        .filter(|(_, points): &(_, Vec<_>)| !points.is_empty())
+        .collect()
+}
+
+/// A panel of the many-threads chart: its title, its range, the value of a row.
+type Metric = (&'static str, (f64, f64), fn(&Row) -> f64);
+
+/// Draws the many-threads chart as SVG to `path`: peak RSS (MiB) and wall
+/// time (s) against the threads alive at once, both axes logarithmic, a
+/// line per allocator. Nothing is drawn when no many-threads workload ran.
+pub fn threads_chart(summary: &Summary, path: &Path) -> Result<bool, String> {
+    let series = thread_series(summary);
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut low, mut high) = (usize::MAX, 0);
+    let (mut rss, mut wall) = ((f64::INFINITY, 0f64), (f64::INFINITY, 0f64));
+    for (n, row) in points {
+        (low, high) = (low.min(*n), high.max(*n));
+        rss = (rss.0.min(row.rss_kb / 1024.0), rss.1.max(row.rss_kb / 1024.0));
+        wall = (wall.0.min(row.wall), wall.1.max(row.wall));
+    }
+    if high == 0 {
+        return Ok(false);
+    }
+    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (strip, body) = root.split_vertically(50);
+    let names: Vec<&str> = series.iter().map(|(a, _)| *a).collect();
+    legend_of(&strip, &names, "threads alive at once, all on every CPU; lower is better")?;
+    let panels = body.split_evenly((1, 2));
+    let metrics: [Metric; 2] = [("peak RSS (MiB)", rss, |r| r.rss_kb / 1024.0), ("wall time (s)", wall, |r| r.wall)];
+    for (area, (title, (min, max), metric)) in panels.iter().zip(metrics) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{title} by threads alive"), ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d((low as f64 * 0.7..high as f64 * 1.4).log_scale(), (min * 0.7..max * 1.4).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("threads")
+            .y_desc(title)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (a, (_, points)) in series.iter().enumerate() {
+            let color = PALETTE[names.iter().position(|n| *n == series[a].0).unwrap_or(a) % PALETTE.len()];
+            let width = if series[a].0 == OURS { 3 } else { 2 };
+            let xy: Vec<(f64, f64)> = points.iter().map(|(n, r)| (*n as f64, metric(r))).collect();
+            chart.draw_series(LineSeries::new(xy.clone(), color.stroke_width(width))).map_err(|e| e.to_string())?;
+            chart.draw_series(xy.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| e.to_string())?;
+        }
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 #[cfg(test)]

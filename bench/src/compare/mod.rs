@@ -18,7 +18,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `catalogue` | the workloads, their threads, which are judged |
+//! | `catalogue` | the workloads (synthetic, many threads, real programs), their threads, which are judged |
 //! | `peers` | the allocators: ours, glibc, the packaged peers (apt), `--with` builds |
 //! | `programs` | building our library and the C programs |
 //! | `running` | one run, the shuffled rounds, extra peak runs, wrong answers |
@@ -26,7 +26,7 @@
 //! | `statistics` | samples to rows: medians and ratios to ours |
 //! | `report` | the Markdown report and the targets' verdicts |
 //! | `json` | `report.json` and `instructions.json` |
-//! | `chart` | `chart.svg` |
+//! | `chart` | `chart.svg`, and `threads.svg` of the many-threads workloads |
 //! | `elf` | the loaded size of a shared library |
 
 mod cachegrind;
@@ -41,12 +41,15 @@ mod running;
 mod statistics;
 
 pub use cachegrind::{Counts, count_instructions, instructions, valgrind_available};
-pub use catalogue::{WORKLOADS, Workload, judged};
-pub use chart::chart;
+pub use catalogue::{Program, Threads, WORKLOADS, Workload, judged};
+pub use chart::{chart, threads_chart};
 pub use elf::loaded_file_kib;
 pub use json::{counts_json, json};
 pub use peers::{Allocator, GLIBC_OUR_LAYOUT, OURS, is_peer, lineup, peer_names, peers, with_build};
 pub use programs::{Programs, build_ours, compile_c, compile_twin};
-pub use report::{Measure, Verdict, counts_markdown, header, markdown, same_layout_markdown, targets, verdict_table};
+pub use report::{
+    Measure, Verdict, counts_markdown, header, many_threads_markdown, markdown, same_layout_markdown, targets,
+    verdict_table,
+};
 pub use running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS, Results, Sample, online_cpus, run, run_once};
 pub use statistics::{Row, Summary, summarize};

@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 use super::cachegrind::Counts;
 use super::catalogue;
-use super::peers::{GLIBC_OUR_LAYOUT, OURS};
+use super::chart::thread_series;
+use super::peers::{GLIBC_OUR_LAYOUT, OURS, is_peer};
 use super::running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS};
 use super::statistics::{Row, Summary, clean_peers};
 
@@ -206,6 +207,7 @@ pub fn markdown(summary: &Summary, verdicts: &[Verdict], header: &str, indicativ
     let _ = writeln!(md, "# rseq-alloc compared\n");
     md.push_str(&verdict_table(summary, verdicts, indicative));
     let _ = writeln!(md, "\n{header}\n");
+    md.push_str(&many_threads_markdown(summary));
     if let Some(line) = fixed_cost(summary) {
         let _ = writeln!(md, "{line}\n");
     }
@@ -237,6 +239,58 @@ pub fn markdown(summary: &Summary, verdicts: &[Verdict], header: &str, indicativ
         }
         let _ = writeln!(md);
     }
+    md
+}
+
+/// The many-threads section: per allocator, peak RSS and wall time at each
+/// thread count, and in words who wins at the largest count.
+pub fn many_threads_markdown(summary: &Summary) -> String {
+    let series = thread_series(summary);
+    let mut counts: Vec<usize> = series.iter().flat_map(|(_, p)| p.iter().map(|(n, _)| *n)).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let Some(&most) = counts.last() else { return String::new() };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Many threads\n\nThreads alive at once, each with a small working set, allocating in bursts; the same \
+         work in all at every count (chart: `threads.svg`). Per cell: peak RSS, wall time.\n"
+    );
+    let header: Vec<String> = counts.iter().map(|n| format!("{n} threads")).collect();
+    let _ = writeln!(md, "| allocator | {} |\n|---|{}", header.join(" | "), "---:|".repeat(counts.len()));
+    for (allocator, points) in &series {
+        let cells: Vec<String> = counts
+            .iter()
+            .map(|n| match points.iter().find(|(m, _)| m == n) {
+                Some((_, r)) => format!("{:.1} MiB, {:.2} s", r.rss_kb / 1024.0, r.wall),
+                None => "–".into(),
+            })
+            .collect();
+        let _ = writeln!(md, "| {allocator} | {} |", cells.join(" | "));
+    }
+    let at_most: Vec<(&str, &Row)> =
+        series.iter().filter_map(|(a, p)| Some((*a, &p.iter().find(|(n, _)| *n == most)?.1))).collect();
+    let ours = at_most.iter().find(|(a, _)| *a == OURS).map(|(_, r)| *r);
+    let peers = at_most.iter().filter(|(a, _)| is_peer(a));
+    let best = |metric: fn(&Row) -> f64| peers.clone().min_by(|x, y| metric(x.1).total_cmp(&metric(y.1)));
+    if let (Some(ours), Some((rss_peer, rss_row)), Some((time_peer, time_row))) =
+        (ours, best(|r| r.rss_kb), best(|r| r.wall))
+    {
+        let say = |what: &str, ratio: f64, peer: &str, less: &str, more: &str| {
+            if ratio <= 1.0 {
+                format!("{what} {less} than every peer ({ratio:.2} of the best, {peer})")
+            } else {
+                format!("{what} {more} than {peer} ({ratio:.2} of it)")
+            }
+        };
+        let _ = writeln!(
+            md,
+            "\nAt {most} threads rseq-alloc {}; it {}.",
+            say("holds", ours.rss_kb / rss_row.rss_kb, rss_peer, "less memory", "more memory"),
+            say("takes", ours.wall / time_row.wall, time_peer, "less time", "more time"),
+        );
+    }
+    md.push('\n');
     md
 }
 

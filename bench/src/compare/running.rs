@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::catalogue::{self, Workload};
+use super::catalogue::{self, Program, Workload};
 use super::peers::Allocator;
 use super::programs::Programs;
 use super::statistics::median_of;
@@ -73,8 +73,11 @@ pub fn run_once(
     allocator: &Allocator,
 ) -> Result<Sample, String> {
     use std::os::unix::process::CommandExt;
+    let Program::Synthetic(name) = workload.program else {
+        return Err(format!("{} is not a workload of workloads.c", workload.name));
+    };
     let mut command = Command::new(programs.measure);
-    command.arg(programs.workloads).args([workload.name, &threads.to_string(), &scale.to_string()]);
+    command.arg(programs.workloads).args([name, &threads.to_string(), &scale.to_string()]);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(library) = &allocator.preload {
         command.env("MEASURE_PRELOAD", library);
