@@ -235,13 +235,27 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     let twin = profile_dir.join("bench-layout-twin.so");
     compare::compile_twin(&workspace.join("bench/c/layout_twin.c"), &twin)?;
     let twin_kib = compare::loaded_file_kib(&twin)?;
-    let (peers, skipped) = compare::peers();
+    let (peers, mut skipped) = compare::peers();
     let allocators = compare::lineup(profile_dir.join("librseq_alloc.so"), twin, peers, with, &options.allocators);
+    let selected: Vec<&compare::Workload> = compare::selected(&options.workloads).collect();
+    skipped.extend(compare::install_real(&selected));
+    options.workloads =
+        selected.iter().map(|w| w.name).filter(|w| !skipped.iter().any(|(n, _)| n == w)).map(String::from).collect();
+    let real = selected.iter().any(|w| matches!(w.program, compare::Program::Real(_)));
+    let inputs = if real {
+        Some(compare::prepare_real(&workspace, &profile_dir, &options.out_dir.join("inputs"), options.scale)?)
+    } else {
+        None
+    };
     for (name, why) in &skipped {
         eprintln!("skipped {name}: {why}");
     }
     let header = compare::header(&options, compare::online_cpus(), &skipped);
-    let results = compare::run(compare::Programs { workloads: &binary, measure: &measure }, &allocators, &options);
+    let results = compare::run(
+        compare::Programs { workloads: &binary, measure: &measure, inputs: inputs.as_ref() },
+        &allocators,
+        &options,
+    );
     let have_valgrind = compare::valgrind_available();
     let counts = if cachegrind_scale > 0.0 && have_valgrind {
         // glibc@our-layout runs glibc's instructions.
@@ -258,6 +272,7 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     let summary = compare::summarize(&results);
     let verdicts = compare::targets(&summary);
     let mut report = compare::markdown(&summary, &verdicts, &header, length.indicative);
+    report.push_str(&compare::rates_markdown(&results, "redis"));
     report.push_str(&compare::same_layout_markdown(&summary, twin_kib));
     report.push_str(&compare::counts_markdown(&counts, cachegrind_scale));
     println!("{report}");

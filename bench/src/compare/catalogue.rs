@@ -93,8 +93,20 @@ const fn many(name: &'static str, about: &'static str, n: usize) -> Workload {
     }
 }
 
+/// A real program the targets judge.
+const fn real(name: &'static str, about: &'static str) -> Workload {
+    Workload {
+        name,
+        about,
+        program: Program::Real(name),
+        threads: Threads::Program,
+        judged: true,
+        memory_judged: false,
+    }
+}
+
 /// Every workload, in the order the report lists them.
-pub const WORKLOADS: [Workload; 15] = [
+pub const WORKLOADS: [Workload; 21] = [
     synthetic("tight", "one thread, malloc/free of small sizes", Threads::Pinned),
     synthetic("pareto", "one thread, 200k live blocks of Pareto-like sizes", Threads::Pinned),
     synthetic("larson", "server churn, a fifth of frees cross-thread", Threads::PerCpu(1)),
@@ -109,6 +121,15 @@ pub const WORKLOADS: [Workload; 15] = [
     many("threads-100", "100 threads alive at once, small working sets, bursts", 100),
     many("threads-1000", "1,000 threads alive at once, small working sets, bursts", 1000),
     many("threads-10000", "10,000 threads alive at once, small working sets, bursts", 10000),
+    real("python3", "python3 (PYTHONMALLOC=malloc): JSON round trips, dict and str churn, small objects in 4 threads"),
+    real("sqlite3", "sqlite3 in memory: inserts with two indexes, joins, sorts, deletes"),
+    real(
+        "redis",
+        "redis-server under redis-benchmark on loopback: SET, GET, LPUSH, LRANGE_100 of 64 B and 1 KiB, 16 pipelined",
+    ),
+    real("lua5.4", "lua5.4: tables and strings made and dropped, the collector busy"),
+    real("cpp", "a C++ program: std::map, std::string, std::vector churn"),
+    real("zstd", "zstd -T2 -6 compressing a generated text file"),
     Workload {
         name: "startup",
         about: "allocates nothing: the allocator's fixed cost (its library, its first pages), under every workload's peak RSS",

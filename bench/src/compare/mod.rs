@@ -21,6 +21,7 @@
 //! | `catalogue` | the workloads (synthetic, many threads, real programs), their threads, which are judged |
 //! | `peers` | the allocators: ours, glibc, the packaged peers (apt), `--with` builds |
 //! | `programs` | building our library and the C programs |
+//! | `real` | the real programs: installing them, their inputs, their command lines, redis's driver |
 //! | `running` | one run, the shuffled rounds, extra peak runs, wrong answers |
 //! | `cachegrind` | instruction counts under valgrind |
 //! | `statistics` | samples to rows: medians and ratios to ours |
@@ -36,20 +37,22 @@ mod elf;
 mod json;
 mod peers;
 mod programs;
+mod real;
 mod report;
 mod running;
 mod statistics;
 
 pub use cachegrind::{Counts, count_instructions, instructions, valgrind_available};
-pub use catalogue::{Program, Threads, WORKLOADS, Workload, judged};
+pub use catalogue::{Program, Threads, WORKLOADS, Workload, judged, selected};
 pub use chart::{chart, threads_chart};
 pub use elf::loaded_file_kib;
 pub use json::{counts_json, json};
 pub use peers::{Allocator, GLIBC_OUR_LAYOUT, OURS, is_peer, lineup, peer_names, peers, with_build};
 pub use programs::{Programs, build_ours, compile_c, compile_twin};
+pub use real::{Inputs, install as install_real, prepare as prepare_real};
 pub use report::{
-    Measure, Verdict, counts_markdown, header, many_threads_markdown, markdown, same_layout_markdown, targets,
-    verdict_table,
+    Measure, Verdict, counts_markdown, header, many_threads_markdown, markdown, rates_markdown, same_layout_markdown,
+    targets, verdict_table,
 };
 pub use running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS, Results, Sample, online_cpus, run, run_once};
 pub use statistics::{Row, Summary, summarize};

@@ -10,8 +10,8 @@ use super::cachegrind::Counts;
 use super::catalogue;
 use super::chart::thread_series;
 use super::peers::{GLIBC_OUR_LAYOUT, OURS, is_peer};
-use super::running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS};
-use super::statistics::{Row, Summary, clean_peers};
+use super::running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS, Results};
+use super::statistics::{Row, Summary, clean_peers, median_of};
 
 /// Time target: ours / best peer, median of the per-round ratios.
 pub const TIME_TARGET: f64 = 1.00;
@@ -289,6 +289,42 @@ pub fn many_threads_markdown(summary: &Summary) -> String {
             say("holds", ours.rss_kb / rss_row.rss_kb, rss_peer, "less memory", "more memory"),
             say("takes", ours.wall / time_row.wall, time_peer, "less time", "more time"),
         );
+    }
+    md.push('\n');
+    md
+}
+
+/// Each rate a run reported (redis-benchmark's requests per second), the
+/// median per allocator, as a table under `workload`'s; empty when none.
+pub fn rates_markdown(results: &Results, workload: &str) -> String {
+    let Some(by_allocator) = results.get(workload) else { return String::new() };
+    let mut tests: Vec<&str> =
+        by_allocator.values().flatten().flatten().flat_map(|s| s.rates.iter().map(|(t, _)| t.as_str())).collect();
+    tests.dedup();
+    let mut unique = Vec::new();
+    for t in tests {
+        if !unique.contains(&t) {
+            unique.push(t);
+        }
+    }
+    if unique.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "Requests per second (median; higher is better):\n\n| allocator | {} |\n|---|{}\n",
+        unique.join(" | "),
+        "---:|".repeat(unique.len())
+    );
+    for (allocator, samples) in by_allocator {
+        let cells: Vec<String> = unique
+            .iter()
+            .map(|t| {
+                let values =
+                    samples.iter().flatten().flat_map(|s| s.rates.iter().filter(|(k, _)| k == t).map(|(_, v)| *v));
+                format!("{:.0}", median_of(values))
+            })
+            .collect();
+        let _ = writeln!(md, "| {allocator} | {} |", cells.join(" | "));
     }
     md.push('\n');
     md
