@@ -72,21 +72,21 @@ struct Length {
 const LENGTHS: [Length; 3] = [
     Length {
         flag: "(default)",
-        rounds: 5,
-        rss_rounds: 15,
-        scale: 1.0,
-        cachegrind_scale: 0.01,
+        rounds: 3,
+        rss_rounds: 3,
+        scale: 0.1,
+        cachegrind_scale: 0.005,
         indicative: false,
-        takes: "about an hour",
+        takes: "about 5 minutes",
     },
     Length {
         flag: "--quick",
-        rounds: 3,
+        rounds: 1,
         rss_rounds: 0,
         scale: 0.05,
         cachegrind_scale: 0.002,
         indicative: true,
-        takes: "about 2 minutes; a smoke test, its verdicts indicative",
+        takes: "about 1 minute; a smoke test, its verdicts indicative",
     },
     Length {
         flag: "--full",
