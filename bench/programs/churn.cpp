@@ -14,7 +14,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: cpp-churn SCALE\n");
         return 2;
     }
-    long n = static_cast<long>(std::atof(argv[1]) * 3e6);
+    long n = static_cast<long>(std::atof(argv[1]) * 9e6);
     std::map<std::string, std::vector<long>> table;
     uint64_t s = 88172645463325252ull, sum = 0;
     for (long i = 0; i < n; i++) {

@@ -11,7 +11,7 @@ import sys
 import threading
 
 scale = float(sys.argv[1])
-n = max(100, int(150000 * scale))
+n = max(100, int(450000 * scale))
 digest = hashlib.sha256()
 
 

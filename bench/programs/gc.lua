@@ -3,7 +3,7 @@
 -- Usage: lua5.4 gc.lua SCALE. Prints `checksum N`, the same under every
 -- correct allocator (Lua allocates through realloc and free).
 local scale = tonumber(arg[1])
-local n = math.max(1000, math.floor(800000 * scale))
+local n = math.max(1000, math.floor(2400000 * scale))
 local keep = {}
 local sum = 0
 for i = 1, n do

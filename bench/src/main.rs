@@ -84,9 +84,9 @@ const LENGTHS: [Length; 3] = [
         rounds: 1,
         rss_rounds: 0,
         scale: 0.05,
-        cachegrind_scale: 0.002,
+        cachegrind_scale: 0.001,
         indicative: true,
-        takes: "about 1 minute; a smoke test, its verdicts indicative",
+        takes: "about 1-2 minutes; a smoke test, its verdicts indicative",
     },
     Length {
         flag: "--full",

@@ -84,7 +84,7 @@ pub struct Inputs {
 pub fn prepare(workspace: &Path, profile_dir: &Path, dir: &Path, scale: f64) -> Result<Inputs, String> {
     let scripts = workspace.join("bench/programs");
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let rows = ((500_000.0 * scale) as u64).max(2000);
+    let rows = ((1_500_000.0 * scale) as u64).max(2000);
     let sql = std::fs::read_to_string(scripts.join("sqlite.sql")).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("sqlite.sql"), sql.replace("ROWS", &rows.to_string())).map_err(|e| e.to_string())?;
     let cpp = profile_dir.join("bench-cpp-churn");
@@ -99,7 +99,7 @@ pub fn prepare(workspace: &Path, profile_dir: &Path, dir: &Path, scale: f64) -> 
             return Err("compiling bench/programs/churn.cpp failed".into());
         }
     }
-    write_text(&dir.join("zstd-input"), ((96.0 * scale).max(2.0) * 1048576.0) as usize)?;
+    write_text(&dir.join("zstd-input"), ((288.0 * scale).max(2.0) * 1048576.0) as usize)?;
     Ok(Inputs { scripts, dir: dir.into(), cpp, scale })
 }
 
