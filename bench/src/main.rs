@@ -256,6 +256,10 @@ fn compare(args: &[String]) -> Result<(), Failure> {
         &allocators,
         &options,
     );
+    // The generated inputs (zstd's is large at --full) are not kept.
+    if inputs.is_some() {
+        let _ = std::fs::remove_dir_all(options.out_dir.join("inputs"));
+    }
     let have_valgrind = compare::valgrind_available();
     let counts = if cachegrind_scale > 0.0 && have_valgrind {
         // glibc@our-layout runs glibc's instructions.
