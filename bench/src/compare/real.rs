@@ -289,3 +289,20 @@ pub fn redis(measure: &Path, allocator: &Allocator, scale: f64) -> Result<RedisR
     }
     Ok(RedisRun { wall, rates, checksum: checksum?, server_stdout: String::from_utf8_lossy(&output.stdout).into() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program's own checksum line wins; otherwise its stdout is hashed
+    /// without the launcher's rusage line, whose times differ run to run.
+    #[test]
+    fn the_checksum_ignores_the_launchers_line() {
+        assert_eq!(checksum("x\nchecksum 42\nrusage maxrss_kib 1\n", None).unwrap(), "42");
+        let a = checksum("1|2\n3|4\nrusage maxrss_kib 10 user_us 5 sys_us 1\n", None).unwrap();
+        let b = checksum("1|2\n3|4\nrusage maxrss_kib 99 user_us 7 sys_us 0\n", None).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, checksum("1|2\n3|5\n", None).unwrap());
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+    }
+}
