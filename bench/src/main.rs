@@ -23,7 +23,7 @@ const SUBCOMMANDS: [Subcommand; 5] = [
     Subcommand {
         name: "compare",
         usage: "[--quick | --full] [--rounds N] [--rss-rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...",
-        about: "C workloads under rseq-alloc, glibc, jemalloc, tcmalloc, mimalloc and TBB (LD_PRELOAD); \
+        about: "C workloads, 10 to 10,000 threads and real programs under rseq-alloc, glibc, jemalloc, tcmalloc, mimalloc and TBB (LD_PRELOAD); \
                 --with adds another build of ours, shown but never the best peer",
         run: compare,
     },

@@ -1,6 +1,7 @@
 //! `compare`: rseq-alloc side by side with glibc, jemalloc, tcmalloc,
-//! mimalloc and TBB on the C workloads of `bench/c/workloads.c`, each loaded
-//! with `LD_PRELOAD`.
+//! mimalloc and TBB, each loaded with `LD_PRELOAD`, on the C workloads of
+//! `bench/c/workloads.c` (many threads among them) and on real programs
+//! from Debian packages.
 //!
 //! Method (the machine is shared and noisy): in every round each workload
 //! runs under every allocator in a shuffled order; per round we take the
