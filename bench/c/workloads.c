@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,57 @@ static uint64_t large(void) {
     return sum;
 }
 
+/* 12. many_threads: THREADS threads alive at once (a barrier holds them
+ * until all have started, another until all have finished), each keeping a
+ * small working set and allocating in bursts, yielding between bursts. The
+ * work in all is the same for any count: per-thread caches grow with the
+ * threads, per-CPU ones with the CPUs. */
+static pthread_barrier_t many_started, many_finished;
+static uint64_t *many_sums;
+
+static void *many_thread(void *arg) {
+    long id = (long)arg;
+    enum { SET = 16, BURST = 32 };
+    void *set[SET], *burst[BURST];
+    uint64_t stamps[SET], s = 77 + id, sum = 0;
+    for (int k = 0; k < SET; k++) { stamps[k] = (uint64_t)id << 32 | k; set[k] = make(16 + rng_next(&s) % 240, stamps[k]); }
+    pthread_barrier_wait(&many_started);
+    long bursts = iterations(1e6) / threads;
+    if (bursts < 1) bursts = 1;
+    for (long b = 0; b < bursts; b++) {
+        for (int k = 0; k < BURST; k++) burst[k] = make(16 + rng_next(&s) % 496, b << 8 | k);
+        for (int k = 0; k < BURST; k++) { sum += check(burst[k], b << 8 | k); free(burst[k]); }
+        size_t k = rng_next(&s) % SET;
+        sum += check(set[k], stamps[k]);
+        free(set[k]);
+        stamps[k] = (uint64_t)id << 32 | (b + SET);
+        set[k] = make(16 + rng_next(&s) % 240, stamps[k]);
+        sched_yield();
+    }
+    pthread_barrier_wait(&many_finished);
+    for (int k = 0; k < SET; k++) { sum += check(set[k], stamps[k]); free(set[k]); }
+    many_sums[id] = sum;
+    return NULL;
+}
+
+static uint64_t many_threads(void) {
+    pthread_t *t = malloc(threads * sizeof *t);
+    many_sums = calloc(threads, sizeof *many_sums);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* Small stacks, so that ten thousand fit whatever the stack limit. */
+    pthread_attr_setstacksize(&attr, 64 << 10);
+    pthread_barrier_init(&many_started, NULL, threads);
+    pthread_barrier_init(&many_finished, NULL, threads);
+    for (long i = 0; i < threads; i++)
+        if (pthread_create(&t[i], &attr, many_thread, (void *)i)) { fprintf(stderr, "thread %ld: cannot create\n", i); exit(2); }
+    uint64_t sum = 0;
+    for (long i = 0; i < threads; i++) { pthread_join(t[i], NULL); sum += many_sums[i]; }
+    free(many_sums);
+    free(t);
+    return sum;
+}
+
 static long rss_kb(void) {
     long pages = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -300,7 +352,8 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     threads = atoi(argv[2]);
     scale = atof(argv[3]);
-    if (threads < 1 || threads > 256) { fprintf(stderr, "threads must be 1..256\n"); return 2; }
+    int many = !strcmp(name, "many_threads");
+    if (threads < 1 || threads > (many ? 100000 : 256)) { fprintf(stderr, "threads must be 1..256 (many_threads: 1..100000)\n"); return 2; }
     for (int i = 0; i < 64; i++) pthread_mutex_init(&exchange_lock[i], NULL);
     uint64_t sum;
     if (!strcmp(name, "tight")) sum = tight();
@@ -343,6 +396,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(name, "realloc")) sum = realloc_growth();
     else if (!strcmp(name, "large")) sum = large();
     else if (!strcmp(name, "trim")) sum = trim();
+    else if (many) sum = many_threads();
     /* 11. startup: nothing; its peak RSS is what the allocator costs a
      * program before its first block (library pages, first metadata). */
     else if (!strcmp(name, "startup")) sum = 0;

@@ -22,8 +22,8 @@ struct Subcommand {
 const SUBCOMMANDS: [Subcommand; 5] = [
     Subcommand {
         name: "compare",
-        usage: "[--quick] [--rounds N] [--rss-rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...",
-        about: "C workloads under rseq-alloc, glibc, jemalloc, tcmalloc, mimalloc and TBB (LD_PRELOAD); \
+        usage: "[--quick | --full] [--rounds N] [--rss-rounds N] [--workloads a,b] [--allocators a,b] [--threads N] [--scale X] [--cachegrind-scale X (0: off)] [--out DIR] [--with NAME=LIB.so]...",
+        about: "C workloads, 10 to 10,000 threads and real programs under rseq-alloc, glibc, jemalloc, tcmalloc, mimalloc and TBB (LD_PRELOAD); \
                 --with adds another build of ours, shown but never the best peer",
         run: compare,
     },
@@ -50,6 +50,52 @@ const SUBCOMMANDS: [Subcommand; 5] = [
         usage: "[--rounds N]",
         about: "the fallback column of `alloc`, which runs it in a child with the fallback forced",
         run: alloc_child,
+    },
+];
+
+/// A run length of `compare`: its default, `--quick` and `--full`. A later
+/// `--rounds`, `--rss-rounds`, `--scale` or `--cachegrind-scale` overrides
+/// one figure of it.
+struct Length {
+    flag: &'static str,
+    rounds: usize,
+    rss_rounds: usize,
+    scale: f64,
+    cachegrind_scale: f64,
+    /// Whether its verdicts are indicative only.
+    indicative: bool,
+    /// How long it takes on a shared two-CPU machine.
+    takes: &'static str,
+}
+
+/// The run lengths, the default first.
+const LENGTHS: [Length; 3] = [
+    Length {
+        flag: "(default)",
+        rounds: 3,
+        rss_rounds: 3,
+        scale: 0.1,
+        cachegrind_scale: 0.005,
+        indicative: false,
+        takes: "about 5 minutes",
+    },
+    Length {
+        flag: "--quick",
+        rounds: 1,
+        rss_rounds: 0,
+        scale: 0.05,
+        cachegrind_scale: 0.001,
+        indicative: true,
+        takes: "about 1-2 minutes; a smoke test, its verdicts indicative",
+    },
+    Length {
+        flag: "--full",
+        rounds: 5,
+        rss_rounds: 15,
+        scale: 1.0,
+        cachegrind_scale: 0.01,
+        indicative: false,
+        takes: "about an hour",
     },
 ];
 
@@ -84,6 +130,13 @@ fn help() {
     println!("{}\n\nsubcommands:", usage());
     for c in &SUBCOMMANDS {
         println!("  {:14} {}", c.name, c.about);
+    }
+    println!("\ncompare's run lengths (each figure can be overridden by its option):");
+    for l in &LENGTHS {
+        println!(
+            "  {:14} --rounds {} --rss-rounds {} --scale {} --cachegrind-scale {}: {}",
+            l.flag, l.rounds, l.rss_rounds, l.scale, l.cachegrind_scale, l.takes
+        );
     }
     println!("\nworkloads (--workloads):");
     for w in &compare::WORKLOADS {
@@ -142,28 +195,25 @@ fn rounds(args: &[String]) -> Result<u64, Failure> {
 /// everything, prints the report and writes it under `--out`.
 fn compare(args: &[String]) -> Result<(), Failure> {
     let (profile_dir, workspace) = build_dirs()?;
+    // A length flag sets its figures first, so that an option after or
+    // before it overrides one of them.
+    let length = LENGTHS.iter().rev().find(|l| args.iter().any(|a| a == l.flag)).unwrap_or(&LENGTHS[0]);
     let mut options = Options {
         workloads: Vec::new(),
         allocators: Vec::new(),
         threads: None,
-        rounds: 5,
-        rss_rounds: 15,
-        scale: 1.0,
+        rounds: length.rounds,
+        rss_rounds: length.rss_rounds,
+        scale: length.scale,
         out_dir: workspace.join("target/compare"),
     };
-    let mut cachegrind_scale = 0.01;
+    let mut cachegrind_scale = length.cachegrind_scale;
     let mut with: Vec<Allocator> = Vec::new();
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--quick" => {
-                options.rounds = 3;
-                // No extra runs: a quick report's peaks are the timed rounds'.
-                options.rss_rounds = 0;
-                options.scale = 0.05;
-                cachegrind_scale = 0.002;
-            }
+            "--quick" | "--full" => {}
             "--cachegrind-scale" => cachegrind_scale = value()?.parse().map_err(|_| "--cachegrind-scale X")?,
             "--rounds" => options.rounds = value()?.parse().map_err(|_| "--rounds N")?,
             "--rss-rounds" => options.rss_rounds = value()?.parse().map_err(|_| "--rss-rounds N")?,
@@ -185,13 +235,31 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     let twin = profile_dir.join("bench-layout-twin.so");
     compare::compile_twin(&workspace.join("bench/c/layout_twin.c"), &twin)?;
     let twin_kib = compare::loaded_file_kib(&twin)?;
-    let (peers, skipped) = compare::peers();
+    let (peers, mut skipped) = compare::peers();
     let allocators = compare::lineup(profile_dir.join("librseq_alloc.so"), twin, peers, with, &options.allocators);
+    let selected: Vec<&compare::Workload> = compare::selected(&options.workloads).collect();
+    skipped.extend(compare::install_real(&selected));
+    options.workloads =
+        selected.iter().map(|w| w.name).filter(|w| !skipped.iter().any(|(n, _)| n == w)).map(String::from).collect();
+    let real = selected.iter().any(|w| matches!(w.program, compare::Program::Real(_)));
+    let inputs = if real {
+        Some(compare::prepare_real(&workspace, &profile_dir, &options.out_dir.join("inputs"), options.scale)?)
+    } else {
+        None
+    };
     for (name, why) in &skipped {
         eprintln!("skipped {name}: {why}");
     }
     let header = compare::header(&options, compare::online_cpus(), &skipped);
-    let results = compare::run(compare::Programs { workloads: &binary, measure: &measure }, &allocators, &options);
+    let results = compare::run(
+        compare::Programs { workloads: &binary, measure: &measure, inputs: inputs.as_ref() },
+        &allocators,
+        &options,
+    );
+    // The generated inputs (zstd's is large at --full) are not kept.
+    if inputs.is_some() {
+        let _ = std::fs::remove_dir_all(options.out_dir.join("inputs"));
+    }
     let have_valgrind = compare::valgrind_available();
     let counts = if cachegrind_scale > 0.0 && have_valgrind {
         // glibc@our-layout runs glibc's instructions.
@@ -207,7 +275,8 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     };
     let summary = compare::summarize(&results);
     let verdicts = compare::targets(&summary);
-    let mut report = compare::markdown(&summary, &verdicts, &header);
+    let mut report = compare::markdown(&summary, &verdicts, &header, length.indicative);
+    report.push_str(&compare::rates_markdown(&results, "redis"));
     report.push_str(&compare::same_layout_markdown(&summary, twin_kib));
     report.push_str(&compare::counts_markdown(&counts, cachegrind_scale));
     println!("{report}");
@@ -217,7 +286,8 @@ fn compare(args: &[String]) -> Result<(), Failure> {
     std::fs::write(out.join("report.json"), compare::json(&results)).map_err(|e| e.to_string())?;
     std::fs::write(out.join("instructions.json"), compare::counts_json(&counts)).map_err(|e| e.to_string())?;
     compare::chart(&summary, &out.join("chart.svg"))?;
-    eprintln!("report: {}/report.md, report.json, instructions.json, chart.svg", out.display());
+    let threads = if compare::threads_chart(&summary, &out.join("threads.svg"))? { ", threads.svg" } else { "" };
+    eprintln!("report: {}/report.md, report.json, instructions.json, chart.svg{threads}", out.display());
     let failed_runs: usize = summary.values().flatten().map(|r| r.failures).sum();
     if failed_runs > 0 {
         return Err(format!("{failed_runs} run(s) failed or gave a wrong answer").into());

@@ -7,13 +7,20 @@ fn run(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn help_lists_every_workload_and_allocator_and_succeeds() {
+fn help_lists_every_workload_allocator_and_run_length_and_succeeds() {
     for args in [&["--help"][..], &["compare", "--help"], &["compare", "-h"]] {
         let out = run(args);
         assert!(out.status.success(), "{args:?}: {:?}", out.status);
         let text = String::from_utf8(out.stdout).unwrap();
         for workload in rseq_alloc_bench::compare::WORKLOADS {
             assert!(text.contains(workload.name), "{args:?}: {} missing from\n{text}", workload.name);
+        }
+        for length in ["(default)", "--quick", "--full"] {
+            let line = text.lines().find(|l| l.trim_start().starts_with(length));
+            assert!(
+                line.is_some_and(|l| l.contains("--scale") && l.contains("about")),
+                "{args:?}: {length}'s figures and duration missing from\n{text}"
+            );
         }
         for peer in rseq_alloc_bench::compare::peer_names() {
             assert!(text.contains(peer), "{args:?}: {peer} missing from\n{text}");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::catalogue::{self, Workload};
+use super::catalogue::{self, Program, Workload};
 use super::peers::Allocator;
 use super::running::Options;
 
@@ -18,11 +18,14 @@ pub type Counts = BTreeMap<&'static str, BTreeMap<&'static str, Result<u64, Stri
 /// where time is not). Valgrind has no rseq, so for rseq-alloc this is the
 /// fallback path's count.
 pub fn instructions(binary: &Path, workload: &Workload, scale: f64, allocator: &Allocator) -> Result<u64, String> {
+    let Program::Synthetic(name) = workload.program else {
+        return Err(format!("{} is not a workload of workloads.c", workload.name));
+    };
     let mut command = Command::new("valgrind");
     command
         .args(["--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"])
         .arg(binary)
-        .args([workload.name, "1", &scale.to_string()])
+        .args([name, "1", &scale.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(library) = &allocator.preload {
@@ -49,7 +52,7 @@ pub fn valgrind_available() -> bool {
 /// every allocator, once each, at `scale`.
 pub fn count_instructions(binary: &Path, allocators: &[Allocator], options: &Options, scale: f64) -> Counts {
     let mut counts = Counts::new();
-    for workload in catalogue::selected(&options.workloads).filter(|w| w.single_thread()) {
+    for workload in catalogue::selected(&options.workloads).filter(|w| w.counted()) {
         for allocator in allocators {
             let count = instructions(binary, workload, scale, allocator);
             match &count {

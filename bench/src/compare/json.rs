@@ -28,14 +28,20 @@ pub fn counts_json(counts: &Counts) -> String {
 fn sample(run: &Result<Sample, String>) -> String {
     match run {
         Ok(s) => format!(
-            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rusage_max_rss_kb\": {}, \"rss_after_trim_kb\": {}, \"timed\": {}}}",
+            "{{\"wall\": {:.6}, \"user\": {:.6}, \"sys\": {:.6}, \"max_rss_kb\": {}, \"rusage_max_rss_kb\": {}, \"rss_after_trim_kb\": {}, \"timed\": {}{}}}",
             s.wall,
             s.user,
             s.sys,
             s.max_rss_kb,
             s.rusage_max_rss_kb,
             s.rss_after_trim_kb.map_or("null".into(), |v| v.to_string()),
-            s.timed
+            s.timed,
+            if s.rates.is_empty() {
+                String::new()
+            } else {
+                let rates = s.rates.iter().map(|(k, v)| (k.as_str(), format!("{v:.1}")));
+                format!(", \"rates\": {}", inline(rates))
+            }
         ),
         // Quotes become apostrophes so the message needs no other escape.
         Err(e) => format!("{{\"error\": \"{}\"}}", e.replace('\\', "\\\\").replace('"', "'")),
@@ -79,6 +85,7 @@ mod tests {
             checksum: "7".into(),
             rss_after_trim_kb: Some(300),
             timed: false,
+            rates: Vec::new(),
         };
         let results = Results::from([
             ("large", BTreeMap::from([("glibc", vec![Err("said \"no\"".to_string())])])),

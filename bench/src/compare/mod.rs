@@ -1,6 +1,7 @@
 //! `compare`: rseq-alloc side by side with glibc, jemalloc, tcmalloc,
-//! mimalloc and TBB on the C workloads of `bench/c/workloads.c`, each loaded
-//! with `LD_PRELOAD`.
+//! mimalloc and TBB, each loaded with `LD_PRELOAD`, on the C workloads of
+//! `bench/c/workloads.c` (many threads among them) and on real programs
+//! from Debian packages.
 //!
 //! Method (the machine is shared and noisy): in every round each workload
 //! runs under every allocator in a shuffled order; per round we take the
@@ -18,15 +19,16 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `catalogue` | the workloads, their threads, which are judged |
+//! | `catalogue` | the workloads (synthetic, many threads, real programs), their threads, which are judged |
 //! | `peers` | the allocators: ours, glibc, the packaged peers (apt), `--with` builds |
 //! | `programs` | building our library and the C programs |
+//! | `real` | the real programs: installing them, their inputs, their command lines, redis's driver |
 //! | `running` | one run, the shuffled rounds, extra peak runs, wrong answers |
 //! | `cachegrind` | instruction counts under valgrind |
 //! | `statistics` | samples to rows: medians and ratios to ours |
 //! | `report` | the Markdown report and the targets' verdicts |
 //! | `json` | `report.json` and `instructions.json` |
-//! | `chart` | `chart.svg` |
+//! | `chart` | `chart.svg`, and `threads.svg` of the many-threads workloads |
 //! | `elf` | the loaded size of a shared library |
 
 mod cachegrind;
@@ -36,17 +38,22 @@ mod elf;
 mod json;
 mod peers;
 mod programs;
+mod real;
 mod report;
 mod running;
 mod statistics;
 
 pub use cachegrind::{Counts, count_instructions, instructions, valgrind_available};
-pub use catalogue::{WORKLOADS, Workload, judged};
-pub use chart::chart;
+pub use catalogue::{Program, Threads, WORKLOADS, Workload, judged, selected};
+pub use chart::{chart, threads_chart};
 pub use elf::loaded_file_kib;
 pub use json::{counts_json, json};
 pub use peers::{Allocator, GLIBC_OUR_LAYOUT, OURS, is_peer, lineup, peer_names, peers, with_build};
 pub use programs::{Programs, build_ours, compile_c, compile_twin};
-pub use report::{counts_markdown, header, markdown, same_layout_markdown, targets};
+pub use real::{Inputs, install as install_real, prepare as prepare_real};
+pub use report::{
+    Measure, Verdict, counts_markdown, header, many_threads_markdown, markdown, rates_markdown, same_layout_markdown,
+    targets, verdict_table,
+};
 pub use running::{Options, RSS_ONLY_MAX_PEAK_KIB, RSS_ONLY_MAX_SECONDS, Results, Sample, online_cpus, run, run_once};
 pub use statistics::{Row, Summary, summarize};

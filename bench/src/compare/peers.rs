@@ -82,7 +82,7 @@ pub fn peers() -> (Vec<Allocator>, Vec<(&'static str, String)>) {
 }
 
 /// Installs `packages` with apt-get, first refreshing its lists if `update`.
-fn apt_install(packages: &[&str], update: bool) -> bool {
+pub fn apt_install(packages: &[&str], update: bool) -> bool {
     if update {
         let _ = Command::new("apt-get").args(["update", "-qq"]).stdout(Stdio::null()).status();
     }

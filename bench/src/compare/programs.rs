@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The two C programs a run needs.
+use super::real::Inputs;
+
+/// The programs a run needs, and the real programs' inputs.
 #[derive(Clone, Copy, Debug)]
 pub struct Programs<'a> {
     /// `bench/c/workloads.c`.
@@ -14,6 +16,8 @@ pub struct Programs<'a> {
     /// its own rusage (a child of the harness would count the harness's
     /// size in its peak RSS: see that file).
     pub measure: &'a Path,
+    /// The real programs' inputs, when any real program runs.
+    pub inputs: Option<&'a Inputs>,
 }
 
 /// Builds `librseq_alloc.so` (release) in `workspace`.

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::catalogue::{self, Workload};
-use super::peers::Allocator;
+use super::catalogue::{self, Program, Workload};
+use super::peers::{Allocator, GLIBC_OUR_LAYOUT};
 use super::programs::Programs;
+use super::real;
 use super::statistics::median_of;
 use crate::timing::shuffled;
 
@@ -34,6 +35,8 @@ pub struct Sample {
     /// Whether the run was one of the timed rounds; the extra runs that
     /// only sample peak RSS ([`Options::rss_rounds`]) are not.
     pub timed: bool,
+    /// Rates it reported, such as redis-benchmark's requests per second.
+    pub rates: Vec<(String, f64)>,
 }
 
 /// What to compare.
@@ -72,14 +75,26 @@ pub fn run_once(
     scale: f64,
     allocator: &Allocator,
 ) -> Result<Sample, String> {
-    use std::os::unix::process::CommandExt;
+    let (argv, env, output) = match workload.program {
+        Program::Synthetic(name) => {
+            let argv =
+                vec![programs.workloads.display().to_string(), name.into(), threads.to_string(), scale.to_string()];
+            (argv, Vec::new(), None)
+        }
+        Program::Real("redis") => return run_redis(programs, allocator, scale),
+        Program::Real(name) => {
+            let inputs = programs.inputs.ok_or("the real programs' inputs were not prepared")?;
+            let invocation = real::invocation(name, inputs)?;
+            (invocation.argv, invocation.env, invocation.output)
+        }
+    };
     let mut command = Command::new(programs.measure);
-    command.arg(programs.workloads).args([workload.name, &threads.to_string(), &scale.to_string()]);
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.args(&argv).envs(env).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(library) = &allocator.preload {
         command.env("MEASURE_PRELOAD", library);
     }
     if workload.single_thread() {
+        use std::os::unix::process::CommandExt;
         // SAFETY: pre_exec runs in the child between fork and exec; it only
         // calls sched_setaffinity on itself, which is async-signal-safe.
         unsafe {
@@ -92,14 +107,28 @@ pub fn run_once(
         }
     }
     let start = Instant::now();
-    let output = command.output().map_err(|e| format!("spawn {}: {e}", programs.measure.display()))?;
+    let out = command.output().map_err(|e| format!("spawn {}: {e}", programs.measure.display()))?;
     let wall = start.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
-    let field = |key: &str| stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
-    let usage = field("rusage ").ok_or("no rusage line from the launcher")?;
+    let checksum = match workload.program {
+        Program::Synthetic(_) => field(&stdout, "checksum ").ok_or("no checksum printed")?,
+        Program::Real(_) => real::checksum(&stdout, output.as_deref())?,
+    };
+    sample(&stdout, wall, checksum)
+}
+
+/// The value after `key` on the first line of `stdout` that starts with it.
+fn field(stdout: &str, key: &str) -> Option<String> {
+    stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string())
+}
+
+/// A sample from the launcher's output: its rusage line, the workload's
+/// own peak when it printed one.
+fn sample(stdout: &str, wall: f64, checksum: String) -> Result<Sample, String> {
+    let usage = field(stdout, "rusage ").ok_or("no rusage line from the launcher")?;
     let usage: Vec<&str> = usage.split_whitespace().collect();
     let number = |key: &str| -> Result<u64, String> {
         let at = usage.iter().position(|&k| k == key).ok_or(format!("no {key} in the rusage line"))?;
@@ -109,15 +138,24 @@ pub fn run_once(
         wall,
         user: number("user_us")? as f64 / 1e6,
         sys: number("sys_us")? as f64 / 1e6,
-        max_rss_kb: match field("peak_rss_kib ").and_then(|v| v.parse().ok()) {
+        max_rss_kb: match field(stdout, "peak_rss_kib ").and_then(|v| v.parse().ok()) {
             Some(kib) => kib,
             None => number("maxrss_kib")?,
         },
         rusage_max_rss_kb: number("maxrss_kib")?,
-        checksum: field("checksum ").ok_or("no checksum printed")?,
-        rss_after_trim_kb: field("rss_after_trim_kb ").and_then(|v| v.parse().ok()),
+        checksum,
+        rss_after_trim_kb: field(stdout, "rss_after_trim_kb ").and_then(|v| v.parse().ok()),
         timed: true,
+        rates: Vec::new(),
     })
+}
+
+/// redis-server under `allocator`, driven by redis-benchmark: the wall time
+/// is the benchmark's, user and system time and peak RSS the server's.
+fn run_redis(programs: Programs<'_>, allocator: &Allocator, scale: f64) -> Result<Sample, String> {
+    let run = real::redis(programs.measure, allocator, scale)?;
+    let sample = sample(&run.server_stdout, run.wall, run.checksum)?;
+    Ok(Sample { rates: run.rates, ..sample })
 }
 
 /// One round's runs as (workload, allocator) indices: workload by workload,
@@ -140,24 +178,30 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
     let cpus = online_cpus();
     let workloads: Vec<&Workload> = catalogue::selected(&options.workloads).collect();
     let mut results = Results::new();
-    let total = options.rounds * workloads.len() * allocators.len();
+    let total = options.rounds
+        * workloads.iter().map(|w| allocators.iter().filter(|a| runs_under(w, a)).count()).sum::<usize>();
     let mut done = 0;
+    let started = Instant::now();
     for round in 0..options.rounds {
         for (w, a) in round_order(workloads.len(), allocators.len(), |w| (round * 131 + w) as u64) {
             let (workload, allocator) = (workloads[w], &allocators[a]);
+            if !runs_under(workload, allocator) {
+                continue;
+            }
             let threads = workload.threads(options.threads, cpus);
             let sample = run_once(programs, workload, threads, options.scale, allocator);
             done += 1;
+            let left = time_left(started.elapsed().as_secs_f64(), done, total);
             match &sample {
                 Ok(s) => eprintln!(
-                    "[{done}/{total}] round {} {} x{threads} {}: {:.3} s, {} MiB",
+                    "[{done}/{total}, {left} left] round {} {} x{threads} {}: {:.3} s, {} MiB",
                     round + 1,
                     workload.name,
                     allocator.name,
                     s.wall,
                     s.max_rss_kb >> 10
                 ),
-                Err(e) => eprintln!("[{done}/{total}] {} {}: FAILED: {e}", workload.name, allocator.name),
+                Err(e) => eprintln!("[{done}/{total}, {left} left] {} {}: FAILED: {e}", workload.name, allocator.name),
             }
             record(&mut results, workload, allocator, sample);
         }
@@ -165,6 +209,21 @@ pub fn run(programs: Programs<'_>, allocators: &[Allocator], options: &Options) 
     sample_peaks(programs, allocators, options, &workloads, cpus, &mut results);
     mark_wrong_answers(&mut results);
     results
+}
+
+/// Whether `workload` runs under `allocator`: glibc with libc at our
+/// layout is a reference for small synthetic peaks, and runs only those.
+fn runs_under(workload: &Workload, allocator: &Allocator) -> bool {
+    allocator.name != GLIBC_OUR_LAYOUT
+        || (matches!(workload.program, Program::Synthetic(_)) && workload.many_threads().is_none())
+}
+
+/// The time the timed rounds have left, from the pace so far: `done` of
+/// `total` runs took `elapsed` seconds. Rounds run the same runs, so after
+/// the first round the estimate is close.
+pub fn time_left(elapsed: f64, done: usize, total: usize) -> String {
+    let seconds = (elapsed / done.max(1) as f64 * total.saturating_sub(done) as f64).round() as u64;
+    if seconds >= 60 { format!("~{}m{:02}s", seconds / 60, seconds % 60) } else { format!("~{seconds}s") }
 }
 
 /// Longest median run that gets extra peak RSS samples, seconds.
@@ -277,6 +336,7 @@ mod tests {
             checksum: checksum.into(),
             rss_after_trim_kb: None,
             timed: true,
+            rates: Vec::new(),
         })
     }
 

@@ -131,6 +131,7 @@ mod tests {
             checksum: "1".into(),
             rss_after_trim_kb: None,
             timed,
+            rates: Vec::new(),
         })
     }
 
