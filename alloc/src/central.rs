@@ -218,6 +218,18 @@ impl Central {
         n
     }
 
+    /// Whether `object`, an object of a live span of `class`, is free there.
+    pub(crate) fn holds_free(&self, class: usize, object: usize) -> bool {
+        let _guard = self.lists[class].lock.lock();
+        let span = span_of(object, class as u8);
+        // SAFETY: `span_of` checked that the span is a live span of this
+        // class, and the lock is held.
+        let (s, free) = unsafe { (&*span, free_bits(span)) };
+        object_index(class, object - span_start(span))
+            .filter(|&i| i < s.bump as usize)
+            .is_some_and(|i| free[i / 64] & (1 << (i % 64)) != 0)
+    }
+
     /// Takes back `objects` of `class`, aborting on any that is not a live
     /// object of that class.
     pub(crate) fn give(&self, class: usize, objects: &[usize]) {

@@ -105,6 +105,15 @@ int main(int argc, char **argv) {
         free(p);
         free(p);
         reuse(24);
+    } else if (!strcmp(probe, "double_free_later_reuse")) {
+        /* Other frees in between: still refused before a block is shared. */
+        char *p = launder(malloc(24));
+        char *q = launder(malloc(24));
+        show(p);
+        free(p);
+        free(q);
+        free(p);
+        reuse(24);
     } else if (!strcmp(probe, "interior_reuse")) {
         char *p = launder(malloc(64));
         show(p + 16);

@@ -36,11 +36,13 @@
 //! | `capacity.rs` | adaptive capacity: pure policy |
 //! | `state.rs` | what the upkeep keeps of each CPU, in its region |
 //! | `adapt.rs` | adaptive capacity: counting misses, re-sizing classes |
+//! | `freed.rs` | the freed mark: a free finding its object marked looks for it among the free ones |
 //! | `counters.rs`, `hits.rs` | statistics |
 
 mod adapt;
 pub(crate) mod capacity;
 mod counters;
+mod freed;
 pub(crate) mod hits;
 pub(crate) mod protocol;
 mod region;
@@ -103,7 +105,10 @@ pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
     if !fast_path_on() {
         return Err(Miss::NoCpu);
     }
-    pop_section(class)
+    let object = pop_section(class)?;
+    // SAFETY: just popped: a small object, the caller's now.
+    unsafe { freed::clear(object) };
+    Ok(object)
 }
 
 /// The pop section, for a caller that found the rseq bit set (in `FAST.flags`
@@ -122,7 +127,20 @@ pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
     if !fast_path_on() {
         return Err(Miss::NoCpu);
     }
-    push_section(class, object)
+    // SAFETY: the caller gives `object`, a small object, up; until the
+    // section commits it is still the caller's alone.
+    unsafe {
+        if freed::is_marked(object) {
+            return Err(Miss::Repeated);
+        }
+        freed::mark(object);
+    }
+    let pushed = push_section(class, object);
+    if pushed.is_err() {
+        // SAFETY: not pushed: still the caller's; the slow path marks it afresh.
+        unsafe { freed::clear(object) };
+    }
+    pushed
 }
 
 /// The push section; see [`pop_section`].
@@ -267,6 +285,7 @@ pub(crate) fn init(config: Config) -> bool {
     debug_assert!(!slabs.is_null());
     FAST.slabs.count.store_release(ncpus);
     let count_hits = config.count_hits && hits::init(ncpus);
+    freed::init(config.hardened);
     let chosen = match rseq_sys::mode() {
         _ if config.forced_fallback => MODE_FORCED,
         m if m.is_rseq() => match rseq_sys::register_current_thread() {

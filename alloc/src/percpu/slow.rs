@@ -9,6 +9,7 @@ use rseq_sys::Miss;
 use super::adapt::{self, Flow};
 use super::capacity::{self, MAX_BATCH, batch};
 use super::counters::COUNTERS;
+use super::freed;
 use super::hits;
 use super::protocol::{self, WokenBy};
 use super::region::{self, RawRegion, geometry};
@@ -34,6 +35,32 @@ pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
         return fallback_alloc(class);
     }
     let flags = FAST.flags.load_acquire();
+    let (object, trip) = alloc_rseq(class, flags);
+    if !object.is_null() && freed::enabled() {
+        // SAFETY: just handed out: a small object, the caller's now.
+        unsafe { freed::clear(object as usize) };
+    }
+    (object, trip)
+}
+
+/// Marks `object` as freed, first reporting it if it carries the mark and
+/// is free already (see `freed`).
+fn mark_freed(class: usize, object: usize) {
+    if !freed::enabled() {
+        return;
+    }
+    // SAFETY: the caller gives `object`, a small object, up; it is still
+    // the caller's until a section or a held region takes it.
+    unsafe {
+        if freed::is_marked(object) && freed::is_free(class, object) {
+            report::double_free(Call::Free, object);
+        }
+        freed::mark(object);
+    }
+}
+
+/// [`alloc_slow`] in rseq mode.
+fn alloc_rseq(class: usize, flags: u32) -> (*mut u8, CentralTrip) {
     for _ in 0..4 {
         match pop_section(class) {
             Ok(object) => {
@@ -81,6 +108,7 @@ pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
         return fallback_free(class, object);
     }
     let flags = FAST.flags.load_acquire();
+    mark_freed(class, object);
     for _ in 0..4 {
         match push_section(class, object) {
             Ok(()) => {
@@ -231,10 +259,15 @@ fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
             object
         }
     });
-    match from_region {
-        Some(object) if !object.is_null() => (object, trip),
-        _ => (take_one(class), trip),
+    let object = match from_region {
+        Some(object) if !object.is_null() => object,
+        _ => take_one(class),
+    };
+    if !object.is_null() && freed::enabled() {
+        // SAFETY: just handed out: a small object, the caller's now.
+        unsafe { freed::clear(object as usize) };
     }
+    (object, trip)
 }
 
 /// Free in fallback mode: onto a region this thread holds, drained if
@@ -244,6 +277,7 @@ fn fallback_free(class: usize, object: usize) -> CentralTrip {
         if protocol::top(held, class) == Some(object) {
             report::double_free(Call::Free, object);
         }
+        mark_freed(class, object);
         if protocol::push(held, geometry(), class, object) {
             hits::count_free(0, class);
             return CentralTrip::NONE;
