@@ -45,9 +45,10 @@
 //! instead where the allocator would take a lock.
 //!
 //! A pointer that is not a block of ours is refused with one line naming
-//! the call and the pointer, then `abort`: `free` checks alignment,
-//! segment and page on its fast path; the central lists check that an
-//! object starts where it should and is not already free.
+//! the call and the pointer, then `abort`: C's `free` checks alignment,
+//! segment, page and object start on its fast path, and a small block
+//! freed twice is refused at the second free (the freed mark, `percpu`);
+//! the central lists check every object that reaches them again.
 //!
 //! # For maintainers: the layers
 //!
