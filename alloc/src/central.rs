@@ -19,7 +19,7 @@ use core::ptr::null_mut;
 use crate::geometry::MAX_OBJECTS;
 use crate::lock::Lock;
 use crate::report::{self, Call};
-use crate::segment::{PAGE_HEAP, PAGE_SIZE, Segment, Span};
+use crate::segment::{self, PAGE_HEAP, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
@@ -272,9 +272,10 @@ impl Central {
     }
 
     /// Upkeep: gives back the spare spans that sat unused for a whole
-    /// period, and marks the others.
-    pub(crate) fn age_spares(&self) {
+    /// period, and marks the others; true if a spare is left.
+    pub(crate) fn age_spares(&self) -> bool {
         let mut released = 0;
+        let mut left = false;
         for list in self.lists[1..].iter().filter(|l| l.ever_given()) {
             let _guard = list.lock.lock();
             // SAFETY: the lock is held.
@@ -288,9 +289,11 @@ impl Central {
                 released += unsafe { free_whole_span(spare) };
             } else {
                 inner.spare_aged = true;
+                left = true;
             }
         }
         self.free_bytes.fetch_sub_relaxed(released);
+        left
     }
 
     /// Gives every class's spare span back to the page heap (for trimming);
@@ -473,7 +476,7 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
 unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
     // SAFETY: forwarded from the caller.
     unsafe { unlink(inner, span) };
-    inner.spare_aged = false;
+    inner.spare_aged = segment::frees_here_are_aged();
     let old = core::mem::replace(&mut inner.spare, span);
     if old.is_null() {
         return 0;

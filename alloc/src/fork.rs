@@ -118,6 +118,7 @@ extern "C" fn release_in_parent() {
 }
 
 extern "C" fn release_in_child() {
+    crate::upkeep::forget_thread_in_child();
     release(true);
 }
 

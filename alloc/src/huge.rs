@@ -119,12 +119,14 @@ impl Cache {
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
 
-/// Upkeep: unmaps the cache if no huge block was asked for in a whole period.
-pub(crate) fn decay() {
+/// Upkeep: unmaps the cache if no huge block was asked for in a whole
+/// period; true if the cache still holds a block.
+pub(crate) fn decay() -> bool {
     let now = ALLOCS.load_relaxed();
     if ALLOCS_AT_UPKEEP.swap_relaxed(now) == now {
         release_cache();
     }
+    cached_bytes() != 0
 }
 
 /// Bytes held in the cache of freed huge segments.

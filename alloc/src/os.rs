@@ -3,6 +3,7 @@
 //! throughout, so an interposed libc cannot re-enter the allocator and `errno`
 //! is left alone (C's `free` must preserve it).
 
+use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use rseq_sys::syscall::{syscall4, syscall6};
@@ -301,6 +302,18 @@ pub(crate) fn futex_wait(word: &AtomicU32, value: u32) {
     let _ = unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, value as usize, 0) };
 }
 
+/// As [`futex_wait`], for at most `timeout_ns` nanoseconds.
+pub(crate) fn futex_wait_for(word: &AtomicU32, value: u32, timeout_ns: u64) {
+    let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize;
+    let timeout = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a futex wait on a live, aligned u32 with a relative timeout
+    // the kernel only reads.
+    let _ = unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, value as usize, (&raw const timeout) as usize) };
+}
+
 /// Wakes one thread sleeping in [`futex_wait`] on `word`.
 pub(crate) fn futex_wake_one(word: &AtomicU32) {
     let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize;
@@ -349,6 +362,45 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
 pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: plain functions; libc calls them around every `fork`.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Starts a detached thread running `body` on a stack of `stack` bytes,
+/// with every signal blocked (a program's handlers must never run on a
+/// thread of the allocator's, nor a process-directed signal land there);
+/// false if the system refused it. libc's `pthread_create` may allocate:
+/// call it holding no lock of ours.
+pub(crate) fn spawn_thread(body: extern "C" fn(*mut c_void) -> *mut c_void, stack: usize) -> bool {
+    // SAFETY: the attribute and signal sets are initialised before use and
+    // destroyed after; the thread gets a plain function and no argument;
+    // the calling thread's mask is restored whatever happened.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, stack);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut before: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+        let mut thread: libc::pthread_t = 0;
+        let started = libc::pthread_create(&mut thread, &attr, body, core::ptr::null_mut()) == 0;
+        libc::pthread_sigmask(libc::SIG_SETMASK, &before, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        started
+    }
+}
+
+/// Names the calling thread (as `ps` and `top` show it).
+pub(crate) fn name_this_thread(name: &core::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    let _ = unsafe { syscall4(libc::SYS_prctl, libc::PR_SET_NAME as usize, name.as_ptr() as usize, 0, 0) };
+}
+
+/// Whether environment variable `name` is set to `0`, `n` or `N`.
+pub(crate) fn env_flag_off(name: &core::ffi::CStr) -> bool {
+    matches!(env(name).and_then(|v| v.first()), Some(b'0' | b'n' | b'N'))
 }
 
 /// The address of the definition of `name` that comes after the object

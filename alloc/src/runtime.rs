@@ -18,6 +18,7 @@ use crate::percpu::{self, Config};
 use crate::stats::{self, Stats};
 use crate::sync::{AtomicOps, AtomicU8, AtomicU32};
 use crate::text::Line;
+use crate::upkeep;
 
 const UNDECIDED: u8 = 0;
 const OFF: u8 = 1;
@@ -42,6 +43,7 @@ fn init() {
     }
     // Racing initialisers read the same environment and store the same value.
     let _ = HARDENED.cas_release(UNDECIDED, if hardened { ON } else { OFF });
+    upkeep::configure(os::env_u64(c"RSEQ_ALLOC_DECAY_MS"), !os::env_flag_off(c"RSEQ_ALLOC_BACKGROUND"));
     let report = os::env(c"RSEQ_ALLOC_STATS").and_then(ReportTo::parse);
     let config =
         Config { forced_fallback: os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK"), count_hits: report.is_some(), hardened };

@@ -24,7 +24,7 @@ use crate::geometry::{ADDRESS_BITS, MAX_OBJECTS, SEGMENT_SHIFT};
 pub(crate) use crate::geometry::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE};
 use crate::lock::Lock;
 use crate::os;
-use crate::sync::{AtomicIntOps, AtomicOps, AtomicU8, AtomicU64, AtomicUsize};
+use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU8, AtomicU64, AtomicUsize};
 
 /// `free_pages` of an empty segment: every page but the header's.
 const ALL_USABLE: u64 = !1;
@@ -56,8 +56,12 @@ pub(crate) struct Segment {
     dirty_pages: u64,
     /// Next segment in the page heap's list (page heap lock).
     next: *mut Segment,
-    /// Pages that were free and dirty at the last upkeep (page heap lock).
+    /// Pages free and dirty since the last upkeep, unclaimed in between
+    /// (page heap lock).
     aged_pages: u64,
+    /// Whether every usable page has been free since the last upkeep
+    /// (page heap lock).
+    aged_empty: bool,
     /// Class of the span covering each page; read without locks on `free`.
     pub(crate) page_class: [AtomicU8; PAGES],
     /// First page of the span covering each page.
@@ -173,6 +177,10 @@ struct PageHeapInner {
     segments: *mut Segment,
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
+    /// Whether segments that empty stay mapped until an upkeep finds them
+    /// still empty a period later (else all but [`EMPTY_SEGMENTS_KEPT`] are
+    /// unmapped as they empty).
+    keep_until_decay: bool,
 }
 
 // SAFETY: `inner` is only touched with `lock` held.
@@ -189,7 +197,38 @@ pub(crate) struct NewSpan {
     pub(crate) zeroed: bool,
 }
 
-/// Fully free segments kept mapped for reuse before the rest are unmapped.
+/// Set when the page heap keeps an empty segment that only a later
+/// [`PageHeap::decay`] will unmap; the upkeep clears it once it has made
+/// sure a round will come (`upkeep::after`).
+pub(crate) static DECAY_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// The thread whose frees of spans count as aged (0: none): the upkeep's,
+/// during a round, whose frees come from caches and spare spans that sat
+/// unused for a whole period already, so that what they free goes back to
+/// the OS in that same round rather than a period later.
+static AGED_FREES_BY: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the spans this thread frees from now on count as aged (`true`),
+/// or stops it.
+pub(crate) fn age_frees_of_this_thread(on: bool) {
+    AGED_FREES_BY.store_relaxed(if on { crate::sync::current_thread() } else { 0 });
+}
+
+/// Whether spans this thread frees now count as aged.
+pub(crate) fn frees_here_are_aged() -> bool {
+    let by = AGED_FREES_BY.load_relaxed();
+    by != 0 && by == crate::sync::current_thread()
+}
+
+/// What a round of [`PageHeap::decay`] did.
+pub(crate) struct Decayed {
+    /// Bytes given back to the OS.
+    pub(crate) released: usize,
+    /// Whether free memory is left that a later round may give back.
+    pub(crate) holding: bool,
+}
+
+/// Fully free segments kept mapped however long they stay empty.
 const EMPTY_SEGMENTS_KEPT: usize = 1;
 
 fn run_mask(pages: usize) -> u64 {
@@ -200,7 +239,11 @@ impl PageHeap {
     const fn new() -> PageHeap {
         PageHeap {
             lock: Lock::new(),
-            inner: core::cell::UnsafeCell::new(PageHeapInner { segments: null_mut(), empty: 0 }),
+            inner: core::cell::UnsafeCell::new(PageHeapInner {
+                segments: null_mut(),
+                empty: 0,
+                keep_until_decay: false,
+            }),
             mapped: AtomicUsize::new(0),
             released: AtomicUsize::new(0),
         }
@@ -213,11 +256,10 @@ impl PageHeap {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
-        let want = run_mask(pages);
         let mut seg = inner.segments;
         while !seg.is_null() {
             // SAFETY: segments on the list are mapped and ours; the lock guards these fields.
-            let found = unsafe { find_run((*seg).free_pages, want, pages) };
+            let found = unsafe { find_run((*seg).free_pages, pages) };
             if let Some(head) = found {
                 // SAFETY: the lock is held and `find_run` found these pages free.
                 return Some(unsafe { claim(inner, seg, head, pages, class) });
@@ -257,14 +299,34 @@ impl PageHeap {
             s.page_class[page].store_relaxed(0);
         }
         s.free_pages |= run_mask(pages) << head;
+        if frees_here_are_aged() {
+            s.aged_pages |= (run_mask(pages) << head) & s.dirty_pages;
+        }
         if s.free_pages == ALL_USABLE {
+            s.aged_empty = (s.aged_pages | !s.dirty_pages) & ALL_USABLE == ALL_USABLE;
             if inner.empty < EMPTY_SEGMENTS_KEPT {
                 inner.empty += 1;
+            } else if inner.keep_until_decay {
+                inner.empty += 1;
+                if !DECAY_WANTED.load_relaxed() {
+                    DECAY_WANTED.store_relaxed(true);
+                }
             } else {
                 // SAFETY: the lock is held and the segment holds nothing.
                 unsafe { self.release_segment(inner, seg) };
             }
         }
+    }
+
+    /// Whether segments that empty stay mapped until the upkeep's
+    /// [`decay`](Self::decay) finds them unused for a whole period: a
+    /// program that frees its working set and allocates it again then
+    /// reuses the same pages instead of mapping and faulting them in anew.
+    /// Set once at start-up, when the upkeep has a period.
+    pub(crate) fn keep_empty_segments_until_decay(&self, keep: bool) {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { (*self.inner.get()).keep_until_decay = keep };
     }
 
     /// Grows the medium span at `head` of `seg` from `pages` to `new_pages`
@@ -286,6 +348,7 @@ impl PageHeap {
         }
         s.free_pages &= !extra;
         s.dirty_pages |= extra;
+        s.aged_pages &= !extra;
         for page in head + pages..head + new_pages {
             s.page_head[page] = head as u8;
             s.page_class[page].store_release(PAGE_MEDIUM);
@@ -363,26 +426,39 @@ impl PageHeap {
         released
     }
 
-    /// Upkeep: `madvise`s away the free pages that were free and dirty at
-    /// the last upkeep and still are (free for a whole period), and marks
-    /// the ones free now. Returns the bytes given back.
-    pub(crate) fn decay(&self) -> usize {
+    /// Upkeep: `madvise`s away the free pages that have stayed free and
+    /// dirty since the last upkeep, unmaps the segments that have stayed
+    /// empty since then (but [`EMPTY_SEGMENTS_KEPT`]), and marks what is
+    /// free now for the next round.
+    pub(crate) fn decay(&self) -> Decayed {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
-        let mut released = 0;
+        let mut decayed = Decayed { released: 0, holding: false };
         let mut seg = inner.segments;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards these fields.
             let s = unsafe { &mut *seg };
-            let stale = s.aged_pages & s.free_pages & s.dirty_pages & ALL_USABLE;
-            released += purge_pages(seg, stale);
-            s.dirty_pages &= !stale;
-            s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
-            seg = s.next;
+            let next = s.next;
+            let empty = s.free_pages == ALL_USABLE;
+            if empty && s.aged_empty && inner.empty > EMPTY_SEGMENTS_KEPT {
+                inner.empty -= 1;
+                decayed.released += (s.dirty_pages & ALL_USABLE).count_ones() as usize * PAGE_SIZE;
+                // SAFETY: the lock is held and the segment holds nothing.
+                unsafe { self.release_segment(inner, seg) };
+            } else {
+                let stale = s.aged_pages & s.free_pages & s.dirty_pages & ALL_USABLE;
+                decayed.released += purge_pages(seg, stale);
+                s.dirty_pages &= !stale;
+                s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
+                s.aged_empty = empty;
+                decayed.holding |= s.aged_pages != 0;
+            }
+            seg = next;
         }
-        self.released.fetch_add_relaxed(released);
-        released
+        decayed.holding |= inner.empty > EMPTY_SEGMENTS_KEPT;
+        self.released.fetch_add_relaxed(decayed.released);
+        decayed
     }
 
     /// Bytes in free pages of normal segments: (may hold data, given back
@@ -444,9 +520,20 @@ fn purge_pages(seg: *mut Segment, mut pages: u64) -> usize {
     bytes
 }
 
-/// First page of a run of `pages` free pages in `free`, if any.
-fn find_run(free: u64, want: u64, pages: usize) -> Option<usize> {
-    (1..=PAGES - pages).find(|&head| (free >> head) & want == want)
+/// First page of a run of `pages` free pages in `free`, if any: bit `i`
+/// of `heads` stays set while pages `i..=i + k` are all free, so a full
+/// segment costs one test and a fit `pages` shifts, not a scan of every
+/// position.
+fn find_run(free: u64, pages: usize) -> Option<usize> {
+    let free = free & ALL_USABLE;
+    if (free.count_ones() as usize) < pages {
+        return None;
+    }
+    let mut heads = free;
+    for k in 1..pages {
+        heads &= free >> k;
+    }
+    (heads != 0).then(|| heads.trailing_zeros() as usize)
 }
 
 /// # Safety
@@ -459,6 +546,8 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
     }
     let run = run_mask(pages) << head;
     s.free_pages &= !run;
+    s.aged_pages &= !run;
+    s.aged_empty = false;
     let zeroed = s.dirty_pages & run == 0;
     s.dirty_pages |= run;
     for page in head..head + pages {
@@ -471,4 +560,32 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
         s.page_class[page].store_release(class);
     }
     NewSpan { seg, head, zeroed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first run by a plain scan of every position.
+    fn scan(free: u64, pages: usize) -> Option<usize> {
+        (1..=PAGES - pages).find(|&head| (free >> head) & run_mask(pages) == run_mask(pages))
+    }
+
+    #[test]
+    fn find_run_finds_the_first_fit_as_a_scan_does() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Runs of every length: clear random bits of an all-free word.
+            let free = !(x & x.rotate_left(21)) | (x >> 60);
+            for pages in 1..PAGES {
+                assert_eq!(find_run(free, pages), scan(free, pages), "free {free:#x}, {pages} pages");
+            }
+        }
+        assert_eq!(find_run(ALL_USABLE, 63), Some(1));
+        assert_eq!(find_run(0, 1), None);
+        assert_eq!(find_run(1, 1), None, "page 0 is the header's");
+    }
 }

@@ -70,8 +70,11 @@ pub struct Stats {
     pub released_bytes: usize,
     /// Objects moved from per-CPU caches to the central lists by drains, ever.
     pub drained_objects: u64,
-    /// Rounds of upkeep run by slow paths (idle-CPU drains, decay), ever.
+    /// Rounds of upkeep (idle-CPU drains, decay), ever.
     pub upkeeps: u64,
+    /// Of those, the rounds the allocator's background thread ran because
+    /// no slow path had run one for a period.
+    pub background_upkeeps: u64,
     /// CPU caches drained because the CPU was idle, ever.
     pub idle_drains: u64,
     /// CPU caches whose classes were re-sized, ever.
@@ -118,6 +121,7 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         released_bytes: PAGE_HEAP.released.load_relaxed(),
         drained_objects: Counters::read(&COUNTERS.drained_objects),
         upkeeps: crate::upkeep::RUNS.load_relaxed(),
+        background_upkeeps: crate::upkeep::BACKGROUND_RUNS.load_relaxed(),
         idle_drains: Counters::read(&COUNTERS.idle_drains),
         rebalances: Counters::read(&COUNTERS.rebalances),
         stack_moves: Counters::read(&COUNTERS.stack_moves),
@@ -200,6 +204,8 @@ fn render(s: &Stats, out: &mut dyn FnMut(&[u8])) {
         .push(b" critical sections restarted by the kernel (rseq aborts), ")
         .decimal(s.upkeeps)
         .push(b" upkeep rounds (")
+        .decimal(s.background_upkeeps)
+        .push(b" on the background thread, ")
         .decimal(s.idle_drains)
         .push(b" idle CPUs' caches emptied, ")
         .decimal(s.rebalances)

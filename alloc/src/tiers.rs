@@ -137,10 +137,12 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 /// A medium block, and whether it is zero-filled.
 pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
     let pages = size.max(1).div_ceil(PAGE_SIZE);
-    match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
+    let block = match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
         Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
         None => (null_mut(), false),
-    }
+    };
+    upkeep::after_page_heap_trip();
+    block
 }
 
 /// The class of `ptr` if it passes the checks `free` can afford on every
@@ -195,9 +197,13 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
             let pages = unsafe { (*seg).spans[head].pages } as usize;
             // SAFETY: the caller gives the block up.
             unsafe { PAGE_HEAP.free_span(seg, head, pages) };
+            upkeep::after_page_heap_trip();
         }
-        // SAFETY: the caller gives the block up.
-        Block::Huge(seg) => unsafe { huge::free(seg) },
+        Block::Huge(seg) => {
+            // SAFETY: the caller gives the block up.
+            unsafe { huge::free(seg) };
+            upkeep::after_page_heap_trip();
+        }
     }
 }
 

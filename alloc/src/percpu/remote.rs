@@ -95,11 +95,12 @@ fn fingerprint(cpu: u32) -> u64 {
 /// since the last round (their fingerprint did not change) and still cache
 /// objects, and re-sizes the classes of the others (`capacity::plan`). A
 /// CPU that allocates and frees in perfect balance looks idle too, and pays
-/// one refill per period for it.
-pub(crate) fn upkeep() {
-    let Some(count) = regions() else { return };
+/// one refill per period for it. True if a region still caches objects.
+pub(crate) fn upkeep() -> bool {
+    let Some(count) = regions() else { return false };
+    let mut cached = false;
     for cpu in 0..count {
-        let Some(last) = upkeep_state(cpu).map(|s| &s.fingerprint) else { return };
+        let Some(last) = upkeep_state(cpu).map(|s| &s.fingerprint) else { return cached };
         let now = fingerprint(cpu);
         if now != 0 && now == last.load_relaxed() {
             drain_remote(cpu);
@@ -113,5 +114,7 @@ pub(crate) fn upkeep() {
         if after != last.load_relaxed() {
             last.store_relaxed(after);
         }
+        cached |= after != 0;
     }
+    cached
 }
