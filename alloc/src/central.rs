@@ -232,41 +232,39 @@ impl Central {
 
     /// Takes back `objects` of `class`, aborting on any that is not a live
     /// object of that class.
+    ///
+    /// Objects of one span tend to come back together (a drain returns
+    /// what was allocated together): the span is looked up and checked once
+    /// per run of its objects, and its count and place on the list are
+    /// settled once per run.
     pub(crate) fn give(&self, class: usize, objects: &[usize]) {
         let list = &self.lists[class];
         let _guard = list.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
+        let mut run = Run::NONE;
         for &object in objects {
-            let span = span_of(object, class as u8);
-            // SAFETY: `span_of` checked that the span is a live span of this
-            // class, and the lock is held.
-            let (s, free) = unsafe { (&mut *span, free_bits(span)) };
-            let index = object_index(class, object - span_start(span)).filter(|&i| i < s.bump as usize);
+            if object.wrapping_sub(run.start) >= run.bytes {
+                // SAFETY: the lock is held; `run` is a span of this class (or none).
+                self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
+                run = Run::of(span_of(object, class as u8));
+            }
+            // SAFETY: `run.span` is a live span of this class (`span_of`
+            // checked it, and `object` lies in it), and the lock is held.
+            let (s, free) = unsafe { (&*run.span, free_bits(run.span)) };
+            let index = object_index(class, object - run.start).filter(|&i| i < s.bump as usize);
             let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
             let (word, bit) = (index / 64, 1u64 << (index % 64));
             if free[word] & bit != 0 {
                 report::double_free(Call::Free, object);
             }
             free[word] |= bit;
-            s.used -= 1;
-            if !s.listed {
-                // SAFETY: the span now has a free object and is not listed.
-                unsafe { push_front(inner, span) };
-            } else if s.used == s.objects / 4 && inner.tail != span {
-                // SAFETY: the span is listed; it moves to the back.
-                unsafe {
-                    unlink(inner, span);
-                    push_back(inner, span);
-                }
-            }
-            if s.used == 0 {
-                // SAFETY: the span is listed (just ensured) and entirely free.
-                let released = unsafe { retire(inner, span) };
-                self.free_bytes.fetch_sub_relaxed(released);
-            }
+            run.returned += 1;
+            run.first_word = run.first_word.min(word as u8);
         }
+        // SAFETY: as above.
+        self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
         list.given.fetch_add_relaxed(objects.len() as u64);
         self.free_bytes.fetch_add_relaxed(objects.len() * size);
     }
@@ -345,6 +343,64 @@ impl Central {
     }
 }
 
+/// A span some of whose objects a `give` has taken back.
+#[derive(Clone, Copy)]
+struct Run {
+    span: *mut Span,
+    /// The span's first byte, and its length in bytes (0: no span).
+    start: usize,
+    bytes: usize,
+    /// Objects taken back, not yet counted in the span.
+    returned: u16,
+    /// The lowest bitmap word they set.
+    first_word: u8,
+}
+
+impl Run {
+    const NONE: Run = Run { span: null_mut(), start: 0, bytes: 0, returned: 0, first_word: u8::MAX };
+
+    fn of(span: *mut Span) -> Run {
+        // SAFETY: `span_of` returned a live span of ours.
+        let pages = unsafe { (*span).pages } as usize;
+        Run { span, start: span_start(span), bytes: pages * PAGE_SIZE, ..Run::NONE }
+    }
+}
+
+/// Counts `run`'s objects back in its span and moves the span on the list:
+/// to the front if it was off the list, to the back if it fell to a
+/// quarter used, to the spare if it has nothing live left. Returns the
+/// bytes of free objects that left the lists.
+///
+/// # Safety
+/// The list lock is held, and `run` is [`Run::NONE`] or a live span of the list's class.
+unsafe fn settle(inner: &mut ListInner, run: Run) -> usize {
+    if run.span.is_null() {
+        return 0;
+    }
+    let span = run.span;
+    // SAFETY: the caller holds the lock that guards the span.
+    let s = unsafe { &mut *span };
+    let before = s.used;
+    s.used -= run.returned;
+    s.first_free_word = s.first_free_word.min(run.first_word);
+    if !s.listed {
+        // SAFETY: the span now has a free object and is not listed.
+        unsafe { push_front(inner, span) };
+    } else if before > s.objects / 4 && s.used <= s.objects / 4 && inner.tail != span {
+        // SAFETY: the span is listed; it moves to the back.
+        unsafe {
+            unlink(inner, span);
+            push_back(inner, span);
+        }
+    }
+    if s.used == 0 {
+        // SAFETY: the span is listed (just ensured) and entirely free.
+        unsafe { retire(inner, span) }
+    } else {
+        0
+    }
+}
+
 /// The span holding `object`, checked to be a live span of `class`; aborts otherwise.
 fn span_of(object: usize, class: u8) -> *mut Span {
     if !crate::segment::is_ours(object) {
@@ -369,6 +425,7 @@ fn new_span(class: usize) -> Option<*mut Span> {
     s.objects = objects_per_span(class) as u16;
     s.bump = 0;
     s.used = 0;
+    s.first_free_word = 0;
     // SAFETY: as above; the page heap hands out spans with clear bitmaps.
     debug_assert!(unsafe { free_bits(s) }.iter().all(|&w| w == 0));
     s.listed = false;
@@ -393,20 +450,24 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
     // SAFETY: the caller holds the lock that guards the span and its bitmap.
     let (s, free) = unsafe { (&mut *span, free_bits(span)) };
     let start = span_start(span);
+    let words = (s.bump as usize).div_ceil(64);
+    let mut w = s.first_free_word as usize;
     let mut n = 0;
-    'words: for (w, word) in free.iter_mut().enumerate() {
-        while *word != 0 {
-            if n == out.len() {
-                break 'words;
-            }
+    while w < words && n < out.len() {
+        let word = &mut free[w];
+        while *word != 0 && n < out.len() {
             let bit = word.trailing_zeros() as usize;
             *word &= *word - 1;
             out[n] = start + (w * 64 + bit) * size;
             n += 1;
         }
+        if *word == 0 {
+            w += 1;
+        }
     }
+    s.first_free_word = w.min(words) as u8;
     s.used += n as u16;
-    if s.bump == s.objects && free.iter().all(|&w| w == 0) {
+    if s.bump == s.objects && w >= words {
         // SAFETY: the caller holds the lock and `span` is listed.
         unsafe { unlink(inner, span) };
     }

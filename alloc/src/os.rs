@@ -311,7 +311,8 @@ pub(crate) fn futex_wait_for(word: &AtomicU32, value: u32, timeout_ns: u64) {
     };
     // SAFETY: a futex wait on a live, aligned u32 with a relative timeout
     // the kernel only reads.
-    let _ = unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, value as usize, (&raw const timeout) as usize) };
+    let _ =
+        unsafe { syscall4(libc::SYS_futex, word.as_ptr() as usize, op, value as usize, (&raw const timeout) as usize) };
 }
 
 /// Wakes one thread sleeping in [`futex_wait`] on `word`.

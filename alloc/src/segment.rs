@@ -96,6 +96,9 @@ pub(crate) struct Span {
     pub(crate) bump: u16,
     /// Objects handed out and not given back (in per-CPU caches or in use).
     pub(crate) used: u16,
+    /// Words of the free bitmap below this one are all zero (central list
+    /// lock): refills start their search here.
+    pub(crate) first_free_word: u8,
     /// Neighbours on the class's list.
     pub(crate) prev: *mut Span,
     /// See `prev`.
