@@ -93,6 +93,124 @@ fn upkeep_child() {
     assert_eq!(after.free_page_bytes, 0, "free pages still hold data");
 }
 
+/// A program that frees its working set and allocates it again, over and
+/// over (a server's request cycle, a batch job's), reuses the pages of the
+/// first cycle: neither its small blocks' spans nor its medium blocks' go
+/// back to the OS between cycles to be faulted in again. The period is a
+/// minute, so that no upkeep round falls inside the cycles.
+#[test]
+fn suite_batch_cycles_reuse_their_pages() {
+    modes::child_passes(
+        "batch_cycles_child",
+        &[("RSEQ_TEST_BATCH_CYCLES_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "60000")],
+    );
+}
+
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    usage.ru_minflt
+}
+
+#[test]
+fn batch_cycles_child() {
+    if std::env::var_os("RSEQ_TEST_BATCH_CYCLES_CHILD").is_none() {
+        return;
+    }
+    const CYCLES: usize = 20;
+    // 40 MiB of 4 KiB blocks and 32 MiB of 64 KiB blocks: ten segments of
+    // spans and eight of medium blocks, each page written.
+    let cycle = |first: u8| {
+        let small: Vec<Box<[u8; 4096]>> = (0..10_000).map(|i| Box::new([first.wrapping_add(i as u8); 4096])).collect();
+        let medium: Vec<Vec<u8>> = (0..512).map(|i| vec![first ^ i as u8; 64 << 10]).collect();
+        small.iter().map(|b| u64::from(b[4095])).sum::<u64>() + medium.iter().map(|v| u64::from(v[1000])).sum::<u64>()
+    };
+    let before_first = minor_faults();
+    let mut checksum = cycle(0);
+    let first = minor_faults() - before_first;
+    let before = minor_faults();
+    for c in 1..=CYCLES {
+        checksum = checksum.wrapping_add(cycle(c as u8));
+    }
+    let later = minor_faults() - before;
+    eprintln!(
+        "batch_cycles_child: {first} minor faults in the first cycle, {later} in the {CYCLES} cycles after ({} per cycle); checksum {checksum}",
+        later / CYCLES as i64
+    );
+    assert!(first > 15_000, "the first cycle did not fault its working set in ({first} faults)");
+    assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
+}
+
+/// A program that frees most of its memory and then never calls the
+/// allocator again gets it back within a few periods: the allocator's
+/// background thread runs the rounds its slow paths no longer do. Without
+/// the thread (`RSEQ_ALLOC_BACKGROUND=0`) the same memory stays, which
+/// shows that it is the thread that gave it back.
+#[test]
+fn suite_an_idle_program_gets_its_free_memory_back() {
+    modes::child_passes("idle_return_child", &[("RSEQ_TEST_IDLE_RETURN_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "100")]);
+    modes::child_passes(
+        "idle_return_child",
+        &[("RSEQ_TEST_IDLE_RETURN_CHILD", "keeps"), ("RSEQ_ALLOC_DECAY_MS", "100"), ("RSEQ_ALLOC_BACKGROUND", "0")],
+    );
+}
+
+/// Resident KiB from `/proc/self/statm`, read without allocating.
+fn resident_kib_quietly() -> usize {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    // SAFETY: reads at most `buf.len()` bytes into the live buffer.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let text = &buf[..usize::try_from(n).unwrap()];
+    let second = text.split(|&b| b == b' ').nth(1).unwrap();
+    second.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')) * 4
+}
+
+#[test]
+fn idle_return_child() {
+    let Some(expect) = std::env::var_os("RSEQ_TEST_IDLE_RETURN_CHILD") else { return };
+    let keeps = expect == "keeps";
+    let start = resident_kib_quietly();
+    let small: Vec<Box<[u8; 4096]>> = (0..16_384).map(|i| Box::new([i as u8; 4096])).collect();
+    let medium: Vec<Vec<u8>> = (0..256).map(|i| vec![i as u8; 128 << 10]).collect();
+    let peak = resident_kib_quietly();
+    drop(small);
+    drop(medium);
+    let freed = resident_kib_quietly();
+    // From here on, no allocation until the verdict: poll every 20 ms for
+    // up to 5 s (50 periods) while the blocks' memory is resident.
+    let began = std::time::Instant::now();
+    let mut now = freed;
+    let mut waited = std::time::Duration::ZERO;
+    let deadline = std::time::Duration::from_secs(if keeps { 1 } else { 5 });
+    while waited < deadline && now.saturating_sub(start) > (peak - start) / 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        now = resident_kib_quietly();
+        waited = began.elapsed();
+    }
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "idle_return_child: resident {start} KiB at start, {peak} at peak, {freed} after free, {now} after {} ms idle ({} rounds, {} on the background thread)",
+        waited.as_millis(),
+        stats.upkeeps,
+        stats.background_upkeeps
+    );
+    assert!(peak - start > 90 << 10, "the blocks were not resident");
+    if keeps {
+        assert!(now - start.min(now) > (peak - start) / 2, "memory went back without the background thread");
+        assert_eq!(stats.background_upkeeps, 0);
+    } else {
+        assert!(now - start.min(now) <= (peak - start) / 10, "over 10% of the peak still resident after 5 s idle");
+        assert!(stats.background_upkeeps > 0, "no round ran on the background thread");
+    }
+}
+
 /// Adaptive capacity: a class whose bursts overflow its cache drains at
 /// first; its misses turn (refills, then drains) and each turn grows it by
 /// the run before, and the same bursts then fit: the next ten drain at most
