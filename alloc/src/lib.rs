@@ -31,7 +31,8 @@
 //! | `RSEQ_ALLOC_STATS=1` | count fast-path hits too (every operation then takes a slower path) and print the figures at exit to the standard error the program started with; a path (`/tmp/stats.%p`, `%p` the process id) writes them to that file instead |
 //! | `RSEQ_ALLOC_HARDENED=1` | check every block: canaries, poison, exact double-free detection (slower) |
 //! | `RSEQ_ALLOC_FORCE_FALLBACK=1` | run the per-CPU caches on atomic compare-and-swap instead of rseq |
-//! | `RSEQ_ALLOC_DECAY_MS=N` | period of the upkeep that drains idle CPUs' caches and returns free pages (default 1000; 0: never) |
+//! | `RSEQ_ALLOC_DECAY_MS=N` | period of the upkeep that drains idle CPUs' caches and returns pages and segments unused for a period (default 1000; 0: no upkeep, empty segments unmapped at once) |
+//! | `RSEQ_ALLOC_BACKGROUND=0` | no background thread: rounds run only on slow paths, so a program that stops allocating keeps its free memory |
 //!
 //! Platforms: Linux on x86-64 runs the rseq fast path, with glibc's
 //! registration where glibc made one and its own otherwise. Where rseq is
