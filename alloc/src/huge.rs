@@ -225,11 +225,16 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     // Placed so that the header is a segment unit's start and the block is
     // aligned: a near block's offset is a multiple of its alignment.
-    let placed = if align <= MAX_NEAR_ALIGN {
-        os::map_aligned_at(len, SEGMENT_SIZE, 0, Charge::AtMap)
-    } else {
-        os::map_aligned_at(len, align, offset, Charge::AtMap)
+    let map = || {
+        if align <= MAX_NEAR_ALIGN {
+            os::map_aligned_at(len, SEGMENT_SIZE, 0, Charge::AtMap)
+        } else {
+            os::map_aligned_at(len, align, offset, Charge::AtMap)
+        }
     };
+    // Out of address space or memory: the empty segments the page heap
+    // keeps for reuse and the cached huge mappings may be what is in the way.
+    let placed = map().or_else(|| (PAGE_HEAP.release_empty_segments() + release_cache() > 0).then(map).flatten());
     let Some(seg) = placed else { return core::ptr::null_mut() };
     let seg = seg.as_ptr().cast::<Segment>();
     // SAFETY: a fresh mapping of ours, at least one page long; only the header

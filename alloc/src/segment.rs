@@ -429,6 +429,28 @@ impl PageHeap {
         released
     }
 
+    /// Unmaps every segment with no span (when memory or address space ran
+    /// out elsewhere); returns the bytes unmapped.
+    pub(crate) fn release_empty_segments(&self) -> usize {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
+        let mut released = 0;
+        let mut seg = inner.segments;
+        while !seg.is_null() {
+            // SAFETY: listed segments are mapped and ours; the lock guards them.
+            let (next, free) = unsafe { ((*seg).next, (*seg).free_pages) };
+            if free == ALL_USABLE {
+                inner.empty -= 1;
+                released += SEGMENT_SIZE;
+                // SAFETY: the lock is held and the segment holds nothing.
+                unsafe { self.release_segment(inner, seg) };
+            }
+            seg = next;
+        }
+        released
+    }
+
     /// Upkeep: `madvise`s away the free pages that have stayed free and
     /// dirty since the last upkeep, unmaps the segments that have stayed
     /// empty since then (but [`EMPTY_SEGMENTS_KEPT`]), and marks what is
