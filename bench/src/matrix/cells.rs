@@ -126,9 +126,9 @@ pub struct Cell {
 
 /// `16B`, `4KiB`, `1MiB`.
 pub fn size_name(size: usize) -> String {
-    if size >= MIB && size % MIB == 0 {
+    if size >= MIB && size.is_multiple_of(MIB) {
         format!("{}MiB", size / MIB)
-    } else if size >= KIB && size % KIB == 0 {
+    } else if size >= KIB && size.is_multiple_of(KIB) {
         format!("{}KiB", size / KIB)
     } else {
         format!("{size}B")
@@ -184,18 +184,24 @@ impl Outcome {
 
 impl Cell {
     /// Estimated ns for one unit of work (a pair, a cycle, a grown vector,
-    /// a collection, a producer's batch, a step of every thread): the
-    /// estimate fixes the work, so it only needs to be near.
+    /// a collection, a producer's batch, a step of every thread), from a
+    /// well-behaved allocator's figures; a block's memory is priced as if
+    /// it were faulted in (about 250 ns a page), so that a cell where an
+    /// allocator faults every cycle stays within minutes. The estimate
+    /// fixes the work, the same for every allocator, so it only needs to
+    /// be near.
     fn unit_ns(&self) -> f64 {
         let pages = self.size.div_ceil(PAGE) as f64;
+        let faulted = self.size as f64 / 16.0;
+        let count = self.count as f64;
         match self.pattern {
-            Pattern::Pairs => 12.0 + 20.0 * pages,
-            Pattern::Lifo | Pattern::Fifo => (25.0 + 25.0 * pages) * self.count as f64,
+            Pattern::Pairs => 3.0 + 6.0 * pages,
+            Pattern::Lifo | Pattern::Fifo => (15.0 + faulted) * count,
             Pattern::VecPush => 150_000.0,
-            Pattern::Realloc => 60_000.0,
-            Pattern::Strings => 45.0 * self.count as f64,
-            Pattern::ProdCons => (80.0 + 60.0 * pages) * self.count as f64,
-            Pattern::Threads => 30.0 * self.count as f64,
+            Pattern::Realloc => 150_000.0,
+            Pattern::Strings => 60.0 * count,
+            Pattern::ProdCons => (80.0 + faulted) * count,
+            Pattern::Threads => 20.0 * count,
         }
     }
 

@@ -38,7 +38,7 @@ const CELL_ENV: &str = "RSEQ_MATRIX_CELL";
 const QUICK_ENV: &str = "RSEQ_MATRIX_QUICK";
 
 /// Timed work per cell, estimated ns, by default and with `--quick`.
-const BUDGET_NS: f64 = 50e6;
+const BUDGET_NS: f64 = 40e6;
 const QUICK_BUDGET_NS: f64 = 10e6;
 /// Rounds by default and with `--quick`.
 const ROUNDS: usize = 5;
