@@ -62,8 +62,8 @@ fn usage() -> String {
     format!(
         "usage: cargo bench -p rseq-alloc-bench --bench matrix -- [--quick] [--rounds N] [--only SUBSTRING]... [--out DIR]\n\
          \n\
-         \x20 (default)   {ROUNDS} rounds, cells of about {} ms: about 6 minutes\n\
-         \x20 --quick     {QUICK_ROUNDS} round, cells of about {} ms: about 1 minute, indicative ratios\n\
+         \x20 (default)   {ROUNDS} rounds, cells of about {} ms: about 4 minutes\n\
+         \x20 --quick     {QUICK_ROUNDS} round, cells of about {} ms: under a minute, indicative ratios\n\
          \x20 --rounds N  rounds\n\
          \x20 --only S    only the cells whose name contains S (repeatable)\n\
          \x20 --out DIR   where matrix.md and matrix.json go (default: the workspace's target/matrix)\n\
