@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod in_process;
+pub mod matrix;
 pub mod misuse;
 pub mod primitives;
 pub mod timing;
