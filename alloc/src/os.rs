@@ -418,6 +418,25 @@ pub(crate) fn global_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
+/// glibc's `__libc_single_threaded` (0: not looked up yet; 1: absent).
+static SINGLE_THREADED: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Whether the process has never had a second thread, as glibc's
+/// `__libc_single_threaded` says (false where glibc does not say: before
+/// 2.32, or another libc). Looks the symbol up at the first call, which
+/// may allocate: call it holding no lock of ours.
+pub(crate) fn single_threaded() -> bool {
+    let mut flag = SINGLE_THREADED.load_relaxed();
+    if flag.is_null() {
+        let found = global_symbol(c"__libc_single_threaded");
+        flag = if found == 0 { 1 as *mut u8 } else { found as *mut u8 };
+        SINGLE_THREADED.store_relaxed(flag);
+    }
+    // SAFETY: glibc's flag is a `char` that lives as long as the process;
+    // it is only read here.
+    flag as usize != 1 && unsafe { core::ptr::read_volatile(flag) } != 0
+}
+
 /// Sets this thread's `errno` (what C callers read after a failure).
 pub(crate) fn set_errno(value: i32) {
     // SAFETY: errno is thread-local and always addressable.

@@ -202,7 +202,7 @@ pub(crate) struct NewSpan {
 
 /// Set when the page heap keeps an empty segment that only a later
 /// [`PageHeap::decay`] will unmap; the upkeep clears it once it has made
-/// sure a round will come (`upkeep::after`).
+/// sure a round will come (`upkeep::after_free`).
 pub(crate) static DECAY_WANTED: AtomicBool = AtomicBool::new(false);
 
 /// The thread whose frees of spans count as aged (0: none): the upkeep's,

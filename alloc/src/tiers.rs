@@ -141,7 +141,7 @@ pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
         Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
         None => (null_mut(), false),
     };
-    upkeep::after_page_heap_trip();
+    upkeep::after_page_heap_trip(true);
     block
 }
 
@@ -169,7 +169,7 @@ pub(crate) fn small_class_of(ptr: usize) -> Option<usize> {
 #[inline(never)]
 pub(crate) fn alloc_small_slow(class: usize) -> *mut u8 {
     let (object, trip) = percpu::alloc_slow(class);
-    upkeep::after(trip);
+    upkeep::after_alloc(trip);
     object
 }
 
@@ -177,7 +177,7 @@ pub(crate) fn alloc_small_slow(class: usize) -> *mut u8 {
 /// (or the fast path is off); as [`alloc_small_slow`].
 #[inline(never)]
 pub(crate) fn free_small_slow(class: usize, ptr: *mut u8) {
-    upkeep::after(percpu::free_slow(class, ptr as usize));
+    upkeep::after_free(percpu::free_slow(class, ptr as usize));
 }
 
 /// Gives a checked block back to its tier (hardened mode has done its
@@ -197,12 +197,12 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
             let pages = unsafe { (*seg).spans[head].pages } as usize;
             // SAFETY: the caller gives the block up.
             unsafe { PAGE_HEAP.free_span(seg, head, pages) };
-            upkeep::after_page_heap_trip();
+            upkeep::after_page_heap_trip(false);
         }
         Block::Huge(seg) => {
             // SAFETY: the caller gives the block up.
             unsafe { huge::free(seg) };
-            upkeep::after_page_heap_trip();
+            upkeep::after_page_heap_trip(false);
         }
     }
 }

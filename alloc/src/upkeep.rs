@@ -14,17 +14,23 @@
 //! the central lists or the page heap anyway runs one when it is due (the
 //! front calls [`after`] once the miss is served, holding nothing): the
 //! fast path pays nothing, and the check reads the clock once every
-//! [`CHECK_EVERY`] trips. And a thread of ours, started the first time the
-//! page heap keeps an empty segment or a round finds free memory held,
-//! runs a round when the program's threads have not run one for a period:
-//! a program that stops allocating gets its free memory back within about
-//! two periods. It sleeps until the next round is due, so a program whose
-//! slow paths keep the clock wakes it once a period for nothing more than a
-//! look at the clock, and it parks for good (woken by the next slow path
-//! that finds it parked) once a round finds nothing left to give back.
-//! `RSEQ_ALLOC_BACKGROUND=0` keeps it from starting (for a program that
-//! must stay single-threaded, such as one that calls
-//! `unshare(CLONE_NEWUSER)`).
+//! [`CHECK_EVERY`] trips. And, in a program that has threads of its own
+//! and has mapped a few segments, a thread of ours (started by an
+//! allocation's slow path) runs a round when the program's threads have
+//! not run one for a period: a program that stops allocating gets its free
+//! memory back within about two periods. It
+//! sleeps until the next round is due, so a program whose slow paths keep
+//! the clock wakes it once a period for nothing more than a look at the
+//! clock, and it parks for good (woken by the next slow path that finds it
+//! parked) once a round finds nothing left to give back.
+//!
+//! A single-threaded program gets no thread: it would stop being
+//! single-threaded, which glibc relies on (it takes no locks then, so that
+//! a signal handler may fork in the middle of `printf` or `malloc`) and
+//! the program may too. Its free memory goes back at its first slow path
+//! after a period. `RSEQ_ALLOC_BACKGROUND=0` keeps the thread from starting
+//! in any program (one that must stay single-threaded even with threads
+//! come and gone, such as one that calls `unshare(CLONE_NEWUSER)`).
 
 use core::ffi::c_void;
 
@@ -32,7 +38,7 @@ use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
 use crate::percpu::{self, CentralTrip};
-use crate::segment::{self, DECAY_WANTED, PAGE_HEAP};
+use crate::segment::{self, DECAY_WANTED, PAGE_HEAP, SEGMENT_SIZE};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64};
 
 /// Slow-path events between two looks at the clock.
@@ -83,10 +89,23 @@ pub(crate) fn configure(decay_ms: Option<u64>, background: bool) -> u64 {
     ns
 }
 
-/// Called after a slow path with the central trip it made, if any; runs a
-/// round if one is due. The caller holds no lock and no region.
+/// Called after an allocation's slow path with the central trip it made,
+/// if any; runs a round if one is due, and starts the background thread if
+/// it should run. The caller holds no lock and no region.
 #[inline]
-pub(crate) fn after(trip: CentralTrip) {
+pub(crate) fn after_alloc(trip: CentralTrip) {
+    after_free(trip);
+    if THREAD.load_relaxed() == NOT_STARTED {
+        start_thread_if_worth_it();
+    }
+}
+
+/// Called after a free's slow path; as [`after_alloc`], but never starts
+/// the thread: libc frees memory while it holds locks of its own that
+/// `pthread_create` takes (the thread-stack cache's, when it frees a dead
+/// thread's TLS), where it never allocates.
+#[inline]
+pub(crate) fn after_free(trip: CentralTrip) {
     if let Some(count) = trip.count()
         && count.is_multiple_of(CHECK_EVERY)
     {
@@ -96,20 +115,39 @@ pub(crate) fn after(trip: CentralTrip) {
     }
 }
 
-/// Called after a medium or huge block went to or came from the page heap;
-/// as [`after`].
+/// Called after a medium or huge block came from (`alloc`) or went back to
+/// the page heap; as [`after_alloc`] or [`after_free`].
 #[inline]
-pub(crate) fn after_page_heap_trip() {
-    after(CentralTrip::after(PAGE_HEAP_TRIPS.fetch_add_relaxed(1)));
+pub(crate) fn after_page_heap_trip(alloc: bool) {
+    let trip = CentralTrip::after(PAGE_HEAP_TRIPS.fetch_add_relaxed(1));
+    if alloc { after_alloc(trip) } else { after_free(trip) }
 }
 
-/// The page heap keeps memory that only a round gives back: make sure one
-/// will come.
+/// Mapped memory from which a program with threads gets the background
+/// thread: below it, what a round could give back is not worth a thread.
+const THREAD_FROM_MAPPED: usize = 2 * SEGMENT_SIZE;
+
+#[cold]
+#[inline(never)]
+fn start_thread_if_worth_it() {
+    // A single-threaded process stays one: glibc and programs rely on it
+    // (glibc takes no locks then, so that a signal handler may fork in the
+    // middle of `printf` or `malloc`).
+    if PAGE_HEAP.mapped_bytes() < THREAD_FROM_MAPPED || period_ns() == u64::MAX || os::single_threaded() {
+        return;
+    }
+    if THREAD.cas_relaxed(NOT_STARTED, RUNNING).is_ok() && !os::spawn_thread(background, THREAD_STACK) {
+        THREAD.store_relaxed(UNAVAILABLE);
+    }
+}
+
+/// The page heap keeps memory that only a round gives back: wake the
+/// thread if it parked.
 #[cold]
 #[inline(never)]
 fn wanted() {
     DECAY_WANTED.store_relaxed(false);
-    wake_or_start_thread();
+    wake_thread();
 }
 
 #[cold]
@@ -119,12 +157,8 @@ fn maybe_run() {
     if period == u64::MAX {
         return;
     }
-    if DECAY_WANTED.load_relaxed() {
-        DECAY_WANTED.store_relaxed(false);
-        wake_or_start_thread();
-    } else if THREAD.load_relaxed() == PARKED {
-        wake_or_start_thread();
-    }
+    DECAY_WANTED.store_relaxed(false);
+    wake_thread();
     let now = os::monotonic_ns();
     let last = LAST_RUN.load_relaxed();
     if now.saturating_sub(last) < period {
@@ -133,7 +167,7 @@ fn maybe_run() {
     // One thread runs it (or, at the first check, starts the clock: there
     // is nothing to keep up yet); the others go on at once.
     if LAST_RUN.cas_relaxed(last, now).is_ok() && last != 0 && run() {
-        wake_or_start_thread();
+        wake_thread();
     }
 }
 
@@ -150,21 +184,10 @@ pub(crate) fn run() -> bool {
     cached || spares || pages || huge
 }
 
-/// Starts the background thread if it may run and has not started, or
-/// wakes it if it parked.
-fn wake_or_start_thread() {
-    match THREAD.load_relaxed() {
-        NOT_STARTED => {
-            if THREAD.cas_relaxed(NOT_STARTED, RUNNING).is_ok() && !os::spawn_thread(background, THREAD_STACK) {
-                THREAD.store_relaxed(UNAVAILABLE);
-            }
-        }
-        PARKED => {
-            if THREAD.cas_relaxed(PARKED, RUNNING).is_ok() {
-                os::futex_wake_one(&THREAD);
-            }
-        }
-        _ => {}
+/// Wakes the background thread if it parked.
+fn wake_thread() {
+    if THREAD.load_relaxed() == PARKED && THREAD.cas_relaxed(PARKED, RUNNING).is_ok() {
+        os::futex_wake_one(&THREAD);
     }
 }
 

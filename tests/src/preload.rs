@@ -45,6 +45,7 @@ pub fn build_dir() -> &'static Path {
             "misuse",
             "oom",
             "fork_stdio",
+            "idle_return",
         ] {
             let source = s(&format!("{program}.c"));
             c(&[

@@ -76,6 +76,11 @@ fn fork_from_a_signal_handler_that_interrupted_malloc() {
 }
 
 #[test]
+fn an_idle_program_gets_memory_back_and_a_single_threaded_one_no_thread() {
+    run_c_test("idle_return", &[]);
+}
+
+#[test]
 fn threads_exit_holding_memory() {
     run_c_test("threads_exit", &[]);
 }
