@@ -33,6 +33,7 @@ fn alloc_workloads<A: GlobalAlloc + Sync>(alloc: &A) -> Vec<(String, f64)> {
     }
     out.push(("1000 x 64 B then free all (ns/block)".into(), workloads::batches(alloc, 64, 1000, 2000)));
     out.push(("realloc growth 16 B to 1 MiB (ns/doubling)".into(), workloads::vec_growth(alloc, 1 << 20, 2000)));
+    out.push(("realloc growth 16 B to 1 MiB (ns/1.5x step)".into(), workloads::growth_by_half(alloc, 1 << 20, 500)));
     out.push(("cross-thread free, 64 B (ns/block)".into(), workloads::cross_thread_free(alloc, 64, 1 << 20)));
     out
 }

@@ -94,6 +94,32 @@ pub fn vec_growth<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * steps) as f64
 }
 
+/// Grows a buffer by `realloc` from 16 B to `max` bytes in steps of half
+/// its size (a growth factor of 1.5, as many vectors and string builders
+/// use), touching its first and last byte after each step; returns ns per
+/// step.
+pub fn growth_by_half<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
+    let mut steps = 0u64;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut size = 16;
+        // SAFETY: valid layouts; the block is always freed with its current size.
+        unsafe {
+            let mut p = black_box(alloc.alloc(Layout::from_size_align(size, 8).expect("layout")));
+            while size < max {
+                let grown = (size + size / 2).min(max);
+                p.write(size as u8);
+                p = black_box(alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), grown));
+                p.add(grown - 1).write(1);
+                size = grown;
+                steps += 1;
+            }
+            alloc.dealloc(p, Layout::from_size_align(size, 8).expect("layout"));
+        }
+    }
+    start.elapsed().as_nanos() as f64 / steps as f64
+}
+
 /// One thread allocates `n` blocks of `size` bytes in batches of 256 and
 /// hands them to another, which frees them: every free is remote. Returns
 /// ns per block (wall clock).
