@@ -5,7 +5,10 @@
 //! touches any metadata: its segment must be ours, its page must belong to a
 //! span of the class it is returned to, it must start an object, and it must
 //! not already be free. A failure aborts with the pointer named
-//! ([`report`]), rather than corrupting the heap.
+//! ([`report`]), rather than corrupting the heap. The one other thing a
+//! cache of a class above [`PROMOTE_MEDIUM_ABOVE`] may give back is a
+//! medium span that `realloc` grew from a small block and Rust's `dealloc`
+//! freed by its small layout: it goes back to the page heap from here.
 //!
 //! Invariant, per span `s` of class `c` (the list lock of `c` held), with
 //! `free` its bitmap in the segment header ([`free_bits`]):
@@ -16,10 +19,10 @@
 
 use core::ptr::null_mut;
 
-use crate::geometry::MAX_OBJECTS;
+use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_ABOVE};
 use crate::lock::Lock;
 use crate::report::{self, Call};
-use crate::segment::{self, PAGE_HEAP, PAGE_SIZE, Segment, Span};
+use crate::segment::{self, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
@@ -218,10 +221,11 @@ impl Central {
         n
     }
 
-    /// Whether `object`, an object of a live span of `class`, is free there.
+    /// Whether `object`, an object of a live span of `class`, is free there
+    /// (a medium span never is: the list does not keep them).
     pub(crate) fn holds_free(&self, class: usize, object: usize) -> bool {
         let _guard = self.lists[class].lock.lock();
-        let span = span_of(object, class as u8);
+        let Some(span) = span_of(object, class) else { return false };
         // SAFETY: `span_of` checked that the span is a live span of this
         // class, and the lock is held.
         let (s, free) = unsafe { (&*span, free_bits(span)) };
@@ -244,11 +248,21 @@ impl Central {
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
         let mut run = Run::NONE;
+        let mut medium = 0;
         for &object in objects {
             if object.wrapping_sub(run.start) >= run.bytes {
                 // SAFETY: the lock is held; `run` is a span of this class (or none).
                 self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
-                run = Run::of(span_of(object, class as u8));
+                run = Run::NONE;
+                let Some(span) = span_of(object, class) else {
+                    let (seg, head) = (Segment::containing(object), Segment::page_index(object));
+                    // SAFETY: `span_of` found a live medium span starting at
+                    // `object`, which the caller gives up; the segment is ours.
+                    unsafe { PAGE_HEAP.free_span(seg, head, (*seg).spans[head].pages as usize) };
+                    medium += 1;
+                    continue;
+                };
+                run = Run::of(span);
             }
             // SAFETY: `run.span` is a live span of this class (`span_of`
             // checked it, and `object` lies in it), and the lock is held.
@@ -265,8 +279,8 @@ impl Central {
         }
         // SAFETY: as above.
         self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
-        list.given.fetch_add_relaxed(objects.len() as u64);
-        self.free_bytes.fetch_add_relaxed(objects.len() * size);
+        list.given.fetch_add_relaxed((objects.len() - medium) as u64);
+        self.free_bytes.fetch_add_relaxed((objects.len() - medium) * size);
     }
 
     /// Upkeep: gives back the spare spans that sat unused for a whole
@@ -401,8 +415,10 @@ unsafe fn settle(inner: &mut ListInner, run: Run) -> usize {
     }
 }
 
-/// The span holding `object`, checked to be a live span of `class`; aborts otherwise.
-fn span_of(object: usize, class: u8) -> *mut Span {
+/// The span holding `object`, checked to be a live span of `class`, or
+/// `None` if `object` starts a medium span and `class` is one whose cache
+/// may hold such a span (see the module's documentation); aborts otherwise.
+fn span_of(object: usize, class: usize) -> Option<*mut Span> {
     if !crate::segment::is_ours(object) {
         report::invalid_pointer(Call::Free, object);
     }
@@ -410,11 +426,18 @@ fn span_of(object: usize, class: u8) -> *mut Span {
     let page = Segment::page_index(object);
     // SAFETY: the segment is ours, so its header is mapped.
     let (page_class, head) = unsafe { ((*seg).page_class[page].load_acquire(), (*seg).page_head[page]) };
-    if page_class != class {
+    if page_class == class as u8 {
+        // SAFETY: as above; `head` is a page index below PAGES.
+        return Some(unsafe { (&raw mut (*seg).spans).cast::<Span>().add(head as usize) });
+    }
+    let medium_start = page_class == PAGE_MEDIUM
+        && head as usize == page
+        && object == Segment::page_start(seg, page)
+        && SIZES[class] as usize > PROMOTE_MEDIUM_ABOVE;
+    if !medium_start {
         report::invalid_pointer(Call::Free, object);
     }
-    // SAFETY: as above; `head` is a page index below PAGES.
-    unsafe { (&raw mut (*seg).spans).cast::<Span>().add(head as usize) }
+    None
 }
 
 /// A fresh span of `class` from the page heap, ready to hand out objects.

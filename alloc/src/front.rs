@@ -108,7 +108,11 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Frees a block whose size and alignment the caller knows: Rust's
-/// `dealloc`, whose layout the language guarantees, so it is trusted.
+/// `dealloc`, whose layout the language guarantees, so it is trusted. A
+/// block that `realloc` made medium although its size is small goes, like
+/// any block of that size, to its class's cache, which may hand it out
+/// again as such; the central list gives it back to the page heap
+/// ([`PROMOTE_MEDIUM_ABOVE`]).
 ///
 /// # Safety
 /// `ptr` was returned by [`alloc`] (or a sibling) with this size and
@@ -145,7 +149,7 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
                     (Route::Medium, Block::Medium(..)) | (Route::Huge, Block::Huge(_))
                 )
                 && !(matches!(block, Block::Huge(_)) && stays_huge(size, align))
-                && !(matches!(block, Block::Medium(..)) && stays_medium(size, align, true))
+                && !(matches!(block, Block::Medium(..)) && stays_medium(size, align))
             {
                 // SAFETY: as above.
                 report::size_mismatch(call, ptr as usize, size, unsafe { tiers::capacity(block) });
@@ -231,19 +235,23 @@ fn stays_huge(size: usize, align: usize) -> bool {
     size >= PROMOTE_AT && align <= huge::MAX_NEAR_ALIGN
 }
 
-/// Blocks that C's `realloc` grows to this size or more, but that would be
-/// small by their size, become medium instead: a medium span grows in
-/// place over the free pages after it, where a small block is copied at
-/// every class it crosses (a vector doubling from 16 B to 1 MiB was copied
-/// eleven times). Only for C's `realloc`, which does not state the old
-/// size: every later free of the block finds it by its address, where
-/// Rust's `dealloc` trusts its layout to name the block's class.
-pub(crate) const C_PROMOTE_MEDIUM_AT: usize = 4096;
+/// Blocks that `realloc` grows past this size, but that would be small by
+/// their size, become medium instead: a medium span grows in place over the
+/// free pages after it, where a small block is copied at every class it
+/// crosses. C's `free` finds such a block by its address. Rust's `dealloc`
+/// trusts its layout and, like `signal_safe`'s, puts it in the cache of the
+/// class its size names, off its fast path's way: a span of one page
+/// (no block of a small size has more) holds any object of that class.
+/// The cache may hand it out again, and when it gives it to the central
+/// list, that list gives the span back to the page heap. A block of at
+/// most this size is always where `route` puts it, which is how `realloc`
+/// may trust a stated size.
+pub(crate) use crate::geometry::PROMOTE_MEDIUM_ABOVE;
 
-/// Whether a block that C's `realloc` (`c_caller`) moves or resizes to
-/// `size` bytes is (or stays) medium although `route` would make it small.
-fn stays_medium(size: usize, align: usize, c_caller: bool) -> bool {
-    c_caller && (C_PROMOTE_MEDIUM_AT..=MAX_MEDIUM).contains(&size) && align <= PAGE_SIZE
+/// Whether a block that `realloc` moves or resizes to `size` bytes is (or
+/// stays) medium although `route` would make it small.
+fn stays_medium(size: usize, align: usize) -> bool {
+    size > PROMOTE_MEDIUM_ABOVE && size <= MAX_MEDIUM && align <= PAGE_SIZE
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
@@ -259,12 +267,13 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         // SAFETY: forwarded from the caller.
         return unsafe { hardened::realloc(ptr, old_size, align, new_size) };
     }
-    let block = match old_size.and_then(|size| class_for(size, align)) {
+    // A stated size names the class only where no promotion can have
+    // happened, as for `dealloc`.
+    let block = match old_size.filter(|&size| size <= PROMOTE_MEDIUM_ABOVE).and_then(|size| class_for(size, align)) {
         Some(class) => Block::Small(class),
         None => classify(ptr as usize, Call::Realloc),
     };
     let new_route = route(new_size, align);
-    let c_caller = old_size.is_none();
     let old_usable = match block {
         Block::Small(class) => {
             if new_route == Route::Small(class) {
@@ -275,7 +284,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         Block::Medium(seg, head) => {
             // SAFETY: classify checked the span.
             let pages = unsafe { (*seg).spans[head].pages } as usize;
-            if new_route == Route::Medium || stays_medium(new_size, align, c_caller) {
+            if new_route == Route::Medium || stays_medium(new_size, align) {
                 let new_pages = new_size.div_ceil(PAGE_SIZE);
                 let in_place = match new_pages.cmp(&pages) {
                     core::cmp::Ordering::Equal => true,
@@ -307,7 +316,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     };
     let new = if new_size > old_usable && stays_huge(new_size, align) {
         huge::alloc(new_size, align, false)
-    } else if new_size > old_usable && stays_medium(new_size, align, c_caller) {
+    } else if new_size > old_usable && stays_medium(new_size, align) {
         alloc_medium(new_size).0
     } else {
         alloc(new_size, align)

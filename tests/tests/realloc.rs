@@ -1,9 +1,10 @@
 //! What a block holds and where it sits, with rseq-alloc as this test
 //! binary's `#[global_allocator]`: `realloc` keeps contents across every
 //! kind of block, stays in place within a class and grows huge blocks
-//! without copying, C's `realloc` promotes a growing buffer, `alloc_zeroed`
-//! zeroes reused memory, and every power-of-two alignment is honoured. The
-//! binary's tests run again in every other mode (`mode_suites!`).
+//! without copying, C's and Rust's `realloc` promote a growing buffer and
+//! every later free finds the promoted block, `alloc_zeroed` zeroes reused
+//! memory, and every power-of-two alignment is honoured. The binary's
+//! tests run again in every other mode (`mode_suites!`).
 
 #![cfg(not(rseq_alloc_loom))]
 
@@ -38,12 +39,10 @@ fn realloc_keeps_contents_across_every_kind_of_block() {
 /// C's `realloc` of a buffer that keeps doubling (what `compare`'s
 /// `realloc` workload does): past 4 KiB the block becomes a medium span and
 /// grows in place over the free pages after it, past 256 KiB a huge block
-/// that grows by `mremap`, so it moves at most twice on its way to 8 MiB
-/// after 4 KiB, its contents intact, and `free_sized` with its last size
-/// accepts it. Rust's `realloc` keeps
-/// small blocks small, since `dealloc` trusts the layout's class. In a
-/// child, so that no other test's spans take the pages the buffer grows
-/// over.
+/// that grows by `mremap`, so once medium (at 8 KiB) it moves at most once
+/// more on its way to 2 MiB, its contents intact, and `free_sized` with its
+/// last size accepts it. In a child, so that no other test's spans take the
+/// pages the buffer grows over.
 #[test]
 fn suite_c_realloc_promotes_a_growing_buffer() {
     modes::child_passes("c_realloc_child", &[("RSEQ_TEST_C_REALLOC_CHILD", "1")]);
@@ -60,7 +59,7 @@ fn c_realloc_child() {
         let mut p = c_api::malloc(16).cast::<u8>();
         p.write(0xab);
         let mut size = 16;
-        let mut moves_from_4k = 0;
+        let mut moves_once_medium = 0;
         while size < 8 << 20 {
             size *= 2;
             let q = c_api::realloc(p.cast(), size).cast::<u8>();
@@ -68,26 +67,170 @@ fn c_realloc_child() {
             // Past 2 MiB the block is huge and grows by `mremap`, which moves
             // it (without copying: see the test below) whenever the address
             // space above it is taken, as the process's layout decides.
-            if q != p && size > 4096 && size <= 2 << 20 {
-                moves_from_4k += 1;
+            if q != p && size > 8192 && size <= 2 << 20 {
+                moves_once_medium += 1;
             }
             assert_eq!(q.read(), 0xab, "contents lost at {size}");
             q.add(size - 1).write(1);
             p = q;
         }
-        eprintln!("c_realloc_child: moved {moves_from_4k} times from 4 KiB to 2 MiB");
+        eprintln!("c_realloc_child: moved {moves_once_medium} times from 8 KiB to 2 MiB");
         // A medium span grows in place; the one move is the promotion to a
         // huge block. Hardened mode moves every small block it
         // reallocates, on purpose.
         if !rseq_alloc::stats().hardened {
-            assert!(moves_from_4k <= 1, "moved {moves_from_4k} times from 4 KiB to 2 MiB");
+            assert!(moves_once_medium <= 1, "moved {moves_once_medium} times from 8 KiB to 2 MiB");
         }
         c_api::free_sized(p.cast(), size);
-        let rust = Layout::from_size_align(8, 8).unwrap();
-        let small = GLOBAL.alloc(rust);
-        let grown = GLOBAL.realloc(small, rust, 8192);
-        assert!(c_api::malloc_usable_size(grown.cast()) < 65536, "a Rust realloc made a small block medium");
-        GLOBAL.dealloc(grown, Layout::from_size_align(8192, 8).unwrap());
+    }
+}
+
+/// Grows a block from 16 bytes to `to` with Rust's `realloc` in steps of
+/// 1.5 (the last one lands on `to`), checking the contents at every step;
+/// returns it and how many times it moved once medium.
+///
+/// # Safety
+/// `align` is a power of two at most 4096; the caller frees the block with
+/// `to` and `align`.
+unsafe fn grow_by_half(to: usize, align: usize) -> (*mut u8, usize) {
+    let mut size = 16;
+    let mut moves_once_medium = 0;
+    // SAFETY: valid layouts; every access is inside the block's current size.
+    unsafe {
+        let mut p = GLOBAL.alloc(Layout::from_size_align(size, align).unwrap());
+        p.write_bytes(0x5a, size);
+        while size < to {
+            let grown = (size + size / 2).min(to);
+            let q = GLOBAL.realloc(p, Layout::from_size_align(size, align).unwrap(), grown);
+            assert!(!q.is_null() && (q as usize).is_multiple_of(align));
+            if q != p && size > 8192 && grown <= 1 << 20 {
+                moves_once_medium += 1;
+            }
+            assert!(std::slice::from_raw_parts(q, size).iter().all(|&b| b == 0x5a), "contents lost at {grown}");
+            q.add(size).write_bytes(0x5a, grown - size);
+            p = q;
+            size = grown;
+        }
+        (p, moves_once_medium)
+    }
+}
+
+/// Rust's `realloc` of a growing buffer: past 4 KiB it becomes a medium
+/// span and grows in place (a move only where the pages after it are
+/// taken). Rust's `dealloc` with its current layout, whatever its size,
+/// puts it where the allocator can take it back: a small size's class
+/// cache, which may hand it out again (it holds any object of that class)
+/// and gives it back to the page heap through the central list, or the
+/// page heap at once. Blocks of that layout are then whole; caches that
+/// overflow with such blocks, and trims that drain them, give every span
+/// back (a span the central list took for an object of its class would
+/// abort there, and one it dropped would leak); `realloc` back below
+/// 4 KiB makes it small again; `signal_safe::dealloc` and C's `free` take
+/// it too. In a child, so that no other test's spans take the pages the
+/// buffer grows over.
+#[test]
+fn suite_rust_realloc_promotes_and_dealloc_finds_the_block() {
+    modes::child_passes("rust_realloc_child", &[("RSEQ_TEST_RUST_REALLOC_CHILD", "1")]);
+}
+
+#[test]
+fn rust_realloc_child() {
+    use rseq_alloc::c_api;
+    if std::env::var_os("RSEQ_TEST_RUST_REALLOC_CHILD").is_none() {
+        return;
+    }
+    let hardened = rseq_alloc::stats().hardened;
+    // SAFETY: only called on live blocks.
+    let usable = |p: *mut u8| unsafe { c_api::malloc_usable_size(p.cast()) };
+    let (mut moves, mut reused) = (0, 0);
+    // Below, at and above the class sizes around the threshold, up to the
+    // largest small class and past it.
+    for to in [4096, 4097, 5000, 5120, 8192, 20_000, 32_767, 32_768, 40_000, 300_000, 1 << 20] {
+        for align in [8, 64, 4096] {
+            let layout = Layout::from_size_align(to, align).unwrap();
+            // SAFETY: grown to `layout` and freed with it.
+            let (p, moved) = unsafe { grow_by_half(to, align) };
+            moves += moved;
+            if !hardened && to > 4096 {
+                assert!(usable(p) >= 65536, "{to} B (align {align}) grown by realloc is not medium");
+            }
+            // SAFETY: the block is live with this layout; freed once.
+            unsafe { GLOBAL.dealloc(p, layout) };
+            let again: Vec<*mut u8> = (0..64)
+                .map(|_| {
+                    // SAFETY: a valid layout; the block is written within
+                    // it and freed with it below.
+                    unsafe {
+                        let q = GLOBAL.alloc(layout);
+                        assert!(!q.is_null() && (q as usize).is_multiple_of(align));
+                        q.write_bytes(0xc3, to);
+                        q
+                    }
+                })
+                .collect();
+            reused += again.iter().filter(|&&q| q == p).count();
+            for q in again {
+                // SAFETY: as above.
+                unsafe { GLOBAL.dealloc(q, layout) };
+            }
+        }
+    }
+
+    // Many at once: each class's cache overflows into its central list.
+    // SAFETY: every block is grown to its layout and freed once with it.
+    let churn = |to: usize| unsafe {
+        let blocks: Vec<*mut u8> = (0..200).map(|_| grow_by_half(to, 16).0).collect();
+        for p in blocks {
+            GLOBAL.dealloc(p, Layout::from_size_align(to, 16).unwrap());
+        }
+    };
+    for to in [6000, 32_768] {
+        churn(to);
+    }
+    rseq_alloc::trim();
+    let mapped = rseq_alloc::stats().mapped_bytes;
+    for _ in 0..5 {
+        for to in [6000, 32_768] {
+            churn(to);
+        }
+        rseq_alloc::trim();
+    }
+    let after = rseq_alloc::stats().mapped_bytes;
+    assert!(after <= mapped + (8 << 20), "mapped {mapped} -> {after}: freed promoted blocks leak their spans");
+    eprintln!(
+        "rust_realloc_child: moved {moves} times once medium over 33 buffers grown to up to 1 MiB; \
+         {reused} reused from a class cache; mapped {mapped} -> {after} over five rounds of 400"
+    );
+
+    // SAFETY: as above; each block is freed once, by the call named.
+    unsafe {
+        // Back below the threshold: small again, freed by its small layout.
+        let (p, _) = grow_by_half(9000, 16);
+        let small = GLOBAL.realloc(p, Layout::from_size_align(9000, 16).unwrap(), 100);
+        assert!(std::slice::from_raw_parts(small, 100).iter().all(|&b| b == 0x5a));
+        if !hardened {
+            assert!(usable(small) < 4096, "shrunk to 100 B, still {} B", usable(small));
+        }
+        GLOBAL.dealloc(small, Layout::from_size_align(100, 16).unwrap());
+
+        // Shrunk while medium: stays medium, freed by its new size.
+        let (p, _) = grow_by_half(200_000, 16);
+        let shrunk = GLOBAL.realloc(p, Layout::from_size_align(200_000, 16).unwrap(), 6000);
+        assert!(std::slice::from_raw_parts(shrunk, 6000).iter().all(|&b| b == 0x5a));
+        GLOBAL.dealloc(shrunk, Layout::from_size_align(6000, 16).unwrap());
+
+        // A signal handler may free one (into its class's cache); so may C.
+        let layout = Layout::from_size_align(6000, 16).unwrap();
+        let (p, _) = grow_by_half(6000, 16);
+        if !rseq_alloc::signal_safe::dealloc(p, layout) {
+            GLOBAL.dealloc(p, layout);
+        }
+        let (p, _) = grow_by_half(6000, 16);
+        c_api::free(p.cast());
+        rseq_alloc::trim();
+    }
+    if !hardened {
+        assert!(moves <= 6, "moved {moves} times once medium");
     }
 }
 
