@@ -92,6 +92,12 @@
 //! a batch goes back to the central list, where every object is checked.
 //! Medium blocks (32 KiB to 1 MiB) are spans from the page heap; huge blocks
 //! have a segment of their own, and `realloc` moves them with `mremap`.
+//! A small block that `realloc` grows past 4 KiB becomes a medium span,
+//! which grows in place over the free pages after it (past 256 KiB, a huge
+//! block). Rust's `dealloc` trusts its layout, so such a span freed with a
+//! small size goes to that class's per-CPU cache like one of its objects
+//! (it holds any of them) and may be handed out as one; the central list
+//! gives it back to the page heap.
 //!
 //! The allocator never allocates through itself: metadata lives in segment
 //! header pages, `.bss`, and mappings made with raw system calls; none of it
