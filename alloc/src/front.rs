@@ -149,7 +149,7 @@ pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: 
                     (Route::Medium, Block::Medium(..)) | (Route::Huge, Block::Huge(_))
                 )
                 && !(matches!(block, Block::Huge(_)) && stays_huge(size, align))
-                && !(matches!(block, Block::Medium(..)) && stays_medium(size, align))
+                && !(matches!(block, Block::Medium(..)) && (stays_medium(size, align) || may_be_parked(size, align)))
             {
                 // SAFETY: as above.
                 report::size_mismatch(call, ptr as usize, size, unsafe { tiers::capacity(block) });
@@ -243,10 +243,17 @@ fn stays_huge(size: usize, align: usize) -> bool {
 /// class its size names, off its fast path's way: a span of one page
 /// (no block of a small size has more) holds any object of that class.
 /// The cache may hand it out again, and when it gives it to the central
-/// list, that list gives the span back to the page heap. A block of at
-/// most this size is always where `route` puts it, which is how `realloc`
-/// may trust a stated size.
+/// list, that list gives the span back to the page heap. Only the caches of
+/// classes larger than this can hold such a span, so a stated size whose
+/// class is at most this large names what the block is.
 pub(crate) use crate::geometry::PROMOTE_MEDIUM_ABOVE;
+
+/// Whether a block requested as `size` bytes aligned to `align` may be a
+/// medium span handed out as an object of its small class (see
+/// [`PROMOTE_MEDIUM_ABOVE`]).
+fn may_be_parked(size: usize, align: usize) -> bool {
+    class_for(size, align).is_some_and(|class| SIZES[class] as usize > PROMOTE_MEDIUM_ABOVE)
+}
 
 /// Whether a block that `realloc` moves or resizes to `size` bytes is (or
 /// stays) medium although `route` would make it small.
@@ -267,9 +274,9 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
         // SAFETY: forwarded from the caller.
         return unsafe { hardened::realloc(ptr, old_size, align, new_size) };
     }
-    // A stated size names the class only where no promotion can have
-    // happened, as for `dealloc`.
-    let block = match old_size.filter(|&size| size <= PROMOTE_MEDIUM_ABOVE).and_then(|size| class_for(size, align)) {
+    // A stated size names the block only if its class's cache cannot hold
+    // a medium span.
+    let block = match old_size.filter(|&size| !may_be_parked(size, align)).and_then(|size| class_for(size, align)) {
         Some(class) => Block::Small(class),
         None => classify(ptr as usize, Call::Realloc),
     };

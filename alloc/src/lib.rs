@@ -185,6 +185,9 @@ pub mod internals {
     pub const CLASSES: usize = crate::size_class::CLASSES;
     /// Largest small object.
     pub const MAX_SMALL: usize = crate::size_class::MAX_SMALL;
+    /// The caches of classes larger than this may hand out a medium span
+    /// of one page as one of their objects (a block `realloc` promoted).
+    pub const PROMOTE_MEDIUM_ABOVE: usize = crate::geometry::PROMOTE_MEDIUM_ABOVE;
 
     /// Where a request is served, or what a block is.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

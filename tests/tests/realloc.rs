@@ -227,6 +227,22 @@ fn rust_realloc_child() {
         }
         let (p, _) = grow_by_half(6000, 16);
         c_api::free(p.cast());
+
+        // An aligned request of a few bytes whose class is larger may get
+        // such a span too; its sized free and `realloc` take it.
+        for _ in 0..2 {
+            let (p, _) = grow_by_half(8000, 16);
+            GLOBAL.dealloc(p, Layout::from_size_align(8000, 16).unwrap());
+        }
+        let c = c_api::aligned_alloc(8192, 100);
+        assert!(!c.is_null() && (c as usize).is_multiple_of(8192));
+        c_api::free_aligned_sized(c, 8192, 100);
+        let aligned = Layout::from_size_align(100, 8192).unwrap();
+        let r = GLOBAL.alloc(aligned);
+        r.write_bytes(0x77, 100);
+        let r = GLOBAL.realloc(r, aligned, 200);
+        assert!((r as usize).is_multiple_of(8192) && std::slice::from_raw_parts(r, 100).iter().all(|&b| b == 0x77));
+        GLOBAL.dealloc(r, Layout::from_size_align(200, 8192).unwrap());
         rseq_alloc::trim();
     }
     if !hardened {
