@@ -418,8 +418,10 @@ pub(crate) fn global_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
-/// glibc's `__libc_single_threaded` (0: not looked up yet; 1: absent).
+/// glibc's `__libc_single_threaded` (null: not looked up yet; [`ABSENT`]:
+/// this libc has none).
 static SINGLE_THREADED: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+const ABSENT: *mut u8 = core::ptr::dangling_mut();
 
 /// Whether the process has never had a second thread, as glibc's
 /// `__libc_single_threaded` says (false where glibc does not say: before
@@ -429,12 +431,12 @@ pub(crate) fn single_threaded() -> bool {
     let mut flag = SINGLE_THREADED.load_relaxed();
     if flag.is_null() {
         let found = global_symbol(c"__libc_single_threaded");
-        flag = if found == 0 { 1 as *mut u8 } else { found as *mut u8 };
+        flag = if found == 0 { ABSENT } else { found as *mut u8 };
         SINGLE_THREADED.store_relaxed(flag);
     }
     // SAFETY: glibc's flag is a `char` that lives as long as the process;
     // it is only read here.
-    flag as usize != 1 && unsafe { core::ptr::read_volatile(flag) } != 0
+    flag != ABSENT && unsafe { core::ptr::read_volatile(flag) } != 0
 }
 
 /// Sets this thread's `errno` (what C callers read after a failure).
