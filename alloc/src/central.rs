@@ -247,38 +247,53 @@ impl Central {
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
-        let mut run = Run::NONE;
         let mut medium = 0;
-        for &object in objects {
-            if object.wrapping_sub(run.start) >= run.bytes {
-                // SAFETY: the lock is held; `run` is a span of this class (or none).
-                self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
-                run = Run::NONE;
-                let Some(span) = span_of(object, class) else {
-                    let (seg, head) = (Segment::containing(object), Segment::page_index(object));
-                    // SAFETY: `span_of` found a live medium span starting at
-                    // `object`, which the caller gives up; the segment is ours.
-                    unsafe { PAGE_HEAP.free_span(seg, head, (*seg).spans[head].pages as usize) };
-                    medium += 1;
-                    continue;
-                };
-                run = Run::of(span);
+        let mut rest = objects;
+        while let Some(&object) = rest.first() {
+            let Some(span) = span_of(object, class) else {
+                let (seg, head) = (Segment::containing(object), Segment::page_index(object));
+                // SAFETY: `span_of` found a live medium span starting at
+                // `object`, which the caller gives up; the segment is ours.
+                unsafe { PAGE_HEAP.free_span(seg, head, (*seg).spans[head].pages as usize) };
+                medium += 1;
+                rest = &rest[1..];
+                continue;
+            };
+            // This object and the ones after it in the same span.
+            let mut run = Run::of(span);
+            // SAFETY: `span_of` checked that the span is a live span of this
+            // class, and the lock is held.
+            let (bump, free) = unsafe { ((*span).bump as usize, free_bits(span)) };
+            let in_span = rest.iter().take_while(|&&o| o.wrapping_sub(run.start) < run.bytes).count();
+            // Objects that come back together mostly share bitmap words: a
+            // word is read and written once per run of them, not once per
+            // object (a chain of stores and loads of one word).
+            let (mut word, mut had, mut set) = (usize::MAX, 0u64, 0u64);
+            for &object in &rest[..in_span] {
+                let index = object_index(class, object - run.start).filter(|&i| i < bump);
+                let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
+                if index / 64 != word {
+                    if word != usize::MAX {
+                        free[word] = had | set;
+                    }
+                    word = index / 64;
+                    (had, set) = (free[word], 0);
+                    run.first_word = run.first_word.min(word as u8);
+                }
+                let bit = 1u64 << (index % 64);
+                if (had | set) & bit != 0 {
+                    report::double_free(Call::Free, object);
+                }
+                set |= bit;
             }
-            // SAFETY: `run.span` is a live span of this class (`span_of`
-            // checked it, and `object` lies in it), and the lock is held.
-            let (s, free) = unsafe { (&*run.span, free_bits(run.span)) };
-            let index = object_index(class, object - run.start).filter(|&i| i < s.bump as usize);
-            let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
-            let (word, bit) = (index / 64, 1u64 << (index % 64));
-            if free[word] & bit != 0 {
-                report::double_free(Call::Free, object);
+            if word != usize::MAX {
+                free[word] = had | set;
             }
-            free[word] |= bit;
-            run.returned += 1;
-            run.first_word = run.first_word.min(word as u8);
+            run.returned = in_span as u16;
+            rest = &rest[in_span..];
+            // SAFETY: the lock is held; `run` is a span of this class.
+            self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
         }
-        // SAFETY: as above.
-        self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
         list.given.fetch_add_relaxed((objects.len() - medium) as u64);
         self.free_bytes.fetch_add_relaxed((objects.len() - medium) * size);
     }
@@ -477,14 +492,14 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
     let mut w = s.first_free_word as usize;
     let mut n = 0;
     while w < words && n < out.len() {
-        let word = &mut free[w];
-        while *word != 0 && n < out.len() {
-            let bit = word.trailing_zeros() as usize;
-            *word &= *word - 1;
-            out[n] = start + (w * 64 + bit) * size;
+        let mut word = free[w];
+        while word != 0 && n < out.len() {
+            out[n] = start + (w * 64 + word.trailing_zeros() as usize) * size;
+            word &= word - 1;
             n += 1;
         }
-        if *word == 0 {
+        free[w] = word;
+        if word == 0 {
             w += 1;
         }
     }
