@@ -6,7 +6,7 @@
 //! span of the class it is returned to, it must start an object, and it must
 //! not already be free. A failure aborts with the pointer named
 //! ([`report`]), rather than corrupting the heap. The one other thing a
-//! cache of a class above [`PROMOTE_MEDIUM_ABOVE`] may give back is a
+//! cache of a class from [`PROMOTE_MEDIUM_FROM`] on may give back is a
 //! medium span that `realloc` grew from a small block and Rust's `dealloc`
 //! freed by its small layout: it goes back to the page heap from here.
 //!
@@ -19,7 +19,7 @@
 
 use core::ptr::null_mut;
 
-use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_ABOVE};
+use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_FROM};
 use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{self, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
@@ -448,7 +448,7 @@ fn span_of(object: usize, class: usize) -> Option<*mut Span> {
     let medium_start = page_class == PAGE_MEDIUM
         && head as usize == page
         && object == Segment::page_start(seg, page)
-        && SIZES[class] as usize > PROMOTE_MEDIUM_ABOVE;
+        && SIZES[class] as usize >= PROMOTE_MEDIUM_FROM;
     if !medium_start {
         report::invalid_pointer(Call::Free, object);
     }

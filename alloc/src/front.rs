@@ -112,7 +112,7 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// block that `realloc` made medium although its size is small goes, like
 /// any block of that size, to its class's cache, which may hand it out
 /// again as such; the central list gives it back to the page heap
-/// ([`PROMOTE_MEDIUM_ABOVE`]).
+/// ([`PROMOTE_MEDIUM_FROM`]).
 ///
 /// # Safety
 /// `ptr` was returned by [`alloc`] (or a sibling) with this size and
@@ -235,7 +235,7 @@ fn stays_huge(size: usize, align: usize) -> bool {
     size >= PROMOTE_AT && align <= huge::MAX_NEAR_ALIGN
 }
 
-/// Blocks that `realloc` grows past this size, but that would be small by
+/// Blocks that `realloc` grows to this size or more, but that would be small by
 /// their size, become medium instead: a medium span grows in place over the
 /// free pages after it, where a small block is copied at every class it
 /// crosses. C's `free` finds such a block by its address. Rust's `dealloc`
@@ -244,21 +244,21 @@ fn stays_huge(size: usize, align: usize) -> bool {
 /// (no block of a small size has more) holds any object of that class.
 /// The cache may hand it out again, and when it gives it to the central
 /// list, that list gives the span back to the page heap. Only the caches of
-/// classes larger than this can hold such a span, so a stated size whose
-/// class is at most this large names what the block is.
-pub(crate) use crate::geometry::PROMOTE_MEDIUM_ABOVE;
+/// classes of this size or more can hold such a span, so a stated size
+/// whose class is smaller names what the block is.
+pub(crate) use crate::geometry::PROMOTE_MEDIUM_FROM;
 
 /// Whether a block requested as `size` bytes aligned to `align` may be a
 /// medium span handed out as an object of its small class (see
-/// [`PROMOTE_MEDIUM_ABOVE`]).
+/// [`PROMOTE_MEDIUM_FROM`]).
 fn may_be_parked(size: usize, align: usize) -> bool {
-    class_for(size, align).is_some_and(|class| SIZES[class] as usize > PROMOTE_MEDIUM_ABOVE)
+    class_for(size, align).is_some_and(|class| SIZES[class] as usize >= PROMOTE_MEDIUM_FROM)
 }
 
 /// Whether a block that `realloc` moves or resizes to `size` bytes is (or
 /// stays) medium although `route` would make it small.
 fn stays_medium(size: usize, align: usize) -> bool {
-    size > PROMOTE_MEDIUM_ABOVE && size <= MAX_MEDIUM && align <= PAGE_SIZE
+    size >= PROMOTE_MEDIUM_FROM && size <= MAX_MEDIUM && align <= PAGE_SIZE
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:

@@ -19,10 +19,10 @@ pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 pub(crate) const MAX_SMALL: usize = 32 * 1024;
 /// Largest medium block: larger requests get a huge segment.
 pub(crate) const MAX_MEDIUM: usize = 16 * PAGE_SIZE;
-/// Small blocks that `realloc` grows past this size become medium spans of
-/// one page, which the caches of the small classes above it may hold
-/// (`front::PROMOTE_MEDIUM_ABOVE` says why).
-pub(crate) const PROMOTE_MEDIUM_ABOVE: usize = 4096;
+/// Small blocks that `realloc` grows to this size or more become medium
+/// spans of one page, which the caches of the small classes from it on may
+/// hold (`front::PROMOTE_MEDIUM_FROM` says why).
+pub(crate) const PROMOTE_MEDIUM_FROM: usize = 4096;
 /// Most objects any span holds (16-byte objects in one page).
 pub(crate) const MAX_OBJECTS: usize = PAGE_SIZE / 16;
 

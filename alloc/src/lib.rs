@@ -92,7 +92,7 @@
 //! a batch goes back to the central list, where every object is checked.
 //! Medium blocks (32 KiB to 1 MiB) are spans from the page heap; huge blocks
 //! have a segment of their own, and `realloc` moves them with `mremap`.
-//! A small block that `realloc` grows past 4 KiB becomes a medium span,
+//! A small block that `realloc` grows to 4 KiB or more becomes a medium span,
 //! which grows in place over the free pages after it (past 256 KiB, a huge
 //! block). Rust's `dealloc` trusts its layout, so such a span freed with a
 //! small size goes to that class's per-CPU cache like one of its objects
@@ -187,7 +187,7 @@ pub mod internals {
     pub const MAX_SMALL: usize = crate::size_class::MAX_SMALL;
     /// The caches of classes larger than this may hand out a medium span
     /// of one page as one of their objects (a block `realloc` promoted).
-    pub const PROMOTE_MEDIUM_ABOVE: usize = crate::geometry::PROMOTE_MEDIUM_ABOVE;
+    pub const PROMOTE_MEDIUM_FROM: usize = crate::geometry::PROMOTE_MEDIUM_FROM;
 
     /// Where a request is served, or what a block is.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -116,12 +116,23 @@ pub(crate) fn after_free(trip: CentralTrip) {
 }
 
 /// Called after a medium or huge block came from (`alloc`) or went back to
-/// the page heap; as [`after_alloc`] or [`after_free`].
+/// the page heap; as [`after_alloc`] or [`after_free`], reading the clock
+/// once every [`PAGE_HEAP_CHECK_EVERY`] trips: a trip costs a fraction of a
+/// central one, and the clock is a system call.
 #[inline]
 pub(crate) fn after_page_heap_trip(alloc: bool) {
-    let trip = CentralTrip::after(PAGE_HEAP_TRIPS.fetch_add_relaxed(1));
-    if alloc { after_alloc(trip) } else { after_free(trip) }
+    if PAGE_HEAP_TRIPS.fetch_add_relaxed(1).is_multiple_of(PAGE_HEAP_CHECK_EVERY) {
+        maybe_run();
+    } else if DECAY_WANTED.load_relaxed() {
+        wanted();
+    }
+    if alloc && THREAD.load_relaxed() == NOT_STARTED {
+        start_thread_if_worth_it();
+    }
 }
+
+/// Page heap trips between two looks at the clock.
+const PAGE_HEAP_CHECK_EVERY: u64 = 256;
 
 /// Mapped memory from which a program with threads gets the background
 /// thread: below it, what a round could give back is not worth a thread.

@@ -5,7 +5,7 @@
 //!   size inside the span;
 //! - `lookup(addr)` finds a block exactly at the start of a live block, of
 //!   the tier `route` chose (or a medium span, from the cache of a class
-//!   above `PROMOTE_MEDIUM_ABOVE`) and with room for the request, and
+//!   of `PROMOTE_MEDIUM_FROM` bytes or more) and with room for the request, and
 //!   nothing at an address inside a block, on the stack, in `.data`, or in
 //!   memory from another allocator, and never faults, whatever the address.
 
@@ -13,7 +13,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 use rseq_alloc::RseqAlloc;
 use rseq_alloc::internals::{
-    CLASSES, MAX_SMALL, PROMOTE_MEDIUM_ABOVE, Tier, class_for, class_size, lookup, objects_per_span, request_overhead,
+    CLASSES, MAX_SMALL, PROMOTE_MEDIUM_FROM, Tier, class_for, class_size, lookup, objects_per_span, request_overhead,
     route, starts_object,
 };
 
@@ -66,7 +66,7 @@ fn check_block(size: usize, align: usize, probe: usize) {
     let routed = route(layout.size() + request_overhead(), align);
     // A block another target's `realloc` promoted, parked in its class's cache.
     let parked =
-        tier == Tier::Medium && matches!(routed, Tier::Small(class) if class_size(class) > PROMOTE_MEDIUM_ABOVE);
+        tier == Tier::Medium && matches!(routed, Tier::Small(class) if class_size(class) >= PROMOTE_MEDIUM_FROM);
     assert!(tier == routed || parked, "{layout:?}: {tier:?}, routed {routed:?}");
     assert!(capacity >= layout.size(), "{layout:?}: capacity {capacity}");
     let inside = 1 + probe % (capacity - 1).max(1);

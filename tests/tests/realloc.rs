@@ -37,9 +37,9 @@ fn realloc_keeps_contents_across_every_kind_of_block() {
 }
 
 /// C's `realloc` of a buffer that keeps doubling (what `compare`'s
-/// `realloc` workload does): past 4 KiB the block becomes a medium span and
+/// `realloc` workload does): from 4 KiB on the block becomes a medium span and
 /// grows in place over the free pages after it, past 256 KiB a huge block
-/// that grows by `mremap`, so once medium (at 8 KiB) it moves at most once
+/// that grows by `mremap`, so once medium (at 4 KiB) it moves at most once
 /// more on its way to 2 MiB, its contents intact, and `free_sized` with its
 /// last size accepts it. In a child, so that no other test's spans take the
 /// pages the buffer grows over.
@@ -67,7 +67,7 @@ fn c_realloc_child() {
             // Past 2 MiB the block is huge and grows by `mremap`, which moves
             // it (without copying: see the test below) whenever the address
             // space above it is taken, as the process's layout decides.
-            if q != p && size > 8192 && size <= 2 << 20 {
+            if q != p && size > 4096 && size <= 2 << 20 {
                 moves_once_medium += 1;
             }
             assert_eq!(q.read(), 0xab, "contents lost at {size}");
@@ -115,7 +115,7 @@ unsafe fn grow_by_half(to: usize, align: usize) -> (*mut u8, usize) {
     }
 }
 
-/// Rust's `realloc` of a growing buffer: past 4 KiB it becomes a medium
+/// Rust's `realloc` of a growing buffer: from 4 KiB on it becomes a medium
 /// span and grows in place (a move only where the pages after it are
 /// taken). Rust's `dealloc` with its current layout, whatever its size,
 /// puts it where the allocator can take it back: a small size's class
