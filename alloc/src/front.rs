@@ -258,7 +258,7 @@ fn may_be_parked(size: usize, align: usize) -> bool {
 /// Whether a block that `realloc` moves or resizes to `size` bytes is (or
 /// stays) medium although `route` would make it small.
 fn stays_medium(size: usize, align: usize) -> bool {
-    size >= PROMOTE_MEDIUM_FROM && size <= MAX_MEDIUM && align <= PAGE_SIZE
+    (PROMOTE_MEDIUM_FROM..=MAX_MEDIUM).contains(&size) && align <= PAGE_SIZE
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
