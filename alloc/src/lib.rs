@@ -65,7 +65,7 @@
 //! | 8 | `tiers`, `fork` | what a block is, where a request goes, the caches' slow paths; the fork handlers |
 //! | 7 | `upkeep` | upkeep on a clock, driven by the slow paths' central trips |
 //! | 6 | `percpu` | the per-CPU caches: rseq sections or the CAS fallback, adaptive capacity (`percpu/mod.rs` maps its files) |
-//! | 5 | `central`, `huge` | per class, the spans with free objects; huge blocks, a segment each |
+//! | 5 | `central`, `huge`, `medium` | per class, the spans with free objects; huge blocks, a segment each; a few freed medium spans kept whole |
 //! | 4 | `segment` | segments, spans and the page heap |
 //! | 3 | `size_class`, `report` | the size classes; reports of bad input |
 //! | 2 | `lock`, `text` | the slow paths' lock; text without allocation |
@@ -124,6 +124,8 @@ mod hardened;
 #[cfg(not(rseq_alloc_loom))]
 mod huge;
 mod lock;
+#[cfg(not(rseq_alloc_loom))]
+mod medium;
 #[cfg(not(rseq_alloc_loom))]
 mod os;
 #[cfg(not(rseq_alloc_loom))]

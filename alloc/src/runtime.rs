@@ -167,5 +167,6 @@ pub fn trim() -> usize {
     ensure_init();
     percpu::drain_all_remote();
     CENTRAL.release_spares();
+    crate::medium::release_all();
     crate::segment::PAGE_HEAP.purge() + crate::huge::release_cache()
 }

@@ -64,6 +64,8 @@ pub struct Stats {
     /// Bytes of free pages in the page heap that may still hold data (the
     /// rest of the free pages were given back or never touched).
     pub free_page_bytes: usize,
+    /// Bytes of freed medium blocks kept whole for reuse.
+    pub medium_kept_bytes: usize,
     /// Bytes of freed huge blocks kept mapped for reuse.
     pub huge_cached_bytes: usize,
     /// Bytes given back to the OS by trims (`madvise`d or unmapped), ever.
@@ -117,6 +119,7 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         cpu_cached_bytes: percpu::cached_bytes(),
         central_free_bytes: CENTRAL.free_bytes.load_relaxed(),
         free_page_bytes: PAGE_HEAP.free_page_bytes().0,
+        medium_kept_bytes: crate::medium::kept_bytes(),
         huge_cached_bytes: crate::huge::cached_bytes(),
         released_bytes: PAGE_HEAP.released.load_relaxed(),
         drained_objects: Counters::read(&COUNTERS.drained_objects),
@@ -191,6 +194,8 @@ fn render(s: &Stats, out: &mut dyn FnMut(&[u8])) {
         .decimal(kib(s.central_free_bytes))
         .push(b" KiB, in free pages ")
         .decimal(kib(s.free_page_bytes))
+        .push(b" KiB, in kept medium blocks ")
+        .decimal(kib(s.medium_kept_bytes))
         .push(b" KiB, in cached huge blocks ")
         .decimal(kib(s.huge_cached_bytes))
         .push(b" KiB; given back to the system so far ")

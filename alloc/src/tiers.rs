@@ -8,6 +8,7 @@ use core::ptr::null_mut;
 
 use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
 use crate::huge;
+use crate::medium;
 use crate::percpu;
 use crate::report::{self, Call};
 use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
@@ -137,6 +138,9 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 /// A medium block, and whether it is zero-filled.
 pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
     let pages = size.max(1).div_ceil(PAGE_SIZE);
+    if let Some(span) = medium::take(pages) {
+        return (span as *mut u8, false);
+    }
     let block = match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
         Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
         None => (null_mut(), false),
@@ -196,6 +200,10 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
             // SAFETY: classify checked that `head` starts a medium span of `seg`.
             let pages = unsafe { (*seg).spans[head].pages } as usize;
             // SAFETY: the caller gives the block up.
+            if unsafe { medium::keep(ptr, pages) } {
+                return;
+            }
+            // SAFETY: as above.
             unsafe { PAGE_HEAP.free_span(seg, head, pages) };
             upkeep::after_page_heap_trip(false);
         }

@@ -36,6 +36,7 @@ use core::ffi::c_void;
 
 use crate::central::CENTRAL;
 use crate::huge;
+use crate::medium;
 use crate::os;
 use crate::percpu::{self, CentralTrip};
 use crate::segment::{self, DECAY_WANTED, PAGE_HEAP, SEGMENT_SIZE};
@@ -190,9 +191,10 @@ pub(crate) fn run() -> bool {
     let cached = percpu::upkeep();
     let spares = CENTRAL.age_spares();
     segment::age_frees_of_this_thread(false);
+    let kept = medium::decay();
     let pages = PAGE_HEAP.decay().holding;
     let huge = huge::decay();
-    cached || spares || pages || huge
+    cached || spares || kept || pages || huge
 }
 
 /// Wakes the background thread if it parked.

@@ -107,3 +107,32 @@ fn double_free_child() {
     }
     panic!("the double free was not caught");
 }
+
+/// A medium block freed twice while it is kept whole for reuse is refused
+/// at the second free, naming it: kept twice, it would be handed out to two
+/// callers.
+#[test]
+fn suite_medium_double_free_is_caught() {
+    let output = modes::run_test_in_child("medium_double_free_child", &[("RSEQ_TEST_MEDIUM_DOUBLE_FREE_CHILD", "1")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
+    let victim = stderr.lines().find_map(|l| l.strip_prefix("victim=")).expect("victim named");
+    assert!(stderr.contains(&format!("double free of {victim}\n")), "{stderr}");
+}
+
+#[test]
+fn medium_double_free_child() {
+    if std::env::var_os("RSEQ_TEST_MEDIUM_DOUBLE_FREE_CHILD").is_none() {
+        return;
+    }
+    let layout = Layout::from_size_align(100_000, 8).unwrap();
+    // SAFETY: a valid layout; freed twice (the point).
+    unsafe {
+        let victim = RseqAlloc.alloc(layout);
+        eprintln!("victim={victim:p}");
+        RseqAlloc.dealloc(victim, layout);
+        RseqAlloc.dealloc(victim, layout);
+    }
+    panic!("the double free was not caught");
+}
