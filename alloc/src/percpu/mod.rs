@@ -295,6 +295,11 @@ pub(crate) fn init(config: Config) -> bool {
                     RSEQ_ON | if count_hits { COUNT_HITS } else { 0 } | if config.hardened { HARDENED } else { 0 };
                 FAST.slabs.rseq_offset.store_relaxed(offset);
                 FAST.flags.store_release(flags);
+                // Declared now, while the process most likely has one
+                // thread: the kernel waits for an RCU grace period (ms) to
+                // register a process that has several, and the first drain
+                // of another CPU would pay it in the middle of the program.
+                let _ = rseq_sys::register_rseq_fence();
                 MODE_RSEQ
             }
             Err(why) => {
