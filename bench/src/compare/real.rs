@@ -195,8 +195,12 @@ pub fn checksum(stdout: &str, output: Option<&Path>) -> Result<String, String> {
     Ok(format!("{:016x}", fnv(own.as_bytes())))
 }
 
-/// The loopback port redis-server listens on.
-const REDIS_PORT: u16 = 16379;
+/// A loopback port nothing listens on now, for redis-server: the kernel
+/// picks it, so that two runs (or another redis) on the machine do not meet.
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("no free port: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
 
 /// One redis command over the connection, its reply as text (RESP inline).
 fn redis_command(stream: &mut TcpStream, command: &str) -> Result<String, String> {
@@ -225,9 +229,10 @@ pub struct RedisRun {
 /// drives it with redis-benchmark (SET, GET, LPUSH, LRANGE_100, pipelined
 /// 16 deep, values of 64 B and 1 KiB), reads what it holds, shuts it down.
 pub fn redis(measure: &Path, allocator: &Allocator, scale: f64) -> Result<RedisRun, String> {
+    let port = free_port()?;
     let mut server = Command::new(measure);
     server
-        .args(["/usr/bin/redis-server", "--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
+        .args(["/usr/bin/redis-server", "--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--loglevel", "warning", "--protected-mode", "no"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -237,7 +242,7 @@ pub fn redis(measure: &Path, allocator: &Allocator, scale: f64) -> Result<RedisR
     let mut child = server.spawn().map_err(|e| format!("spawn redis-server: {e}"))?;
     let started = Instant::now();
     let mut stream = loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", REDIS_PORT))
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port))
             && redis_command(&mut s, "PING").is_ok_and(|r| r == "+PONG")
         {
             break s;
@@ -257,7 +262,7 @@ pub fn redis(measure: &Path, allocator: &Allocator, scale: f64) -> Result<RedisR
     let mut failure = None;
     for size in ["64", "1024"] {
         let out = Command::new("/usr/bin/redis-benchmark")
-            .args(["-p", &REDIS_PORT.to_string(), "-n", &requests, "-P", "16", "-c", "20", "-d", size])
+            .args(["-p", &port.to_string(), "-n", &requests, "-P", "16", "-c", "20", "-d", size])
             .args(["-t", "set,get,lpush,lrange_100", "--csv"])
             .stderr(Stdio::null())
             .output();
