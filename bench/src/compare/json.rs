@@ -16,10 +16,17 @@ pub fn json(results: &Results) -> String {
     }))
 }
 
-/// The instruction counts as JSON: workload → allocator → count (or null).
+/// The instruction counts as JSON: workload → allocator → {total,
+/// allocator} (or null).
 pub fn counts_json(counts: &Counts) -> String {
     document(counts.iter().map(|(&workload, by_allocator)| {
-        let cells = by_allocator.iter().map(|(&a, n)| (a, n.as_ref().map_or("null".into(), |n| n.to_string())));
+        let cells = by_allocator.iter().map(|(&a, n)| {
+            let value = n.as_ref().map_or("null".into(), |n| {
+                let allocator = n.allocator.map_or("null".into(), |a| a.to_string());
+                format!("{{\"total\": {}, \"allocator\": {allocator}}}", n.total)
+            });
+            (a, value)
+        });
         (workload, inline(cells))
     }))
 }
@@ -71,6 +78,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::compare::cachegrind::Count;
 
     /// Workloads one a line, allocators one a line inside them, a run's
     /// measures on one line; an error's quotes become apostrophes.
@@ -107,12 +115,18 @@ mod tests {
     #[test]
     fn counts_are_laid_out_one_workload_a_line() {
         let counts = Counts::from([
-            ("realloc", BTreeMap::from([("glibc", Err("valgrind".to_string())), ("tbb", Ok(12))])),
-            ("tight", BTreeMap::from([("glibc", Ok(1_000_000))])),
+            (
+                "realloc",
+                BTreeMap::from([
+                    ("glibc", Err("valgrind".to_string())),
+                    ("tbb", Ok(Count { total: 12, allocator: Some(3) })),
+                ]),
+            ),
+            ("tight", BTreeMap::from([("glibc", Ok(Count { total: 1_000_000, allocator: None }))])),
         ]);
         assert_eq!(
             counts_json(&counts),
-            "{\n  \"realloc\": {\"glibc\": null, \"tbb\": 12},\n  \"tight\": {\"glibc\": 1000000}\n}\n"
+            "{\n  \"realloc\": {\"glibc\": null, \"tbb\": {\"total\": 12, \"allocator\": 3}},\n  \"tight\": {\"glibc\": {\"total\": 1000000, \"allocator\": null}}\n}\n"
         );
     }
 }

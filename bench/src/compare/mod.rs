@@ -43,7 +43,7 @@ mod report;
 mod running;
 mod statistics;
 
-pub use cachegrind::{Counts, count_instructions, instructions, valgrind_available};
+pub use cachegrind::{Count, Counts, count_instructions, instructions, valgrind_available};
 pub use catalogue::{Program, Threads, WORKLOADS, Workload, judged, selected};
 pub use chart::{chart, threads_chart};
 pub use elf::loaded_file_kib;

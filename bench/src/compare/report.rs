@@ -367,8 +367,12 @@ pub fn counts_markdown(counts: &Counts, scale: f64) -> String {
         counts.values().flat_map(|m| m.keys().copied()).collect::<BTreeSet<_>>().into_iter().collect();
     let _ = writeln!(
         md,
-        "## Instructions (cachegrind, single-thread workloads at scale {scale}; millions)\n\n\
-         Exact and repeatable. Valgrind has no rseq, so rseq-alloc's count is its fallback path's.\n"
+        "## Instructions (callgrind, single-thread workloads at scale {scale}; millions)\n\n\
+         Exact and repeatable. Valgrind has no rseq, so rseq-alloc's count is its fallback path's. \
+         In brackets, the allocator's own share of the process's instructions (its library's; glibc's \
+         malloc functions in libc): an allocator twice as fast changes a workload by at most half that \
+         share. What is known of the outliers (mimalloc in `tight`, three peers in `realloc`) is in \
+         docs/measuring.md.\n"
     );
     let _ = writeln!(md, "| workload | {} |", allocators.join(" | "));
     let _ = writeln!(md, "|---|{}", "---:|".repeat(allocators.len()));
@@ -376,7 +380,12 @@ pub fn counts_markdown(counts: &Counts, scale: f64) -> String {
         let cells: Vec<String> = allocators
             .iter()
             .map(|a| match by_allocator.get(a) {
-                Some(Ok(n)) => format!("{:.1}", *n as f64 / 1e6),
+                Some(Ok(n)) => match n.allocator {
+                    Some(a) => {
+                        format!("{:.1} ({:.0}%)", n.total as f64 / 1e6, 100.0 * a as f64 / n.total.max(1) as f64)
+                    }
+                    None => format!("{:.1}", n.total as f64 / 1e6),
+                },
                 Some(Err(_)) => "failed".into(),
                 None => "–".into(),
             })
