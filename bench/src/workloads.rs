@@ -74,24 +74,7 @@ pub fn batches<A: GlobalAlloc>(alloc: &A, size: usize, batch: usize, rounds: u64
 /// Grows a buffer by `realloc` from 16 B to `max` bytes, doubling; returns
 /// ns per doubling step.
 pub fn vec_growth<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
-    let steps = (max / 16).trailing_zeros() as u64;
-    let start = Instant::now();
-    for _ in 0..rounds {
-        let mut size = 16;
-        // SAFETY: valid layouts; the block is always freed with its current size.
-        unsafe {
-            let mut p = black_box(alloc.alloc(Layout::from_size_align(size, 8).expect("layout")));
-            while size < max {
-                p.write(size as u8);
-                // black_box: without it the optimiser may see through a
-                // `System` (or C `realloc`) chain and delete it whole.
-                p = black_box(alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), size * 2));
-                size *= 2;
-            }
-            alloc.dealloc(p, Layout::from_size_align(size, 8).expect("layout"));
-        }
-    }
-    start.elapsed().as_nanos() as f64 / (rounds * steps) as f64
+    grow(alloc, max, rounds, |size| size * 2, false)
 }
 
 /// Grows a buffer by `realloc` from 16 B to `max` bytes in steps of half
@@ -99,6 +82,13 @@ pub fn vec_growth<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
 /// use), touching its first and last byte after each step; returns ns per
 /// step.
 pub fn growth_by_half<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64 {
+    grow(alloc, max, rounds, |size| (size + size / 2).min(max), true)
+}
+
+/// Grows a buffer by `realloc` from 16 B to `max` bytes, `next` giving each
+/// size from the one before, writing its first byte before each step (and
+/// its last after, if `touch_last`), `rounds` times; returns ns per step.
+fn grow<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64, next: impl Fn(usize) -> usize, touch_last: bool) -> f64 {
     let mut steps = 0u64;
     let start = Instant::now();
     for _ in 0..rounds {
@@ -107,10 +97,14 @@ pub fn growth_by_half<A: GlobalAlloc>(alloc: &A, max: usize, rounds: u64) -> f64
         unsafe {
             let mut p = black_box(alloc.alloc(Layout::from_size_align(size, 8).expect("layout")));
             while size < max {
-                let grown = (size + size / 2).min(max);
+                let grown = next(size);
                 p.write(size as u8);
+                // black_box: without it the optimiser may see through a
+                // `System` (or C `realloc`) chain and delete it whole.
                 p = black_box(alloc.realloc(p, Layout::from_size_align(size, 8).expect("layout"), grown));
-                p.add(grown - 1).write(1);
+                if touch_last {
+                    p.add(grown - 1).write(1);
+                }
                 size = grown;
                 steps += 1;
             }

@@ -70,12 +70,22 @@ fn writes_into_freed_blocks_cannot_redirect_allocations() {
 /// again: the central list must refuse it, naming it.
 #[test]
 fn suite_double_free_is_caught_when_the_cache_drains() {
-    let output = modes::run_test_in_child("double_free_child", &[("RSEQ_TEST_DOUBLE_FREE_CHILD", "1")]);
+    child_aborts_naming_its_victim(
+        "double_free_child",
+        "RSEQ_TEST_DOUBLE_FREE_CHILD",
+        "rseq-alloc: free(): double free of",
+    );
+}
+
+/// Runs `child` (with `flag` set) and checks that it aborted with a report
+/// that starts with `report` and names the victim the child printed.
+fn child_aborts_naming_its_victim(child: &str, flag: &str, report: &str) {
+    let output = modes::run_test_in_child(child, &[(flag, "1")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
     let victim = stderr.lines().find_map(|l| l.strip_prefix("victim=")).expect("victim named");
-    assert!(stderr.contains(&format!("rseq-alloc: free(): double free of {victim}\n")), "{stderr}");
+    assert!(stderr.contains(&format!("{report} {victim}\n")), "{stderr}");
 }
 
 #[test]
@@ -113,12 +123,7 @@ fn double_free_child() {
 /// callers.
 #[test]
 fn suite_medium_double_free_is_caught() {
-    let output = modes::run_test_in_child("medium_double_free_child", &[("RSEQ_TEST_MEDIUM_DOUBLE_FREE_CHILD", "1")]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{}\n{stderr}", output.status);
-    let victim = stderr.lines().find_map(|l| l.strip_prefix("victim=")).expect("victim named");
-    assert!(stderr.contains(&format!("double free of {victim}\n")), "{stderr}");
+    child_aborts_naming_its_victim("medium_double_free_child", "RSEQ_TEST_MEDIUM_DOUBLE_FREE_CHILD", "double free of");
 }
 
 #[test]
