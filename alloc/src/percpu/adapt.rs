@@ -70,8 +70,8 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let me = thread_tag();
     let same_thread = state.last_thread.load_relaxed() == me;
     state.last_thread.store_relaxed(me);
-    let turn = turn.filter(|_| same_thread);
-    match capacity::on_miss(class, refills, drains, turn) {
+    let shortfall = turn.filter(|_| same_thread).map(|run| run as usize * moved_per_miss(cpu, class, flow));
+    match capacity::on_miss(class, refills, drains, shortfall) {
         // A class already as large as it may be does not read the clock,
         // a system call.
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
@@ -82,6 +82,19 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         }
         resize => resize,
     }
+}
+
+/// Objects each miss of the run that a miss going `flow` ends moved, at the
+/// capacity `class` has on `cpu`: that run went the other way, and a drain
+/// moves what the cache holds, a refill half its capacity, a batch at most
+/// (`refill_batch`, `slow::drain`).
+fn moved_per_miss(cpu: u32, class: usize, flow: Flow) -> usize {
+    let (_, capacity) = fill(class, header(region::at(cpu), class).load_relaxed());
+    let held = match flow {
+        Flow::Refill => capacity,
+        Flow::Drain => capacity / 2,
+    };
+    batch(class).min(held).max(1)
 }
 
 /// The calling thread, as a class's state records it: the low half of its

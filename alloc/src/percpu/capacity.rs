@@ -6,12 +6,13 @@
 //! the cache empty) and drains (frees that found it full), halving both at
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
 //! - a class whose misses turn (a refill after a run of drains, or a drain
-//!   after a run of refills) grows by as many batches as that run had
-//!   misses, if the turn before came within [`GROW_WINDOW_US`] and the
-//!   thread that turned is the one that missed before (a turn between two
-//!   threads is two flows meeting on one CPU, no swing), up to
-//!   [`max`] and within [`CPU_BUDGET`]: the cache swings between
-//!   allocating and freeing, and fell short by about that much. A run too
+//!   after a run of refills) grows by the objects that run's misses moved
+//!   (at its capacity, a refill moves half of it and a drain all of it, at
+//!   most a batch each), if the turn before came within [`GROW_WINDOW_US`]
+//!   and the thread that turned is the one that missed before (a turn
+//!   between two threads is two flows meeting on one CPU, no swing), up to
+//!   [`max`] and within [`CPU_BUDGET`]: the cache swings between allocating
+//!   and freeing, and fell short by about that much. A run too
 //!   long for even [`max`] to absorb is no swing but a flow (a producer's
 //!   objects freed here while its thread ran elsewhere, say), and grows
 //!   nothing: only turns count, not misses both ways in a period, or a
@@ -93,7 +94,7 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 }
 
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
-const MAX: [u16; CLASSES + 1] = table(128 * 1024, 16, [1024; CLASSES + 1]);
+const MAX: [u16; CLASSES + 1] = table(128 * 1024, 128, [1024; CLASSES + 1]);
 const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
 const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(1));
 const OUTFLOW: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(2));
@@ -179,17 +180,18 @@ pub(crate) enum Resize {
 
 /// The slow path's decision after a miss of `class`, from its refills and
 /// drains on this CPU (decayed counts, this miss included) and, if the
-/// miss went the other way from the one before it there, how many misses
-/// that way came in a row before it (`turn`).
-pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, turn: Option<u32>) -> Resize {
+/// miss went the other way from the one before it there, how many objects
+/// the misses of the run it ends moved (`shortfall`: by how much the cache
+/// fell short of the swing).
+pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, shortfall: Option<usize>) -> Resize {
     if drains >= SHRINK_AT && drains >= ONE_WAY * refills {
         return Resize::Shrink;
     }
     if refills >= ONE_WAY * drains {
         return Resize::AtLeastMin;
     }
-    match turn {
-        Some(run) if run as usize * batch(class) <= max(class) => Resize::Grow(run as usize * batch(class)),
+    match shortfall {
+        Some(objects) if objects <= max(class) => Resize::Grow(objects),
         _ => Resize::Keep,
     }
 }
@@ -263,10 +265,9 @@ mod tests {
         assert_eq!(on_miss(c, 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
         assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
         assert_eq!(on_miss(c, 20, 20, None), Resize::Keep, "both ways, but no turn now");
-        assert_eq!(on_miss(c, 2, 2, Some(1)), Resize::Grow(batch(c)), "a turn after one miss");
-        assert_eq!(on_miss(c, 9, 9, Some(3)), Resize::Grow(3 * batch(c)), "by the run before the turn");
-        let too_long = (max(c) / batch(c) + 1) as u32;
-        assert_eq!(on_miss(c, 500, 500, Some(too_long)), Resize::Keep, "a run no capacity absorbs is a flow");
+        assert_eq!(on_miss(c, 2, 2, Some(batch(c))), Resize::Grow(batch(c)), "a turn after one miss");
+        assert_eq!(on_miss(c, 9, 9, Some(3 * batch(c))), Resize::Grow(3 * batch(c)), "by what the run moved");
+        assert_eq!(on_miss(c, 500, 500, Some(max(c) + 1)), Resize::Keep, "a run no capacity absorbs is a flow");
     }
 
     #[test]
