@@ -67,6 +67,16 @@ pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: 
     }
 }
 
+/// Frees a small object of `class` for Rust's `dealloc` (`size` is its
+/// layout's): as [`free_small`], without the freed mark
+/// ([`percpu::push_unmarked`]).
+#[inline(always)]
+pub(crate) fn dealloc_small(class: usize, ptr: *mut u8, size: usize) {
+    if percpu::push_unmarked(class, ptr as usize).is_err() {
+        free_small_missed(class, ptr, Some(size), Call::Free);
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {

@@ -289,7 +289,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match front::fast_class(layout.size(), layout.align()) {
-            Some(class) => front::free_small(class, ptr, Some(layout.size()), report::Call::Free),
+            Some(class) => front::dealloc_small(class, ptr, layout.size()),
             // SAFETY: the caller returns a block of ours with its layout.
             None => unsafe { dealloc_other(ptr, layout) },
         }

@@ -143,6 +143,19 @@ pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
     pushed
 }
 
+/// Pushes `object` of `class` onto this CPU's region without the freed
+/// mark: for Rust's `dealloc`, whose callers free each block once by
+/// construction (the mark is for C's `free`, as glibc's tcache key is).
+/// A block freed twice anyway is still caught when it reaches the central
+/// list, or right away if it is the top of the cache.
+#[inline(always)]
+pub(crate) fn push_unmarked(class: usize, object: usize) -> Result<(), Miss> {
+    if !fast_path_on() {
+        return Err(Miss::NoCpu);
+    }
+    push_section(class, object)
+}
+
 /// The push section; see [`pop_section`].
 #[inline(always)]
 fn push_section(class: usize, object: usize) -> Result<(), Miss> {
