@@ -48,8 +48,9 @@
 //! A pointer that is not a block of ours is refused with one line naming
 //! the call and the pointer, then `abort`: C's `free` checks alignment,
 //! segment, page and object start on its fast path, and a small block
-//! freed twice is refused at the second free (the freed mark, `percpu`);
-//! the central lists check every object that reaches them again.
+//! freed twice is refused at the second free (the freed mark, `percpu`;
+//! Rust's `dealloc` skips it); the central lists check every object that
+//! reaches them again.
 //!
 //! # For maintainers: the layers
 //!
