@@ -24,7 +24,7 @@ use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{self, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
-use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
+use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 /// One class's list, on a cache line of its own (64 bytes, not
 /// `CachePadded`'s 128: the lists of the classes a small program uses then
@@ -76,16 +76,19 @@ impl ClassList {
 /// All central lists.
 #[repr(C)]
 pub(crate) struct Central {
-    /// Bytes of free objects in the spans the lists own (spares included).
-    /// First, on the page of the first lists: after the last one, it kept
-    /// a page of its own resident in every program.
-    pub(crate) free_bytes: AtomicUsize,
+    /// Per class, the objects of the spans its list owns (spares included),
+    /// written with its lock held as spans come and go: with what the list
+    /// handed out and took back, the free objects it holds, and no line
+    /// that every transfer of every class writes. First, on the page of
+    /// the first lists: after the last one, it kept a page of its own
+    /// resident in every program.
+    owned: [AtomicUsize; CLASSES + 1],
     lists: [ClassList; CLASSES + 1],
 }
 
 /// The process's central lists.
 pub(crate) static CENTRAL: Central = Central {
-    free_bytes: AtomicUsize::new(0),
+    owned: [const { AtomicUsize::new(0) }; CLASSES + 1],
     lists: [const {
         ClassList {
             lock: Lock::new(),
@@ -152,6 +155,23 @@ impl Central {
         (list.taken.load_relaxed(), list.given.load_relaxed())
     }
 
+    /// Bytes of free objects in the spans the lists own, spares included (a
+    /// racy sum: a transfer under way may be counted on one side only).
+    pub(crate) fn free_bytes(&self) -> usize {
+        (1..=CLASSES)
+            .map(|class| {
+                let (taken, given) = self.transfers(class);
+                let free = (self.owned[class].load_relaxed() as u64 + given).saturating_sub(taken);
+                free as usize * SIZES[class] as usize
+            })
+            .sum()
+    }
+
+    /// Adds `objects` to what `class`'s list owns (with its lock held).
+    fn own(&self, class: usize, objects: usize) {
+        self.owned[class].store_relaxed(self.owned[class].load_relaxed().wrapping_add(objects));
+    }
+
     /// Fills `out` with up to `out.len()` objects of `class`; returns how
     /// many (0 only when the OS refuses memory).
     ///
@@ -183,7 +203,7 @@ impl Central {
                     match new_span(class) {
                         Some(span) => {
                             // SAFETY: a fresh span, ours alone.
-                            self.free_bytes.fetch_add_relaxed(unsafe { (*span).objects } as usize * size);
+                            self.own(class, unsafe { (*span).objects } as usize);
                             span
                         }
                         None => break,
@@ -216,8 +236,8 @@ impl Central {
                 unsafe { unlink(inner, span) };
             }
         }
-        list.taken.fetch_add_relaxed(n as u64);
-        self.free_bytes.fetch_sub_relaxed(n * size);
+        // Only the lock's holder writes the counts: no atomic addition.
+        list.taken.store_relaxed(list.taken.load_relaxed() + n as u64);
         n
     }
 
@@ -246,7 +266,6 @@ impl Central {
         let _guard = list.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *list.inner.get() };
-        let size = SIZES[class] as usize;
         let mut medium = 0;
         let mut rest = objects;
         while let Some(&object) = rest.first() {
@@ -292,16 +311,14 @@ impl Central {
             run.returned = in_span as u16;
             rest = &rest[in_span..];
             // SAFETY: the lock is held; `run` is a span of this class.
-            self.free_bytes.fetch_sub_relaxed(unsafe { settle(inner, run) });
+            unsafe { settle(inner, run) };
         }
-        list.given.fetch_add_relaxed((objects.len() - medium) as u64);
-        self.free_bytes.fetch_add_relaxed((objects.len() - medium) * size);
+        list.given.store_relaxed(list.given.load_relaxed() + (objects.len() - medium) as u64);
     }
 
     /// Upkeep: gives back the spare spans that sat unused for a whole
     /// period, and marks the others; true if a spare is left.
     pub(crate) fn age_spares(&self) -> bool {
-        let mut released = 0;
         let mut left = false;
         for list in self.lists[1..].iter().filter(|l| l.ever_given()) {
             let _guard = list.lock.lock();
@@ -312,14 +329,14 @@ impl Central {
             }
             if inner.spare_aged {
                 let spare = core::mem::replace(&mut inner.spare, null_mut());
-                // SAFETY: the spare holds no live object and is on no list.
-                released += unsafe { free_whole_span(spare) };
+                // SAFETY: the spare holds no live object and is on no list;
+                // the lock is held.
+                unsafe { free_whole_span(spare) };
             } else {
                 inner.spare_aged = true;
                 left = true;
             }
         }
-        self.free_bytes.fetch_sub_relaxed(released);
         left
     }
 
@@ -333,11 +350,11 @@ impl Central {
             let inner = unsafe { &mut *list.inner.get() };
             let spare = core::mem::replace(&mut inner.spare, null_mut());
             if !spare.is_null() {
-                // SAFETY: the spare holds no live object and is on no list.
+                // SAFETY: the spare holds no live object and is on no list;
+                // the lock is held.
                 released += unsafe { free_whole_span(spare) };
             }
         }
-        self.free_bytes.fetch_sub_relaxed(released);
         released
     }
 
@@ -397,14 +414,13 @@ impl Run {
 
 /// Counts `run`'s objects back in its span and moves the span on the list:
 /// to the front if it was off the list, to the back if it fell to a
-/// quarter used, to the spare if it has nothing live left. Returns the
-/// bytes of free objects that left the lists.
+/// quarter used, to the spare if it has nothing live left.
 ///
 /// # Safety
 /// The list lock is held, and `run` is [`Run::NONE`] or a live span of the list's class.
-unsafe fn settle(inner: &mut ListInner, run: Run) -> usize {
+unsafe fn settle(inner: &mut ListInner, run: Run) {
     if run.span.is_null() {
-        return 0;
+        return;
     }
     let span = run.span;
     // SAFETY: the caller holds the lock that guards the span.
@@ -425,8 +441,6 @@ unsafe fn settle(inner: &mut ListInner, run: Run) -> usize {
     if s.used == 0 {
         // SAFETY: the span is listed (just ensured) and entirely free.
         unsafe { retire(inner, span) }
-    } else {
-        0
     }
 }
 
@@ -567,28 +581,28 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
 }
 
 /// A listed span whose every object is free: becomes the class's spare, and
-/// the previous spare (if any) goes back to the page heap. Returns the bytes
-/// of free objects that left the lists with it.
+/// the previous spare (if any) goes back to the page heap.
 ///
 /// # Safety
 /// The list lock is held; `span` is listed with `used == 0`.
-unsafe fn retire(inner: &mut ListInner, span: *mut Span) -> usize {
+unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
     // SAFETY: forwarded from the caller.
     unsafe { unlink(inner, span) };
     inner.spare_aged = segment::frees_here_are_aged();
     let old = core::mem::replace(&mut inner.spare, span);
-    if old.is_null() {
-        return 0;
+    if !old.is_null() {
+        // SAFETY: the spare holds no live object and is on no list; the
+        // caller holds the lock.
+        unsafe { free_whole_span(old) };
     }
-    // SAFETY: the spare holds no live object and is on no list.
-    unsafe { free_whole_span(old) }
 }
 
 /// Gives a span with every object free back to the page heap; returns the
 /// bytes of objects it held.
 ///
 /// # Safety
-/// The span holds no live object and is on no list.
+/// The span holds no live object and is on no list, and its class's list
+/// lock is held.
 unsafe fn free_whole_span(span: *mut Span) -> usize {
     let (seg, head) = span_place(span);
     // SAFETY: `span` is a span of ours, not listed (forwarded from the caller).
@@ -599,5 +613,6 @@ unsafe fn free_whole_span(span: *mut Span) -> usize {
     unsafe { free_bits(span)[..(bump as usize).div_ceil(64)].fill(0) };
     // SAFETY: forwarded from the caller.
     unsafe { PAGE_HEAP.free_span(seg, head, pages as usize) };
+    CENTRAL.own(class as usize, (objects as usize).wrapping_neg());
     objects as usize * SIZES[class as usize] as usize
 }

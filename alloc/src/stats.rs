@@ -117,7 +117,7 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         mapped_bytes: PAGE_HEAP.mapped_bytes() + percpu::mapped_bytes(),
         process_resident_bytes: process_resident_bytes(),
         cpu_cached_bytes: percpu::cached_bytes(),
-        central_free_bytes: CENTRAL.free_bytes.load_relaxed(),
+        central_free_bytes: CENTRAL.free_bytes(),
         free_page_bytes: PAGE_HEAP.free_page_bytes().0,
         medium_kept_bytes: crate::medium::kept_bytes(),
         huge_cached_bytes: crate::huge::cached_bytes(),

@@ -495,6 +495,34 @@ fn stats_report_traffic_and_the_mode() {
     assert!(sizes.len() < rseq_alloc::stats().classes.len() - 1, "every class in use? {text}");
 }
 
+/// Every freed byte is somewhere the statistics say: in a CPU's cache, in
+/// a central list, or in free pages (a span that emptied). In a child on
+/// one CPU, so that nothing else allocates meanwhile.
+#[test]
+fn freed_bytes_are_counted_where_they_went() {
+    modes::child_passes_on_one_cpu("freed_bytes_child", &[("RSEQ_TEST_FREED_BYTES_CHILD", "1")]);
+}
+
+#[test]
+fn freed_bytes_child() {
+    if std::env::var_os("RSEQ_TEST_FREED_BYTES_CHILD").is_none() {
+        return;
+    }
+    let held = || {
+        let s = rseq_alloc::stats();
+        s.cpu_cached_bytes + s.central_free_bytes + s.free_page_bytes
+    };
+    let blocks: Vec<Box<[u8; 48]>> = (0..20_000).map(|_| Box::new([1; 48])).collect();
+    let before = held();
+    drop(blocks);
+    let after = held();
+    let freed = 20_000 * 48;
+    // A span's pages hold a little more than its objects (the tail that
+    // fits no object): free pages count it.
+    assert!(after >= before + freed && after <= before + freed + freed / 8, "{before} -> {after}, {freed} freed");
+    eprintln!("freed_bytes_child: {freed} bytes freed, held {before} -> {after}");
+}
+
 /// Run as a child by the next test: allocates with hit counting on.
 #[test]
 fn exercise_for_stats_child() {
