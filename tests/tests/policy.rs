@@ -499,7 +499,7 @@ fn stats_report_traffic_and_the_mode() {
 /// a central list, or in free pages (a span that emptied). In a child on
 /// one CPU, so that nothing else allocates meanwhile.
 #[test]
-fn freed_bytes_are_counted_where_they_went() {
+fn suite_freed_bytes_are_counted_where_they_went() {
     modes::child_passes_on_one_cpu("freed_bytes_child", &[("RSEQ_TEST_FREED_BYTES_CHILD", "1")]);
 }
 

@@ -123,9 +123,8 @@ enum Change {
 
 /// What `resize` does to `class` on `cpu`, whose header reads `word`, if
 /// anything: shrunk to its outflow capacity (never below `current`: the
-/// objects above stay), brought back up to its smallest ordinary capacity,
-/// or grown as asked, up to its room and as far as the CPU's budget
-/// allows; a class that outgrows its home moves.
+/// objects above stay), or grown as asked, up to its room and as far as
+/// the CPU's budget allows; a class that outgrows its home moves.
 /// `None` for a dormant class, or a word read from a region never opened
 /// (the thread moved to another CPU since its miss).
 fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> {
@@ -135,8 +134,6 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
     let end = match resize {
         Resize::Keep => return None,
         Resize::Shrink => (begin + capacity::outflow(class) as u16).max(header.current),
-        Resize::AtLeastMin if capacity >= capacity::min(class) => return None,
-        Resize::AtLeastMin => begin + capacity::min(class) as u16,
         Resize::Grow(objects) => {
             let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
             let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
@@ -287,7 +284,7 @@ mod tests {
     #[test]
     fn a_header_never_written_is_not_resized() {
         for class in 1..=CLASSES {
-            for resize in [Resize::Grow(batch(class)), Resize::Shrink, Resize::AtLeastMin, Resize::Keep] {
+            for resize in [Resize::Grow(batch(class)), Resize::Shrink, Resize::Keep] {
                 assert_eq!(resized(0, 0, class, resize), None, "class {class}, {resize:?}");
             }
         }

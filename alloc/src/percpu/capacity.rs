@@ -24,9 +24,8 @@
 //!   would only hold memory, and a drain then moves what the cache holds.
 //!   (A consumer's caches held a batch and a half per class, the largest
 //!   share of `prodcons`' memory after its live blocks.) A class that
-//!   mostly underflowed keeps its capacity (its cache is empty anyway, and
-//!   the capacity sizes its refills), but comes back up to [`min`] if an
-//!   outflow left it below: its refills move half its capacity.
+//!   mostly underflowed keeps its capacity: its cache is empty anyway, and
+//!   the capacity sizes its refills (half of it each).
 //!
 //! Once per upkeep period, for each CPU, [`plan`] looks at the round:
 //! - a class that did nothing at all (its header did not change) halves
@@ -96,16 +95,15 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
 const MAX: [u16; CLASSES + 1] = table(128 * 1024, 128, [1024; CLASSES + 1]);
 const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
-const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(1));
-const OUTFLOW: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_share(2));
+const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_and_one());
 
-/// Per class, `1 / divisor` of its batch and one: the ceiling of the small
-/// capacities (a refill or drain moves fewer when the capacity is small).
-const fn batch_share(divisor: usize) -> [usize; CLASSES + 1] {
+/// Per class, its batch and one: the ceiling of the smallest capacity (a
+/// refill or drain moves fewer when the capacity is small).
+const fn batch_and_one() -> [usize; CLASSES + 1] {
     let mut high = [0; CLASSES + 1];
     let mut class = 1;
     while class <= CLASSES {
-        high[class] = BATCH[class] as usize / divisor + 1;
+        high[class] = BATCH[class] as usize + 1;
         class += 1;
     }
     high
@@ -140,13 +138,13 @@ pub(crate) const fn min(class: usize) -> usize {
 }
 
 /// Capacity of a class whose objects only leave this CPU (freed here,
-/// allocated elsewhere), and of one a free wakes: half a batch and one, at
-/// most [`min`]; each drain then moves what the cache holds to the central
-/// lists, where the CPU that allocates them finds them. A trade of memory
-/// for trips to the central lists: a smaller outflow holds less of a
-/// consumer's memory and drains more often.
+/// allocated elsewhere), and of one a free wakes: the smallest, [`min`];
+/// each drain then moves what the cache holds, a whole batch where 8 KiB
+/// holds one, to the central lists, where the CPU that allocates them finds
+/// them: a smaller one would hold a few KiB less for twice the trips, each
+/// writing lines that the allocating CPU's refills then pull back.
 pub(crate) const fn outflow(class: usize) -> usize {
-    OUTFLOW[class] as usize
+    min(class)
 }
 
 /// What one class of one CPU did since the last round.
@@ -174,8 +172,6 @@ pub(crate) enum Resize {
     Grow(usize),
     /// Down to [`outflow`].
     Shrink,
-    /// Up to [`min`], if below.
-    AtLeastMin,
 }
 
 /// The slow path's decision after a miss of `class`, from its refills and
@@ -188,7 +184,7 @@ pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, shortfall: 
         return Resize::Shrink;
     }
     if refills >= ONE_WAY * drains {
-        return Resize::AtLeastMin;
+        return Resize::Keep;
     }
     match shortfall {
         Some(objects) if objects <= max(class) => Resize::Grow(objects),
@@ -259,8 +255,8 @@ mod tests {
     #[test]
     fn swings_grow_flows_do_not_and_one_way_out_shrinks() {
         let c = 5;
-        assert_eq!(on_miss(c, SHRINK_AT, 0, None), Resize::AtLeastMin, "only underflows");
-        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(1)), Resize::AtLeastMin, "mostly underflows, even at a turn");
+        assert_eq!(on_miss(c, SHRINK_AT, 0, None), Resize::Keep, "only underflows");
+        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(batch(c))), Resize::Keep, "mostly underflows, even at a turn");
         assert_eq!(on_miss(c, 0, SHRINK_AT - 1, None), Resize::Keep);
         assert_eq!(on_miss(c, 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
         assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
