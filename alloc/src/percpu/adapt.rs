@@ -20,9 +20,22 @@ use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32};
 /// class's current capacity if that is less (a read of the header that may
 /// be stale: it only sizes the batch).
 pub(super) fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
-    let Some(cpu) = cpu.filter(|&c| c < regions().unwrap_or(0)) else { return batch(class) };
-    let (_, capacity) = fill(class, header(region::at(cpu), class).load_relaxed());
-    batch(class).min(capacity / 2).max(1)
+    batch(class).min(capacity_on(cpu, class).map_or(usize::MAX, |capacity| capacity / 2)).max(1)
+}
+
+/// Objects a drain of `class` on `cpu` moves at most: as a refill, but all
+/// of a cache at the smallest capacity (a class whose objects flow out of
+/// this CPU: the next allocation is not here).
+pub(super) fn drain_batch(cpu: Option<u32>, class: usize) -> usize {
+    let capacity = capacity_on(cpu, class).unwrap_or(usize::MAX);
+    batch(class).min(if capacity <= capacity::min(class) { capacity } else { capacity / 2 }).max(1)
+}
+
+/// The current capacity of `class` on `cpu` (a racy read of its header),
+/// if `cpu` has a region.
+fn capacity_on(cpu: Option<u32>, class: usize) -> Option<usize> {
+    let cpu = cpu.filter(|&c| c < regions().unwrap_or(0))?;
+    Some(fill(class, header(region::at(cpu), class).load_relaxed()).1)
 }
 
 /// Which way a miss went.
@@ -85,16 +98,12 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
 }
 
 /// Objects each miss of the run that a miss going `flow` ends moved, at the
-/// capacity `class` has on `cpu`: that run went the other way, and a drain
-/// moves what the cache holds, a refill half its capacity, a batch at most
-/// (`refill_batch`, `slow::drain`).
+/// capacity `class` has on `cpu`: that run went the other way.
 fn moved_per_miss(cpu: u32, class: usize, flow: Flow) -> usize {
-    let (_, capacity) = fill(class, header(region::at(cpu), class).load_relaxed());
-    let held = match flow {
-        Flow::Refill => capacity,
-        Flow::Drain => capacity / 2,
-    };
-    batch(class).min(held).max(1)
+    match flow {
+        Flow::Refill => drain_batch(Some(cpu), class),
+        Flow::Drain => refill_batch(Some(cpu), class),
+    }
 }
 
 /// The calling thread, as a class's state records it: the low half of its

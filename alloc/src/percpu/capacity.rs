@@ -7,17 +7,18 @@
 //! every upkeep round, and at each miss the slow path applies [`on_miss`]:
 //! - a class whose misses turn (a refill after a run of drains, or a drain
 //!   after a run of refills) grows by the objects that run's misses moved
-//!   (at its capacity, a refill moves half of it and a drain all of it, at
-//!   most a batch each), if the turn before came within [`GROW_WINDOW_US`]
-//!   and the thread that turned is the one that missed before (a turn
-//!   between two threads is two flows meeting on one CPU, no swing), up to
-//!   [`max`] and within [`CPU_BUDGET`]: the cache swings between allocating
-//!   and freeing, and fell short by about that much. A run too
-//!   long for even [`max`] to absorb is no swing but a flow (a producer's
-//!   objects freed here while its thread ran elsewhere, say), and grows
-//!   nothing: only turns count, not misses both ways in a period, or a
-//!   consumer that once shared a CPU with its producer would grow that
-//!   CPU's classes to hold what only passes through (`prodcons`' bad runs);
+//!   (half its capacity each, at most a batch; a drain at the smallest
+//!   capacity moves all of it), if the turn before came within
+//!   [`GROW_WINDOW_US`] and the thread that turned is the one that missed
+//!   before, up to [`max`] and within [`CPU_BUDGET`]: the cache swings
+//!   between allocating and freeing, and fell short by about that much. A
+//!   swing wider than [`max`] (a working set allocated and freed again,
+//!   larger than any cache) grows it to [`max`]: then each trip moves a
+//!   larger batch. Only one thread's turns count, not misses both ways in a
+//!   period: a turn between two threads is two flows meeting on one CPU,
+//!   and a consumer that once shared a CPU with its producer would grow
+//!   that CPU's classes to hold what only passes through (`prodcons`' bad
+//!   runs);
 //! - a class that mostly overflowed ([`SHRINK_AT`] drains or more, and
 //!   [`ONE_WAY`] times as many drains as refills) shrinks to [`outflow`]:
 //!   objects flow through it, freed here and allocated elsewhere, so room
@@ -63,8 +64,12 @@ pub(crate) const GROW_WINDOW_US: u32 = 1_000;
 /// (a thread that migrates now and then refills once in a while on a CPU
 /// where it otherwise only frees).
 pub(crate) const ONE_WAY: u32 = 8;
-/// Largest batch moved between a region and the central lists.
-pub(crate) const MAX_BATCH: usize = 32;
+/// Largest batch moved between a region and the central lists: each trip
+/// costs a lock and a slow path's bookkeeping, which a cycle through more
+/// objects than a cache holds pays per batch.
+pub(crate) const MAX_BATCH: usize = 256;
+/// Most objects of the smallest capacity ([`min`]).
+const MIN_CEILING: usize = 33;
 
 const fn clamp_by_bytes(bytes: usize, class: usize, low: usize, high: usize) -> usize {
     let n = bytes / SIZES_CONST[class] as usize;
@@ -94,20 +99,8 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
 const MAX: [u16; CLASSES + 1] = table(128 * 1024, 128, [1024; CLASSES + 1]);
-const BATCH: [u16; CLASSES + 1] = table(32 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
-const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, batch_and_one());
-
-/// Per class, its batch and one: the ceiling of the smallest capacity (a
-/// refill or drain moves fewer when the capacity is small).
-const fn batch_and_one() -> [usize; CLASSES + 1] {
-    let mut high = [0; CLASSES + 1];
-    let mut class = 1;
-    while class <= CLASSES {
-        high[class] = BATCH[class] as usize + 1;
-        class += 1;
-    }
-    high
-}
+const BATCH: [u16; CLASSES + 1] = table(64 * 1024, 4, [MAX_BATCH; CLASSES + 1]);
+const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, [MIN_CEILING; CLASSES + 1]);
 
 /// Capacity a class wakes with at an allocation: 16 KiB worth, 8 to 64
 /// objects. Small, because a class whose objects only flow through a CPU
@@ -120,27 +113,28 @@ pub(crate) const fn initial(class: usize) -> usize {
     INITIAL[class] as usize
 }
 
-/// Slots reserved per class: 128 KiB worth, 16 to 1024 objects.
+/// Slots reserved per class: 128 KiB worth, 128 to 1024 objects.
 pub(crate) const fn max(class: usize) -> usize {
     MAX[class] as usize
 }
 
-/// Objects moved per refill or drain of `class`: 32 KiB worth, 4 to
-/// [`MAX_BATCH`].
+/// Most objects moved per refill or drain of `class`: 64 KiB worth, 4 to
+/// [`MAX_BATCH`]. A trip moves fewer from a smaller cache: half its
+/// capacity (`adapt::refill_batch`, `adapt::drain_batch`), so that the
+/// cache is left half full after a drain and half empty after a refill.
 pub(crate) const fn batch(class: usize) -> usize {
     BATCH[class] as usize
 }
 
-/// Smallest capacity: 8 KiB worth, at least 2 objects and at most a batch
-/// and one (a refill or drain moves fewer when the capacity is small).
+/// Smallest capacity: 8 KiB worth, 2 to 33 objects.
 pub(crate) const fn min(class: usize) -> usize {
     MIN[class] as usize
 }
 
 /// Capacity of a class whose objects only leave this CPU (freed here,
 /// allocated elsewhere), and of one a free wakes: the smallest, [`min`];
-/// each drain then moves what the cache holds, a whole batch where 8 KiB
-/// holds one, to the central lists, where the CPU that allocates them finds
+/// each drain then moves what the cache holds, 33 objects where 8 KiB
+/// holds that many, to the central lists, where the CPU that allocates them finds
 /// them: a smaller one would hold a few KiB less for twice the trips, each
 /// writing lines that the allocating CPU's refills then pull back.
 pub(crate) const fn outflow(class: usize) -> usize {
@@ -187,8 +181,8 @@ pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, shortfall: 
         return Resize::Keep;
     }
     match shortfall {
-        Some(objects) if objects <= max(class) => Resize::Grow(objects),
-        _ => Resize::Keep,
+        Some(objects) => Resize::Grow(if objects < max(class) { objects } else { max(class) }),
+        None => Resize::Keep,
     }
 }
 
@@ -232,7 +226,7 @@ mod tests {
     fn bounds_are_ordered() {
         for c in 1..=CLASSES {
             assert!(min(c) <= initial(c) && initial(c) <= max(c), "class {c}");
-            assert!(batch(c) >= 1 && min(c) >= 2 && min(c) <= batch(c) + 1);
+            assert!(batch(c) >= 1 && batch(c) <= MAX_BATCH && min(c) >= 2 && min(c) <= MIN_CEILING);
             assert!(outflow(c) >= 2 && outflow(c) <= min(c), "class {c}");
         }
     }
@@ -263,7 +257,7 @@ mod tests {
         assert_eq!(on_miss(c, 20, 20, None), Resize::Keep, "both ways, but no turn now");
         assert_eq!(on_miss(c, 2, 2, Some(batch(c))), Resize::Grow(batch(c)), "a turn after one miss");
         assert_eq!(on_miss(c, 9, 9, Some(3 * batch(c))), Resize::Grow(3 * batch(c)), "by what the run moved");
-        assert_eq!(on_miss(c, 500, 500, Some(max(c) + 1)), Resize::Keep, "a run no capacity absorbs is a flow");
+        assert_eq!(on_miss(c, 500, 500, Some(5 * max(c))), Resize::Grow(max(c)), "a swing wider than any cache");
     }
 
     #[test]

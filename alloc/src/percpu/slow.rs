@@ -7,7 +7,7 @@
 use rseq_sys::Miss;
 
 use super::adapt::{self, Flow};
-use super::capacity::{self, MAX_BATCH, batch};
+use super::capacity::{self, MAX_BATCH};
 use super::counters::COUNTERS;
 use super::freed;
 use super::hits;
@@ -235,7 +235,7 @@ fn drain(cache: &impl Cache, class: usize, object: usize) -> CentralTrip {
     let resize = adapt::count_miss(cpu, class, Flow::Drain);
     let mut buf = [0usize; MAX_BATCH + 1];
     buf[0] = object;
-    let popped = cache.pop_batch(class, &mut buf[1..=batch(class)]);
+    let popped = cache.pop_batch(class, &mut buf[1..=adapt::drain_batch(cpu, class)]);
     if let Some(cpu) = cpu {
         cache.resize(cpu, class, resize);
     }
