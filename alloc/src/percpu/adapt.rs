@@ -83,7 +83,8 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let me = thread_tag();
     let same_thread = state.last_thread.load_relaxed() == me;
     state.last_thread.store_relaxed(me);
-    let shortfall = turn.filter(|_| same_thread).map(|run| run as usize * moved_per_miss(cpu, class, flow));
+    let turn = turn.filter(|_| same_thread);
+    let shortfall = turn.map(|run| run as usize * moved_per_miss(cpu, class, flow));
     match capacity::on_miss(class, refills, drains, shortfall) {
         // A class already as large as it may be does not read the clock,
         // a system call.
@@ -91,7 +92,8 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
         Resize::Grow(objects) => {
             let now = (os::precise_ns() / 1000) as u32;
             let last = state.last_turn.swap_relaxed(now);
-            if now.wrapping_sub(last) < capacity::GROW_WINDOW_US { Resize::Grow(objects) } else { Resize::Keep }
+            let run = turn.unwrap_or(0);
+            if capacity::swings_often(now.wrapping_sub(last), run) { Resize::Grow(objects) } else { Resize::Keep }
         }
         resize => resize,
     }

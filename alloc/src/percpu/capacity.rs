@@ -9,7 +9,8 @@
 //!   after a run of refills) grows by the objects that run's misses moved
 //!   (half its capacity each, at most a batch; a drain at the smallest
 //!   capacity moves all of it), if the turn before came within
-//!   [`GROW_WINDOW_US`] and the thread that turned is the one that missed
+//!   [`GROW_WINDOW_US`] or after misses at least every [`MISS_SPACING_US`],
+//!   and the thread that turned is the one that missed
 //!   before, up to [`max`] and within [`CPU_BUDGET`]: the cache swings
 //!   between allocating and freeing, and fell short by about that much. A
 //!   swing wider than [`max`] (a working set allocated and freed again,
@@ -56,10 +57,21 @@ pub(crate) const CPU_BUDGET: usize = 6 << 20;
 /// Drains per period before a class can count as one that only overflows.
 pub(crate) const SHRINK_AT: u32 = 4;
 /// A class grows at a turn of its misses only if the turn before came
-/// within this long (swings slower than this cost a negligible share of a
-/// CPU's time), so that one that swings a few times a second loses nothing
-/// worth the memory.
+/// within this long, or its misses in between came at least one per
+/// [`MISS_SPACING_US`] ([`swings_often`]): swings slower than that cost a
+/// negligible share of a CPU's time, so that one that swings a few times a
+/// second loses nothing worth the memory.
 pub(crate) const GROW_WINDOW_US: u32 = 1_000;
+/// See [`GROW_WINDOW_US`]: a wide swing (a working set of a million objects
+/// allocated and freed again) takes longer than the window between its
+/// turns, but misses all along.
+pub(crate) const MISS_SPACING_US: u32 = 10;
+
+/// Whether a turn that came `elapsed_us` after the one before, ending a
+/// run of `run` misses, is one of a swing worth growing for.
+pub(crate) const fn swings_often(elapsed_us: u32, run: u32) -> bool {
+    elapsed_us < GROW_WINDOW_US || elapsed_us / MISS_SPACING_US < run
+}
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
 /// where it otherwise only frees).
@@ -258,6 +270,14 @@ mod tests {
         assert_eq!(on_miss(c, 2, 2, Some(batch(c))), Resize::Grow(batch(c)), "a turn after one miss");
         assert_eq!(on_miss(c, 9, 9, Some(3 * batch(c))), Resize::Grow(3 * batch(c)), "by what the run moved");
         assert_eq!(on_miss(c, 500, 500, Some(5 * max(c))), Resize::Grow(max(c)), "a swing wider than any cache");
+    }
+
+    #[test]
+    fn a_swing_counts_if_its_turns_or_its_misses_come_often() {
+        assert!(swings_often(GROW_WINDOW_US - 1, 1), "turns within the window");
+        assert!(!swings_often(GROW_WINDOW_US, 1), "one miss in a whole window");
+        assert!(swings_often(50_000, 30_000), "a wide swing missing all along");
+        assert!(!swings_often(10_000_000, 30_000), "a miss every 333 µs");
     }
 
     #[test]
