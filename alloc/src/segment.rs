@@ -54,8 +54,10 @@ pub(crate) struct Segment {
     free_pages: u64,
     /// Pages that may hold non-zero bytes (page heap lock).
     dirty_pages: u64,
-    /// Next segment in the page heap's list (page heap lock).
+    /// Neighbours in the page heap's list (page heap lock).
     next: *mut Segment,
+    /// See `next`.
+    prev: *mut Segment,
     /// Pages free and dirty since the last upkeep, unclaimed in between
     /// (page heap lock).
     aged_pages: u64,
@@ -176,8 +178,13 @@ pub(crate) struct PageHeap {
 }
 
 struct PageHeapInner {
-    /// Every normal segment.
+    /// Every normal segment, those with a free page first: a segment goes
+    /// to the back as its last page is claimed and to the front as one comes
+    /// back, so that a search for pages does not load the header of every
+    /// full segment (a cache and TLB miss each) before it finds one.
     segments: *mut Segment,
+    /// The last segment of `segments`.
+    tail: *mut Segment,
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
     /// Whether segments that empty stay mapped until an upkeep finds them
@@ -238,12 +245,67 @@ fn run_mask(pages: usize) -> u64 {
     if pages >= 64 { u64::MAX } else { (1u64 << pages) - 1 }
 }
 
+impl PageHeapInner {
+    /// # Safety
+    /// The page heap lock is held and `seg` is listed.
+    unsafe fn unlink(&mut self, seg: *mut Segment) {
+        // SAFETY: listed segments and their neighbours are mapped and ours.
+        unsafe {
+            let (prev, next) = ((*seg).prev, (*seg).next);
+            if prev.is_null() {
+                self.segments = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).prev = prev;
+            }
+        }
+    }
+
+    /// # Safety
+    /// The page heap lock is held and `seg`, a mapped segment of ours, is
+    /// not listed.
+    unsafe fn push_front(&mut self, seg: *mut Segment) {
+        // SAFETY: as above.
+        unsafe {
+            (*seg).prev = null_mut();
+            (*seg).next = self.segments;
+            if self.segments.is_null() {
+                self.tail = seg;
+            } else {
+                (*self.segments).prev = seg;
+            }
+        }
+        self.segments = seg;
+    }
+
+    /// # Safety
+    /// As [`push_front`](Self::push_front).
+    unsafe fn push_back(&mut self, seg: *mut Segment) {
+        // SAFETY: as above.
+        unsafe {
+            (*seg).next = null_mut();
+            (*seg).prev = self.tail;
+            if self.tail.is_null() {
+                self.segments = seg;
+            } else {
+                (*self.tail).next = seg;
+            }
+        }
+        self.tail = seg;
+    }
+}
+
 impl PageHeap {
     const fn new() -> PageHeap {
         PageHeap {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(PageHeapInner {
                 segments: null_mut(),
+                tail: null_mut(),
                 empty: 0,
                 keep_until_decay: false,
             }),
@@ -265,7 +327,15 @@ impl PageHeap {
             let found = unsafe { find_run((*seg).free_pages, pages) };
             if let Some(head) = found {
                 // SAFETY: the lock is held and `find_run` found these pages free.
-                return Some(unsafe { claim(inner, seg, head, pages, class) });
+                let span = unsafe { claim(inner, seg, head, pages, class) };
+                // SAFETY: as above; `seg` is listed.
+                unsafe {
+                    if (*seg).free_pages == 0 && seg != inner.tail {
+                        inner.unlink(seg);
+                        inner.push_back(seg);
+                    }
+                }
+                return Some(span);
             }
             // SAFETY: as above.
             seg = unsafe { (*seg).next };
@@ -278,9 +348,8 @@ impl PageHeap {
             (*seg).kind = Kind::Spans;
             (*seg).free_pages = ALL_USABLE;
             (*seg).dirty_pages = 1;
-            (*seg).next = inner.segments;
+            inner.push_front(seg);
         }
-        inner.segments = seg;
         inner.empty += 1;
         mark(seg);
         // SAFETY: the new segment has every usable page free.
@@ -296,7 +365,15 @@ impl PageHeap {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
-        // SAFETY: the caller hands back a span of a mapped segment of ours.
+        // SAFETY: the caller hands back a span of a mapped segment of ours,
+        // which is listed; the lock is held.
+        unsafe {
+            if (*seg).free_pages == 0 && seg != inner.segments {
+                inner.unlink(seg);
+                inner.push_front(seg);
+            }
+        }
+        // SAFETY: as above.
         let s = unsafe { &mut *seg };
         for page in head..head + pages {
             s.page_class[page].store_relaxed(0);
@@ -386,14 +463,8 @@ impl PageHeap {
     /// # Safety
     /// The lock is held; `seg` is on the list with every page free.
     unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {
-        let mut link: *mut *mut Segment = &mut inner.segments;
-        // SAFETY: walking our own list under the lock.
-        unsafe {
-            while *link != seg {
-                link = &mut (**link).next;
-            }
-            *link = (*seg).next;
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { inner.unlink(seg) };
         unmark(seg);
         self.mapped.fetch_sub_relaxed(SEGMENT_SIZE);
         // SAFETY: unlisted and unmarked; nothing refers to it.
