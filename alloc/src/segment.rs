@@ -178,10 +178,13 @@ pub(crate) struct PageHeap {
 }
 
 struct PageHeapInner {
-    /// Every normal segment, those with a free page first: a segment goes
-    /// to the back as its last page is claimed and to the front as one comes
-    /// back, so that a search for pages does not load the header of every
-    /// full segment (a cache and TLB miss each) before it finds one.
+    /// Every normal segment, newest first, but a segment goes to the back
+    /// as its last page is claimed: a search for pages then finds the
+    /// segments with free pages before the full ones, and does not load the
+    /// header of every full segment (a cache and TLB miss each) first.
+    /// (Segments that free pages stay where they are: moved to the front,
+    /// the holes of a fragmented segment would come before the room a
+    /// medium span grows into.)
     segments: *mut Segment,
     /// The last segment of `segments`.
     tail: *mut Segment,
@@ -365,15 +368,7 @@ impl PageHeap {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
-        // SAFETY: the caller hands back a span of a mapped segment of ours,
-        // which is listed; the lock is held.
-        unsafe {
-            if (*seg).free_pages == 0 && seg != inner.segments {
-                inner.unlink(seg);
-                inner.push_front(seg);
-            }
-        }
-        // SAFETY: as above.
+        // SAFETY: the caller hands back a span of a mapped segment of ours.
         let s = unsafe { &mut *seg };
         for page in head..head + pages {
             s.page_class[page].store_relaxed(0);
