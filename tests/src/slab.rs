@@ -140,20 +140,18 @@ impl<I: CpuIndex> TestSlab<I> {
         unsafe { rseq_sys::slab_push::<I, SHIFT>(&at, class, item) }
     }
 
-    /// Pops up to `out.len()` items.
+    /// Pops up to `out.len()` items (at most `rseq_sys::MAX_BATCH`).
     pub fn pop_batch(&self, class: usize, out: &mut [usize]) -> Result<usize, Miss> {
         let at = self.at()?;
-        let max = out.len().min(rseq_sys::MAX_BATCH);
-        // SAFETY: as in `pop`; `out` holds `max` items.
-        unsafe { rseq_sys::slab_pop_batch::<I, SHIFT>(&at, class, out.as_mut_ptr(), max) }
+        // SAFETY: as in `pop`; `out` holds `out.len()` items.
+        unsafe { rseq_sys::slab_pop_batch::<I, SHIFT>(&at, class, out.as_mut_ptr(), out.len()) }
     }
 
-    /// Pushes a prefix of `items`; returns its length.
+    /// Pushes a prefix of `items` (at most `rseq_sys::MAX_BATCH`); returns its length.
     pub fn push_batch(&self, class: usize, items: &[usize]) -> Result<usize, Miss> {
         let at = self.at()?;
-        let len = items.len().min(rseq_sys::MAX_BATCH);
         // SAFETY: as in `push` for each item.
-        unsafe { rseq_sys::slab_push_batch::<I, SHIFT>(&at, class, items.as_ptr(), len) }
+        unsafe { rseq_sys::slab_push_batch::<I, SHIFT>(&at, class, items.as_ptr(), items.len()) }
     }
 
     /// The cross-CPU protocol: marks `cpu` busy, fences it so no section

@@ -604,6 +604,38 @@ fn a_dormant_class_wakes_once_per_cpu() {
     assert!(slab.contents().is_empty());
 }
 
+/// A batch section moves at most `MAX_BATCH` items, however many it is
+/// given room for: a longer section could be restarted by preemption or
+/// signals over and over. The rest is moved by calling again.
+#[test]
+fn a_batch_moves_at_most_one_section_s_worth() {
+    if !register() {
+        return;
+    }
+    let _serial = exclusive();
+    let slab = TestSlab::<ByCpuId>::new(1, 3 * rseq_sys::MAX_BATCH);
+    let cpu = stress::allowed_cpus()[0];
+    assert!(stress::pin(0, &[cpu]));
+    assert_eq!(slab.wake(0), Ok(true));
+    let items: Vec<usize> = (1..=2 * rseq_sys::MAX_BATCH + 5).map(|i| i * 64).collect();
+    let mut pushed = 0;
+    while pushed < items.len() {
+        let n = slab.push_batch(0, &items[pushed..]).expect("room for all");
+        assert!(n <= rseq_sys::MAX_BATCH, "one section pushed {n}");
+        pushed += n;
+    }
+    let mut out = vec![0; items.len()];
+    let mut popped = 0;
+    while popped < out.len() {
+        let n = slab.pop_batch(0, &mut out[popped..]).expect("all there");
+        assert!(n <= rseq_sys::MAX_BATCH, "one section popped {n}");
+        popped += n;
+    }
+    out.reverse();
+    assert_eq!(out, items, "every item back, top first");
+    assert_eq!(slab.pop(0), Err(Miss::Exhausted));
+}
+
 /// Push refuses the item already on top (a double free, to the allocator)
 /// and leaves the stack as it was; the same item under another is fine.
 #[test]

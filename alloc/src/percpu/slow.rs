@@ -162,22 +162,33 @@ impl Cache for ThisCpu {
     fn push_batch(&self, class: usize, objects: &[usize]) -> usize {
         let mut pushed = 0;
         while pushed < objects.len() {
-            let rest = &objects[pushed..];
+            // A section moves at most `rseq_sys::MAX_BATCH` items.
+            let rest = &objects[pushed..objects.len().min(pushed + rseq_sys::MAX_BATCH)];
             // SAFETY: as in `pop_section`; every object is 16-aligned.
             match unsafe {
                 rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, rest.as_ptr(), rest.len())
             } {
+                Ok(0) | Err(_) => break,
                 Ok(k) => pushed += k,
-                Err(_) => break,
             }
         }
         pushed
     }
 
     fn pop_batch(&self, class: usize, out: &mut [usize]) -> usize {
-        // SAFETY: as in `pop_section`; `out` has room for `out.len()` items.
-        unsafe { rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, out.as_mut_ptr(), out.len()) }
-            .unwrap_or(0)
+        let (mut popped, len) = (0, out.len());
+        while popped < len {
+            let rest = &mut out[popped..len.min(popped + rseq_sys::MAX_BATCH)];
+            // SAFETY: as in `pop_section`; `rest` has room for `rest.len()` items.
+            match unsafe {
+                rseq_sys::slab_pop_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, rest.as_mut_ptr(), rest.len())
+            } {
+                Ok(k) if k == rest.len() => popped += k,
+                Ok(k) => return popped + k,
+                Err(_) => break,
+            }
+        }
+        popped
     }
 }
 

@@ -411,11 +411,12 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usi
     Ok(())
 }
 
-/// Pops up to `max` (at most [`MAX_BATCH`]) items of `class` from this
-/// CPU's region of `slabs` into `out`, top first; returns how many.
+/// Pops up to `max` items of `class` from this CPU's region of `slabs` into
+/// `out`, top first, at most [`MAX_BATCH`] (a caller that wants more calls
+/// again); returns how many.
 ///
 /// # Safety
-/// As [`slab_pop`]; `out` is writable for `max` items and `1 <= max <= MAX_BATCH`.
+/// As [`slab_pop`]; `out` is writable for `max` items and `max >= 1`.
 #[inline(always)]
 pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
     slabs: &Slabs,
@@ -423,7 +424,8 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
     out: *mut usize,
     max: usize,
 ) -> Result<usize, Miss> {
-    debug_assert!((1..=MAX_BATCH).contains(&max));
+    debug_assert!(max >= 1);
+    let max = max.min(MAX_BATCH);
     let count: usize;
     let code: usize;
     // SAFETY: loads stay above the class's sentinel; stores to `out` are
@@ -468,13 +470,13 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
     if count > 0 { Ok(count) } else { Err(Miss::from_code(code)) }
 }
 
-/// Pushes up to `len` (at most [`MAX_BATCH`]) items from `items` onto
-/// `class` in this CPU's region of `slabs`, as many as fit; returns how many
-/// (taken from the front of `items`).
+/// Pushes up to `len` items from `items` onto `class` in this CPU's region
+/// of `slabs`, as many as fit and at most [`MAX_BATCH`] (a caller with more
+/// calls again); returns how many (taken from the front of `items`).
 ///
 /// # Safety
 /// As [`slab_push`] for every item; `items` is readable for `len` items and
-/// `1 <= len <= MAX_BATCH`.
+/// `len >= 1`.
 #[inline(always)]
 pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     slabs: &Slabs,
@@ -482,7 +484,8 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     items: *const usize,
     len: usize,
 ) -> Result<usize, Miss> {
-    debug_assert!((1..=MAX_BATCH).contains(&len));
+    debug_assert!(len >= 1);
+    let len = len.min(MAX_BATCH);
     let count: usize;
     let code: usize;
     // SAFETY: speculative slot writes stay below `end`; one commit of the header.
