@@ -223,13 +223,16 @@ impl Central {
             }
             // SAFETY: as above.
             let s = unsafe { &mut *span };
-            let start = span_start(span);
-            while n < out.len() && s.bump < s.objects {
-                out[n] = start + s.bump as usize * size;
-                s.bump += 1;
-                s.used += 1;
-                n += 1;
+            // Carved in one pass, the span's counts settled once after it
+            // (updated per object, they made a chain of stores and loads).
+            let carved = (out.len() - n).min((s.objects - s.bump) as usize);
+            let first = span_start(span) + s.bump as usize * size;
+            for (i, slot) in out[n..n + carved].iter_mut().enumerate() {
+                *slot = first + i * size;
             }
+            s.bump += carved as u16;
+            s.used += carved as u16;
+            n += carved;
             if s.bump == s.objects {
                 // SAFETY: `span` is the listed head, with no free object left
                 // (`take_given_back` took them all, or `out` would be full).
