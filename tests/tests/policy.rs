@@ -290,8 +290,9 @@ fn capacity_child() {
 /// Adaptive capacity, the other way: the same bursts, allocated by one
 /// thread and freed by another on the same CPU (a producer and its
 /// consumer), turn the class's misses as often, but a turn between two
-/// threads is two flows meeting, no swing: the class keeps the capacity it
-/// woke with. In a child on one CPU, as above.
+/// threads is two flows meeting, no swing: the class grows no further than
+/// a producer's refills make it (room for a batch), far short of the room a
+/// swing of 900 blocks would get. In a child on one CPU, as above.
 #[test]
 fn suite_capacity_stays_for_bursts_handed_between_threads() {
     modes::child_passes_on_one_cpu(
@@ -337,7 +338,7 @@ fn capacity_handoff_child() {
         after.cpu_capacity
     );
     assert!(refills >= 11 && drains >= 11, "the bursts did not turn the class's misses");
-    assert_eq!(after.cpu_capacity, home, "bursts handed between threads grew the class");
+    assert!(after.cpu_capacity < 900 / 2, "bursts handed between threads grew the class to hold them");
 }
 
 /// Refills draw from fuller spans first: of four spans, two nearly empty

@@ -85,7 +85,8 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     state.last_thread.store_relaxed(me);
     let turn = turn.filter(|_| same_thread);
     let shortfall = turn.map(|run| run as usize * moved_per_miss(cpu, class, flow));
-    match capacity::on_miss(class, refills, drains, shortfall) {
+    let capacity = capacity_on(Some(cpu), class).unwrap_or(0);
+    match capacity::on_miss(class, capacity, refills, drains, shortfall) {
         // A class already as large as it may be does not read the clock,
         // a system call.
         Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,

@@ -26,8 +26,11 @@
 //!   would only hold memory, and a drain then moves what the cache holds.
 //!   (A consumer's caches held a batch and a half per class, the largest
 //!   share of `prodcons`' memory after its live blocks.) A class that
-//!   mostly underflowed keeps its capacity: its cache is empty anyway, and
-//!   the capacity sizes its refills (half of it each).
+//!   mostly underflowed (as many refills, [`ONE_WAY`] times its drains:
+//!   a producer's) grows to a [`batch`] if its misses come often, and no
+//!   further: its cache is empty anyway, and the capacity sizes its
+//!   refills (half of it each), so that a producer makes one trip per half
+//!   a batch and what a refill brings is allocated next.
 //!
 //! Once per upkeep period, for each CPU, [`plan`] looks at the round:
 //! - a class that did nothing at all (its header did not change) halves
@@ -81,7 +84,7 @@ pub(crate) const ONE_WAY: u32 = 8;
 /// objects than a cache holds pays per batch.
 pub(crate) const MAX_BATCH: usize = 256;
 /// Most objects of the smallest capacity ([`min`]).
-const MIN_CEILING: usize = 33;
+const MIN_CEILING: usize = 64;
 
 const fn clamp_by_bytes(bytes: usize, class: usize, low: usize, high: usize) -> usize {
     let n = bytes / SIZES_CONST[class] as usize;
@@ -138,7 +141,7 @@ pub(crate) const fn batch(class: usize) -> usize {
     BATCH[class] as usize
 }
 
-/// Smallest capacity: 8 KiB worth, 2 to 33 objects.
+/// Smallest capacity: 8 KiB worth, 2 to 64 objects.
 pub(crate) const fn min(class: usize) -> usize {
     MIN[class] as usize
 }
@@ -185,12 +188,22 @@ pub(crate) enum Resize {
 /// miss went the other way from the one before it there, how many objects
 /// the misses of the run it ends moved (`shortfall`: by how much the cache
 /// fell short of the swing).
-pub(crate) const fn on_miss(class: usize, refills: u32, drains: u32, shortfall: Option<usize>) -> Resize {
+pub(crate) const fn on_miss(
+    class: usize,
+    capacity: usize,
+    refills: u32,
+    drains: u32,
+    shortfall: Option<usize>,
+) -> Resize {
     if drains >= SHRINK_AT && drains >= ONE_WAY * refills {
         return Resize::Shrink;
     }
     if refills >= ONE_WAY * drains {
-        return Resize::Keep;
+        // Objects flow in (a producer's): room enough for its refills to
+        // move whole batches, no more (what a refill brings is allocated
+        // next).
+        let inflow = batch(class);
+        return if refills >= SHRINK_AT && capacity < inflow { Resize::Grow(inflow - capacity) } else { Resize::Keep };
     }
     match shortfall {
         Some(objects) => Resize::Grow(if objects < max(class) { objects } else { max(class) }),
@@ -261,15 +274,34 @@ mod tests {
     #[test]
     fn swings_grow_flows_do_not_and_one_way_out_shrinks() {
         let c = 5;
-        assert_eq!(on_miss(c, SHRINK_AT, 0, None), Resize::Keep, "only underflows");
-        assert_eq!(on_miss(c, ONE_WAY * 3, 3, Some(batch(c))), Resize::Keep, "mostly underflows, even at a turn");
-        assert_eq!(on_miss(c, 0, SHRINK_AT - 1, None), Resize::Keep);
-        assert_eq!(on_miss(c, 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
-        assert_eq!(on_miss(c, 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
-        assert_eq!(on_miss(c, 20, 20, None), Resize::Keep, "both ways, but no turn now");
-        assert_eq!(on_miss(c, 2, 2, Some(batch(c))), Resize::Grow(batch(c)), "a turn after one miss");
-        assert_eq!(on_miss(c, 9, 9, Some(3 * batch(c))), Resize::Grow(3 * batch(c)), "by what the run moved");
-        assert_eq!(on_miss(c, 500, 500, Some(5 * max(c))), Resize::Grow(max(c)), "a swing wider than any cache");
+        let inflow = batch(c);
+        assert_eq!(on_miss(c, initial(c), SHRINK_AT - 1, 0, None), Resize::Keep, "a few refills");
+        assert_eq!(
+            on_miss(c, initial(c), SHRINK_AT, 0, None),
+            Resize::Grow(inflow - initial(c)),
+            "only underflows: room for refills of whole batches"
+        );
+        assert_eq!(on_miss(c, inflow, SHRINK_AT, 0, None), Resize::Keep, "and no more");
+        assert_eq!(
+            on_miss(c, inflow, ONE_WAY * 3, 3, Some(batch(c))),
+            Resize::Keep,
+            "mostly underflows, even at a turn"
+        );
+        assert_eq!(on_miss(c, initial(c), 0, SHRINK_AT - 1, None), Resize::Keep);
+        assert_eq!(on_miss(c, initial(c), 0, SHRINK_AT, None), Resize::Shrink, "only overflows");
+        assert_eq!(on_miss(c, initial(c), 3, ONE_WAY * 3, Some(1)), Resize::Shrink, "mostly overflows, even at a turn");
+        assert_eq!(on_miss(c, initial(c), 20, 20, None), Resize::Keep, "both ways, but no turn now");
+        assert_eq!(on_miss(c, initial(c), 2, 2, Some(batch(c))), Resize::Grow(batch(c)), "a turn after one miss");
+        assert_eq!(
+            on_miss(c, initial(c), 9, 9, Some(3 * batch(c))),
+            Resize::Grow(3 * batch(c)),
+            "by what the run moved"
+        );
+        assert_eq!(
+            on_miss(c, initial(c), 500, 500, Some(5 * max(c))),
+            Resize::Grow(max(c)),
+            "a swing wider than any cache"
+        );
     }
 
     #[test]

@@ -230,7 +230,14 @@ fn refill(cache: &impl Cache, class: usize) -> (*mut u8, CentralTrip) {
     }
     let mut buf = [0usize; MAX_BATCH];
     let n = CENTRAL.take(class, &mut buf[..adapt::refill_batch(cpu, class)]);
-    let Some((&mine, rest)) = buf[..n].split_last() else { return (core::ptr::null_mut(), trip) };
+    // The list hands out the objects of its fullest spans first: they are
+    // the caller's and then the top of the stack, so that live objects go
+    // to full spans first and the emptier spans' objects, handed out last,
+    // may yet go back unused (a refill may bring more than the next
+    // allocations take).
+    let Some((mine, rest)) = buf[..n].split_first_mut() else { return (core::ptr::null_mut(), trip) };
+    let mine = *mine;
+    rest.reverse();
     let pushed = cache.push_batch(class, rest);
     if pushed < rest.len() {
         CENTRAL.give(class, &rest[pushed..]);
