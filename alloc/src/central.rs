@@ -20,6 +20,7 @@
 use core::ptr::null_mut;
 
 use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_FROM};
+use crate::list::{Links, List};
 use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{self, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
@@ -47,9 +48,7 @@ struct ListInner {
     /// and one that falls below a quarter used goes to the back, so that
     /// fuller spans are filled first and emptying ones get the chance to
     /// empty completely and go back to the page heap (less fragmentation).
-    head: *mut Span,
-    /// The last listed span.
-    tail: *mut Span,
+    spans: List<Span>,
     /// One span with every object free, kept so a class that empties and
     /// refills a span does not round-trip it through the page heap.
     spare: *mut Span,
@@ -92,12 +91,7 @@ pub(crate) static CENTRAL: Central = Central {
     lists: [const {
         ClassList {
             lock: Lock::new(),
-            inner: core::cell::UnsafeCell::new(ListInner {
-                head: null_mut(),
-                tail: null_mut(),
-                spare: null_mut(),
-                spare_aged: false,
-            }),
+            inner: core::cell::UnsafeCell::new(ListInner { spans: List::new(), spare: null_mut(), spare_aged: false }),
             taken: AtomicU64::new(0),
             given: AtomicU64::new(0),
         }
@@ -188,17 +182,17 @@ impl Central {
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
         let mut n = 0;
-        let mut span = inner.head;
+        let mut span = inner.spans.head;
         while !span.is_null() && n < out.len() {
             // SAFETY: listed spans belong to this class and the lock is held.
-            let next = unsafe { (*span).next };
+            let next = unsafe { List::next(span) };
             // SAFETY: as above.
             n += unsafe { take_given_back(inner, span, size, &mut out[n..]) };
             span = next;
         }
         let fresh_too = n < out.len().div_ceil(4);
         while fresh_too && n < out.len() {
-            if inner.head.is_null() {
+            if inner.spans.head.is_null() {
                 let span = if inner.spare.is_null() {
                     match new_span(class) {
                         Some(span) => {
@@ -214,11 +208,11 @@ impl Central {
                 // SAFETY: a span of this class with free objects, not listed.
                 unsafe { push_front(inner, span) };
             }
-            let span = inner.head;
+            let span = inner.spans.head;
             // SAFETY: listed spans belong to this class and the lock is held;
             // a spare's or a fresh span's objects are all free.
             n += unsafe { take_given_back(inner, span, size, &mut out[n..]) };
-            if n == out.len() || !core::ptr::eq(inner.head, span) {
+            if n == out.len() || !core::ptr::eq(inner.spans.head, span) {
                 continue;
             }
             // SAFETY: as above.
@@ -434,7 +428,7 @@ unsafe fn settle(inner: &mut ListInner, run: Run) {
     if !s.listed {
         // SAFETY: the span now has a free object and is not listed.
         unsafe { push_front(inner, span) };
-    } else if before > s.objects / 4 && s.used <= s.objects / 4 && inner.tail != span {
+    } else if before > s.objects / 4 && s.used <= s.objects / 4 && inner.spans.tail != span {
         // SAFETY: the span is listed; it moves to the back.
         unsafe {
             unlink(inner, span);
@@ -484,8 +478,7 @@ fn new_span(class: usize) -> Option<*mut Span> {
     // SAFETY: as above; the page heap hands out spans with clear bitmaps.
     debug_assert!(unsafe { free_bits(s) }.iter().all(|&w| w == 0));
     s.listed = false;
-    s.prev = null_mut();
-    s.next = null_mut();
+    s.links = Links::NONE;
     debug_assert!(s.objects as usize * SIZES[class] as usize <= s.pages as usize * PAGE_SIZE);
     if let Some(fill) = fresh_fill() {
         let bytes = s.objects as usize * SIZES[class] as usize;
@@ -532,53 +525,29 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
 /// # Safety
 /// The list lock is held and `span` is a span of this class, not listed.
 unsafe fn push_front(inner: &mut ListInner, span: *mut Span) {
-    // SAFETY: the caller holds the lock; listed spans are ours.
+    // SAFETY: forwarded from the caller; spans are ours.
     unsafe {
-        (*span).prev = null_mut();
-        (*span).next = inner.head;
-        if inner.head.is_null() {
-            inner.tail = span;
-        } else {
-            (*inner.head).prev = span;
-        }
+        inner.spans.push_front(span);
         (*span).listed = true;
     }
-    inner.head = span;
 }
 
 /// # Safety
 /// As [`push_front`].
 unsafe fn push_back(inner: &mut ListInner, span: *mut Span) {
-    // SAFETY: the caller holds the lock; listed spans are ours.
+    // SAFETY: forwarded from the caller; spans are ours.
     unsafe {
-        (*span).next = null_mut();
-        (*span).prev = inner.tail;
-        if inner.tail.is_null() {
-            inner.head = span;
-        } else {
-            (*inner.tail).next = span;
-        }
+        inner.spans.push_back(span);
         (*span).listed = true;
     }
-    inner.tail = span;
 }
 
 /// # Safety
 /// The list lock is held and `span` is listed.
 unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
-    // SAFETY: the caller holds the lock; `span` and its neighbours are listed.
+    // SAFETY: forwarded from the caller; spans are ours.
     unsafe {
-        let (prev, next) = ((*span).prev, (*span).next);
-        if prev.is_null() {
-            inner.head = next;
-        } else {
-            (*prev).next = next;
-        }
-        if next.is_null() {
-            inner.tail = prev;
-        } else {
-            (*next).prev = prev;
-        }
+        inner.spans.unlink(span);
         (*span).listed = false;
     }
 }

@@ -69,7 +69,7 @@
 //! | 5 | `central`, `huge`, `medium` | per class, the spans with free objects; huge blocks, a segment each; a few freed medium spans kept whole |
 //! | 4 | `segment` | segments, spans and the page heap |
 //! | 3 | `size_class`, `report` | the size classes; reports of bad input |
-//! | 2 | `lock`, `text` | the slow paths' lock; text without allocation |
+//! | 2 | `lock`, `text`, `list` | the slow paths' lock; text without allocation; intrusive lists |
 //! | 1 | `os` | every system call |
 //! | 0 | `sync`, `geometry` | the atomics facade (loom under `cfg(rseq_alloc_loom)`); the fixed sizes |
 //!
@@ -124,6 +124,8 @@ mod geometry;
 mod hardened;
 #[cfg(not(rseq_alloc_loom))]
 mod huge;
+#[cfg(not(rseq_alloc_loom))]
+mod list;
 mod lock;
 #[cfg(not(rseq_alloc_loom))]
 mod medium;

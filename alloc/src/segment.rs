@@ -18,10 +18,9 @@
 //!   (page heap lock); bit `p` of `s.dirty_pages` is set iff page `p` may hold
 //!   non-zero bytes.
 
-use core::ptr::null_mut;
-
 use crate::geometry::{ADDRESS_BITS, MAX_OBJECTS, SEGMENT_SHIFT};
 pub(crate) use crate::geometry::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE};
+use crate::list::{Linked, Links, List};
 use crate::lock::Lock;
 use crate::os;
 use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU8, AtomicU64, AtomicUsize};
@@ -55,9 +54,7 @@ pub(crate) struct Segment {
     /// Pages that may hold non-zero bytes (page heap lock).
     dirty_pages: u64,
     /// Neighbours in the page heap's list (page heap lock).
-    next: *mut Segment,
-    /// See `next`.
-    prev: *mut Segment,
+    links: Links<Segment>,
     /// Pages free and dirty since the last upkeep, unclaimed in between
     /// (page heap lock).
     aged_pages: u64,
@@ -102,9 +99,15 @@ pub(crate) struct Span {
     /// lock): refills start their search here.
     pub(crate) first_free_word: u8,
     /// Neighbours on the class's list.
-    pub(crate) prev: *mut Span,
-    /// See `prev`.
-    pub(crate) next: *mut Span,
+    pub(crate) links: Links<Span>,
+}
+
+/// A span is on its class's list by the links in its descriptor.
+impl Linked for Span {
+    unsafe fn links(this: *mut Span) -> *mut Links<Span> {
+        // SAFETY: forwarded from the caller.
+        unsafe { &raw mut (*this).links }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
@@ -185,9 +188,7 @@ struct PageHeapInner {
     /// (Segments that free pages stay where they are: moved to the front,
     /// the holes of a fragmented segment would come before the room a
     /// medium span grows into.)
-    segments: *mut Segment,
-    /// The last segment of `segments`.
-    tail: *mut Segment,
+    segments: List<Segment>,
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
     /// Whether segments that empty stay mapped until an upkeep finds them
@@ -248,57 +249,11 @@ fn run_mask(pages: usize) -> u64 {
     if pages >= 64 { u64::MAX } else { (1u64 << pages) - 1 }
 }
 
-impl PageHeapInner {
-    /// # Safety
-    /// The page heap lock is held and `seg` is listed.
-    unsafe fn unlink(&mut self, seg: *mut Segment) {
-        // SAFETY: listed segments and their neighbours are mapped and ours.
-        unsafe {
-            let (prev, next) = ((*seg).prev, (*seg).next);
-            if prev.is_null() {
-                self.segments = next;
-            } else {
-                (*prev).next = next;
-            }
-            if next.is_null() {
-                self.tail = prev;
-            } else {
-                (*next).prev = prev;
-            }
-        }
-    }
-
-    /// # Safety
-    /// The page heap lock is held and `seg`, a mapped segment of ours, is
-    /// not listed.
-    unsafe fn push_front(&mut self, seg: *mut Segment) {
-        // SAFETY: as above.
-        unsafe {
-            (*seg).prev = null_mut();
-            (*seg).next = self.segments;
-            if self.segments.is_null() {
-                self.tail = seg;
-            } else {
-                (*self.segments).prev = seg;
-            }
-        }
-        self.segments = seg;
-    }
-
-    /// # Safety
-    /// As [`push_front`](Self::push_front).
-    unsafe fn push_back(&mut self, seg: *mut Segment) {
-        // SAFETY: as above.
-        unsafe {
-            (*seg).next = null_mut();
-            (*seg).prev = self.tail;
-            if self.tail.is_null() {
-                self.segments = seg;
-            } else {
-                (*self.tail).next = seg;
-            }
-        }
-        self.tail = seg;
+/// A segment is on the page heap's list by the links in its header.
+impl Linked for Segment {
+    unsafe fn links(this: *mut Segment) -> *mut Links<Segment> {
+        // SAFETY: forwarded from the caller.
+        unsafe { &raw mut (*this).links }
     }
 }
 
@@ -307,8 +262,7 @@ impl PageHeap {
         PageHeap {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(PageHeapInner {
-                segments: null_mut(),
-                tail: null_mut(),
+                segments: List::new(),
                 empty: 0,
                 keep_until_decay: false,
             }),
@@ -324,7 +278,7 @@ impl PageHeap {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
-        let mut seg = inner.segments;
+        let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: segments on the list are mapped and ours; the lock guards these fields.
             let found = unsafe { find_run((*seg).free_pages, pages) };
@@ -333,15 +287,15 @@ impl PageHeap {
                 let span = unsafe { claim(inner, seg, head, pages, class) };
                 // SAFETY: as above; `seg` is listed.
                 unsafe {
-                    if (*seg).free_pages == 0 && seg != inner.tail {
-                        inner.unlink(seg);
-                        inner.push_back(seg);
+                    if (*seg).free_pages == 0 && seg != inner.segments.tail {
+                        inner.segments.unlink(seg);
+                        inner.segments.push_back(seg);
                     }
                 }
                 return Some(span);
             }
             // SAFETY: as above.
-            seg = unsafe { (*seg).next };
+            seg = unsafe { List::next(seg) };
         }
         let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?.as_ptr().cast::<Segment>();
         self.mapped.fetch_add_relaxed(SEGMENT_SIZE);
@@ -351,7 +305,7 @@ impl PageHeap {
             (*seg).kind = Kind::Spans;
             (*seg).free_pages = ALL_USABLE;
             (*seg).dirty_pages = 1;
-            inner.push_front(seg);
+            inner.segments.push_front(seg);
         }
         inner.empty += 1;
         mark(seg);
@@ -459,7 +413,7 @@ impl PageHeap {
     /// The lock is held; `seg` is on the list with every page free.
     unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {
         // SAFETY: forwarded from the caller.
-        unsafe { inner.unlink(seg) };
+        unsafe { inner.segments.unlink(seg) };
         unmark(seg);
         self.mapped.fetch_sub_relaxed(SEGMENT_SIZE);
         // SAFETY: unlisted and unmarked; nothing refers to it.
@@ -475,10 +429,10 @@ impl PageHeap {
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
         let mut released = 0;
-        let mut seg = inner.segments;
+        let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free, dirty) = unsafe { ((*seg).next, (*seg).free_pages, (*seg).dirty_pages) };
+            let (next, free, dirty) = unsafe { (List::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
             if free == ALL_USABLE {
                 inner.empty -= 1;
                 released += (dirty & ALL_USABLE).count_ones() as usize * PAGE_SIZE;
@@ -502,10 +456,10 @@ impl PageHeap {
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
         let mut released = 0;
-        let mut seg = inner.segments;
+        let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free) = unsafe { ((*seg).next, (*seg).free_pages) };
+            let (next, free) = unsafe { (List::next(seg), (*seg).free_pages) };
             if free == ALL_USABLE {
                 inner.empty -= 1;
                 released += SEGMENT_SIZE;
@@ -526,11 +480,11 @@ impl PageHeap {
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
         let mut decayed = Decayed { released: 0, holding: false };
-        let mut seg = inner.segments;
+        let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards these fields.
             let s = unsafe { &mut *seg };
-            let next = s.next;
+            let next = s.links.next;
             let empty = s.free_pages == ALL_USABLE;
             if empty && s.aged_empty && inner.empty > EMPTY_SEGMENTS_KEPT {
                 inner.empty -= 1;
@@ -559,10 +513,10 @@ impl PageHeap {
         // SAFETY: the lock is held.
         let inner = unsafe { &*self.inner.get() };
         let (mut dirty, mut clean) = (0, 0);
-        let mut seg = inner.segments;
+        let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free, dirty_pages) = unsafe { ((*seg).next, (*seg).free_pages, (*seg).dirty_pages) };
+            let (next, free, dirty_pages) = unsafe { (List::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
             dirty += (free & dirty_pages).count_ones() as usize * PAGE_SIZE;
             clean += (free & !dirty_pages).count_ones() as usize * PAGE_SIZE;
             seg = next;
