@@ -16,19 +16,15 @@ use crate::os;
 use crate::size_class::{CLASSES, SIZES};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicU32};
 
-/// Objects a refill of `class` on `cpu` takes: a batch, or half the
-/// class's current capacity if that is less (a read of the header that may
-/// be stale: it only sizes the batch).
+/// Objects a refill of `class` on `cpu` takes (`capacity::refill_moves`,
+/// from a read of the header that may be stale: it only sizes the batch).
 pub(super) fn refill_batch(cpu: Option<u32>, class: usize) -> usize {
-    batch(class).min(capacity_on(cpu, class).map_or(usize::MAX, |capacity| capacity / 2)).max(1)
+    capacity_on(cpu, class).map_or(batch(class), |capacity| capacity::refill_moves(class, capacity))
 }
 
-/// Objects a drain of `class` on `cpu` moves at most: as a refill, but all
-/// of a cache at the smallest capacity (a class whose objects flow out of
-/// this CPU: the next allocation is not here).
+/// Objects a drain of `class` on `cpu` moves at most (`capacity::drain_moves`).
 pub(super) fn drain_batch(cpu: Option<u32>, class: usize) -> usize {
-    let capacity = capacity_on(cpu, class).unwrap_or(usize::MAX);
-    batch(class).min(if capacity <= capacity::min(class) { capacity } else { capacity / 2 }).max(1)
+    capacity_on(cpu, class).map_or(batch(class), |capacity| capacity::drain_moves(class, capacity))
 }
 
 /// The current capacity of `class` on `cpu` (a racy read of its header),
@@ -84,8 +80,14 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     let same_thread = state.last_thread.load_relaxed() == me;
     state.last_thread.store_relaxed(me);
     let turn = turn.filter(|_| same_thread);
-    let shortfall = turn.map(|run| run as usize * moved_per_miss(cpu, class, flow));
     let capacity = capacity_on(Some(cpu), class).unwrap_or(0);
+    // The run this miss ends went the other way: each of its misses moved
+    // what one that way moves at this capacity.
+    let moved_per_miss = match flow {
+        Flow::Refill => capacity::drain_moves(class, capacity),
+        Flow::Drain => capacity::refill_moves(class, capacity),
+    };
+    let shortfall = turn.map(|run| run as usize * moved_per_miss);
     match capacity::on_miss(class, capacity, refills, drains, shortfall) {
         // A class already as large as it may be does not read the clock,
         // a system call.
@@ -97,15 +99,6 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
             if capacity::swings_often(now.wrapping_sub(last), run) { Resize::Grow(objects) } else { Resize::Keep }
         }
         resize => resize,
-    }
-}
-
-/// Objects each miss of the run that a miss going `flow` ends moved, at the
-/// capacity `class` has on `cpu`: that run went the other way.
-fn moved_per_miss(cpu: u32, class: usize, flow: Flow) -> usize {
-    match flow {
-        Flow::Refill => drain_batch(Some(cpu), class),
-        Flow::Drain => refill_batch(Some(cpu), class),
     }
 }
 

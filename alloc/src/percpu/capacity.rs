@@ -26,11 +26,11 @@
 //!   would only hold memory, and a drain then moves what the cache holds.
 //!   (A consumer's caches held a batch and a half per class, the largest
 //!   share of `prodcons`' memory after its live blocks.) A class that
-//!   mostly underflowed (as many refills, [`ONE_WAY`] times its drains:
-//!   a producer's) grows to a [`batch`] if its misses come often, and no
-//!   further: its cache is empty anyway, and the capacity sizes its
-//!   refills (half of it each), so that a producer makes one trip per half
-//!   a batch and what a refill brings is allocated next.
+//!   mostly underflowed ([`ONE_WAY`] times as many refills as drains, and
+//!   [`SHRINK_AT`] or more: a producer's) grows to a [`batch`] if its
+//!   misses come often, and no further: its cache is empty anyway, and the
+//!   capacity sizes its refills (half of it each), so that a producer makes
+//!   one trip per half a batch and what a refill brings is allocated next.
 //!
 //! Once per upkeep period, for each CPU, [`plan`] looks at the round:
 //! - a class that did nothing at all (its header did not change) halves
@@ -75,6 +75,7 @@ pub(crate) const MISS_SPACING_US: u32 = 10;
 pub(crate) const fn swings_often(elapsed_us: u32, run: u32) -> bool {
     elapsed_us < GROW_WINDOW_US || elapsed_us / MISS_SPACING_US < run
 }
+
 /// How lopsided a class's misses must be for its flow to count as one-way
 /// (a thread that migrates now and then refills once in a while on a CPU
 /// where it otherwise only frees).
@@ -141,6 +142,21 @@ pub(crate) const fn batch(class: usize) -> usize {
     BATCH[class] as usize
 }
 
+/// Objects a refill of `class` moves at `capacity`: half of it, at most a
+/// batch (the cache is left half full).
+pub(crate) const fn refill_moves(class: usize, capacity: usize) -> usize {
+    let half = capacity / 2;
+    let n = if half < batch(class) { half } else { batch(class) };
+    if n == 0 { 1 } else { n }
+}
+
+/// Objects a drain of `class` moves at `capacity`: as a refill, but all of
+/// a cache at the smallest capacity (a class whose objects flow out of this
+/// CPU: the next allocation is not here).
+pub(crate) const fn drain_moves(class: usize, capacity: usize) -> usize {
+    if capacity <= min(class) { if capacity == 0 { 1 } else { capacity } } else { refill_moves(class, capacity) }
+}
+
 /// Smallest capacity: 8 KiB worth, 2 to 64 objects.
 pub(crate) const fn min(class: usize) -> usize {
     MIN[class] as usize
@@ -148,9 +164,9 @@ pub(crate) const fn min(class: usize) -> usize {
 
 /// Capacity of a class whose objects only leave this CPU (freed here,
 /// allocated elsewhere), and of one a free wakes: the smallest, [`min`];
-/// each drain then moves what the cache holds, 33 objects where 8 KiB
-/// holds that many, to the central lists, where the CPU that allocates them finds
-/// them: a smaller one would hold a few KiB less for twice the trips, each
+/// each drain then moves what the cache holds, up to 64 objects (8 KiB
+/// worth), to the central lists, where the CPU that allocates them finds
+/// them: a smaller one would hold a few KiB less for more trips, each
 /// writing lines that the allocating CPU's refills then pull back.
 pub(crate) const fn outflow(class: usize) -> usize {
     min(class)
@@ -199,9 +215,9 @@ pub(crate) const fn on_miss(
         return Resize::Shrink;
     }
     if refills >= ONE_WAY * drains {
-        // Objects flow in (a producer's): room enough for its refills to
-        // move whole batches, no more (what a refill brings is allocated
-        // next).
+        // Objects flow in (a producer's): room for a batch, so that each
+        // refill moves half of one, and no more (what a refill brings is
+        // allocated next).
         let inflow = batch(class);
         return if refills >= SHRINK_AT && capacity < inflow { Resize::Grow(inflow - capacity) } else { Resize::Keep };
     }
@@ -302,6 +318,17 @@ mod tests {
             Resize::Grow(max(c)),
             "a swing wider than any cache"
         );
+    }
+
+    #[test]
+    fn trips_move_half_the_capacity_up_to_a_batch_and_a_smallest_cache_drains_whole() {
+        for c in 1..=CLASSES {
+            assert_eq!(refill_moves(c, 4 * batch(c)), batch(c), "class {c}");
+            assert_eq!(refill_moves(c, batch(c)), batch(c) / 2, "class {c}");
+            assert_eq!(refill_moves(c, 1), 1, "class {c}: at least one");
+            assert_eq!(drain_moves(c, min(c)), min(c), "class {c}");
+            assert_eq!(drain_moves(c, 4 * batch(c)), batch(c), "class {c}");
+        }
     }
 
     #[test]

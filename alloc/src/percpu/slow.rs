@@ -162,8 +162,9 @@ impl Cache for ThisCpu {
     fn push_batch(&self, class: usize, objects: &[usize]) -> usize {
         let mut pushed = 0;
         while pushed < objects.len() {
-            // A section moves at most `rseq_sys::MAX_BATCH` items.
-            let rest = &objects[pushed..objects.len().min(pushed + rseq_sys::MAX_BATCH)];
+            // A section pushes at most `rseq_sys::MAX_BATCH` items: the rest
+            // goes in the next.
+            let rest = &objects[pushed..];
             // SAFETY: as in `pop_section`; every object is 16-aligned.
             match unsafe {
                 rseq_sys::slab_push_batch::<Index, SLAB_SHIFT>(&FAST.slabs, class, rest.as_ptr(), rest.len())
@@ -178,6 +179,7 @@ impl Cache for ThisCpu {
     fn pop_batch(&self, class: usize, out: &mut [usize]) -> usize {
         let (mut popped, len) = (0, out.len());
         while popped < len {
+            // Asked for at most a section's worth, a short pop means empty.
             let rest = &mut out[popped..len.min(popped + rseq_sys::MAX_BATCH)];
             // SAFETY: as in `pop_section`; `rest` has room for `rest.len()` items.
             match unsafe {
