@@ -70,8 +70,9 @@ pub(crate) use slow::{alloc_slow, free_slow};
 /// fence the one CPU whose region it stops (`docs/rseq.md`).
 pub(crate) type Index = ByCpuId;
 
-/// log2 of each region's size: 256 KiB, 32768 slots.
-pub(crate) const SLAB_SHIFT: u32 = 18;
+/// log2 of each region's size: 512 KiB, 65536 slots (as many as a
+/// header's 16-bit slot numbers reach).
+pub(crate) const SLAB_SHIFT: u32 = 19;
 
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]
