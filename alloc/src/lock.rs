@@ -4,11 +4,12 @@
 
 #[cfg(not(rseq_alloc_loom))]
 use crate::os;
-use crate::sync::{AtomicBool, AtomicOps, AtomicU32, AtomicUsize, current_thread};
+use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU32, AtomicUsize, current_thread};
 
 /// A mutual-exclusion lock for slow paths (central lists, page heap): a few
 /// spins, then `futex` sleep, so a holder that is preempted costs waiters a
 /// sleep, not a burnt time slice. It never allocates and has no poisoning.
+/// Uncontended, a lock and an unlock are one atomic instruction each.
 ///
 /// The lock word *is* the holder's identity (its thread pointer), taken by
 /// one compare-and-swap, so "this thread holds it" is exact at every
@@ -18,6 +19,13 @@ use crate::sync::{AtomicBool, AtomicOps, AtomicU32, AtomicUsize, current_thread}
 /// is inside a slow path, which is reported and aborts instead of hanging
 /// (only the rseq fast path, which holds no lock, is async-signal-safe).
 ///
+/// Waiters that go to sleep set [`SLEEPERS`] in the lock word (thread
+/// pointers are aligned, so bit 0 is free) and sleep on `wakeups`; an
+/// unlock swaps the word to 0 and, if the bit was set, bumps `wakeups` and
+/// wakes one. A waiter reads `wakeups` before it looks at the word, so an
+/// unlock that came after that look changes `wakeups` and the sleep returns
+/// at once: no wake-up is lost (every access involved is `SeqCst`).
+///
 /// A lock taken for `fork` ([`lock_for_fork`](Lock::lock_for_fork)) lets
 /// its own thread back in until the fork is over: the other fork handlers
 /// run on that thread between our prepare and release handlers, and may
@@ -25,26 +33,35 @@ use crate::sync::{AtomicBool, AtomicOps, AtomicU32, AtomicUsize, current_thread}
 /// That is safe because the prepare handler took the lock between two
 /// critical sections, so what it guards is consistent.
 pub struct Lock {
-    /// 0 when free, else the holder's identity.
-    holder: AtomicUsize,
-    /// 1 when a waiter may be asleep on it (the futex word).
-    sleepers: AtomicU32,
+    /// 0 when free, else the holder's identity, with [`SLEEPERS`] set if a
+    /// waiter may be asleep.
+    word: AtomicUsize,
+    /// Bumped by each unlock that finds [`SLEEPERS`] set; waiters sleep on it.
+    wakeups: Futex,
     /// Whether the holder took it for `fork`: written by the holder only,
     /// read only by a thread that finds itself the holder.
     held_for_fork: AtomicBool,
 }
 
+/// The lock word's bit for "a waiter may be asleep".
+const SLEEPERS: usize = 1;
+
+/// Tries before a waiter sleeps (one under loom, whose models then reach
+/// the sleeping path).
+const SPINS: u32 = if cfg!(rseq_alloc_loom) { 1 } else { 64 };
+
 impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
     pub const fn new() -> Lock {
-        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0), held_for_fork: AtomicBool::new(false) }
+        Lock { word: AtomicUsize::new(0), wakeups: Futex { word: AtomicU32::new(0) }, held_for_fork: AtomicBool::new(false) }
     }
 
     /// An unlocked lock.
     #[cfg(rseq_alloc_loom)]
     pub fn new() -> Lock {
-        Lock { holder: AtomicUsize::new(0), sleepers: AtomicU32::new(0), held_for_fork: AtomicBool::new(false) }
+        let wakeups = Futex { word: AtomicU32::new(0), model: Default::default() };
+        Lock { word: AtomicUsize::new(0), wakeups, held_for_fork: AtomicBool::new(false) }
     }
 
     /// Takes the lock; it is released when the guard drops (unless this
@@ -52,15 +69,21 @@ impl Lock {
     #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
         let me = current_thread();
-        let owned = self.holder.cas_acquire(0, me).is_ok() || self.lock_contended(me);
+        debug_assert_eq!(me & SLEEPERS, 0);
+        let owned = self.word.cas_acquire(0, me).is_ok() || self.lock_contended(me);
         LockGuard { lock: self, owned }
+    }
+
+    /// The holder's identity (0 if free).
+    fn holder(&self) -> usize {
+        self.word.load_relaxed() & !SLEEPERS
     }
 
     /// Waits for the lock and takes it (returns true), or finds this thread
     /// holding it for `fork` (returns false: the guard must not release it).
     #[cold]
     fn lock_contended(&self, me: usize) -> bool {
-        if self.holder.load_relaxed() == me {
+        if self.holder() == me {
             if self.held_for_fork.load_relaxed() {
                 return false;
             }
@@ -70,22 +93,27 @@ impl Lock {
                   only the per-CPU fast path is async-signal-safe\n",
             );
         }
-        for _ in 0..64 {
-            if self.holder.load_relaxed() == 0 && self.holder.cas_acquire(0, me).is_ok() {
+        for _ in 0..SPINS {
+            if self.word.load_relaxed() == 0 && self.word.cas_acquire(0, me).is_ok() {
                 return true;
             }
             spin_hint();
         }
-        // Announce a sleeper, then try once more before sleeping: an unlock
-        // that clears `holder` and then finds `sleepers` set wakes us, and one
-        // that found it clear left `holder` free for the retry (both sides
-        // are SeqCst, so one of them sees the other's store).
         loop {
-            self.sleepers.store_seq_cst(1);
-            if self.holder.cas_seq_cst(0, me).is_ok() {
-                return true;
+            let wakeups = self.wakeups.word.load_seq_cst();
+            let word = self.word.load_seq_cst();
+            if word == 0 {
+                // Taken with the bit set: other waiters may be asleep, and
+                // this unlock must wake the next.
+                if self.word.cas_seq_cst(0, me | SLEEPERS).is_ok() {
+                    return true;
+                }
+                continue;
             }
-            wait_while(&self.sleepers, 1);
+            if word & SLEEPERS == 0 && self.word.cas_seq_cst(word, word | SLEEPERS).is_err() {
+                continue;
+            }
+            self.wakeups.wait_while(wakeups);
         }
     }
 
@@ -108,7 +136,7 @@ impl Lock {
     /// handler that interrupted the holder).
     #[cfg_attr(rseq_alloc_loom, allow(dead_code))]
     pub(crate) fn held_here(&self) -> bool {
-        self.holder.load_relaxed() == current_thread()
+        self.holder() == current_thread()
     }
 
     /// Releases a lock that [`lock_for_fork`](Self::lock_for_fork) took,
@@ -137,9 +165,8 @@ impl Drop for LockGuard<'_> {
         if !self.owned {
             return;
         }
-        self.lock.holder.store_seq_cst(0);
-        if self.lock.sleepers.swap_seq_cst(0) != 0 {
-            wake_one(&self.lock.sleepers);
+        if self.lock.word.swap_seq_cst(0) & SLEEPERS != 0 {
+            self.lock.wakeups.bump();
         }
     }
 }
@@ -166,20 +193,39 @@ fn spin_hint() {
     loom::thread::yield_now();
 }
 
-#[cfg(not(rseq_alloc_loom))]
-fn wait_while(word: &AtomicU32, value: u32) {
-    os::futex_wait(word, value);
+/// A word threads sleep on until it changes: a futex, or under loom a
+/// model of one (a condition variable, so that a lost wake-up leaves the
+/// model's threads blocked, which loom reports as a deadlock).
+struct Futex {
+    word: AtomicU32,
+    #[cfg(rseq_alloc_loom)]
+    model: (loom::sync::Mutex<()>, loom::sync::Condvar),
 }
 
-#[cfg(not(rseq_alloc_loom))]
-fn wake_one(word: &AtomicU32) {
-    os::futex_wake_one(word);
-}
+impl Futex {
+    /// Adds one to the word and wakes a thread that sleeps on it.
+    fn bump(&self) {
+        self.word.fetch_add_seq_cst(1);
+        #[cfg(not(rseq_alloc_loom))]
+        os::futex_wake_one(&self.word);
+        #[cfg(rseq_alloc_loom)]
+        {
+            // Taken so that a sleeper between its check and its wait is not missed.
+            drop(self.model.0.lock().unwrap());
+            self.model.1.notify_one();
+        }
+    }
 
-#[cfg(rseq_alloc_loom)]
-fn wait_while(_: &AtomicU32, _: u32) {
-    loom::thread::yield_now();
+    /// Sleeps unless the word has changed from `value` (and may return early).
+    fn wait_while(&self, value: u32) {
+        #[cfg(not(rseq_alloc_loom))]
+        os::futex_wait(&self.word, value);
+        #[cfg(rseq_alloc_loom)]
+        {
+            let guard = self.model.0.lock().unwrap();
+            if self.word.load_seq_cst() == value {
+                drop(self.model.1.wait(guard).unwrap());
+            }
+        }
+    }
 }
-
-#[cfg(rseq_alloc_loom)]
-fn wake_one(_: &AtomicU32) {}

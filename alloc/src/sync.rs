@@ -43,6 +43,8 @@ pub(crate) trait AtomicOps {
     fn load_relaxed(&self) -> Self::Value;
     /// Loads with `Acquire`.
     fn load_acquire(&self) -> Self::Value;
+    /// Loads with `SeqCst`.
+    fn load_seq_cst(&self) -> Self::Value;
     /// Stores with `Relaxed`.
     fn store_relaxed(&self, value: Self::Value);
     /// Stores with `Release`.
@@ -74,6 +76,8 @@ pub(crate) trait AtomicOps {
 pub(crate) trait AtomicIntOps: AtomicOps {
     /// Adds with `Relaxed`; returns the value before.
     fn fetch_add_relaxed(&self, value: Self::Value) -> Self::Value;
+    /// Adds with `SeqCst`; returns the value before.
+    fn fetch_add_seq_cst(&self, value: Self::Value) -> Self::Value;
     /// Subtracts with `Relaxed`; returns the value before.
     fn fetch_sub_relaxed(&self, value: Self::Value) -> Self::Value;
     /// Ors with `Release`; returns the value before.
@@ -90,6 +94,8 @@ macro_rules! atomic_ops {
             fn load_relaxed(&self) -> $value { self.load(Ordering::Relaxed) }
             #[inline(always)]
             fn load_acquire(&self) -> $value { self.load(Ordering::Acquire) }
+            #[inline(always)]
+            fn load_seq_cst(&self) -> $value { self.load(Ordering::SeqCst) }
             #[inline(always)]
             fn store_relaxed(&self, value: $value) { self.store(value, Ordering::Relaxed) }
             #[inline(always)]
@@ -135,6 +141,8 @@ macro_rules! atomic_int_ops {
         impl AtomicIntOps for $atomic {
             #[inline(always)]
             fn fetch_add_relaxed(&self, value: $value) -> $value { self.fetch_add(value, Ordering::Relaxed) }
+            #[inline(always)]
+            fn fetch_add_seq_cst(&self, value: $value) -> $value { self.fetch_add(value, Ordering::SeqCst) }
             #[inline(always)]
             fn fetch_sub_relaxed(&self, value: $value) -> $value { self.fetch_sub(value, Ordering::Relaxed) }
             #[inline(always)]

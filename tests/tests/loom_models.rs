@@ -275,3 +275,31 @@ fn slow_path_lock_excludes_and_publishes_batch_transfers() {
         assert_eq!(all, vec![16, 32, 48, 64]);
     });
 }
+
+/// The lock's sleeping path: three threads contend (each waiter tries once,
+/// then sets the sleepers bit and sleeps until an unlock bumps the wake-up
+/// word). A wake-up lost in any interleaving leaves a waiter asleep in the
+/// model's futex for good, which loom reports; every thread must get the lock.
+#[test]
+fn slow_path_lock_wakes_every_sleeper() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let central = Arc::new(Central { lock: Lock::new(), items: UnsafeCell::new(Vec::new()) });
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                let central = central.clone();
+                loom::thread::spawn(move || {
+                    let _guard = central.lock.lock();
+                    central.items.with_mut(|items| unsafe { (*items).push(i) });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut all = central.drain();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2]);
+    });
+}
