@@ -54,7 +54,11 @@ impl Lock {
     /// An unlocked lock.
     #[cfg(not(rseq_alloc_loom))]
     pub const fn new() -> Lock {
-        Lock { word: AtomicUsize::new(0), wakeups: Futex { word: AtomicU32::new(0) }, held_for_fork: AtomicBool::new(false) }
+        Lock {
+            word: AtomicUsize::new(0),
+            wakeups: Futex { word: AtomicU32::new(0) },
+            held_for_fork: AtomicBool::new(false),
+        }
     }
 
     /// An unlocked lock.
