@@ -198,7 +198,7 @@ impl Cell {
             Pattern::Pairs => 3.0 + 6.0 * pages,
             Pattern::Lifo | Pattern::Fifo => (15.0 + faulted) * count,
             Pattern::VecPush => 150_000.0,
-            Pattern::Realloc => 600.0,
+            Pattern::Realloc => 5_000.0,
             Pattern::Strings => 60.0 * count,
             Pattern::ProdCons => (80.0 + faulted) * count,
             Pattern::Threads => 20.0 * count,
