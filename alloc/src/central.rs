@@ -280,13 +280,18 @@ impl Central {
             // SAFETY: `span_of` checked that the span is a live span of this
             // class, and the lock is held.
             let (bump, free) = unsafe { ((*span).bump as usize, free_bits(span)) };
-            let in_span = rest.iter().take_while(|&&o| o.wrapping_sub(run.start) < run.bytes).count();
             // Objects that come back together mostly share bitmap words: a
             // word is read and written once per run of them, not once per
             // object (a chain of stores and loads of one word).
             let (mut word, mut had, mut set) = (usize::MAX, 0u64, 0u64);
-            for &object in &rest[..in_span] {
-                let index = object_index(class, object - run.start).filter(|&i| i < bump);
+            let mut in_span = 0;
+            for &object in rest {
+                let offset = object.wrapping_sub(run.start);
+                if offset >= run.bytes {
+                    break;
+                }
+                in_span += 1;
+                let index = object_index(class, offset).filter(|&i| i < bump);
                 let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
                 if index / 64 != word {
                     if word != usize::MAX {
