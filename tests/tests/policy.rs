@@ -1,7 +1,8 @@
 //! What rseq-alloc decides on its own, and the statistics that show it,
 //! with rseq-alloc as this test binary's `#[global_allocator]`: the upkeep
 //! drains idle CPUs and decays free pages, a class's capacity grows when it
-//! keeps missing (not for bursts handed between threads), refills prefer
+//! keeps missing (not for bursts handed between threads) until a working
+//! set of 10,000 small blocks cycles in its CPU's cache, refills prefer
 //! fuller spans, `trim` gives memory back, huge blocks reuse one mapping.
 //! Each of those runs in a child of its own (`suite_*`), so that no other
 //! test's memory or CPU is counted; the statistics' test runs again in
