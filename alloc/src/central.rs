@@ -23,7 +23,7 @@ use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_FROM};
 use crate::list::{Links, List};
 use crate::lock::Lock;
 use crate::report::{self, Call};
-use crate::segment::{self, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
+use crate::segment::{self, NewSpan, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
@@ -166,6 +166,24 @@ impl Central {
         self.owned[class].store_relaxed(self.owned[class].load_relaxed().wrapping_add(objects));
     }
 
+    /// Puts up to `spans` fresh spans of `class` (at most
+    /// [`FRESH_SPANS_MAX`]) at the front of its list, taken from the page
+    /// heap in one trip; returns how many (0 only when the OS refuses memory).
+    fn list_new_spans(&self, inner: &mut ListInner, class: usize, spans: usize) -> usize {
+        let mut fresh = [NewSpan::NONE; FRESH_SPANS_MAX];
+        let fresh = &mut fresh[..spans.clamp(1, FRESH_SPANS_MAX)];
+        let got = PAGE_HEAP.alloc_spans(SPAN_PAGES[class] as usize, class as u8, fresh);
+        for &new in &fresh[..got] {
+            // SAFETY: the page heap just gave this span out for `class`.
+            let span = unsafe { init_span(new, class) };
+            self.own(class, objects_per_span(class));
+            // SAFETY: a span of this class with free objects, not listed;
+            // the caller holds the list's lock.
+            unsafe { push_front(inner, span) };
+        }
+        got
+    }
+
     /// Fills `out` with up to `out.len()` objects of `class`; returns how
     /// many (0 only when the OS refuses memory).
     ///
@@ -193,20 +211,16 @@ impl Central {
         let fresh_too = n < out.len().div_ceil(4);
         while fresh_too && n < out.len() {
             if inner.spans.head.is_null() {
-                let span = if inner.spare.is_null() {
-                    match new_span(class) {
-                        Some(span) => {
-                            // SAFETY: a fresh span, ours alone.
-                            self.own(class, unsafe { (*span).objects } as usize);
-                            span
-                        }
-                        None => break,
+                if inner.spare.is_null() {
+                    let spans = (out.len() - n).div_ceil(objects_per_span(class));
+                    if self.list_new_spans(inner, class, spans) == 0 {
+                        break;
                     }
                 } else {
-                    core::mem::replace(&mut inner.spare, null_mut())
-                };
-                // SAFETY: a span of this class with free objects, not listed.
-                unsafe { push_front(inner, span) };
+                    let spare = core::mem::replace(&mut inner.spare, null_mut());
+                    // SAFETY: a span of this class with free objects, not listed.
+                    unsafe { push_front(inner, spare) };
+                }
             }
             let span = inner.spans.head;
             // SAFETY: listed spans belong to this class and the lock is held;
@@ -264,13 +278,14 @@ impl Central {
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *list.inner.get() };
         let mut medium = 0;
+        let mut freed = SpansToFree::new();
         let mut rest = objects;
         while let Some(&object) = rest.first() {
             let Some(span) = span_of(object, class) else {
                 let (seg, head) = (Segment::containing(object), Segment::page_index(object));
                 // SAFETY: `span_of` found a live medium span starting at
                 // `object`, which the caller gives up; the segment is ours.
-                unsafe { PAGE_HEAP.free_span(seg, head, (*seg).spans[head].pages as usize) };
+                unsafe { freed.push(seg, head, (*seg).spans[head].pages as usize) };
                 medium += 1;
                 rest = &rest[1..];
                 continue;
@@ -313,8 +328,9 @@ impl Central {
             run.returned = in_span as u16;
             rest = &rest[in_span..];
             // SAFETY: the lock is held; `run` is a span of this class.
-            unsafe { settle(inner, run) };
+            unsafe { settle(inner, run, &mut freed) };
         }
+        freed.flush();
         list.given.store_relaxed(list.given.load_relaxed() + (objects.len() - medium) as u64);
     }
 
@@ -416,11 +432,12 @@ impl Run {
 
 /// Counts `run`'s objects back in its span and moves the span on the list:
 /// to the front if it was off the list, to the back if it fell to a
-/// quarter used, to the spare if it has nothing live left.
+/// quarter used, to the spare if it has nothing live left (the spare it
+/// replaces goes to `freed`).
 ///
 /// # Safety
 /// The list lock is held, and `run` is [`Run::NONE`] or a live span of the list's class.
-unsafe fn settle(inner: &mut ListInner, run: Run) {
+unsafe fn settle(inner: &mut ListInner, run: Run, freed: &mut SpansToFree) {
     if run.span.is_null() {
         return;
     }
@@ -442,7 +459,7 @@ unsafe fn settle(inner: &mut ListInner, run: Run) {
     }
     if s.used == 0 {
         // SAFETY: the span is listed (just ensured) and entirely free.
-        unsafe { retire(inner, span) }
+        unsafe { retire(inner, span, freed) }
     }
 }
 
@@ -471,10 +488,17 @@ fn span_of(object: usize, class: usize) -> Option<*mut Span> {
     None
 }
 
-/// A fresh span of `class` from the page heap, ready to hand out objects.
-fn new_span(class: usize) -> Option<*mut Span> {
-    let new = PAGE_HEAP.alloc_span(SPAN_PAGES[class] as usize, class as u8)?;
-    // SAFETY: the page heap just gave us this span; nobody else refers to it.
+/// Most fresh spans one refill takes from the page heap in one trip: a
+/// batch of the classes whose spans hold one object each.
+const FRESH_SPANS_MAX: usize = 16;
+
+/// Makes `span`, fresh from the page heap, a span of `class` ready to hand
+/// out objects (not listed).
+///
+/// # Safety
+/// The page heap just gave `new` out for `class`; nobody else refers to it.
+unsafe fn init_span(new: NewSpan, class: usize) -> *mut Span {
+    // SAFETY: forwarded from the caller.
     let s = unsafe { &mut (*new.seg).spans[new.head] };
     s.objects = objects_per_span(class) as u16;
     s.bump = 0;
@@ -490,7 +514,7 @@ fn new_span(class: usize) -> Option<*mut Span> {
         // SAFETY: the span's pages are ours and hold no live object.
         unsafe { (Segment::page_start(new.seg, new.head) as *mut u8).write_bytes(fill, bytes) };
     }
-    Some(s)
+    s
 }
 
 /// Moves up to `out.len()` of the objects `span` has had back (its free
@@ -558,11 +582,11 @@ unsafe fn unlink(inner: &mut ListInner, span: *mut Span) {
 }
 
 /// A listed span whose every object is free: becomes the class's spare, and
-/// the previous spare (if any) goes back to the page heap.
+/// the previous spare (if any) goes to `freed`.
 ///
 /// # Safety
 /// The list lock is held; `span` is listed with `used == 0`.
-unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
+unsafe fn retire(inner: &mut ListInner, span: *mut Span, freed: &mut SpansToFree) {
     // SAFETY: forwarded from the caller.
     unsafe { unlink(inner, span) };
     inner.spare_aged = segment::frees_here_are_aged();
@@ -570,7 +594,9 @@ unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
     if !old.is_null() {
         // SAFETY: the spare holds no live object and is on no list; the
         // caller holds the lock.
-        unsafe { free_whole_span(old) };
+        let (seg, head, pages, _) = unsafe { disown_whole_span(old) };
+        // SAFETY: disowned just now: nothing refers to it.
+        unsafe { freed.push(seg, head, pages) };
     }
 }
 
@@ -578,9 +604,23 @@ unsafe fn retire(inner: &mut ListInner, span: *mut Span) {
 /// bytes of objects it held.
 ///
 /// # Safety
+/// As [`disown_whole_span`].
+unsafe fn free_whole_span(span: *mut Span) -> usize {
+    // SAFETY: forwarded from the caller.
+    let (seg, head, pages, bytes) = unsafe { disown_whole_span(span) };
+    // SAFETY: disowned just now: nothing refers to it.
+    unsafe { PAGE_HEAP.free_span(seg, head, pages) };
+    bytes
+}
+
+/// Makes a span with every object free fit to go back to the page heap (a
+/// clear bitmap, not counted in its list); returns its segment, head page
+/// and pages, and the bytes of objects it held.
+///
+/// # Safety
 /// The span holds no live object and is on no list, and its class's list
 /// lock is held.
-unsafe fn free_whole_span(span: *mut Span) -> usize {
+unsafe fn disown_whole_span(span: *mut Span) -> (*mut Segment, usize, usize, usize) {
     let (seg, head) = span_place(span);
     // SAFETY: `span` is a span of ours, not listed (forwarded from the caller).
     let (pages, objects, class, bump) = unsafe { ((*span).pages, (*span).objects, (*span).class, (*span).bump) };
@@ -588,8 +628,40 @@ unsafe fn free_whole_span(span: *mut Span) -> usize {
     // ever handed out can be set (the others stay untouched pages).
     // SAFETY: the span is ours alone now (forwarded from the caller).
     unsafe { free_bits(span)[..(bump as usize).div_ceil(64)].fill(0) };
-    // SAFETY: forwarded from the caller.
-    unsafe { PAGE_HEAP.free_span(seg, head, pages as usize) };
     CENTRAL.own(class as usize, (objects as usize).wrapping_neg());
-    objects as usize * SIZES[class as usize] as usize
+    (seg, head, pages as usize, objects as usize * SIZES[class as usize] as usize)
+}
+
+/// Spans a `give` hands back to the page heap (spares it replaced, medium
+/// spans), freed together: one trip per give, not one per span, for the
+/// classes whose spans hold an object or two.
+struct SpansToFree {
+    spans: [(*mut Segment, usize, usize); SpansToFree::MAX],
+    len: usize,
+}
+
+impl SpansToFree {
+    const MAX: usize = 16;
+
+    fn new() -> SpansToFree {
+        SpansToFree { spans: [(null_mut(), 0, 0); Self::MAX], len: 0 }
+    }
+
+    /// # Safety
+    /// As [`PageHeap::free_span`](segment::PageHeap::free_span).
+    unsafe fn push(&mut self, seg: *mut Segment, head: usize, pages: usize) {
+        if self.len == Self::MAX {
+            self.flush();
+        }
+        self.spans[self.len] = (seg, head, pages);
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.len != 0 {
+            // SAFETY: `push`'s callers gave these spans up.
+            unsafe { PAGE_HEAP.free_spans(self.spans[..self.len].iter().copied()) };
+            self.len = 0;
+        }
+    }
 }

@@ -204,11 +204,17 @@ unsafe impl Sync for PageHeap {}
 pub(crate) static PAGE_HEAP: PageHeap = PageHeap::new();
 
 /// A span handed out by the page heap.
+#[derive(Clone, Copy)]
 pub(crate) struct NewSpan {
     pub(crate) seg: *mut Segment,
     pub(crate) head: usize,
     /// Every byte of the span reads zero.
     pub(crate) zeroed: bool,
+}
+
+impl NewSpan {
+    /// No span: what a slot holds before the page heap fills it.
+    pub(crate) const NONE: NewSpan = NewSpan { seg: core::ptr::null_mut(), head: 0, zeroed: false };
 }
 
 /// Set when the page heap keeps an empty segment that only a later
@@ -274,13 +280,35 @@ impl PageHeap {
     /// A span of `pages` contiguous pages whose `page_class` reads `class`
     /// (set before return), or `None` if the OS refuses memory.
     pub(crate) fn alloc_span(&self, pages: usize, class: u8) -> Option<NewSpan> {
+        let mut one = [NewSpan::NONE];
+        (self.alloc_spans(pages, class, &mut one) == 1).then_some(one[0])
+    }
+
+    /// Fills `out` with spans as [`alloc_span`](Self::alloc_span) would, in
+    /// one trip: a class whose spans hold a few objects each refills a batch
+    /// with one lock, not one per span. Returns how many (fewer only if the
+    /// OS refuses memory).
+    pub(crate) fn alloc_spans(&self, pages: usize, class: u8, out: &mut [NewSpan]) -> usize {
         debug_assert!((1..PAGES).contains(&pages));
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
+        for (n, slot) in out.iter_mut().enumerate() {
+            match self.claim_anywhere(inner, pages, class) {
+                Some(span) => *slot = span,
+                None => return n,
+            }
+        }
+        out.len()
+    }
+
+    /// A span of `pages` pages from the first segment with room, or from a
+    /// fresh one.
+    fn claim_anywhere(&self, inner: &mut PageHeapInner, pages: usize, class: u8) -> Option<NewSpan> {
         let mut seg = inner.segments.head;
         while !seg.is_null() {
-            // SAFETY: segments on the list are mapped and ours; the lock guards these fields.
+            // SAFETY: segments on the list are mapped and ours; the caller
+            // holds the lock, which guards these fields.
             let found = unsafe { find_run((*seg).free_pages, pages) };
             if let Some(head) = found {
                 // SAFETY: the lock is held and `find_run` found these pages free.
@@ -319,9 +347,28 @@ impl PageHeap {
     /// The span was returned by [`alloc_span`](Self::alloc_span) and nothing
     /// refers to its memory any more.
     pub(crate) unsafe fn free_span(&self, seg: *mut Segment, head: usize, pages: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_spans([(seg, head, pages)]) };
+    }
+
+    /// Gives back each span `(segment, head page, pages)` as
+    /// [`free_span`](Self::free_span) would, in one trip.
+    ///
+    /// # Safety
+    /// As [`free_span`](Self::free_span), for every span.
+    pub(crate) unsafe fn free_spans(&self, spans: impl IntoIterator<Item = (*mut Segment, usize, usize)>) {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
+        for (seg, head, pages) in spans {
+            // SAFETY: the lock is held; the span is forwarded from the caller.
+            unsafe { self.release_span(inner, seg, head, pages) };
+        }
+    }
+
+    /// # Safety
+    /// The lock is held, and the span is as [`free_span`](Self::free_span) asks.
+    unsafe fn release_span(&self, inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages: usize) {
         // SAFETY: the caller hands back a span of a mapped segment of ours.
         let s = unsafe { &mut *seg };
         for page in head..head + pages {
