@@ -16,7 +16,7 @@ pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 
 /// Largest small object: larger requests get a span or a segment of their own.
-pub(crate) const MAX_SMALL: usize = 32 * 1024;
+pub(crate) const MAX_SMALL: usize = 64 * 1024;
 /// Largest medium block: larger requests get a huge segment.
 pub(crate) const MAX_MEDIUM: usize = 16 * PAGE_SIZE;
 /// Small blocks that `realloc` grows to this size or more become medium

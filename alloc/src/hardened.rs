@@ -33,7 +33,7 @@
 //! - **allocation:** a small block handed out must still be poison in every
 //!   byte (else: write after free, with the offset of the first bad byte).
 //!
-//! Medium and huge blocks (above 32 KiB) get the tail and the pattern but no
+//! Medium and huge blocks (above 64 KiB) get the tail and the pattern but no
 //! poison: they go back to the page heap and the OS when freed, so a write
 //! after free lands in memory that is not (or not yet) a block.
 //!

@@ -80,7 +80,7 @@
 //!
 //! | type (module) | what it is | invariant |
 //! |---|---|---|
-//! | size class (`size_class`) | 72 object sizes, 16 B to 32 KiB | `size(c) % 16 == 0`; above 128 B, `size(c) - request < request / 8` |
+//! | size class (`size_class`) | 80 object sizes, 16 B to 64 KiB | `size(c) % 16 == 0`; above 128 B, `size(c) - request < request / 8` |
 //! | per-CPU region (`percpu`) | per CPU, one bounded stack of free objects per class | `begin(c) <= current(c) <= end(c)`; touched only inside an rseq critical section (rseq mode) or while its state word names a holder (fallback, drains, openings, `fork`) |
 //! | central list (`central`) | per class, the spans with free objects, behind one lock | `used + free + never_used == objects` for every span; a span is listed iff it has a free object |
 //! | span (`segment`) | contiguous 64 KiB pages: many objects of one class, or one medium block | every page of it names its class and its head page |
@@ -91,7 +91,7 @@
 //! section: no lock, no atomic read-modify-write); on a miss it takes a batch
 //! from the central list. A small free pushes onto the region; when it is full
 //! a batch goes back to the central list, where every object is checked.
-//! Medium blocks (32 KiB to 1 MiB) are spans from the page heap; huge blocks
+//! Medium blocks (above 64 KiB, up to 1 MiB) are spans from the page heap; huge blocks
 //! have a segment of their own, and `realloc` moves them with `mremap`.
 //! A small block that `realloc` grows to 4 KiB or more becomes a medium span,
 //! which grows in place over the free pages after it (past 256 KiB, a huge

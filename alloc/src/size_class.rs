@@ -17,7 +17,7 @@ pub(crate) use crate::geometry::MAX_SMALL;
 use crate::geometry::PAGE_SIZE;
 
 /// Number of classes, not counting the unused class 0.
-pub(crate) const CLASSES: usize = 8 + 8 * 8;
+pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7);
 
 pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
     let mut sizes = [0u32; CLASSES + 1];
