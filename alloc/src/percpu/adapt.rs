@@ -91,7 +91,7 @@ pub(super) fn count_miss(cpu: Option<u32>, class: usize, flow: Flow) -> Resize {
     match capacity::on_miss(class, capacity, refills, drains, shortfall) {
         // A class already as large as it may be does not read the clock,
         // a system call.
-        Resize::Grow(_) if !below_largest(cpu, class) => Resize::Keep,
+        Resize::Grow(_) if !may_grow(cpu, class) => Resize::Keep,
         Resize::Grow(objects) => {
             let now = (os::precise_ns() / 1000) as u32;
             let last = state.last_turn.swap_relaxed(now);
@@ -110,11 +110,13 @@ fn thread_tag() -> u32 {
     crate::sync::current_thread() as u32
 }
 
-/// Whether `class` on `cpu` has less than the largest capacity it may have
-/// (a racy read of its header; false for a dormant class).
-fn below_largest(cpu: u32, class: usize) -> bool {
+/// Whether `class` on `cpu` may grow by an object: it has less than the
+/// largest capacity it may have, and the CPU's budget has room for one more
+/// (racy reads of the headers; false for a dormant class).
+fn may_grow(cpu: u32, class: usize) -> bool {
     let header = Header::unpack(header(region::at(cpu), class).load_relaxed());
     LAYOUT.stack_begin(class, header).is_some_and(|begin| header.end - begin < LAYOUT.reserved[class])
+        && capacity_bytes(cpu) + SIZES[class] as usize <= capacity::CPU_BUDGET
 }
 
 /// What a resize does to a class's stack.
