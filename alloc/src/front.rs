@@ -271,6 +271,15 @@ fn stays_medium(size: usize, align: usize) -> bool {
     (PROMOTE_MEDIUM_FROM..=MAX_MEDIUM).contains(&size) && align <= PAGE_SIZE
 }
 
+/// Pages a medium span of `pages` that must grow to `least` grows to in
+/// place if the pages after it are free: twice its size (at most a medium
+/// span's), so that a buffer grown step by step takes the page heap's lock
+/// once per doubling, not once per page count. A `realloc` that shrinks it
+/// gives pages back only below half (the headroom a growth left stays).
+fn grown_pages(pages: usize, least: usize) -> usize {
+    least.max(pages * 2).min(MAX_MEDIUM / PAGE_SIZE)
+}
+
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
 /// in place when the block's kind and capacity allow it, by `mremap` for huge
 /// blocks, else by allocating, copying and freeing. Returns null (leaving the
@@ -303,15 +312,15 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
             let pages = unsafe { (*seg).spans[head].pages } as usize;
             if new_route == Route::Medium || stays_medium(new_size, align) {
                 let new_pages = new_size.div_ceil(PAGE_SIZE);
-                let in_place = match new_pages.cmp(&pages) {
-                    core::cmp::Ordering::Equal => true,
-                    core::cmp::Ordering::Less => {
+                let in_place = if new_pages > pages {
+                    // SAFETY: the span is live; growing only claims free pages after it.
+                    unsafe { PAGE_HEAP.grow_span(seg, head, pages, new_pages, grown_pages(pages, new_pages)) }.is_some()
+                } else {
+                    if new_pages * 2 <= pages {
                         // SAFETY: the span is live and the caller gives up its bytes past `new_size`.
                         unsafe { PAGE_HEAP.shrink_span(seg, head, pages, new_pages) };
-                        true
                     }
-                    // SAFETY: the span is live; growing only claims free pages after it.
-                    core::cmp::Ordering::Greater => unsafe { PAGE_HEAP.grow_span(seg, head, pages, new_pages) },
+                    true
                 };
                 if in_place {
                     return ptr;

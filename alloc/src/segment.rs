@@ -405,23 +405,35 @@ impl PageHeap {
         unsafe { (*self.inner.get()).keep_until_decay = keep };
     }
 
-    /// Grows the medium span at `head` of `seg` from `pages` to `new_pages`
-    /// in place, if the pages after it are free; true if it did.
+    /// Grows the medium span at `head` of `seg` from `pages` to at least
+    /// `least` pages, and up to `most` if the pages after it are free that
+    /// far; the new page count, or `None` if fewer than `least` are free.
     ///
     /// # Safety
     /// The span is a live medium span of `pages` pages.
-    pub(crate) unsafe fn grow_span(&self, seg: *mut Segment, head: usize, pages: usize, new_pages: usize) -> bool {
-        debug_assert!(new_pages > pages);
-        if head + new_pages > PAGES {
-            return false;
+    pub(crate) unsafe fn grow_span(
+        &self,
+        seg: *mut Segment,
+        head: usize,
+        pages: usize,
+        least: usize,
+        most: usize,
+    ) -> Option<usize> {
+        debug_assert!(pages < least && least <= most);
+        if head + least > PAGES {
+            return None;
         }
         let _guard = self.lock.lock();
         // SAFETY: the caller owns the span; the lock guards the segment's page state.
         let s = unsafe { &mut *seg };
-        let extra = run_mask(new_pages - pages) << (head + pages);
-        if s.free_pages & extra != extra {
-            return false;
+        // Free pages right after the span (a run of ones from bit
+        // `head + pages`).
+        let after = (!(s.free_pages & ALL_USABLE) >> (head + pages)).trailing_zeros() as usize;
+        let new_pages = (pages + after).min(most).min(PAGES - head);
+        if new_pages < least {
+            return None;
         }
+        let extra = run_mask(new_pages - pages) << (head + pages);
         s.free_pages &= !extra;
         s.dirty_pages |= extra;
         s.aged_pages &= !extra;
@@ -430,7 +442,7 @@ impl PageHeap {
             s.page_class[page].store_release(PAGE_MEDIUM);
         }
         s.spans[head].pages = new_pages as u8;
-        true
+        Some(new_pages)
     }
 
     /// Shrinks the medium span at `head` of `seg` from `pages` to

@@ -41,8 +41,8 @@ fn realloc_keeps_contents_across_every_kind_of_block() {
 /// grows in place over the free pages after it, past 256 KiB a huge block
 /// that grows by `mremap`, so once medium (at 4 KiB) it moves at most once
 /// more on its way to 2 MiB, its contents intact, and `free_sized` with its
-/// last size accepts it. In a child, so that no other test's spans take the
-/// pages the buffer grows over.
+/// last size accepts it; a medium span grows to twice its pages. In a
+/// child, so that no other test's spans take the pages the buffer grows over.
 #[test]
 fn suite_c_realloc_promotes_a_growing_buffer() {
     modes::child_passes("c_realloc_child", &[("RSEQ_TEST_C_REALLOC_CHILD", "1")]);
@@ -82,6 +82,21 @@ fn c_realloc_child() {
             assert!(moves_once_medium <= 1, "moved {moves_once_medium} times from 8 KiB to 2 MiB");
         }
         c_api::free_sized(p.cast(), size);
+
+        // A medium span that grows past its pages takes twice as many if
+        // they are free (one trip to the page heap per doubling), and a
+        // shrink gives pages back only below half of them.
+        if !rseq_alloc::stats().hardened {
+            let p = c_api::malloc(100_000);
+            assert_eq!(c_api::malloc_usable_size(p), 2 << 16, "100,000 B take two pages");
+            let q = c_api::realloc(p, 150_000);
+            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 4 << 16), "grown in place to four pages");
+            let q = c_api::realloc(q, 140_000);
+            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 4 << 16), "a shrink above half keeps them");
+            let q = c_api::realloc(q, 60_000);
+            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 1 << 16), "a shrink below half gives them back");
+            c_api::free(q);
+        }
     }
 }
 
