@@ -314,7 +314,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
                 let new_pages = new_size.div_ceil(PAGE_SIZE);
                 let in_place = if new_pages > pages {
                     // SAFETY: the span is live; growing only claims free pages after it.
-                    unsafe { PAGE_HEAP.grow_span(seg, head, pages, new_pages, grown_pages(pages, new_pages)) }.is_some()
+                    unsafe { PAGE_HEAP.grow_span(seg, head, pages, new_pages, grown_pages(pages, new_pages)) }
                 } else {
                     if new_pages * 2 <= pages {
                         // SAFETY: the span is live and the caller gives up its bytes past `new_size`.

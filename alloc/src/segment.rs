@@ -407,7 +407,7 @@ impl PageHeap {
 
     /// Grows the medium span at `head` of `seg` from `pages` to at least
     /// `least` pages, and up to `most` if the pages after it are free that
-    /// far; the new page count, or `None` if fewer than `least` are free.
+    /// far; false if fewer than `least` are free.
     ///
     /// # Safety
     /// The span is a live medium span of `pages` pages.
@@ -418,10 +418,10 @@ impl PageHeap {
         pages: usize,
         least: usize,
         most: usize,
-    ) -> Option<usize> {
+    ) -> bool {
         debug_assert!(pages < least && least <= most);
         if head + least > PAGES {
-            return None;
+            return false;
         }
         let _guard = self.lock.lock();
         // SAFETY: the caller owns the span; the lock guards the segment's page state.
@@ -431,7 +431,7 @@ impl PageHeap {
         let after = (!(s.free_pages & ALL_USABLE) >> (head + pages)).trailing_zeros() as usize;
         let new_pages = (pages + after).min(most).min(PAGES - head);
         if new_pages < least {
-            return None;
+            return false;
         }
         let extra = run_mask(new_pages - pages) << (head + pages);
         s.free_pages &= !extra;
@@ -442,7 +442,7 @@ impl PageHeap {
             s.page_class[page].store_release(PAGE_MEDIUM);
         }
         s.spans[head].pages = new_pages as u8;
-        Some(new_pages)
+        true
     }
 
     /// Shrinks the medium span at `head` of `seg` from `pages` to
