@@ -492,7 +492,7 @@ fn span_of(object: usize, class: usize) -> Option<*mut Span> {
 /// batch of the classes whose spans hold one object each.
 const FRESH_SPANS_MAX: usize = 16;
 
-/// Makes `span`, fresh from the page heap, a span of `class` ready to hand
+/// Makes the span `new`, fresh from the page heap, a span of `class` ready to hand
 /// out objects (not listed).
 ///
 /// # Safety

@@ -59,7 +59,7 @@ impl<'a> Input<'a> {
     pub fn size(&mut self) -> usize {
         match self.byte() % 32 {
             0..=17 => self.bits(2) as usize % 1025,
-            18..=23 => self.bits(2) as usize % (32 * 1024 + 1),
+            18..=23 => self.bits(2) as usize % (64 * 1024 + 1),
             24..=26 => self.bits(3) as usize % (1 << 20) + 1,
             27..=28 => self.bits(3) as usize % (8 << 20) + 1,
             29 => {

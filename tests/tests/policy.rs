@@ -292,7 +292,9 @@ fn capacity_child() {
 /// again by one thread, comes to cycle in its CPU's cache: within twenty
 /// cycles the class grows to hold it (a class may cache 192 KiB worth,
 /// `MAX` in `alloc/src/percpu/capacity.rs`), and the next ten cycles make
-/// no trip to the central list. In a child on one CPU, as above.
+/// no trip to the central list. So does one of 80 blocks of 48 KiB, a
+/// small class too (up to 64 KiB), within the CPU's budget. In a child on
+/// one CPU, as above.
 #[test]
 fn suite_a_working_set_of_small_blocks_cycles_in_the_cpu_cache() {
     modes::child_passes_on_one_cpu("working_set_child", &[("RSEQ_TEST_WORKING_SET_CHILD", "1")]);
@@ -304,27 +306,32 @@ fn working_set_child() {
         return;
     }
     stress::pin_to_current_cpu().expect("pin to the current CPU");
-    let layout = Layout::from_size_align(16, 8).unwrap();
-    let class = rseq_alloc::stats().classes.iter().position(|c| c.size == 16).unwrap();
-    let misses = || {
-        let c = rseq_alloc::stats().classes[class];
-        c.alloc_misses + c.free_misses
-    };
-    let mut blocks = Vec::with_capacity(10_000);
-    let mut cycle = || {
-        // SAFETY: valid layout; every block freed once with it.
-        unsafe {
-            blocks.extend((0..10_000).map(|_| RseqAlloc.alloc(layout)));
-            blocks.drain(..).rev().for_each(|p| RseqAlloc.dealloc(p, layout));
-        }
-    };
-    (0..20).for_each(|_| cycle());
-    let before = misses();
-    (0..10).for_each(|_| cycle());
-    let trips = misses() - before;
-    let capacity = rseq_alloc::stats().classes[class].cpu_capacity;
-    eprintln!("working_set_child: capacity {capacity}, trips in ten cycles after twenty {trips}");
-    assert_eq!(trips, 0, "the working set does not fit in the CPU's cache of capacity {capacity}");
+    for (size, count) in [(16, 10_000), (48 << 10, 80)] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let class = rseq_alloc::stats().classes.iter().position(|c| c.size == size);
+        let class = class.unwrap_or_else(|| panic!("no small class of {size} B"));
+        let misses = || {
+            let c = rseq_alloc::stats().classes[class];
+            c.alloc_misses + c.free_misses
+        };
+        let mut blocks = Vec::with_capacity(count);
+        let mut cycle = || {
+            // SAFETY: valid layout; every block freed once with it.
+            unsafe {
+                blocks.extend((0..count).map(|_| RseqAlloc.alloc(layout)));
+                blocks.drain(..).rev().for_each(|p| RseqAlloc.dealloc(p, layout));
+            }
+        };
+        (0..20).for_each(|_| cycle());
+        let before = misses();
+        (0..10).for_each(|_| cycle());
+        let trips = misses() - before;
+        let capacity = rseq_alloc::stats().classes[class].cpu_capacity;
+        eprintln!(
+            "working_set_child: {count} x {size} B: capacity {capacity}, trips in ten cycles after twenty {trips}"
+        );
+        assert_eq!(trips, 0, "{count} x {size} B do not fit in the CPU's cache of capacity {capacity}");
+    }
 }
 
 /// Adaptive capacity, the other way: the same bursts, allocated by one

@@ -36,7 +36,7 @@ impl Block {
         // Mostly small, some medium, a few huge; mostly 16-aligned.
         let size = match rng.below(1000) {
             0..=899 => rng.below(512) + 1,
-            900..=979 => rng.below(32 * 1024) + 1,
+            900..=979 => rng.below(64 * 1024) + 1,
             980..=997 => rng.below(1 << 20) + 1,
             _ => rng.below(4 << 20) + 1,
         };
