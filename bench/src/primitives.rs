@@ -45,10 +45,10 @@ impl Primitives {
             for (i, slot) in region[begin..begin + 64].iter_mut().enumerate() {
                 *slot = ((i + 1) << 4) as u64;
             }
-            let header = Header { current: (begin + 64) as u16, end: (begin + 128) as u16 };
+            let header = Header { current: (begin + 64) as u32, end: (begin + 128) as u32 };
             let header_word = header_offset(0) / 8;
-            // Headers are u32s inside the region; class 0's is the low half of word 1.
-            region[header_word] = u64::from(header.pack());
+            // Class 0's header is word 1 of the region.
+            region[header_word] = header.pack();
             region[0] = STATE_OPEN;
         }
         let mut nodes = vec![[0u64; 2]; 64 * ncpus as usize];

@@ -7,8 +7,14 @@
 //! region(cpu) = base + (cpu << SHIFT)
 //! +0   u64 state              sections run only when it reads OPEN; otherwise
 //!                             they bail out with Miss::Stopped
-//! +8   u32 header[class]      current (low 16 bits) | end (high 16 bits)
+//! +8   u64 header[class]      current (low 32 bits) | end (high 32 bits)
 //! ...  u64 slot[i]            at region + 8*i, i < 1 << (SHIFT - 3)
+//! ```
+//!
+//! Slot numbers are 32 bits wide, so a region may hold more than 65,536
+//! slots (a class's stack can be larger than a 16-bit index reaches).
+//!
+//! ```text
 //! ```
 //!
 //! Invariants the owner keeps, per CPU and class (indexes are slot numbers):
@@ -85,10 +91,13 @@ pub const SLOT_BYTES: usize = 8;
 /// Bit set in a sentinel slot, clear in every item.
 pub const SENTINEL_BIT: usize = 1;
 
+/// Bytes per class header.
+pub const HEADER_BYTES: usize = 8;
+
 /// Byte offset of `class`'s header in a CPU region.
 #[inline(always)]
 pub const fn header_offset(class: usize) -> usize {
-    HEADERS_OFFSET + 4 * class
+    HEADERS_OFFSET + HEADER_BYTES * class
 }
 
 /// First slot index that headers for `classes` classes leave free.
@@ -96,25 +105,25 @@ pub const fn first_free_slot(classes: usize) -> usize {
     header_offset(classes).div_ceil(SLOT_BYTES)
 }
 
-/// One class's header, as stored in a `u32`.
+/// One class's header, as stored in a `u64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// One past the last live item.
-    pub current: u16,
+    pub current: u32,
     /// Capacity limit: push fails when `current == end`.
-    pub end: u16,
+    pub end: u32,
 }
 
 impl Header {
     /// The header as the sections read it.
     #[inline]
-    pub const fn pack(self) -> u32 {
-        self.current as u32 | (self.end as u32) << 16
+    pub const fn pack(self) -> u64 {
+        self.current as u64 | (self.end as u64) << 32
     }
 
     /// The header from its stored form.
     #[inline]
-    pub const fn unpack(word: u32) -> Header {
-        Header { current: word as u16, end: (word >> 16) as u16 }
+    pub const fn unpack(word: u64) -> Header {
+        Header { current: word as u32, end: (word >> 32) as u32 }
     }
 }

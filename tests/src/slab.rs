@@ -3,7 +3,7 @@
 //! handed out twice at the moment it happens.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rseq_sys::slab_layout::{
     HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, Slabs, first_free_slot, header_offset,
@@ -66,7 +66,7 @@ impl<I: CpuIndex> TestSlab<I> {
 
     /// A dormant class's header.
     fn dormant(&self) -> Header {
-        let above = (self.shared_sentinel() + 1) as u16;
+        let above = (self.shared_sentinel() + 1) as u32;
         Header { current: above, end: above }
     }
 
@@ -75,7 +75,7 @@ impl<I: CpuIndex> TestSlab<I> {
     pub fn wake(&self, class: usize) -> Result<bool, Miss> {
         let at = self.at()?;
         let begin = self.begin(class);
-        let awake = Header { current: begin as u16, end: (begin + self.capacity) as u16 };
+        let awake = Header { current: begin as u32, end: (begin + self.capacity) as u32 };
         // SAFETY: the layout invariants hold; slot `begin - 1` is read by
         // nobody while the class is dormant, and `awake` is valid once it
         // holds the sentinel bit.
@@ -108,10 +108,10 @@ impl<I: CpuIndex> TestSlab<I> {
         unsafe { self.base.add((cpu as usize) << SHIFT) }
     }
 
-    fn header(&self, cpu: u32, class: usize) -> &AtomicU32 {
+    fn header(&self, cpu: u32, class: usize) -> &AtomicU64 {
         assert!(class < self.classes);
         // SAFETY: the header is in the region, 4-aligned, and only accessed atomically or by sections.
-        unsafe { &*self.region(cpu).add(header_offset(class)).cast::<AtomicU32>() }
+        unsafe { &*self.region(cpu).add(header_offset(class)).cast::<AtomicU64>() }
     }
 
     fn state(&self, cpu: u32) -> &AtomicU64 {
@@ -178,7 +178,7 @@ impl<I: CpuIndex> TestSlab<I> {
             for index in begin..header.current as usize {
                 items.push(self.slot(cpu, index).load(Ordering::Relaxed) as usize);
             }
-            let empty = Header { current: begin as u16, ..header };
+            let empty = Header { current: begin as u32, ..header };
             self.header(cpu, class).store(empty.pack(), Ordering::Release);
         }
         self.state(cpu).store(STATE_OPEN, Ordering::Release);

@@ -11,24 +11,25 @@
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use rseq_alloc::model::{
     Geometry, Lock, RegionStore, drain_remote, hold_for_fork, pop, push, release, release_after_fork, try_hold,
     with_region,
 };
+use rseq_sys::slab_layout::{Header, first_free_slot};
 
-/// One class (1) of two slots, dormant at first: its sentinel, in slot 2,
-/// is the one dormant classes share.
-const HOME: [u16; 2] = [0, 3];
-const CAPACITY: [u16; 2] = [0, 2];
+/// One class (1) of two slots, dormant at first: its sentinel, the slot
+/// right after the headers, is the one dormant classes share.
+const HOME: [u32; 2] = [0, first_free_slot(2) as u32 + 1];
+const CAPACITY: [u32; 2] = [0, 2];
 const GEOMETRY: Geometry<'static> = Geometry { home: &HOME, capacity: &CAPACITY, freed_capacity: &CAPACITY };
-const SLOTS: usize = 5;
+const SLOTS: usize = HOME[1] as usize + CAPACITY[1] as usize;
 
 /// A region as loom sees it: never initialised (state 0), like fresh memory.
 struct ModelRegion {
     state: AtomicU64,
     openings: Lock,
-    headers: [AtomicU32; 2],
+    headers: [AtomicU64; 2],
     slots: [AtomicUsize; SLOTS],
 }
 
@@ -37,7 +38,7 @@ impl ModelRegion {
         ModelRegion {
             state: AtomicU64::new(0),
             openings: Lock::new(),
-            headers: [AtomicU32::new(0), AtomicU32::new(0)],
+            headers: [AtomicU64::new(0), AtomicU64::new(0)],
             slots: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -47,7 +48,7 @@ impl ModelRegion {
         match self.state.load(Ordering::Acquire) {
             0 => Vec::new(),
             1 => {
-                let current = self.headers[1].load(Ordering::Relaxed) & 0xffff;
+                let current = Header::unpack(self.headers[1].load(Ordering::Relaxed)).current;
                 (HOME[1] as usize..current as usize).map(|i| self.slots[i].load(Ordering::Relaxed)).collect()
             }
             other => panic!("a region was left held (state {other})"),
@@ -64,7 +65,7 @@ impl RegionStore for ModelRegion {
         &self.openings
     }
 
-    fn header(&self, class: usize) -> &AtomicU32 {
+    fn header(&self, class: usize) -> &AtomicU64 {
         &self.headers[class]
     }
 

@@ -289,9 +289,10 @@ fn capacity_child() {
 }
 
 /// A working set of 10,000 blocks of 16 B, allocated and freed again and
-/// again by one thread, comes to cycle in its CPU's cache: within twenty
-/// cycles the class grows to hold it (a class may cache 192 KiB worth,
-/// `MAX` in `alloc/src/percpu/capacity.rs`), and the next ten cycles make
+/// again by one thread, comes to cycle in its CPU's cache, and so does one
+/// of 10,000 blocks of 64 B: within twenty
+/// cycles the class grows to hold it (a class may cache up to 16,384
+/// objects, `MAX` in `alloc/src/percpu/capacity.rs`), and the next ten cycles make
 /// no trip to the central list. So does one of 80 blocks of 48 KiB, a
 /// small class too (up to 64 KiB), within the CPU's budget. In a child on
 /// one CPU, as above.
@@ -306,7 +307,7 @@ fn working_set_child() {
         return;
     }
     stress::pin_to_current_cpu().expect("pin to the current CPU");
-    for (size, count) in [(16, 10_000), (48 << 10, 80)] {
+    for (size, count) in [(16, 10_000), (64, 10_000), (48 << 10, 80)] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         let class = rseq_alloc::stats().classes.iter().position(|c| c.size == size);
         let class = class.unwrap_or_else(|| panic!("no small class of {size} B"));

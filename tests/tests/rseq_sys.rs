@@ -672,7 +672,7 @@ unsafe fn assert_every_section_misses<const SHIFT: u32>(at: &rseq_sys::slab_layo
         assert_eq!(rseq_sys::slab_push::<ByCpuId, SHIFT>(at, 0, 64), Err(miss));
         assert_eq!(rseq_sys::slab_pop_batch::<ByCpuId, SHIFT>(at, 0, out.as_mut_ptr(), 4), Err(miss));
         assert_eq!(rseq_sys::slab_push_batch::<ByCpuId, SHIFT>(at, 0, out.as_ptr(), 4), Err(miss));
-        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(at, 0, 0, 0x0003_0002, 1), Err(miss));
+        assert_eq!(rseq_sys::slab_replace_header::<ByCpuId, SHIFT>(at, 0, 0, 0x0000_0003_0000_0002, 1), Err(miss));
     }
 }
 

@@ -125,7 +125,7 @@ enum Change {
     /// A new header, for the stack where it is.
     Header(Header),
     /// A move out of its home, to its growth range with this capacity.
-    Move(u16),
+    Move(u32),
 }
 
 /// What `resize` does to `class` on `cpu`, whose header reads `word`, if
@@ -134,13 +134,13 @@ enum Change {
 /// the CPU's budget allows; a class that outgrows its home moves.
 /// `None` for a dormant class, or a word read from a region never opened
 /// (the thread moved to another CPU since its miss).
-fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> {
+fn resized(cpu: u32, word: u64, class: usize, resize: Resize) -> Option<Change> {
     let header = Header::unpack(word);
     let begin = LAYOUT.stack_begin(class, header)?;
     let capacity = (header.end - begin) as usize;
     let end = match resize {
         Resize::Keep => return None,
-        Resize::Shrink => (begin + capacity::outflow(class) as u16).max(header.current),
+        Resize::Shrink => (begin + capacity::outflow(class) as u32).max(header.current),
         Resize::Grow(objects) => {
             let room_in_budget = capacity::CPU_BUDGET.saturating_sub(capacity_bytes(cpu)) / SIZES[class] as usize;
             let grown = (capacity + objects.min(room_in_budget)).min(LAYOUT.reserved[class] as usize);
@@ -148,9 +148,9 @@ fn resized(cpu: u32, word: u32, class: usize, resize: Resize) -> Option<Change> 
                 return None;
             }
             if grown > LAYOUT.room(class, begin) as usize {
-                return Some(Change::Move(grown as u16));
+                return Some(Change::Move(grown as u32));
             }
-            begin + grown as u16
+            begin + grown as u32
         }
     };
     (end != header.end).then_some(Change::Header(Header { current: header.current, end }))
@@ -209,10 +209,11 @@ pub(super) fn rebalance(cpu: u32) {
         let word = header(region, class).load_relaxed();
         // Dormant classes (capacity 0) stay so: `plan` leaves them alone.
         capacity[class] = fill(class, word).1;
+        let current = Header::unpack(word).current;
         activity[class] = Activity {
             refills: decay(&state.refills),
             drains: decay(&state.drains),
-            active: state.last_header.swap_relaxed(word) != word,
+            active: state.last_current.swap_relaxed(current) != current,
         };
     }
     let old = capacity;
@@ -236,7 +237,7 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
         let Some(begin) = LAYOUT.stack_begin(class, Header::unpack(header(region, class).load_relaxed())) else {
             continue;
         };
-        let capacity = capacity[class].min(LAYOUT.room(class, begin) as usize) as u16;
+        let capacity = capacity[class].min(LAYOUT.room(class, begin) as usize) as u32;
         let end = (begin + capacity) as usize;
         loop {
             let current = Header::unpack(header(region, class).load_relaxed()).current as usize;
@@ -258,12 +259,12 @@ fn resize_stopped(raw: &RawRegion, cpu: u32, capacity: &[usize; CLASSES + 1], ol
             move_stack(region, class, LAYOUT.home[class], capacity);
         } else {
             let mut hdr = Header::unpack(header(region, class).load_relaxed());
-            hdr.end = end as u16;
+            hdr.end = end as u32;
             header(region, class).store_relaxed(hdr.pack());
         }
-        let hdr = header(region, class).load_relaxed();
+        let hdr = Header::unpack(header(region, class).load_relaxed());
         if let Some(state) = class_state(cpu, class) {
-            state.last_header.store_relaxed(hdr);
+            state.last_current.store_relaxed(hdr.current);
         }
     }
 }

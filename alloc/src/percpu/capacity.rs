@@ -114,7 +114,7 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 }
 
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
-const MAX: [u16; CLASSES + 1] = table(192 * 1024, 128, [u16::MAX as usize; CLASSES + 1]);
+const MAX: [u16; CLASSES + 1] = table(4 << 20, 128, [16 * 1024; CLASSES + 1]);
 const BATCH: [u16; CLASSES + 1] = table(256 * 1024, 16, [MAX_BATCH; CLASSES + 1]);
 const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, [MIN_CEILING; CLASSES + 1]);
 
@@ -129,8 +129,10 @@ pub(crate) const fn initial(class: usize) -> usize {
     INITIAL[class] as usize
 }
 
-/// Slots reserved per class: 192 KiB worth, at least 128 objects, as much
-/// as every class's reservation together leaves room for in a region.
+/// Slots reserved per class: 4 MiB worth, 128 to 16,384 objects, so that a
+/// working set of ten thousand small objects cycles in one CPU's cache
+/// (within [`CPU_BUDGET`]). Every class's reservation together sizes the
+/// regions (`SLAB_SHIFT`).
 pub(crate) const fn max(class: usize) -> usize {
     MAX[class] as usize
 }

@@ -70,9 +70,10 @@ pub(crate) use slow::{alloc_slow, free_slow};
 /// fence the one CPU whose region it stops (`docs/rseq.md`).
 pub(crate) type Index = ByCpuId;
 
-/// log2 of each region's size: 512 KiB, 65536 slots (as many as a
-/// header's 16-bit slot numbers reach).
-pub(crate) const SLAB_SHIFT: u32 = 19;
+/// log2 of each region's size: 4 MiB, room for every class's growth range
+/// (`capacity::max`). Address space only: a region's pages are touched as
+/// its classes grow into them.
+pub(crate) const SLAB_SHIFT: u32 = 22;
 
 /// What the fast path reads: kept on one cache line.
 #[repr(C, align(64))]

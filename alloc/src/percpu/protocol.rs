@@ -29,7 +29,7 @@
 use rseq_sys::slab_layout::{Header, SENTINEL_BIT, STATE_OPEN, STATE_UNINIT, first_free_slot};
 
 use crate::lock::{self, Lock};
-use crate::sync::{self, AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
+use crate::sync::{self, AtomicOps, AtomicU64, AtomicUsize};
 
 /// The busy value of a region the fork handlers hold (never a thread
 /// pointer: those are aligned).
@@ -48,7 +48,7 @@ pub trait RegionStore {
     /// whole slab): the fork handlers hold it while they hold the regions.
     fn openings(&self) -> &Lock;
     /// `class`'s header.
-    fn header(&self, class: usize) -> &AtomicU32;
+    fn header(&self, class: usize) -> &AtomicU64;
     /// Slot `index` (slot numbers as in `rseq_sys::slab_layout`).
     fn slot(&self, index: usize) -> &AtomicUsize;
 }
@@ -65,14 +65,14 @@ pub trait RegionStore {
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry<'a> {
     /// First slot of each class's home.
-    pub home: &'a [u16],
+    pub home: &'a [u32],
     /// Slots of each class at home when an allocation wakes it.
-    pub capacity: &'a [u16],
+    pub capacity: &'a [u32],
     /// Slots of each class at home when a free wakes it: fewer, since its
     /// objects may only pass through (freed here, allocated elsewhere), and
     /// a cache filling to the brim before anything could tell held a
     /// consumer's memory.
-    pub freed_capacity: &'a [u16],
+    pub freed_capacity: &'a [u32],
 }
 
 /// What woke a dormant class.
@@ -93,7 +93,7 @@ impl Geometry<'_> {
     /// The header of a class that has no slots of its own yet in a region
     /// (see `rseq_sys::slab_layout`): every pop and push misses.
     pub fn dormant(&self) -> Header {
-        let above = (self.shared_sentinel() + 1) as u16;
+        let above = (self.shared_sentinel() + 1) as u32;
         Header { current: above, end: above }
     }
 
@@ -287,7 +287,7 @@ impl<R: RegionStore> RegionStore for &R {
         (**self).openings()
     }
 
-    fn header(&self, class: usize) -> &AtomicU32 {
+    fn header(&self, class: usize) -> &AtomicU64 {
         (**self).header(class)
     }
 

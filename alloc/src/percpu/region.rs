@@ -13,7 +13,7 @@ use super::{FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT};
 use crate::lock::Lock;
 use crate::os;
 use crate::size_class::{CLASSES, SIZES};
-use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
+use crate::sync::{AtomicOps, AtomicU64, AtomicUsize};
 
 /// Where each class's stack is in every region (its home, or its growth range).
 pub(super) static LAYOUT: Layout = slots::layout(SLAB_SHIFT, UPKEEP_STATE_BYTES);
@@ -34,9 +34,9 @@ pub(super) fn state(region: *mut u8) -> &'static AtomicU64 {
     unsafe { &*region.cast::<AtomicU64>() }
 }
 
-pub(super) fn header(region: *mut u8, class: usize) -> &'static AtomicU32 {
+pub(super) fn header(region: *mut u8, class: usize) -> &'static AtomicU64 {
     // SAFETY: headers are 4-aligned words inside the region.
-    unsafe { &*region.add(header_offset(class)).cast::<AtomicU32>() }
+    unsafe { &*region.add(header_offset(class)).cast::<AtomicU64>() }
 }
 
 pub(super) fn slot(region: *mut u8, index: usize) -> &'static AtomicUsize {
@@ -81,7 +81,7 @@ impl protocol::RegionStore for RawRegion {
         &OPENINGS
     }
 
-    fn header(&self, class: usize) -> &AtomicU32 {
+    fn header(&self, class: usize) -> &AtomicU64 {
         header(self.0, class)
     }
 
@@ -135,7 +135,7 @@ pub(super) fn send_home(region: *mut u8) {
 /// range) with room for `capacity` objects, in a region this thread holds
 /// (busy, and fenced in rseq mode). The caller leaves at most `capacity`
 /// objects in it.
-pub(super) fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) {
+pub(super) fn move_stack(region: *mut u8, class: usize, to: u32, capacity: u32) {
     let hdr = Header::unpack(header(region, class).load_relaxed());
     let Some(from) = LAYOUT.stack_begin(class, hdr).filter(|&from| from != to) else { return };
     let count = hdr.current - from;
@@ -150,7 +150,7 @@ pub(super) fn move_stack(region: *mut u8, class: usize, to: u16, capacity: u16) 
 
 /// `class`'s objects cached and capacity, from its header (0 and 0 for a
 /// class with no stack of its own).
-pub(super) fn fill(class: usize, word: u32) -> (usize, usize) {
+pub(super) fn fill(class: usize, word: u64) -> (usize, usize) {
     let hdr = Header::unpack(word);
     match LAYOUT.stack_begin(class, hdr) {
         Some(begin) => ((hdr.current - begin) as usize, (hdr.end - begin) as usize),
@@ -237,7 +237,7 @@ pub(super) fn with_stopped<T>(cpu: u32, f: impl FnOnce(&RawRegion) -> T) -> Opti
 /// shared one) already holds the value written;
 /// and moving `end` needs no stop, since sections write above `current`
 /// only speculatively and commit only a header they read.
-pub(super) fn replace_header_here(class: usize, expected: u32, new: Header) -> bool {
+pub(super) fn replace_header_here(class: usize, expected: u64, new: Header) -> bool {
     let Some(begin) = LAYOUT.stack_begin(class, new) else {
         debug_assert!(false, "{new:?} is no stack of class {class}");
         return false;

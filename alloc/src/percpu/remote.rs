@@ -86,7 +86,7 @@ fn fingerprint(cpu: u32) -> u64 {
     for class in 1..=CLASSES {
         let word = header(region, class).load_relaxed();
         cached += fill(class, word).0;
-        digest = (digest ^ u64::from(word)).wrapping_mul(0x100_0000_01b3);
+        digest = (digest ^ word).wrapping_mul(0x100_0000_01b3);
     }
     if cached == 0 { 0 } else { digest | 1 }
 }

@@ -25,21 +25,21 @@ pub(crate) struct Layout {
     /// First slot of the bytes kept for the CPU's upkeep state, right after
     /// the shared sentinel, on the first page with the headers (a page of
     /// its own elsewhere was one more page resident in every program).
-    pub(crate) state_slot: u16,
+    pub(crate) state_slot: u32,
     /// First slot of each class's home (its sentinel is the slot below).
-    pub(crate) home: [u16; CLASSES + 1],
+    pub(crate) home: [u32; CLASSES + 1],
     /// Slots of each class's home.
-    pub(crate) initial: [u16; CLASSES + 1],
+    pub(crate) initial: [u32; CLASSES + 1],
     /// Slots of each class woken by a free ([`capacity::outflow`]).
-    pub(crate) freed: [u16; CLASSES + 1],
+    pub(crate) freed: [u32; CLASSES + 1],
     /// First slot of each class's growth range (its sentinel is the slot below).
-    pub(crate) begin: [u16; CLASSES + 1],
+    pub(crate) begin: [u32; CLASSES + 1],
     /// Slots of each class's growth range.
-    pub(crate) reserved: [u16; CLASSES + 1],
+    pub(crate) reserved: [u32; CLASSES + 1],
     /// One past the last home slot.
-    pub(crate) home_end: u16,
+    pub(crate) home_end: u32,
     /// The first slot of the growth zone, on a page boundary.
-    pub(crate) growth_start: u16,
+    pub(crate) growth_start: u32,
     /// One past the last slot of the growth zone.
     pub(crate) growth_end: usize,
 }
@@ -62,30 +62,30 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
     // (`protocol::Geometry::shared_sentinel`; their empty stacks start and
     // end right above it, so no section reads or writes past it). Then the
     // upkeep state, then the homes, each with its own sentinel below it.
-    layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u16;
+    layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u32;
     let mut slot = layout.state_slot as usize + state_bytes.div_ceil(SLOT_BYTES) + 1;
     let mut class = 1;
     while class <= CLASSES {
-        layout.home[class] = slot as u16;
-        layout.initial[class] = capacity::initial(class) as u16;
-        layout.freed[class] = capacity::outflow(class) as u16;
+        layout.home[class] = slot as u32;
+        layout.initial[class] = capacity::initial(class) as u32;
+        layout.freed[class] = capacity::outflow(class) as u32;
         slot += capacity::initial(class) + 1;
         class += 1;
     }
-    layout.home_end = (slot - 1) as u16;
+    layout.home_end = (slot - 1) as u32;
     // Growth ranges, from the next page on (so that the zone can be given
     // back whole).
     slot = (slot - 1).div_ceil(PAGE_SLOTS) * PAGE_SLOTS;
-    layout.growth_start = slot as u16;
+    layout.growth_start = slot as u32;
     class = 1;
     while class <= CLASSES {
-        layout.begin[class] = (slot + 1) as u16;
-        layout.reserved[class] = capacity::max(class) as u16;
+        layout.begin[class] = (slot + 1) as u32;
+        layout.reserved[class] = capacity::max(class) as u32;
         slot += 1 + capacity::max(class);
         class += 1;
     }
     layout.growth_end = slot;
-    assert!(slot <= region_slots && slot <= u16::MAX as usize);
+    assert!(slot <= region_slots && slot <= u32::MAX as usize);
     layout
 }
 
@@ -100,18 +100,18 @@ impl Layout {
     /// `header`: its home or its growth range, by `end`. `None` if the
     /// header is no stack of its own: a dormant class, or a region never
     /// opened (all zeros).
-    pub(crate) fn stack_begin(&self, class: usize, header: Header) -> Option<u16> {
+    pub(crate) fn stack_begin(&self, class: usize, header: Header) -> Option<u32> {
         let begin = if header.end <= self.home_end { self.home[class] } else { self.begin[class] };
         (begin <= header.current && header.current <= header.end).then_some(begin)
     }
 
     /// Whether a stack that starts at `begin` is `class`'s home.
-    pub(crate) fn is_home(&self, class: usize, begin: u16) -> bool {
+    pub(crate) fn is_home(&self, class: usize, begin: u32) -> bool {
         begin == self.home[class]
     }
 
     /// The most slots `class` may have where its stack starts at `begin`.
-    pub(crate) fn room(&self, class: usize, begin: u16) -> u16 {
+    pub(crate) fn room(&self, class: usize, begin: u32) -> u32 {
         if self.is_home(class, begin) { self.initial[class] } else { self.reserved[class] }
     }
 
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn homes_are_packed_and_every_stack_is_found_where_it_is() {
         let layout = layout(SLAB_SHIFT, STATE_BYTES);
-        let shared = first_free_slot(CLASSES + 1) as u16;
+        let shared = first_free_slot(CLASSES + 1) as u32;
         assert_eq!(layout.state_slot, shared + 1, "the upkeep state follows the shared sentinel");
         let state_end = layout.state_slot as usize * SLOT_BYTES + STATE_BYTES;
         assert!(state_end <= (layout.home[1] as usize - 1) * SLOT_BYTES, "class 1's sentinel is past the state");

@@ -9,12 +9,12 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// Per CPU and class: refills and drains, halved at every round (so a
 /// class that refills now and then never counts as one that only drains),
-/// and the header at the last round.
+/// and the header's `current` at the last round (any push or pop moves it).
 #[repr(C)]
 pub(super) struct ClassState {
     pub(super) refills: AtomicU32,
     pub(super) drains: AtomicU32,
-    pub(super) last_header: AtomicU32,
+    pub(super) last_current: AtomicU32,
     /// The class's current run of misses the same way (`adapt::step_run`).
     pub(super) run: AtomicU32,
     /// The thread of the class's last miss (`adapt::thread_tag`).

@@ -52,8 +52,8 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
 pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
     _: &Slabs,
     _: usize,
-    _: u32,
-    _: u32,
+    _: u64,
+    _: u64,
     _: usize,
 ) -> Result<bool, Miss> {
     Err(Miss::NoCpu)

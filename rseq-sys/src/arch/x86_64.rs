@@ -15,8 +15,8 @@
 //!    either a load or a store nobody else can observe (a speculative slot
 //!    write above `current`, or a write to the caller's own buffer). The last
 //!    instruction before `5:` publishes the result; if we are aborted before
-//!    it, nothing happened. Slab sections commit the whole 32-bit header
-//!    word, changing only `current`: a 16-bit store there, read back whole by
+//!    it, nothing happened. Slab sections commit the whole 64-bit header
+//!    word, changing only `current`: a 32-bit store there, read back whole by
 //!    the next section, would stall it (no store forwarding across a partial
 //!    write).
 //! 2. **Inputs survive a restart.** The abort handler jumps back to `2:`,
@@ -78,8 +78,8 @@ const _: () = {
     assert!(STATE_OFFSET == 0);
     assert!(STATE_OPEN == 1);
     assert!(crate::slab_layout::SENTINEL_BIT == 1);
-    // `class_header!` addresses `header_offset(class)` as `class*4 + HEADERS_OFFSET`.
-    assert!(crate::slab_layout::header_offset(5) == 5 * 4 + HEADERS_OFFSET);
+    // `class_header!` addresses `header_offset(class)` as `class*8 + HEADERS_OFFSET`.
+    assert!(crate::slab_layout::header_offset(5) == 5 * 8 + HEADERS_OFFSET);
 };
 
 /// A delay loop of `DELAY_LOOPS[n]` iterations, in builds with fault injection.
@@ -219,14 +219,14 @@ macro_rules! cs_slab_begin {
 /// `class`'s header in the region at `base` (a memory operand).
 macro_rules! class_header {
     () => {
-        "dword ptr [{base} + {class}*4 + {headers}]"
+        "qword ptr [{base} + {class}*8 + {headers}]"
     };
 }
 
 /// The `end` half of `class`'s header (a memory operand).
 macro_rules! class_end {
     () => {
-        "word ptr [{base} + {class}*4 + {headers} + 2]"
+        "dword ptr [{base} + {class}*8 + {headers} + 4]"
     };
 }
 
@@ -341,15 +341,15 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usiz
     unsafe {
         slab_asm!(
             cs_slab_begin!("res", "7f", "8f"),
-            concat!("mov {word:e}, ", class_header!()),
-            "movzx {cur:e}, {word:x}",
+            concat!("mov {word}, ", class_header!()),
+            "mov {cur:e}, {word:e}",
             inject_point!(2),
             "mov {res}, qword ptr [{base} + {cur}*8 - 8]",
             "test {res:l}, 1",
             "jnz 9f",
-            "sub {word:e}, 1",
+            "sub {word}, 1",
             inject_point!(3),
-            concat!("mov ", class_header!(), ", {word:e}"),
+            concat!("mov ", class_header!(), ", {word}"),
             cs_end!(miss_stubs!("res"));
             slabs = in(reg) slabs,
             class = in(reg) class,
@@ -376,13 +376,13 @@ pub unsafe fn slab_pop<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usiz
 pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usize, item: usize) -> Result<(), Miss> {
     // SAFETY: the speculative slot write is below `end`, inside the class's
     // capacity; the commit rewrites the header with only `current` changed
-    // (`current < end <= 0xffff`, so no carry reaches `end`).
+    // (`current < end <= u32::MAX`, so no carry reaches `end`).
     unsafe {
         slab_asm!(
             cs_slab_begin!("word", "{no_cpu}", "{stopped}"),
-            concat!("mov {word:e}, ", class_header!()),
-            "movzx {cur:e}, {word:x}",
-            concat!("cmp {cur:x}, ", class_end!()),
+            concat!("mov {word}, ", class_header!()),
+            "mov {cur:e}, {word:e}",
+            concat!("cmp {cur:e}, ", class_end!()),
             "jae {full}",
             // The top slot, or the sentinel below an empty stack (bit 0
             // set, never an item): the same item twice in a row is refused.
@@ -390,9 +390,9 @@ pub unsafe fn slab_push<I: CpuIndex, const SHIFT: u32>(slabs: &Slabs, class: usi
             "je {repeated}",
             inject_point!(2),
             "mov qword ptr [{base} + {cur}*8], {item}",
-            "add {word:e}, 1",
+            "add {word}, 1",
             inject_point!(3),
-            concat!("mov ", class_header!(), ", {word:e}"),
+            concat!("mov ", class_header!(), ", {word}"),
             cs_end!("");
             slabs = in(reg) slabs,
             class = in(reg) class,
@@ -433,8 +433,8 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
     unsafe {
         slab_asm!(
             cs_slab_begin!("cnt", "7f", "8f"),
-            concat!("mov {word:e}, ", class_header!()),
-            "movzx {cur:e}, {word:x}",
+            concat!("mov {word}, ", class_header!()),
+            "mov {cur:e}, {word:e}",
             "xor {cnt:e}, {cnt:e}",
             "30:",
             "cmp {cnt}, {max}",
@@ -450,9 +450,9 @@ pub unsafe fn slab_pop_batch<I: CpuIndex, const SHIFT: u32>(
             "31:",
             "test {cnt:e}, {cnt:e}",
             "jz 9f",
-            "sub {word:e}, {cnt:e}",
+            "sub {word}, {cnt}",
             inject_point!(3),
-            concat!("mov ", class_header!(), ", {word:e}"),
+            concat!("mov ", class_header!(), ", {word}"),
             cs_end!(batch_miss_stubs!());
             slabs = in(reg) slabs,
             class = in(reg) class,
@@ -492,13 +492,13 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
     unsafe {
         slab_asm!(
             cs_slab_begin!("cnt", "7f", "8f"),
-            concat!("mov {word:e}, ", class_header!()),
-            "movzx {cur:e}, {word:x}",
+            concat!("mov {word}, ", class_header!()),
+            "mov {cur:e}, {word:e}",
             "xor {cnt:e}, {cnt:e}",
             "30:",
             "cmp {cnt}, {len}",
             "jae 31f",
-            concat!("cmp {cur:x}, ", class_end!()),
+            concat!("cmp {cur:e}, ", class_end!()),
             "jae 31f",
             "mov {val}, qword ptr [{buf} + {cnt}*8]",
             "mov qword ptr [{base} + {cur}*8], {val}",
@@ -509,9 +509,9 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
             "31:",
             "test {cnt:e}, {cnt:e}",
             "jz 9f",
-            "add {word:e}, {cnt:e}",
+            "add {word}, {cnt}",
             inject_point!(3),
-            concat!("mov ", class_header!(), ", {word:e}"),
+            concat!("mov ", class_header!(), ", {word}"),
             cs_end!(batch_miss_stubs!());
             slabs = in(reg) slabs,
             class = in(reg) class,
@@ -543,8 +543,8 @@ pub unsafe fn slab_push_batch<I: CpuIndex, const SHIFT: u32>(
 pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
     slabs: &Slabs,
     class: usize,
-    expected: u32,
-    new: u32,
+    expected: u64,
+    new: u64,
     sentinel: usize,
 ) -> Result<bool, Miss> {
     let code: usize;
@@ -553,13 +553,13 @@ pub unsafe fn slab_replace_header<I: CpuIndex, const SHIFT: u32>(
     unsafe {
         slab_asm!(
             cs_slab_begin!("code", "7f", "8f"),
-            concat!("cmp ", class_header!(), ", {expected:e}"),
+            concat!("cmp ", class_header!(), ", {expected}"),
             "jne 9f",
             inject_point!(2),
             "mov qword ptr [{base} + {sent}*8], 1",
             "mov {code:e}, 3",
             inject_point!(3),
-            concat!("mov ", class_header!(), ", {new:e}"),
+            concat!("mov ", class_header!(), ", {new}"),
             cs_end!(miss_stubs!("code"));
             slabs = in(reg) slabs,
             class = in(reg) class,
