@@ -2,6 +2,8 @@
 //! is built from: system calls normally, loom's scheduler under
 //! `cfg(rseq_alloc_loom)`.
 
+use core::sync::atomic::{Ordering, compiler_fence};
+
 #[cfg(not(rseq_alloc_loom))]
 use crate::os;
 use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU32, AtomicUsize, current_thread};
@@ -9,7 +11,16 @@ use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU32, AtomicUsize, c
 /// A mutual-exclusion lock for slow paths (central lists, page heap): a few
 /// spins, then `futex` sleep, so a holder that is preempted costs waiters a
 /// sleep, not a burnt time slice. It never allocates and has no poisoning.
-/// Uncontended, a lock and an unlock are one atomic instruction each.
+/// Uncontended, a lock and an unlock are one atomic instruction each, and
+/// none at all while the process has a single thread (glibc's
+/// `__libc_single_threaded`, which its own `malloc` trusts too): an atomic
+/// instruction waits for every store the program has pending, and a program
+/// that has just written a large block pays for all of them at the lock.
+/// The word is written all the same, so "this thread holds it" stays exact.
+/// A second thread can only come from this one (`pthread_create`, never
+/// called with a lock of ours held), so no other thread can race the plain
+/// accesses; a signal handler that interrupts them finds the lock as a
+/// thread would.
 ///
 /// The lock word *is* the holder's identity (its thread pointer), taken by
 /// one compare-and-swap, so "this thread holds it" is exact at every
@@ -74,6 +85,13 @@ impl Lock {
     pub fn lock(&self) -> LockGuard<'_> {
         let me = current_thread();
         debug_assert_eq!(me & SLEEPERS, 0);
+        if single_threaded() && self.word.load_relaxed() == 0 {
+            self.word.store_relaxed(me);
+            // The guarded accesses stay after the store, where a signal
+            // handler on this thread sees the lock held.
+            compiler_fence(Ordering::SeqCst);
+            return LockGuard { lock: self, owned: true };
+        }
         let owned = self.word.cas_acquire(0, me).is_ok() || self.lock_contended(me);
         LockGuard { lock: self, owned }
     }
@@ -169,10 +187,28 @@ impl Drop for LockGuard<'_> {
         if !self.owned {
             return;
         }
+        if single_threaded() && self.lock.word.load_relaxed() & SLEEPERS == 0 {
+            compiler_fence(Ordering::SeqCst);
+            self.lock.word.store_relaxed(0);
+            return;
+        }
         if self.lock.word.swap_seq_cst(0) & SLEEPERS != 0 {
             self.lock.wakeups.bump();
         }
     }
+}
+
+/// Whether the process has had only one thread so far (see [`Lock`]).
+#[cfg(not(rseq_alloc_loom))]
+#[inline(always)]
+fn single_threaded() -> bool {
+    rseq_sys::glibc_single_threaded().is_some_and(|flag| flag.load(Ordering::Relaxed) != 0)
+}
+
+/// Loom's threads are no `pthread`s: every model takes the atomic path.
+#[cfg(rseq_alloc_loom)]
+fn single_threaded() -> bool {
+    false
 }
 
 /// Lets another thread run (a wait for a holder that may be preempted).

@@ -57,8 +57,8 @@ pub mod slab_layout;
 pub mod syscall;
 
 pub use arch::{
-    list_pop, list_push, percpu_add, slab_pop, slab_pop_batch, slab_push, slab_push_batch, slab_replace_header,
-    thread_pointer,
+    glibc_single_threaded, list_pop, list_push, percpu_add, slab_pop, slab_pop_batch, slab_push, slab_push_batch,
+    slab_replace_header, thread_pointer,
 };
 pub use cpus::possible_cpus;
 pub use cs::{ByCpuId, ByMmCid, CpuIndex, MAX_BATCH, Miss, aborts};

@@ -108,6 +108,11 @@ pub fn glibc_area() -> Option<(isize, u32)> {
     None
 }
 
+/// Not looked up on this target: every lock takes its atomic path.
+pub fn glibc_single_threaded() -> Option<&'static core::sync::atomic::AtomicU8> {
+    None
+}
+
 /// There is no own area on this target.
 pub fn own_area_offset() -> isize {
     0

@@ -57,6 +57,7 @@
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
+use core::sync::atomic::AtomicU8;
 
 use crate::abi::{OFFSET_RSEQ_CS, SIGNATURE};
 use crate::cs::{CpuIndex, MAX_BATCH, Miss};
@@ -721,6 +722,26 @@ pub fn glibc_area() -> Option<(isize, u32)> {
     }
     // SAFETY: both symbols are defined by ld.so and never change after start-up.
     Some(unsafe { (*offset_ptr, *size_ptr) })
+}
+
+/// glibc's `__libc_single_threaded` (2.32+): nonzero while the process has
+/// had no thread but its first, which lets a caller skip the atomic
+/// instructions of its locks, as glibc's own `malloc` does. `None` on a C
+/// library without it (the symbol is weak, like those of [`glibc_area`]).
+pub fn glibc_single_threaded() -> Option<&'static AtomicU8> {
+    let flag: *const AtomicU8;
+    // SAFETY: a load of a GOT entry; an undefined weak symbol's entry is 0.
+    unsafe {
+        asm!(
+            ".weak __libc_single_threaded",
+            "mov {f}, qword ptr [rip + __libc_single_threaded@GOTPCREL]",
+            f = out(reg) flag,
+            options(nostack, pure, readonly, preserves_flags),
+        );
+    }
+    // SAFETY: glibc's variable lives as long as the process; it is a byte
+    // that glibc writes and anyone may read.
+    unsafe { flag.as_ref() }
 }
 
 // Our own per-thread area, used when glibc did not register one. It is
