@@ -22,8 +22,13 @@
 //! small, the largest is grown with `mremap`, keeping the pages it already
 //! has. So a loop over varied sizes settles on one mapping whose touched
 //! pages are reused, as glibc's heap top is, instead of one per size. A
-//! cached segment is unmarked in the segment map, so freeing its block
-//! again is still reported as an invalid free.
+//! cached segment stays marked in the segment map, its header saying it
+//! holds no block (`huge_offset` 0), so freeing its block again is still
+//! reported as an invalid free; a segment is unmarked only before its
+//! mapping goes away or moves. Marking and unmarking are atomic
+//! instructions, which wait for every store the program has pending: a
+//! program that writes a big buffer and frees it would pay for the writes
+//! at the free.
 
 use core::cell::UnsafeCell;
 
@@ -54,6 +59,7 @@ const FREE: Entry = Entry { seg: 0, len: 0 };
 struct Cache {
     lock: Lock,
     entries: UnsafeCell<[Entry; CACHE_SLOTS]>,
+    /// Bytes of the entries: written with the lock held, read without.
     bytes: AtomicUsize,
 }
 
@@ -84,38 +90,39 @@ impl Cache {
                     .filter(|&i| entries[i].seg != 0 && entries[i].len < need)
                     .max_by_key(|&i| entries[i].len)
             })?;
-            Some(core::mem::replace(&mut entries[best], FREE))
+            let taken = core::mem::replace(&mut entries[best], FREE);
+            self.bytes.store_relaxed(self.bytes.load_relaxed() - taken.len);
+            Some(taken)
         })?;
-        self.bytes.fetch_sub_relaxed(taken.len);
         Some(taken)
     }
 
     /// Keeps `entry` if there is room; false if not.
     fn put(&self, entry: Entry) -> bool {
-        let kept = self.with(|entries| {
+        self.with(|entries| {
             if self.bytes.load_relaxed() + entry.len > CACHE_MAX_BYTES {
                 return false;
             }
             let Some(free) = entries.iter_mut().find(|e| e.seg == 0) else { return false };
             *free = entry;
+            self.bytes.store_relaxed(self.bytes.load_relaxed() + entry.len);
             true
-        });
-        if kept {
-            self.bytes.fetch_add_relaxed(entry.len);
-        }
-        kept
+        })
     }
 
     /// Takes out every entry.
     fn take_all(&self) -> [Entry; CACHE_SLOTS] {
-        let all = self.with(|entries| core::mem::replace(entries, [FREE; CACHE_SLOTS]));
-        let bytes: usize = all.iter().map(|e| e.len).sum();
-        self.bytes.fetch_sub_relaxed(bytes);
-        all
+        self.with(|entries| {
+            self.bytes.store_relaxed(0);
+            core::mem::replace(entries, [FREE; CACHE_SLOTS])
+        })
     }
 }
 
-/// Huge allocations so far, and their count at the last upkeep.
+/// Huge allocations so far (counted without an atomic addition: the
+/// upkeep only asks whether any came, and a count lost to a race with
+/// another allocation still leaves the count changed), and their count at
+/// the last upkeep.
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
 
@@ -138,6 +145,7 @@ pub(crate) fn cached_bytes() -> usize {
 pub(crate) fn release_cache() -> usize {
     let mut released = 0;
     for entry in CACHE.take_all().iter().filter(|e| e.seg != 0) {
+        segment::unmark(entry.seg as *mut Segment);
         PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);
         // SAFETY: taken out of the cache: nobody else refers to it.
         unsafe { os::unmap(entry.seg as *mut u8, entry.len) };
@@ -178,6 +186,17 @@ fn layout(size: usize, align: usize) -> Option<(usize, usize)> {
     Some((offset, len))
 }
 
+/// Whether `ptr` is the block of huge segment `seg` (a cached segment
+/// has none).
+///
+/// # Safety
+/// `seg` is a huge segment of ours.
+pub(crate) unsafe fn is_block(seg: *mut Segment, ptr: usize) -> bool {
+    // SAFETY: the caller vouches for the header.
+    let offset = unsafe { (*seg).huge_offset };
+    offset != 0 && ptr == seg as usize + offset
+}
+
 /// Whether the block in `seg` is a far one.
 ///
 /// # Safety
@@ -205,7 +224,7 @@ pub(crate) fn far_segment(ptr: usize) -> Option<*mut Segment> {
 /// be represented.
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
-    ALLOCS.fetch_add_relaxed(1);
+    ALLOCS.store_relaxed(ALLOCS.load_relaxed().wrapping_add(1));
     // A cached segment is placed for near blocks only.
     let cached = if align <= MAX_NEAR_ALIGN { take_cached(len) } else { None };
     if let Some(seg) = cached {
@@ -219,7 +238,6 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
                 // that may never have been touched.
                 os::purge(block, (*seg).huge_len - offset);
             }
-            segment::mark(seg);
             return block;
         }
     }
@@ -266,12 +284,18 @@ pub(crate) unsafe fn usable_size(seg: *mut Segment) -> usize {
 pub(crate) unsafe fn free(seg: *mut Segment) {
     // SAFETY: the caller vouches for the header.
     let len = unsafe { (*seg).huge_len };
-    segment::unmark(seg);
     // Far blocks are rare and their alignment is theirs alone: not cached.
     // SAFETY: as above.
-    if !unsafe { is_far(seg) } && CACHE.put(Entry { seg: seg as usize, len }) {
-        return;
+    if !unsafe { is_far(seg) } {
+        // No block until a request takes it out of the cache (before it
+        // is in the cache, where a request may take it at once).
+        // SAFETY: as above; the segment is ours alone until it is put.
+        unsafe { (*seg).huge_offset = 0 };
+        if CACHE.put(Entry { seg: seg as usize, len }) {
+            return;
+        }
     }
+    segment::unmark(seg);
     PAGE_HEAP.mapped.fetch_sub_relaxed(len);
     // SAFETY: the whole mapping is ours and unused.
     unsafe { os::unmap(seg.cast(), len) };
@@ -285,10 +309,14 @@ fn take_cached(need: usize) -> Option<*mut Segment> {
     if entry.len >= need {
         return Some(seg);
     }
+    // Unmarked while it may move (see `resize`).
+    segment::unmark(seg);
     // SAFETY: out of the cache, the segment is ours alone; its header says
     // `entry.len`.
     let grown = unsafe { remap(seg, entry.len, need, true) };
-    if grown.is_none() {
+    if let Some(grown) = grown {
+        segment::mark(grown);
+    } else {
         // No address space to grow it: let it go rather than keep a
         // mapping that failed to serve.
         PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);

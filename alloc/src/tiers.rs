@@ -102,7 +102,7 @@ fn lookup_other(seg: *mut Segment, page: usize, class: u8, ptr: usize) -> Option
     // SAFETY: the segment is ours; `kind` is always written at creation.
     match unsafe { (*seg).kind } {
         // SAFETY: as above.
-        Kind::Huge if ptr == seg as usize + unsafe { (*seg).huge_offset } => Some(Block::Huge(seg)),
+        Kind::Huge if unsafe { huge::is_block(seg, ptr) } => Some(Block::Huge(seg)),
         // SAFETY: as above; `page_head` is written with the page class.
         Kind::Spans if class == PAGE_MEDIUM && unsafe { (*seg).page_head[page] } as usize == page => {
             (ptr == Segment::page_start(seg, page)).then_some(Block::Medium(seg, page))

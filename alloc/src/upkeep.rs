@@ -122,7 +122,12 @@ pub(crate) fn after_free(trip: CentralTrip) {
 /// central one, and the clock is a system call.
 #[inline]
 pub(crate) fn after_page_heap_trip(alloc: bool) {
-    if PAGE_HEAP_TRIPS.fetch_add_relaxed(1).is_multiple_of(PAGE_HEAP_CHECK_EVERY) {
+    // Counted without an atomic addition (which would wait for the
+    // program's pending stores to the block just freed): a count lost to a
+    // race only moves the next look at the clock.
+    let trips = PAGE_HEAP_TRIPS.load_relaxed();
+    PAGE_HEAP_TRIPS.store_relaxed(trips.wrapping_add(1));
+    if trips.is_multiple_of(PAGE_HEAP_CHECK_EVERY) {
         maybe_run();
     } else if DECAY_WANTED.load_relaxed() {
         wanted();

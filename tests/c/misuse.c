@@ -114,6 +114,13 @@ int main(int argc, char **argv) {
         free(q);
         free(p);
         reuse(24);
+    } else if (!strcmp(probe, "huge_double_free_reuse")) {
+        /* A block with a mapping of its own, kept for reuse once freed. */
+        char *p = launder(malloc(8 << 20));
+        show(p);
+        free(p);
+        free(p);
+        reuse(8 << 20);
     } else if (!strcmp(probe, "interior_reuse")) {
         char *p = launder(malloc(64));
         show(p + 16);
