@@ -184,21 +184,28 @@ impl Central {
         got
     }
 
-    /// Fills `out` with up to `out.len()` objects of `class`; returns how
-    /// many (0 only when the OS refuses memory).
+    /// Fills `out` with up to `out.len()` objects of `class`, for the cache
+    /// of `cpu` (if known); returns how many (0 only when the OS refuses
+    /// memory).
     ///
     /// Objects given back before come first, from the fullest spans on
     /// (their memory is warm), and if they make a quarter of `out` or more,
     /// the refill stops there: topping it up with fresh objects while freed
     /// ones come back only grows what circulates (a producer refilled from a
     /// consumer's smaller drains would carve fresh objects at every
-    /// refill). With fewer, fresh objects fill the rest.
-    pub(crate) fn take(&self, class: usize, out: &mut [usize]) -> usize {
+    /// refill). With fewer, fresh objects fill the rest, carved from a span
+    /// that no other CPU carves: threads that start together on different
+    /// CPUs would otherwise get the next objects of one span each, on the
+    /// same pages, where the hardware's prefetches of one thread's lines
+    /// take the other's away from its core (false sharing without a shared
+    /// line).
+    pub(crate) fn take(&self, class: usize, out: &mut [usize], cpu: Option<u32>) -> usize {
         let list = &self.lists[class];
         let _guard = list.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *list.inner.get() };
         let size = SIZES[class] as usize;
+        let carver = cpu.map_or(0, |cpu| (cpu as u16).wrapping_add(1));
         let mut n = 0;
         let mut span = inner.spans.head;
         while !span.is_null() && n < out.len() {
@@ -230,7 +237,14 @@ impl Central {
                 continue;
             }
             // SAFETY: as above.
+            if !unsafe { self.carve_here(inner, class, carver) } {
+                continue;
+            }
+            // SAFETY: as above.
             let s = unsafe { &mut *span };
+            if carver != 0 {
+                s.carver = carver;
+            }
             // Carved in one pass, the span's counts settled once after it
             // (updated per object, they made a chain of stores and loads).
             let carved = (out.len() - n).min((s.objects - s.bump) as usize);
@@ -250,6 +264,49 @@ impl Central {
         // Only the lock's holder writes the counts: no atomic addition.
         list.taken.store_relaxed(list.taken.load_relaxed() + n as u64);
         n
+    }
+
+    /// Whether the listed head span is one `carver` may carve from: never
+    /// carved, or carved last by the same CPU (or by an unknown one). If not,
+    /// puts one that is at the front (a listed one, the spare, or a fresh
+    /// span) and returns false, so that the caller looks at the new head;
+    /// true as well if none could be had (out of memory). The caller has
+    /// taken every given-back object it could, so the listed spans are the
+    /// ones being carved: about one per CPU that uses the class.
+    ///
+    /// # Safety
+    /// The list lock is held and the list has a head.
+    unsafe fn carve_here(&self, inner: &mut ListInner, class: usize, carver: u16) -> bool {
+        let suits = |span: *mut Span| {
+            // SAFETY: listed spans are ours and the caller holds the lock.
+            let s = unsafe { &*span };
+            s.bump < s.objects && (s.bump == 0 || s.carver == carver || s.carver == 0 || carver == 0)
+        };
+        let head = inner.spans.head;
+        if suits(head) {
+            return true;
+        }
+        // SAFETY: listed spans are ours and the caller holds the lock.
+        let mut span = unsafe { List::next(head) };
+        while !span.is_null() {
+            if suits(span) {
+                // SAFETY: `span` is listed; it moves to the front.
+                unsafe {
+                    unlink(inner, span);
+                    push_front(inner, span);
+                }
+                return false;
+            }
+            // SAFETY: as above.
+            span = unsafe { List::next(span) };
+        }
+        if !inner.spare.is_null() {
+            let spare = core::mem::replace(&mut inner.spare, null_mut());
+            // SAFETY: a span of this class with free objects, not listed.
+            unsafe { push_front(inner, spare) };
+            return false;
+        }
+        self.list_new_spans(inner, class, 1) == 0
     }
 
     /// Whether `object`, an object of a live span of `class`, is free there
@@ -504,6 +561,7 @@ unsafe fn init_span(new: NewSpan, class: usize) -> *mut Span {
     s.bump = 0;
     s.used = 0;
     s.first_free_word = 0;
+    s.carver = 0;
     // SAFETY: as above; the page heap hands out spans with clear bitmaps.
     debug_assert!(unsafe { free_bits(s) }.iter().all(|&w| w == 0));
     s.listed = false;

@@ -98,6 +98,10 @@ pub(crate) struct Span {
     /// Words of the free bitmap below this one are all zero (central list
     /// lock): refills start their search here.
     pub(crate) first_free_word: u8,
+    /// The CPU whose refill last carved fresh objects from the span, plus
+    /// one (0: none known): refills of other CPUs carve from spans of their
+    /// own (`central`).
+    pub(crate) carver: u16,
     /// Neighbours on the class's list.
     pub(crate) links: Links<Span>,
 }

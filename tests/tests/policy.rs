@@ -442,6 +442,51 @@ fn fuller_spans_child() {
     }
 }
 
+/// Two threads that allocate small blocks one after the other, each on a
+/// CPU of its own, get them from different spans: fresh objects are carved
+/// from a span only by the CPU that began carving it, so the two threads'
+/// blocks share no page (where one core's prefetches would take the
+/// other's lines away, as false sharing does). The first thread's CPU
+/// keeps a few carved objects cached, so its span is not used up. In a
+/// child, on two CPUs.
+#[test]
+fn suite_cpus_carve_spans_of_their_own() {
+    modes::child_passes("carve_child", &[("RSEQ_TEST_CARVE_CHILD", "1")]);
+}
+
+#[test]
+fn carve_child() {
+    if std::env::var_os("RSEQ_TEST_CARVE_CHILD").is_none() {
+        return;
+    }
+    let cpus = stress::allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("carve_child: one CPU allowed, no second CPU to carve");
+        return;
+    }
+    // 700 bytes: a class of its own (704 B, 93 to a one-page span of
+    // 64 KiB) that nothing else here uses.
+    let layout = Layout::from_size_align(700, 8).unwrap();
+    let blocks_on = |cpu: usize| {
+        std::thread::spawn(move || {
+            assert!(stress::pin(0, &[cpu]), "pin to CPU {cpu}");
+            // SAFETY: valid layout; freed below with it.
+            (0..16).map(|_| unsafe { RseqAlloc.alloc(layout) } as usize).collect::<Vec<usize>>()
+        })
+        .join()
+        .unwrap()
+    };
+    let (first, second) = (blocks_on(cpus[0]), blocks_on(cpus[1]));
+    let spans = |blocks: &[usize]| -> HashSet<usize> { blocks.iter().map(|&b| b >> 16).collect() };
+    let shared = spans(&first).intersection(&spans(&second)).count();
+    eprintln!("carve_child: CPUs {} and {}: {shared} spans hold blocks of both threads", cpus[0], cpus[1]);
+    assert_eq!(shared, 0, "two CPUs' first refills carved one span");
+    for b in first.into_iter().chain(second) {
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { RseqAlloc.dealloc(b as *mut u8, layout) };
+    }
+}
+
 /// Free everything, trim, and the process's resident memory (from
 /// `/proc/self/statm`) falls back to near where it started: in a child, so
 /// that no other test's memory is counted.

@@ -22,7 +22,7 @@ use crate::sync::AtomicOps;
 
 fn take_one(class: usize) -> *mut u8 {
     let mut one = [0usize; 1];
-    if CENTRAL.take(class, &mut one) == 1 { one[0] as *mut u8 } else { core::ptr::null_mut() }
+    if CENTRAL.take(class, &mut one, None) == 1 { one[0] as *mut u8 } else { core::ptr::null_mut() }
 }
 
 /// Allocation of `class` when the fast path missed (or is off); the layer
@@ -231,7 +231,7 @@ fn refill(cache: &impl Cache, class: usize) -> (*mut u8, CentralTrip) {
         cache.resize(cpu, class, resize);
     }
     let mut buf = [0usize; MAX_BATCH];
-    let n = CENTRAL.take(class, &mut buf[..adapt::refill_batch(cpu, class)]);
+    let n = CENTRAL.take(class, &mut buf[..adapt::refill_batch(cpu, class)], cpu);
     // The list hands out the objects of its fullest spans first: they are
     // the caller's and then the top of the stack, so that live objects go
     // to full spans first and the emptier spans' objects, handed out last,
