@@ -99,7 +99,9 @@ pub fn rerun_under_valgrind() {
     rerun_self(
         "unavailable",
         &[("RSEQ_TEST_SCALE", "2"), ("RSEQ_TEST_MIN_HITS", "0")],
-        &["valgrind", "--tool=memcheck", "--leak-check=no", "--error-exitcode=97", "--quiet"],
+        // Fair scheduling, or a thread that loops on a lock may starve the
+        // others (valgrind runs one thread at a time).
+        &["valgrind", "--tool=memcheck", "--fair-sched=yes", "--leak-check=no", "--error-exitcode=97", "--quiet"],
     );
 }
 

@@ -99,7 +99,18 @@ pub fn spawn(
     let mut command = match mode {
         Mode::Valgrind => {
             let mut c = Command::new("valgrind");
-            c.args(["--tool=none", "--quiet", "--trace-children=yes", "--error-exitcode=97", program]);
+            // Fair scheduling: valgrind runs one thread at a time, and by
+            // default the thread that just released a lock usually takes it
+            // again, so a thread that loops on a lock (`fflush(NULL)`)
+            // starves the others for good.
+            c.args([
+                "--tool=none",
+                "--quiet",
+                "--fair-sched=yes",
+                "--trace-children=yes",
+                "--error-exitcode=97",
+                program,
+            ]);
             c
         }
         _ => Command::new(program),
