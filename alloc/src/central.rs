@@ -247,10 +247,15 @@ impl Central {
             }
             // Carved in one pass, the span's counts settled once after it
             // (updated per object, they made a chain of stores and loads).
+            // From the run's last object down: the refill's first object is
+            // the caller's, which a malloc/free loop keeps getting back, and
+            // a fresh span's first object is page-aligned in every class, so
+            // a loop over many sizes would have them all in one L1 set,
+            // evicting each other.
             let carved = (out.len() - n).min((s.objects - s.bump) as usize);
-            let first = span_start(span) + s.bump as usize * size;
+            let last = span_start(span) + (s.bump as usize + carved - 1) * size;
             for (i, slot) in out[n..n + carved].iter_mut().enumerate() {
-                *slot = first + i * size;
+                *slot = last - i * size;
             }
             s.bump += carved as u16;
             s.used += carved as u16;

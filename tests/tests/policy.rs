@@ -487,6 +487,37 @@ fn carve_child() {
     }
 }
 
+/// The first block of a class a refill hands out is not its span's first
+/// object: that one is page-aligned in every class, and a loop that
+/// allocates and frees blocks of many sizes would keep one such block per
+/// class, all in one L1 set, evicting each other. In a child, where the
+/// classes below are fresh.
+#[test]
+fn suite_first_blocks_of_fresh_classes_are_not_page_aligned() {
+    modes::child_passes("first_blocks_child", &[("RSEQ_TEST_FIRST_BLOCKS_CHILD", "1")]);
+}
+
+#[test]
+fn first_blocks_child() {
+    if std::env::var_os("RSEQ_TEST_FIRST_BLOCKS_CHILD").is_none() {
+        return;
+    }
+    // Odd sizes of twelve classes nothing else in this process uses.
+    let layouts: Vec<Layout> = [720, 912, 1200, 1488, 1776, 2224, 2800, 3504, 4400, 5600, 7000, 9000]
+        .iter()
+        .map(|&size| Layout::from_size_align(size, 8).unwrap())
+        .collect();
+    // SAFETY: valid layouts; each block is freed below with its own.
+    let blocks: Vec<usize> = layouts.iter().map(|&layout| unsafe { RseqAlloc.alloc(layout) } as usize).collect();
+    let aligned = blocks.iter().filter(|&&b| b % 4096 == 0).count();
+    eprintln!("first_blocks_child: {aligned} of {} first blocks page-aligned", blocks.len());
+    assert!(aligned <= blocks.len() / 2, "{aligned} of {} first blocks are page-aligned", blocks.len());
+    for (b, layout) in blocks.into_iter().zip(layouts) {
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { RseqAlloc.dealloc(b as *mut u8, layout) };
+    }
+}
+
 /// Free everything, trim, and the process's resident memory (from
 /// `/proc/self/statm`) falls back to near where it started: in a child, so
 /// that no other test's memory is counted.
