@@ -246,12 +246,13 @@ impl Central {
                 s.carver = carver;
             }
             // Carved in one pass, the span's counts settled once after it
-            // (updated per object, they made a chain of stores and loads).
-            // From the run's last object down: the refill's first object is
-            // the caller's, which a malloc/free loop keeps getting back, and
-            // a fresh span's first object is page-aligned in every class, so
-            // a loop over many sizes would have them all in one L1 set,
-            // evicting each other.
+            // (updated per object, they made a chain of stores and loads),
+            // and from the run's last object down: the refill's first
+            // object is the caller's, which a malloc/free loop keeps getting
+            // back, and a fresh span's first object is page-aligned in every
+            // class, so a loop over many sizes would hold them all in one L1
+            // set, evicting each other. `carve_here` left at least one
+            // object to carve, so the run is not empty.
             let carved = (out.len() - n).min((s.objects - s.bump) as usize);
             let last = span_start(span) + (s.bump as usize + carved - 1) * size;
             for (i, slot) in out[n..n + carved].iter_mut().enumerate() {

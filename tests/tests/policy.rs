@@ -502,7 +502,8 @@ fn first_blocks_child() {
     if std::env::var_os("RSEQ_TEST_FIRST_BLOCKS_CHILD").is_none() {
         return;
     }
-    // Odd sizes of twelve classes nothing else in this process uses.
+    // Odd sizes of twelve classes the test harness hardly uses: their
+    // first blocks come from fresh spans.
     let layouts: Vec<Layout> = [720, 912, 1200, 1488, 1776, 2224, 2800, 3504, 4400, 5600, 7000, 9000]
         .iter()
         .map(|&size| Layout::from_size_align(size, 8).unwrap())
