@@ -292,9 +292,9 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match front::fast_class(layout.size(), layout.align()) {
-            Some(class) => front::dealloc_small(class, ptr, layout.size()),
+            Some(class) if !front::may_be_span(class, ptr) => front::dealloc_small(class, ptr, layout.size()),
             // SAFETY: the caller returns a block of ours with its layout.
-            None => unsafe { dealloc_other(ptr, layout) },
+            _ => unsafe { dealloc_other(ptr, layout) },
         }
     }
 
@@ -306,6 +306,6 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller passes a live block of ours with its layout.
-        unsafe { front::realloc(ptr, Some(layout.size()), layout.align(), new_size) }
+        unsafe { front::realloc_sized(ptr, layout.size(), layout.align(), new_size) }
     }
 }

@@ -44,7 +44,7 @@ pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
 /// Bytes per object, by class.
 pub(crate) static SIZES: [u32; CLASSES + 1] = build_sizes();
 
-const fn smallest_class_at_least(size: usize) -> u8 {
+pub(crate) const fn smallest_class_at_least(size: usize) -> u8 {
     let sizes = build_sizes();
     let mut class = 1;
     while (sizes[class] as usize) < size {
