@@ -7,9 +7,8 @@
 //! not already be free. A failure aborts with the pointer named
 //! ([`report`]), rather than corrupting the heap. The one other thing a
 //! cache of a class from [`PROMOTE_MEDIUM_FROM`] on may give back is a
-//! medium span that `realloc` grew from a small block and
-//! `signal_safe::dealloc` freed by its small layout: it goes back to the
-//! page heap from here.
+//! medium span that `realloc` grew from a small block and Rust's `dealloc`
+//! freed by its small layout: it goes back to the page heap from here.
 //!
 //! Invariant, per span `s` of class `c` (the list lock of `c` held), with
 //! `free` its bitmap in the segment header ([`free_bits`]):

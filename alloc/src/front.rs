@@ -119,9 +119,10 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 
 /// Frees a block whose size and alignment the caller knows: Rust's
 /// `dealloc`, whose layout the language guarantees, so it is trusted. A
-/// block that `realloc` made medium although its size is small starts a
-/// page ([`may_be_span`]) and goes back as the medium span it is, kept for
-/// the next growth that needs one ([`PROMOTE_MEDIUM_FROM`]).
+/// block that `realloc` made medium although its size is small goes, like
+/// any block of that size, to its class's cache, which may hand it out
+/// again as such; the central list gives it back to the page heap
+/// ([`PROMOTE_MEDIUM_FROM`]).
 ///
 /// # Safety
 /// `ptr` was returned by [`alloc`] (or a sibling) with this size and
@@ -129,25 +130,10 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 #[inline]
 pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call) {
     match class_for(size, align) {
-        Some(class) if may_be_span(class, ptr) && !runtime::hardened() => match lookup(ptr as usize) {
-            // SAFETY: the caller gives the block up; `lookup` checked the span.
-            Some(block @ Block::Medium(..)) => unsafe { free_block(ptr as usize, block) },
-            _ => free_small(class, ptr, Some(size), call),
-        },
         Some(class) => free_small(class, ptr, Some(size), call),
         // SAFETY: forwarded from the caller.
         None => unsafe { free_checked(ptr, Some(size), call) },
     }
-}
-
-/// Whether a block of small `class` at `ptr` may be a medium span that
-/// `realloc` grew ([`PROMOTE_MEDIUM_FROM`]): its class is one that such
-/// spans are freed as, and it starts a page, as a span does and few objects
-/// of those classes do. Two compares on Rust's `dealloc` where a lookup of
-/// every block of those sizes would be two dependent loads.
-#[inline(always)]
-pub(crate) fn may_be_span(class: usize, ptr: *mut u8) -> bool {
-    class >= FIRST_PARKING_CLASS && (ptr as usize) & (PAGE_SIZE - 1) == 0
 }
 
 /// Frees a block whose size and alignment a C caller states (`free_sized`,
@@ -262,12 +248,10 @@ fn stays_huge(size: usize, align: usize) -> bool {
 /// Blocks that `realloc` grows to this size or more, but that would be small by
 /// their size, become medium instead: a medium span grows in place over the
 /// free pages after it, where a small block is copied at every class it
-/// crosses. C's `free` finds such a block by its address; Rust's `dealloc`,
-/// which trusts its layout, looks up the blocks of those sizes that start a
-/// page, as such a span does ([`may_be_span`]). `signal_safe::dealloc`,
-/// which may not take the page heap's lock, puts it in the cache of the
-/// class its size names, off its fast path's way: a span of one page (no
-/// block of a small size has more) holds any object of that class.
+/// crosses. C's `free` finds such a block by its address. Rust's `dealloc`
+/// trusts its layout and, like `signal_safe`'s, puts it in the cache of the
+/// class its size names, off its fast path's way: a span of one page
+/// (no block of a small size has more) holds any object of that class.
 /// The cache may hand it out again, and when it gives it to the central
 /// list, that list gives the span back to the page heap. Only the caches of
 /// classes of this size or more can hold such a span, so a stated size

@@ -95,11 +95,10 @@
 //! have a segment of their own, and `realloc` moves them with `mremap`.
 //! A small block that `realloc` grows to 4 KiB or more becomes a medium span,
 //! which grows in place over the free pages after it (past 256 KiB, a huge
-//! block). Rust's `dealloc` trusts its layout but looks up a block of such a
-//! size that starts a page, as such a span does, and gives a span back as
-//! one; `signal_safe::dealloc` puts it in its class's per-CPU cache like
-//! one of its objects (it holds any of them), where it may be handed out as
-//! one, and the central list gives it back to the page heap.
+//! block). Rust's `dealloc` trusts its layout, so such a span freed with a
+//! small size goes to that class's per-CPU cache like one of its objects
+//! (it holds any of them) and may be handed out as one; the central list
+//! gives it back to the page heap.
 //!
 //! The allocator never allocates through itself: metadata lives in segment
 //! header pages, `.bss`, and mappings made with raw system calls; none of it
@@ -192,8 +191,7 @@ pub mod internals {
     /// Largest small object.
     pub const MAX_SMALL: usize = crate::size_class::MAX_SMALL;
     /// The caches of classes larger than this may hand out a medium span
-    /// of one page as one of their objects (a block `realloc` promoted and
-    /// `signal_safe::dealloc` freed).
+    /// of one page as one of their objects (a block `realloc` promoted).
     pub const PROMOTE_MEDIUM_FROM: usize = crate::geometry::PROMOTE_MEDIUM_FROM;
 
     /// Where a request is served, or what a block is.
@@ -294,9 +292,9 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match front::fast_class(layout.size(), layout.align()) {
-            Some(class) if !front::may_be_span(class, ptr) => front::dealloc_small(class, ptr, layout.size()),
+            Some(class) => front::dealloc_small(class, ptr, layout.size()),
             // SAFETY: the caller returns a block of ours with its layout.
-            _ => unsafe { dealloc_other(ptr, layout) },
+            None => unsafe { dealloc_other(ptr, layout) },
         }
     }
 
