@@ -7,6 +7,15 @@
 //! `span_start + i * size` with spans 64 KiB aligned, so an object of a class
 //! whose size is a multiple of `align` is aligned to it.
 //!
+//! A size that is a multiple of 4 KiB would start every object, and every
+//! 4 KiB page of every object, at the same offset in a page: all in the
+//! same 1/64 of the L1 and L2 sets, which a program touching the first
+//! line of many such blocks (a header, or a byte per page) thrashes while
+//! the rest of the cache sits idle. Such a size ([`aliases`]) is two
+//! classes: one 64 bytes larger, whose objects start one line further on
+//! each, for every request aligned to 64 or less, and the size itself for
+//! requests aligned to more (a page-aligned buffer), which need it.
+//!
 //! Lookup is one load from a 2 KiB table indexed by `(size + 15) / 16`
 //! ([`LUT`]); measured against two smaller tables (by 16 B up to 1 KiB, by
 //! 128 B above), which cost a compare and a branchy shift on every call.
@@ -16,8 +25,33 @@
 pub(crate) use crate::geometry::MAX_SMALL;
 use crate::geometry::PAGE_SIZE;
 
+/// How many of the sizes the steps above give [`aliases`].
+const ALIASING: usize = {
+    let (mut count, mut base) = (0, 128);
+    while base < MAX_SMALL {
+        let mut k = 1;
+        while k <= 8 {
+            count += aliases((base + base / 8 * k) as u32) as usize;
+            k += 1;
+        }
+        base *= 2;
+    }
+    count
+};
+
 /// Number of classes, not counting the unused class 0.
-pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7);
+pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7) + ALIASING;
+
+/// Whether objects of `size` bytes would all start at the same offset in a
+/// page (see the module's documentation): such a class serves only
+/// requests aligned to more than 64 bytes.
+pub(crate) const fn aliases(size: u32) -> bool {
+    size.is_multiple_of(4096) && (size as usize) < MAX_SMALL
+}
+
+/// Bytes added to a size that [`aliases`] for the class that serves the
+/// requests aligned to 64 or less: a cache line.
+const DEALIASED_BY: u32 = 64;
 
 pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
     let mut sizes = [0u32; CLASSES + 1];
@@ -31,8 +65,13 @@ pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
         let step = base / 8;
         let mut k = 1;
         while k <= 8 {
-            sizes[class] = base + step * k;
+            let size = base + step * k;
+            sizes[class] = size;
             class += 1;
+            if aliases(size) {
+                sizes[class] = size + DEALIASED_BY;
+                class += 1;
+            }
             k += 1;
         }
         base *= 2;
@@ -44,10 +83,12 @@ pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
 /// Bytes per object, by class.
 pub(crate) static SIZES: [u32; CLASSES + 1] = build_sizes();
 
+/// The smallest class of at least `size` bytes that serves requests
+/// aligned to 64 or less (not one whose size [`aliases`]).
 pub(crate) const fn smallest_class_at_least(size: usize) -> u8 {
     let sizes = build_sizes();
     let mut class = 1;
-    while (sizes[class] as usize) < size {
+    while (sizes[class] as usize) < size || aliases(sizes[class]) {
         class += 1;
     }
     class as u8
@@ -88,7 +129,15 @@ pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
     if at_least > MAX_SMALL {
         return None;
     }
-    (class_of(at_least)..=CLASSES).find(|&class| (SIZES[class] as usize).is_multiple_of(align))
+    // `class_of` skips the class just below it if that one's size aliases;
+    // only a request aligned to more than a line takes it.
+    let mut first = class_of(at_least);
+    if align > DEALIASED_BY as usize && SIZES[first - 1] as usize >= at_least {
+        first -= 1;
+    }
+    (first..=CLASSES).find(|&class| {
+        (SIZES[class] as usize).is_multiple_of(align) && (align > DEALIASED_BY as usize || !aliases(SIZES[class]))
+    })
 }
 
 /// Pages (of [`PAGE_SIZE`]) per span of each class: the fewest that waste at
@@ -190,11 +239,29 @@ mod tests {
             let class = class_of(size);
             let got = SIZES[class] as usize;
             assert!(got >= size.max(1), "size {size}: class {class} holds {got}");
-            assert!(class == 1 || (SIZES[class - 1] as usize) < size, "size {size}: class {class} not smallest");
+            assert!(!aliases(SIZES[class]), "size {size}: class {class} ({got} B) aliases");
+            let below = (1..class).rev().find(|&c| !aliases(SIZES[c]));
+            assert!(below.is_none_or(|c| (SIZES[c] as usize) < size), "size {size}: class {class} not smallest");
             if size > 128 {
                 assert!((got - size) * 8 < size, "size {size} wastes {} in {got}", got - size);
             }
         }
+    }
+
+    /// Objects of the classes unaligned requests get start at different
+    /// offsets in their pages, so that their first lines spread over the
+    /// cache's sets; a page-aligned request of such a size still gets a
+    /// class of that size, not the next power of two.
+    #[test]
+    fn unaligned_classes_do_not_alias_and_page_aligned_ones_stay_tight() {
+        for size in [4096, 8192, 16384, 20000, 32768, 61440] {
+            assert!(!(SIZES[class_of(size)] as usize).is_multiple_of(4096), "{size}");
+            assert_eq!(SIZES[class_of(size)] as usize % 4096, 64, "{size}");
+            let aligned = class_for(size, 4096).unwrap();
+            assert_eq!(SIZES[aligned] as usize, size.next_multiple_of(4096), "{size}");
+            assert_eq!(class_for(size, 64), Some(class_of(size)), "{size}");
+        }
+        assert_eq!(SIZES[class_of(MAX_SMALL)] as usize, MAX_SMALL);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The size-class and page-map functions' invariants:
 //! - `class_for(size, align)` is the smallest class that holds `size` bytes
-//!   and whose size is a multiple of `align`, and `route` agrees with it;
+//!   and whose size is a multiple of `align` (for `align` up to 64, not a
+//!   multiple of 4 KiB below `MAX_SMALL`: those classes are for blocks
+//!   aligned to more), and `route` agrees with it;
 //! - `starts_object(class, offset)` holds exactly at multiples of the class
 //!   size inside the span;
 //! - `lookup(addr)` finds a block exactly at the start of a live block, of
@@ -30,9 +32,12 @@ fn check_class(size: usize, align: usize) {
             let bytes = class_size(class);
             assert!(bytes >= size.max(1), "class {class} ({bytes} B) too small for {size}");
             assert!(bytes.is_multiple_of(align), "class {class} ({bytes} B) not a multiple of {align}");
+            let serves =
+                |b: usize| b.is_multiple_of(align) && (align > 64 || !(b.is_multiple_of(4096) && b < MAX_SMALL));
+            assert!(serves(bytes), "class {class} ({bytes} B) is not for {size}/{align}");
             for smaller in 1..class {
                 let b = class_size(smaller);
-                assert!(b < size.max(1) || !b.is_multiple_of(align), "class {smaller} would do for {size}/{align}");
+                assert!(b < size.max(1) || !serves(b), "class {smaller} would do for {size}/{align}");
             }
             assert_eq!(tier, Tier::Small(class));
         }

@@ -368,6 +368,9 @@ mod tests {
         plan(&mut capacity, &activity);
         let bytes: usize = (1..=CLASSES).map(|c| capacity[c] * SIZES[c] as usize).sum();
         assert!(bytes <= CPU_BUDGET, "{bytes}");
-        assert_eq!(capacity[40], max(40), "the hottest class keeps its room");
+        // Every other class is down to its smallest before the hottest one
+        // gives anything up.
+        assert!((1..=CLASSES).all(|c| c == 40 || capacity[c] == min(c)));
+        assert!(capacity[40] * 2 >= max(40), "the hottest class keeps half its room or more: {}", capacity[40]);
     }
 }
