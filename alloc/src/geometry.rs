@@ -15,7 +15,8 @@ pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 /// Pages per segment (page 0 is the header).
 pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 
-/// Largest small object: larger requests get a span or a segment of their own.
+/// Largest small request: larger ones get a span or a segment of their own
+/// (the largest small class is a cache line larger, see `size_class`).
 pub(crate) const MAX_SMALL: usize = 64 * 1024;
 /// Largest medium block: larger requests get a huge segment.
 pub(crate) const MAX_MEDIUM: usize = 16 * PAGE_SIZE;

@@ -188,7 +188,7 @@ pub mod internals {
 
     /// Number of small classes (numbered 1 to `CLASSES`).
     pub const CLASSES: usize = crate::size_class::CLASSES;
-    /// Largest small object.
+    /// Largest small request.
     pub const MAX_SMALL: usize = crate::size_class::MAX_SMALL;
     /// The caches of classes larger than this may hand out a medium span
     /// of one page as one of their objects (a block `realloc` promoted).

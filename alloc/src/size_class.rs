@@ -14,7 +14,9 @@
 //! the rest of the cache sits idle. Such a size ([`aliases`]) is two
 //! classes: one 64 bytes larger, whose objects start one line further on
 //! each, for every request aligned to 64 or less, and the size itself for
-//! requests aligned to more (a page-aligned buffer), which need it.
+//! requests aligned to more (a page-aligned buffer), which need it. So the
+//! largest class holds `MAX_SMALL + 64` bytes, for requests of up to
+//! [`MAX_SMALL`].
 //!
 //! Lookup is one load from a 2 KiB table indexed by `(size + 15) / 16`
 //! ([`LUT`]); measured against two smaller tables (by 16 B up to 1 KiB, by
@@ -46,7 +48,7 @@ pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize -
 /// page (see the module's documentation): such a class serves only
 /// requests aligned to more than 64 bytes.
 pub(crate) const fn aliases(size: u32) -> bool {
-    size.is_multiple_of(4096) && (size as usize) < MAX_SMALL
+    size.is_multiple_of(4096) && (size as usize) <= MAX_SMALL
 }
 
 /// Bytes added to a size that [`aliases`] for the class that serves the
@@ -230,7 +232,7 @@ mod tests {
             assert!(SIZES[class].is_multiple_of(16));
             assert!(class == 1 || SIZES[class] > SIZES[class - 1]);
         }
-        assert_eq!(SIZES[CLASSES] as usize, MAX_SMALL);
+        assert_eq!(SIZES[CLASSES] as usize, MAX_SMALL + 64);
     }
 
     #[test]
@@ -254,14 +256,14 @@ mod tests {
     /// class of that size, not the next power of two.
     #[test]
     fn unaligned_classes_do_not_alias_and_page_aligned_ones_stay_tight() {
-        for size in [4096, 8192, 16384, 20000, 32768, 61440] {
+        for size in [4096, 8192, 16384, 20000, 32768, 61440, 65536] {
             assert!(!(SIZES[class_of(size)] as usize).is_multiple_of(4096), "{size}");
             assert_eq!(SIZES[class_of(size)] as usize % 4096, 64, "{size}");
             let aligned = class_for(size, 4096).unwrap();
             assert_eq!(SIZES[aligned] as usize, size.next_multiple_of(4096), "{size}");
             assert_eq!(class_for(size, 64), Some(class_of(size)), "{size}");
         }
-        assert_eq!(SIZES[class_of(MAX_SMALL)] as usize, MAX_SMALL);
+        assert_eq!(SIZES[class_of(MAX_SMALL)] as usize, MAX_SMALL + 64);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The size-class and page-map functions' invariants:
 //! - `class_for(size, align)` is the smallest class that holds `size` bytes
 //!   and whose size is a multiple of `align` (for `align` up to 64, not a
-//!   multiple of 4 KiB below `MAX_SMALL`: those classes are for blocks
+//!   multiple of 4 KiB up to `MAX_SMALL`: those classes are for blocks
 //!   aligned to more), and `route` agrees with it;
 //! - `starts_object(class, offset)` holds exactly at multiples of the class
 //!   size inside the span;
@@ -33,7 +33,7 @@ fn check_class(size: usize, align: usize) {
             assert!(bytes >= size.max(1), "class {class} ({bytes} B) too small for {size}");
             assert!(bytes.is_multiple_of(align), "class {class} ({bytes} B) not a multiple of {align}");
             let serves =
-                |b: usize| b.is_multiple_of(align) && (align > 64 || !(b.is_multiple_of(4096) && b < MAX_SMALL));
+                |b: usize| b.is_multiple_of(align) && (align > 64 || !(b.is_multiple_of(4096) && b <= MAX_SMALL));
             assert!(serves(bytes), "class {class} ({bytes} B) is not for {size}/{align}");
             for smaller in 1..class {
                 let b = class_size(smaller);
