@@ -215,6 +215,12 @@ pub mod internals {
         crate::size_class::SIZES[class] as usize
     }
 
+    /// Whether `class` serves only requests aligned to more than 64 bytes
+    /// (a class a cache line larger serves the others).
+    pub fn class_is_for_aligned_only(class: usize) -> bool {
+        crate::size_class::aliases(crate::size_class::SIZES[class])
+    }
+
     /// Objects per span of `class`.
     pub fn objects_per_span(class: usize) -> usize {
         crate::size_class::objects_per_span(class)

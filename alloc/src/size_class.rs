@@ -16,7 +16,10 @@
 //! each, for every request aligned to 64 or less, and the size itself for
 //! requests aligned to more (a page-aligned buffer), which need it. So the
 //! largest class holds `MAX_SMALL + 64` bytes, for requests of up to
-//! [`MAX_SMALL`].
+//! [`MAX_SMALL`]. The sizes from 20 KiB to 60 KiB keep one class: a line
+//! more would take spans of 3 to 4 pages to waste at most an eighth, and
+//! spans that long fragment the page heap (one such block mapped a segment
+//! more in a program that otherwise fits).
 //!
 //! Lookup is one load from a 2 KiB table indexed by `(size + 15) / 16`
 //! ([`LUT`]); measured against two smaller tables (by 16 B up to 1 KiB, by
@@ -44,11 +47,12 @@ const ALIASING: usize = {
 /// Number of classes, not counting the unused class 0.
 pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7) + ALIASING;
 
-/// Whether objects of `size` bytes would all start at the same offset in a
-/// page (see the module's documentation): such a class serves only
-/// requests aligned to more than 64 bytes.
+/// Whether `size` is one whose objects would all start at the same offset
+/// in a page and that has a class a line larger beside it (see the
+/// module's documentation): its own class serves only requests aligned to
+/// more than 64 bytes.
 pub(crate) const fn aliases(size: u32) -> bool {
-    size.is_multiple_of(4096) && (size as usize) <= MAX_SMALL
+    size.is_multiple_of(4096) && (size <= 16384 || size as usize == MAX_SMALL)
 }
 
 /// Bytes added to a size that [`aliases`] for the class that serves the
@@ -256,7 +260,7 @@ mod tests {
     /// class of that size, not the next power of two.
     #[test]
     fn unaligned_classes_do_not_alias_and_page_aligned_ones_stay_tight() {
-        for size in [4096, 8192, 16384, 20000, 32768, 61440, 65536] {
+        for size in [4096, 8192, 12288, 16000, 16384, 65536] {
             assert!(!(SIZES[class_of(size)] as usize).is_multiple_of(4096), "{size}");
             assert_eq!(SIZES[class_of(size)] as usize % 4096, 64, "{size}");
             let aligned = class_for(size, 4096).unwrap();
@@ -264,6 +268,9 @@ mod tests {
             assert_eq!(class_for(size, 64), Some(class_of(size)), "{size}");
         }
         assert_eq!(SIZES[class_of(MAX_SMALL)] as usize, MAX_SMALL + 64);
+        for size in [20480, 32768, 61440] {
+            assert_eq!(SIZES[class_of(size)] as usize, size, "{size} keeps one class");
+        }
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The size-class and page-map functions' invariants:
 //! - `class_for(size, align)` is the smallest class that holds `size` bytes
 //!   and whose size is a multiple of `align` (for `align` up to 64, not a
-//!   multiple of 4 KiB up to `MAX_SMALL`: those classes are for blocks
-//!   aligned to more), and `route` agrees with it;
+//!   class for blocks aligned to more only), and `route` agrees with it;
 //! - `starts_object(class, offset)` holds exactly at multiples of the class
 //!   size inside the span;
 //! - `lookup(addr)` finds a block exactly at the start of a live block, of
@@ -15,8 +14,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 use rseq_alloc::RseqAlloc;
 use rseq_alloc::internals::{
-    CLASSES, MAX_SMALL, PROMOTE_MEDIUM_FROM, Tier, class_for, class_size, lookup, objects_per_span, request_overhead,
-    route, starts_object,
+    CLASSES, MAX_SMALL, PROMOTE_MEDIUM_FROM, Tier, class_for, class_is_for_aligned_only, class_size, lookup,
+    objects_per_span, request_overhead, route, starts_object,
 };
 
 use crate::Input;
@@ -33,11 +32,11 @@ fn check_class(size: usize, align: usize) {
             assert!(bytes >= size.max(1), "class {class} ({bytes} B) too small for {size}");
             assert!(bytes.is_multiple_of(align), "class {class} ({bytes} B) not a multiple of {align}");
             let serves =
-                |b: usize| b.is_multiple_of(align) && (align > 64 || !(b.is_multiple_of(4096) && b <= MAX_SMALL));
-            assert!(serves(bytes), "class {class} ({bytes} B) is not for {size}/{align}");
+                |c: usize| class_size(c).is_multiple_of(align) && (align > 64 || !class_is_for_aligned_only(c));
+            assert!(serves(class), "class {class} ({bytes} B) is not for {size}/{align}");
             for smaller in 1..class {
                 let b = class_size(smaller);
-                assert!(b < size.max(1) || !serves(b), "class {smaller} would do for {size}/{align}");
+                assert!(b < size.max(1) || !serves(smaller), "class {smaller} would do for {size}/{align}");
             }
             assert_eq!(tier, Tier::Small(class));
         }

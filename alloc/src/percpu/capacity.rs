@@ -368,9 +368,9 @@ mod tests {
         plan(&mut capacity, &activity);
         let bytes: usize = (1..=CLASSES).map(|c| capacity[c] * SIZES[c] as usize).sum();
         assert!(bytes <= CPU_BUDGET, "{bytes}");
-        // Every other class is down to its smallest before the hottest one
-        // gives anything up.
-        assert!((1..=CLASSES).all(|c| c == 40 || capacity[c] == min(c)));
-        assert!(capacity[40] * 2 >= max(40), "the hottest class keeps half its room or more: {}", capacity[40]);
+        // The hottest class gives room up only once every other one is
+        // down to its smallest.
+        let others_smallest = (1..=CLASSES).all(|c| c == 40 || capacity[c] == min(c));
+        assert!(capacity[40] == max(40) || others_smallest, "the hottest class shrank first: {}", capacity[40]);
     }
 }
