@@ -136,6 +136,14 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
     }
 }
 
+/// Whether `class` is one that serves only blocks aligned to more than a
+/// line, and a block of `size` bytes so aligned would get it: `free_sized`
+/// of a `posix_memalign`ed block states its size but not its alignment,
+/// and the class that size names unaligned is the one a line larger.
+fn fits_aligned_class(class: usize, size: usize) -> bool {
+    crate::size_class::aliases(SIZES[class]) && size <= SIZES[class] as usize && size > SIZES[class - 1] as usize
+}
+
 /// Frees a block whose size and alignment a C caller states (`free_sized`,
 /// `free_aligned_sized`, C++ sized `delete`): checked like `free`, and a
 /// size that does not fit the block is reported rather than trusted (a
@@ -147,7 +155,9 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize, call: Call
 #[inline]
 pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
     match small_class_of(ptr as usize).filter(|&class| tiers::starts_small_object(class, ptr as usize)) {
-        Some(class) if class_for(size, align) == Some(class) || runtime::hardened() => {
+        Some(class)
+            if class_for(size, align) == Some(class) || fits_aligned_class(class, size) || runtime::hardened() =>
+        {
             free_small(class, ptr, Some(size), call)
         }
         Some(class) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),

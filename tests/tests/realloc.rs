@@ -301,6 +301,55 @@ fn small_realloc_within_a_class_stays_in_place_and_huge_growth_does_not_copy() {
     }
 }
 
+/// Blocks of 4, 8, 12, 16 and 64 KiB: unaligned ones do not all start at
+/// the same offset in a page (they would share 1/64 of the cache's sets),
+/// page-aligned ones of those sizes are page-aligned and no larger than the
+/// next multiple of 4 KiB, and `free_sized` with the size alone takes
+/// either kind.
+#[test]
+fn blocks_of_page_multiple_sizes_spread_over_the_page_unless_aligned() {
+    use rseq_alloc::c_api;
+    let hardened = rseq_alloc::stats().hardened;
+    for size in [4096usize, 8192, 12288, 16384, 65536] {
+        let blocks: Vec<*mut std::ffi::c_void> = (0..16).map(|_| c_api::malloc(size)).collect();
+        let mut offsets: Vec<usize> = blocks.iter().map(|&p| p as usize % 4096).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        if !hardened {
+            assert!(offsets.len() >= 4, "{size} B: 16 blocks start at page offsets {offsets:?} only");
+        }
+        for p in blocks {
+            // SAFETY: from malloc with this size, freed once.
+            unsafe { c_api::free_sized(p, size) };
+        }
+        let aligned: Vec<*mut std::ffi::c_void> = (0..16)
+            .map(|i| {
+                let p = if i % 2 == 0 {
+                    c_api::aligned_alloc(4096, size)
+                } else {
+                    let mut out = std::ptr::null_mut();
+                    // SAFETY: `out` is a valid place for the pointer.
+                    assert_eq!(unsafe { c_api::posix_memalign(&mut out, 128, size) }, 0);
+                    out
+                };
+                assert!(!p.is_null() && (p as usize).is_multiple_of(if i % 2 == 0 { 4096 } else { 128 }));
+                // SAFETY: a live block of at least `size` bytes.
+                let usable = unsafe { c_api::malloc_usable_size(p) };
+                assert!(usable >= size);
+                if !hardened && i % 2 == 0 {
+                    assert!(usable < size + 4096, "{size} B aligned to 4 KiB holds {usable}");
+                }
+                p
+            })
+            .collect();
+        for p in aligned {
+            // SAFETY: a live block of `size` bytes, freed once; its alignment
+            // is not stated, as a program that calls free_sized does.
+            unsafe { c_api::free_sized(p, size) };
+        }
+    }
+}
+
 #[test]
 fn alloc_zeroed_is_zero_even_on_reused_memory() {
     // The last two: a cached 9 MiB mapping, written all over, serves 2 MiB.
