@@ -290,7 +290,8 @@ fn grown_pages(pages: usize, least: usize) -> usize {
     least.max(pages * 2).min(MAX_MEDIUM / PAGE_SIZE)
 }
 
-/// The first class whose cache may hold a medium span ([`PROMOTE_MEDIUM_FROM`]).
+/// The first class `class_of` gives whose cache may hold a medium span
+/// ([`PROMOTE_MEDIUM_FROM`]): every class it gives below holds less than 4 KiB.
 const FIRST_PARKING_CLASS: usize = crate::size_class::smallest_class_at_least(PROMOTE_MEDIUM_FROM) as usize;
 
 /// Rust's `realloc`: a block whose layout (`old_size`, `align` ≤ 16) names

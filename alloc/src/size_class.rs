@@ -21,7 +21,7 @@
 //! spans that long fragment the page heap (one such block mapped a segment
 //! more in a program that otherwise fits).
 //!
-//! Lookup is one load from a 2 KiB table indexed by `(size + 15) / 16`
+//! Lookup is one load from a 4 KiB table indexed by `(size + 15) / 16`
 //! ([`LUT`]); measured against two smaller tables (by 16 B up to 1 KiB, by
 //! 128 B above), which cost a compare and a branchy shift on every call.
 //!
@@ -112,7 +112,7 @@ const fn build_lut() -> [u8; LUT_LEN] {
     lut
 }
 
-/// Class by `(size + 15) / 16`, for every size up to [`MAX_SMALL`]: 2 KiB,
+/// Class by `(size + 15) / 16`, for every size up to [`MAX_SMALL`]: 4 KiB,
 /// of which a program's few hot sizes touch a cache line or two.
 static LUT: [u8; LUT_LEN] = build_lut();
 
