@@ -17,6 +17,7 @@ use core::ffi::{c_int, c_void};
 use crate::front;
 use crate::geometry::OS_PAGE;
 use crate::os::set_errno;
+use crate::percpu::Marks;
 use crate::report::Call;
 use crate::runtime;
 
@@ -59,7 +60,7 @@ pub fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn malloc_missed(class: usize, size: usize) -> *mut c_void {
-    let ptr = front::alloc_small_missed(class, size, MIN_ALIGN, Call::Malloc);
+    let ptr = front::alloc_small_missed(class, size, MIN_ALIGN, Call::Malloc, Marks::Kept);
     if ptr.is_null() { fail() } else { ptr.cast() }
 }
 

@@ -10,7 +10,7 @@ use core::ptr::null_mut;
 use crate::geometry::{MAX_MEDIUM, MAX_SMALL};
 use crate::hardened;
 use crate::huge;
-use crate::percpu;
+use crate::percpu::{self, Marks};
 use crate::report::{self, Call};
 use crate::runtime;
 use crate::segment::{PAGE_HEAP, PAGE_SHIFT, PAGE_SIZE};
@@ -44,18 +44,29 @@ pub(crate) fn push(class: usize, ptr: *mut u8) -> bool {
 pub(crate) fn alloc_small(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
     match pop(class) {
         Some(object) => object,
-        None => alloc_small_missed(class, size, align, call),
+        None => alloc_small_missed(class, size, align, call, Marks::Kept),
+    }
+}
+
+/// Allocates a small object of `class` for Rust's `alloc` and `realloc`
+/// (`size` bytes aligned to 16 or less): as [`alloc_small`], without
+/// clearing the freed mark ([`Marks::Skipped`]).
+#[inline(always)]
+pub(crate) fn alloc_small_unmarked(class: usize, size: usize, call: Call) -> *mut u8 {
+    match percpu::pop_unmarked(class) {
+        Ok(object) => object as *mut u8,
+        Err(_) => alloc_small_missed(class, size, 16, call, Marks::Skipped),
     }
 }
 
 /// [`alloc_small`] after the per-CPU pop missed (or the fast path is off).
 #[cold]
 #[inline(never)]
-pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call) -> *mut u8 {
+pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: Call, marks: Marks) -> *mut u8 {
     if runtime::hardened() {
         return hardened::alloc(size, align, false, call);
     }
-    tiers::alloc_small_slow(class)
+    tiers::alloc_small_slow(class, marks)
 }
 
 /// Frees a small object of `class`; `size` is the caller's size, if known
@@ -63,7 +74,7 @@ pub(crate) fn alloc_small_missed(class: usize, size: usize, align: usize, call: 
 #[inline(always)]
 pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
     if !push(class, ptr) {
-        free_small_missed(class, ptr, size, call);
+        free_small_missed(class, ptr, size, call, Marks::Kept);
     }
 }
 
@@ -73,18 +84,18 @@ pub(crate) fn free_small(class: usize, ptr: *mut u8, size: Option<usize>, call: 
 #[inline(always)]
 pub(crate) fn dealloc_small(class: usize, ptr: *mut u8, size: usize) {
     if percpu::push_unmarked(class, ptr as usize).is_err() {
-        free_small_missed(class, ptr, Some(size), Call::Free);
+        free_small_missed(class, ptr, Some(size), Call::Free, Marks::Skipped);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call) {
+fn free_small_missed(class: usize, ptr: *mut u8, size: Option<usize>, call: Call, marks: Marks) {
     if runtime::hardened() {
         // SAFETY: the caller of `free_small` gives the block up.
         return unsafe { hardened::free(ptr, size, call) };
     }
-    tiers::free_small_slow(class, ptr);
+    tiers::free_small_slow(class, ptr, marks);
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two); null on failure.
@@ -310,7 +321,7 @@ pub(crate) unsafe fn realloc_sized(ptr: *mut u8, old_size: usize, align: usize, 
             if old == new {
                 return ptr;
             }
-            let grown = alloc_small(new, new_size, align, Call::Realloc);
+            let grown = alloc_small_unmarked(new, new_size, Call::Realloc);
             if grown.is_null() {
                 return null_mut();
             }

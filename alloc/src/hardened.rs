@@ -49,6 +49,7 @@ use core::ptr::null_mut;
 use crate::central::CENTRAL;
 use crate::huge;
 use crate::os;
+use crate::percpu::Marks;
 use crate::report::{self, Call};
 use crate::size_class::SIZES;
 use crate::sync::{AtomicOps, AtomicU64};
@@ -113,7 +114,7 @@ unsafe fn seal(ptr: *mut u8, n: usize, cap: usize) {
 pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8 {
     let Some(size) = n.checked_add(OVERHEAD) else { return null_mut() };
     let ptr = match tiers::route(size, align) {
-        Route::Small(class) => tiers::alloc_small_slow(class),
+        Route::Small(class) => tiers::alloc_small_slow(class, Marks::Kept),
         Route::Medium => match tiers::alloc_medium(size) {
             (ptr, false) if zeroed && !ptr.is_null() => {
                 // SAFETY: a fresh medium block of at least `n` bytes.
@@ -211,7 +212,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, size: Option<usize>, call: Call) {
         Block::Small(class) => {
             // SAFETY: the block is ours to poison (its tail already is).
             unsafe { ptr.write_bytes(POISON, cap - 8) };
-            tiers::free_small_slow(class, ptr);
+            tiers::free_small_slow(class, ptr, Marks::Kept);
         }
         // SAFETY: checked above; the caller gives the block up.
         other => unsafe { tiers::free_block(ptr as usize, other) },

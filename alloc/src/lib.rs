@@ -290,7 +290,7 @@ unsafe impl GlobalAlloc for RseqAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match front::fast_class(layout.size(), layout.align()) {
-            Some(class) => front::alloc_small(class, layout.size(), 16, report::Call::Malloc),
+            Some(class) => front::alloc_small_unmarked(class, layout.size(), report::Call::Malloc),
             None => alloc_other(layout),
         }
     }

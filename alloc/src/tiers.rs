@@ -9,7 +9,7 @@ use core::ptr::null_mut;
 use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
 use crate::huge;
 use crate::medium;
-use crate::percpu;
+use crate::percpu::{self, Marks};
 use crate::report::{self, Call};
 use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
@@ -171,8 +171,8 @@ pub(crate) fn small_class_of(ptr: usize) -> Option<usize> {
 /// off): the per-CPU slow path, then the upkeep if its trip to the central
 /// list made one due. Null if memory ran out.
 #[inline(never)]
-pub(crate) fn alloc_small_slow(class: usize) -> *mut u8 {
-    let (object, trip) = percpu::alloc_slow(class);
+pub(crate) fn alloc_small_slow(class: usize, marks: Marks) -> *mut u8 {
+    let (object, trip) = percpu::alloc_slow(class, marks);
     upkeep::after_alloc(trip);
     object
 }
@@ -180,8 +180,8 @@ pub(crate) fn alloc_small_slow(class: usize) -> *mut u8 {
 /// Frees `ptr`, an object of `class`, when this CPU's cache did not take it
 /// (or the fast path is off); as [`alloc_small_slow`].
 #[inline(never)]
-pub(crate) fn free_small_slow(class: usize, ptr: *mut u8) {
-    upkeep::after_free(percpu::free_slow(class, ptr as usize));
+pub(crate) fn free_small_slow(class: usize, ptr: *mut u8, marks: Marks) {
+    upkeep::after_free(percpu::free_slow(class, ptr as usize, marks));
 }
 
 /// Gives a checked block back to its tier (hardened mode has done its
@@ -193,7 +193,7 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
     match block {
         Block::Small(class) => {
             if percpu::push(class, ptr).is_err() {
-                free_small_slow(class, ptr as *mut u8);
+                free_small_slow(class, ptr as *mut u8, Marks::Kept);
             }
         }
         Block::Medium(seg, head) => {

@@ -141,3 +141,36 @@ fn medium_double_free_child() {
     }
     panic!("the double free was not caught");
 }
+
+/// A program that mixes the two interfaces (Rust code calling the C API)
+/// may free a block with C's `free`, which marks it as freed, get it back
+/// from Rust's `alloc`, which does not clear the mark, and free it with C's
+/// `free` again: that free finds the mark, must find the block live rather
+/// than report it, and the block must be handed out once.
+#[test]
+fn a_block_freed_by_c_then_allocated_by_rust_frees_again_by_c() {
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: every block is freed once, by the interface matching its
+    // allocation or by C's `free`, which takes any block of ours.
+    unsafe {
+        let from_c: Vec<usize> = (0..64).map(|_| rseq_alloc::c_api::malloc(48) as usize).collect();
+        for &p in &from_c {
+            rseq_alloc::c_api::free(p as *mut _);
+        }
+        let from_rust: Vec<*mut u8> = (0..64).map(|_| GLOBAL.alloc(layout)).collect();
+        let reused = from_rust.iter().filter(|&&p| from_c.contains(&(p as usize))).count();
+        assert!(reused > 0, "Rust's alloc got none of the blocks C's free cached");
+        for &p in &from_rust {
+            rseq_alloc::c_api::free(p.cast());
+        }
+        let again: Vec<*mut u8> = (0..128).map(|_| GLOBAL.alloc(layout)).collect();
+        let mut sorted = again.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), again.len(), "a block was handed out twice");
+        for p in again {
+            GLOBAL.dealloc(p, layout);
+        }
+    }
+}

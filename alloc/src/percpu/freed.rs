@@ -50,6 +50,25 @@ pub(super) unsafe fn is_marked(object: usize) -> bool {
     unsafe { word(object).read() == MARK.load_relaxed() }
 }
 
+/// Marks `object` as freed unless it carries the mark already; true if it
+/// did (the secret read once: two atomic loads are two instructions on
+/// every `free`).
+///
+/// # Safety
+/// As [`word`].
+#[inline(always)]
+pub(super) unsafe fn mark_unless_marked(object: usize) -> bool {
+    let mark = MARK.load_relaxed();
+    // SAFETY: as in `is_marked`.
+    unsafe {
+        if word(object).read() == mark {
+            return true;
+        }
+        word(object).write(mark);
+    }
+    false
+}
+
 /// Marks `object` as freed (before it is pushed: once pushed it is no
 /// longer the caller's).
 ///

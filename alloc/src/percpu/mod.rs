@@ -101,16 +101,36 @@ fn fast_path_on() -> bool {
     FAST.flags.load_acquire() == RSEQ_ON
 }
 
-/// Pops an object of `class` from this CPU's region.
+/// Whether a path keeps the freed mark ([`freed`]). C's `free` sets it and
+/// C's allocations clear it. Rust's `dealloc` frees each block once with
+/// its layout by the language's contract and sets no mark, fast or slow, so
+/// the blocks a Rust program's allocations get carry none to clear (and one
+/// that does, freed by C, only costs that `free` its search).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Marks {
+    /// C's calls: `free` marks, allocations clear.
+    Kept,
+    /// Rust's `GlobalAlloc` calls: neither.
+    Skipped,
+}
+
+/// Pops an object of `class` from this CPU's region, its freed mark cleared.
 #[inline(always)]
 pub(crate) fn pop(class: usize) -> Result<usize, Miss> {
-    if !fast_path_on() {
-        return Err(Miss::NoCpu);
-    }
-    let object = pop_section(class)?;
+    let object = pop_unmarked(class)?;
     // SAFETY: just popped: a small object, the caller's now.
     unsafe { freed::clear(object) };
     Ok(object)
+}
+
+/// Pops an object of `class` for Rust's `alloc` ([`Marks::Skipped`]): as
+/// [`pop`], without the store that clears the mark.
+#[inline(always)]
+pub(crate) fn pop_unmarked(class: usize) -> Result<usize, Miss> {
+    if !fast_path_on() {
+        return Err(Miss::NoCpu);
+    }
+    pop_section(class)
 }
 
 /// The pop section, for a caller that found the rseq bit set (in `FAST.flags`
@@ -132,10 +152,9 @@ pub(crate) fn push(class: usize, object: usize) -> Result<(), Miss> {
     // SAFETY: the caller gives `object`, a small object, up; until the
     // section commits it is still the caller's alone.
     unsafe {
-        if freed::is_marked(object) {
+        if freed::mark_unless_marked(object) {
             return Err(Miss::Repeated);
         }
-        freed::mark(object);
     }
     let pushed = push_section(class, object);
     if pushed.is_err() {

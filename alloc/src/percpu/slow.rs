@@ -13,7 +13,7 @@ use super::freed;
 use super::hits;
 use super::protocol::{self, WokenBy};
 use super::region::{self, RawRegion, geometry};
-use super::{CentralTrip, FAST, Index, MODE, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
+use super::{CentralTrip, FAST, Index, MODE, Marks, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
 use crate::central::CENTRAL;
 use crate::report::{self, Call};
 use crate::sync::AtomicOps;
@@ -29,14 +29,14 @@ fn take_one(class: usize) -> *mut u8 {
 /// is initialised.
 #[cold]
 #[inline(never)]
-pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
+pub(crate) fn alloc_slow(class: usize, marks: Marks) -> (*mut u8, CentralTrip) {
     debug_assert!(is_initialised());
     if MODE.load_acquire() != MODE_RSEQ {
-        return fallback_alloc(class);
+        return fallback_alloc(class, marks);
     }
     let flags = FAST.flags.load_acquire();
     let (object, trip) = alloc_rseq(class, flags);
-    if !object.is_null() && freed::enabled() {
+    if !object.is_null() && marks == Marks::Kept && freed::enabled() {
         // SAFETY: just handed out: a small object, the caller's now.
         unsafe { freed::clear(object as usize) };
     }
@@ -44,9 +44,10 @@ pub(crate) fn alloc_slow(class: usize) -> (*mut u8, CentralTrip) {
 }
 
 /// Marks `object` as freed, first reporting it if it carries the mark and
-/// is free already (see `freed`).
-fn mark_freed(class: usize, object: usize) {
-    if !freed::enabled() {
+/// is free already (see `freed`); nothing for Rust's `dealloc`, whose
+/// object this path would otherwise read, often from a line long evicted.
+fn mark_freed(class: usize, object: usize, marks: Marks) {
+    if marks == Marks::Skipped || !freed::enabled() {
         return;
     }
     // SAFETY: the caller gives `object`, a small object, up; it is still
@@ -102,13 +103,13 @@ fn wake_here(class: usize, by: WokenBy) -> bool {
 /// Free of `object` (of `class`) when the fast path missed (or is off).
 #[cold]
 #[inline(never)]
-pub(crate) fn free_slow(class: usize, object: usize) -> CentralTrip {
+pub(crate) fn free_slow(class: usize, object: usize, marks: Marks) -> CentralTrip {
     debug_assert!(is_initialised());
     if MODE.load_acquire() != MODE_RSEQ {
-        return fallback_free(class, object);
+        return fallback_free(class, object, marks);
     }
     let flags = FAST.flags.load_acquire();
-    mark_freed(class, object);
+    mark_freed(class, object, marks);
     for _ in 0..4 {
         match push_section(class, object) {
             Ok(()) => {
@@ -265,7 +266,7 @@ fn drain(cache: &impl Cache, class: usize, object: usize) -> CentralTrip {
 
 /// Allocation in fallback mode: from a region this thread holds, refilled
 /// if empty; from the central list if every region is busy.
-fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
+fn fallback_alloc(class: usize, marks: Marks) -> (*mut u8, CentralTrip) {
     let mut trip = CentralTrip::NONE;
     let from_region = region::with_held(|held| match protocol::pop(held, class) {
         Some(object) => {
@@ -283,7 +284,7 @@ fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
         Some(object) if !object.is_null() => object,
         _ => take_one(class),
     };
-    if !object.is_null() && freed::enabled() {
+    if !object.is_null() && marks == Marks::Kept && freed::enabled() {
         // SAFETY: just handed out: a small object, the caller's now.
         unsafe { freed::clear(object as usize) };
     }
@@ -292,12 +293,12 @@ fn fallback_alloc(class: usize) -> (*mut u8, CentralTrip) {
 
 /// Free in fallback mode: onto a region this thread holds, drained if
 /// full; to the central list if every region is busy.
-fn fallback_free(class: usize, object: usize) -> CentralTrip {
+fn fallback_free(class: usize, object: usize, marks: Marks) -> CentralTrip {
     let done = region::with_held(|held| {
         if protocol::top(held, class) == Some(object) {
             report::double_free(Call::Free, object);
         }
-        mark_freed(class, object);
+        mark_freed(class, object, marks);
         if protocol::push(held, geometry(), class, object) {
             hits::count_free(0, class);
             return CentralTrip::NONE;
