@@ -1,6 +1,7 @@
-//! The freed mark (rseq mode): a free writes a per-process secret into the
-//! second word of the object it caches and an allocation clears it, so a
-//! free that finds the mark on its object is probably freeing it twice. It
+//! The freed mark (rseq mode): C's `free` writes a per-process secret into
+//! the second word of the object it caches and C's allocations clear it, so
+//! a free that finds the mark on its object is probably freeing it twice
+//! (Rust's calls skip it: [`super::Marks`]). It
 //! then looks for the object among the free ones (every CPU's cache of its
 //! class, its central list) and reports it if there: the mark is only a
 //! hint (a program may happen to store the secret), the search decides. A
