@@ -165,16 +165,21 @@ fn fits_aligned_class(class: usize, size: usize) -> bool {
 /// used afterwards.
 #[inline]
 pub(crate) unsafe fn free_stated(ptr: *mut u8, size: usize, align: usize, call: Call) {
-    match small_class_of(ptr as usize).filter(|&class| tiers::starts_small_object(class, ptr as usize)) {
-        Some(class)
+    let block = match small_class_of(ptr as usize) {
+        Some(class) if tiers::starts_small_object(class, ptr as usize) => Some(Block::Small(class)),
+        // Past a span's head page, in a medium or huge block, or no block.
+        _ => lookup(ptr as usize),
+    };
+    match block {
+        Some(Block::Small(class))
             if class_for(size, align) == Some(class) || fits_aligned_class(class, size) || runtime::hardened() =>
         {
             free_small(class, ptr, Some(size), call)
         }
-        Some(class) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),
-        None => {
+        Some(Block::Small(class)) => report::size_mismatch(call, ptr as usize, size, SIZES[class] as usize),
+        _ => {
             if !runtime::hardened()
-                && let Some(block) = lookup(ptr as usize)
+                && let Some(block) = block
                 && !matches!(
                     (route(size, align), block),
                     (Route::Medium, Block::Medium(..)) | (Route::Huge, Block::Huge(_))

@@ -10,8 +10,9 @@
 //! Invariants (a segment `s`, a page `p` of it):
 //! - `s` is ours iff its bit is set in [`SEGMENT_MAP`];
 //! - `s.page_class[p]` is 0 for a free page, the class for a small span's
-//!   pages, [`PAGE_MEDIUM`] for a medium span's, and is set before any object
-//!   of the span is handed out;
+//!   head page and the class with [`TAIL_PAGE`] set for its other pages,
+//!   [`PAGE_MEDIUM`] for a medium span's, and is set before any object of
+//!   the span is handed out;
 //! - `s.page_head[p]` is the first page of the span covering `p`, and the
 //!   [`Span`] describing it is `s.spans[s.page_head[p]]`;
 //! - bit `p` of `s.free_pages` is set iff page `p` is in no span
@@ -29,6 +30,13 @@ use crate::sync::{AtomicBool, AtomicIntOps, AtomicOps, AtomicU8, AtomicU64, Atom
 const ALL_USABLE: u64 = !1;
 /// `page_class` of a medium span's pages.
 pub(crate) const PAGE_MEDIUM: u8 = 255;
+/// Set in `page_class` on a small span's pages after its head: `free`'s
+/// fast path, which reads the class byte alone, then takes only pointers
+/// in head pages, where an object's offset in its span is its offset in
+/// the page (no read of `page_head`); the others go the way of every
+/// other block (`tiers::lookup`).
+pub(crate) const TAIL_PAGE: u8 = 0x80;
+const _: () = assert!(crate::size_class::CLASSES < TAIL_PAGE as usize - 1);
 
 /// What a segment holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -665,7 +673,8 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
     span.class = class;
     span.pages = pages as u8;
     for page in head..head + pages {
-        s.page_class[page].store_release(class);
+        let tail = if page != head && class != PAGE_MEDIUM { TAIL_PAGE } else { 0 };
+        s.page_class[page].store_release(class | tail);
     }
     NewSpan { seg, head, zeroed }
 }

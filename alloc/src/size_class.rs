@@ -172,45 +172,43 @@ pub(crate) fn objects_per_span(class: usize) -> usize {
     SPAN_PAGES[class] as usize * PAGE_SIZE / SIZES[class] as usize
 }
 
-/// What `free` checks to know that an offset into a span starts an object:
-/// Lemire's divisibility test (`offset % size == 0` iff
-/// `offset * magic < magic`, with `magic = ceil(2^64 / size)`, exact for
-/// offsets below 2^32) and the offset of the span's last object, so a
-/// pointer into the span's unused tail is refused too.
-#[derive(Clone, Copy)]
-#[repr(C, align(16))]
-pub(crate) struct ObjectStart {
-    magic: u64,
-    last: u64,
-}
-
-/// Entries of [`OBJECT_STARTS`]: every positive page-class byte, so that a
-/// class read from a page indexes it without a bounds check (the entries
-/// past the last class start no object).
+/// Entries of [`OBJECT_MAGIC`] and [`OBJECT_LAST`]: every positive
+/// page-class byte, so that a class read from a page indexes them without a
+/// bounds check (the entries past the last class start no object).
 const OBJECT_STARTS_LEN: usize = 128;
 const _: () = assert!(CLASSES < OBJECT_STARTS_LEN);
 
-const fn build_object_starts() -> [ObjectStart; OBJECT_STARTS_LEN] {
+/// Per class, the magic of Lemire's divisibility test: `offset % size == 0`
+/// iff `offset * magic < magic`, with `magic = ceil(2^64 / size)`, exact
+/// for offsets below 2^32. Apart from [`OBJECT_LAST`], not in one array of
+/// pairs: entries of 8 bytes are indexed by the class in one instruction,
+/// pairs of 16 took two more on every `free`.
+static OBJECT_MAGIC: [u64; OBJECT_STARTS_LEN] = build_object_starts().0;
+
+/// Per class, the offset of a span's last object, so that a pointer into
+/// the span's unused tail is refused too.
+static OBJECT_LAST: [u64; OBJECT_STARTS_LEN] = build_object_starts().1;
+
+const fn build_object_starts() -> ([u64; OBJECT_STARTS_LEN], [u64; OBJECT_STARTS_LEN]) {
     let sizes = build_sizes();
     let pages = build_span_pages();
-    let mut table = [ObjectStart { magic: 0, last: 0 }; OBJECT_STARTS_LEN];
+    let (mut magic, mut last) = ([0; OBJECT_STARTS_LEN], [0; OBJECT_STARTS_LEN]);
     let mut class = 1;
     while class <= CLASSES {
         let size = sizes[class] as u64;
         let objects = pages[class] as u64 * PAGE_SIZE as u64 / size;
-        table[class] = ObjectStart { magic: u64::MAX / size + 1, last: (objects - 1) * size };
+        magic[class] = u64::MAX / size + 1;
+        last[class] = (objects - 1) * size;
         class += 1;
     }
-    table
+    (magic, last)
 }
-
-static OBJECT_STARTS: [ObjectStart; OBJECT_STARTS_LEN] = build_object_starts();
 
 /// Whether `offset` bytes from the start of a span of `class` is where one of
 /// its objects starts. No division: one multiply, two compares.
 #[inline(always)]
 pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
-    offset as u64 <= OBJECT_STARTS[class].last && object_index(class, offset).is_some()
+    offset as u64 <= OBJECT_LAST[class] && object_index(class, offset).is_some()
 }
 
 /// `offset / size` for `class` if `offset` is a multiple of its size:
@@ -220,7 +218,7 @@ pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
 #[inline(always)]
 pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
     debug_assert!(offset < 1 << 32);
-    let magic = OBJECT_STARTS[class].magic;
+    let magic = OBJECT_MAGIC[class];
     let product = u128::from(offset as u64) * u128::from(magic);
     ((product as u64) < magic).then_some((product >> 64) as usize)
 }

@@ -11,7 +11,7 @@ use crate::huge;
 use crate::medium;
 use crate::percpu::{self, Marks};
 use crate::report::{self, Call};
-use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, is_ours};
+use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, TAIL_PAGE, is_ours};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::AtomicOps;
 use crate::upkeep;
@@ -46,8 +46,8 @@ pub(crate) fn classify(ptr: usize, call: Call) -> Block {
 #[inline]
 pub(crate) fn lookup(ptr: usize) -> Option<Block> {
     let Some(class) = page_class(ptr) else { return lookup_far(ptr) };
-    if is_small(class) {
-        let class = class as usize;
+    if class != PAGE_MEDIUM && class & !TAIL_PAGE != 0 {
+        let class = (class & !TAIL_PAGE) as usize;
         return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
     }
     lookup_other(Segment::containing(ptr), Segment::page_index(ptr), class, ptr)
@@ -66,19 +66,20 @@ fn page_class(ptr: usize) -> Option<u8> {
     Some(unsafe { (*seg).page_class[Segment::page_index(ptr)].load_acquire() })
 }
 
-/// Whether a page class byte names a small class: the positive bytes, as a
-/// signed test (one instruction fewer on `free` than a range check).
+/// Whether a page class byte names a small class at its span's head page:
+/// the positive bytes (a tail page's and a medium span's have the top bit
+/// set), as a signed test (one instruction fewer on `free` than a range check).
 #[inline(always)]
 fn is_small(class: u8) -> bool {
-    const _: () = assert!(CLASSES < 128 && (PAGE_MEDIUM as i8) < 0);
+    const _: () = assert!(CLASSES < 128 && (PAGE_MEDIUM as i8) < 0 && (TAIL_PAGE as i8) < 0);
     (class as i8) > 0
 }
 
-/// Whether `ptr`, in a page of a small span of `class` ([`small_class_of`]),
-/// is where one of its objects starts.
+/// Whether `ptr`, in the head page of a small span of `class`
+/// ([`small_class_of`]), is where one of its objects starts.
 #[inline(always)]
 pub(crate) fn starts_small_object(class: usize, ptr: usize) -> bool {
-    starts_object(class, span_offset(ptr))
+    starts_object(class, ptr & (PAGE_SIZE - 1))
 }
 
 /// Offset of `ptr` from the start of the span covering it (a span of ours).
@@ -150,7 +151,9 @@ pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
 }
 
 /// The class of `ptr` if it passes the checks `free` can afford on every
-/// call: 16-aligned, in a segment of ours, in a page of a small span.
+/// call: 16-aligned, in a segment of ours, in the head page of a small span
+/// (a pointer in one of its other pages gets `None`, and [`lookup`] then
+/// finds its class).
 ///
 /// Whether it starts an object is [`starts_small_object`]'s question, which
 /// C's `free` asks too; Rust's `dealloc`, whose layout the language

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <sys/mman.h>
 
 static char static_block[64];
@@ -126,6 +127,25 @@ int main(int argc, char **argv) {
         show(p + 16);
         free(launder(p + 16));
         reuse(64);
+    } else if (!strcmp(probe, "interior_tail_reuse")) {
+        /* Blocks of 16 KiB come from spans of more than one page (64 KiB,
+         * spans start at a page): a block whose offset in its page is not a
+         * multiple of its class's size (its usable size) lies in a page after
+         * its span's head, which free's fast path leaves to the full lookup.
+         * The others are freed as they should be; a pointer into that one is
+         * refused. */
+        char *blocks[16], *tail = NULL;
+        for (int i = 0; i < 16; i++) {
+            blocks[i] = launder(malloc(16384));
+            size_t size = malloc_usable_size(blocks[i]);
+            if (!tail && ((uintptr_t)blocks[i] & 0xffff) % size != 0) tail = blocks[i];
+        }
+        for (int i = 0; i < 16; i++)
+            if (blocks[i] != tail) free(blocks[i]);
+        if (!tail) return 1;
+        show(tail + 16);
+        free(launder(tail + 16));
+        reuse(16384);
     } else if (!strcmp(probe, "double_free_later")) {
         /* Another free in between defeats a check of only the last freed block. */
         char *p = launder(malloc(24));

@@ -156,12 +156,19 @@ fn default_mode_catches_double_and_interior_frees_on_the_slow_path() {
 
 /// Without hardened mode too, a block freed twice (in a row, or with other
 /// frees in between; a huge one, whose freed mapping stays ours for reuse,
-/// too) and a pointer into a block are refused at that very `free`, before
+/// too) and a pointer into a block (one in its span's first page, one in a
+/// page after it) are refused at that very `free`, before
 /// the program's next allocations could get one block twice.
 #[test]
 fn default_mode_refuses_double_frees_and_interior_pointers_at_once() {
     for mode in [Mode::Rseq, Mode::ForcedFallback] {
-        for name in ["double_free_reuse", "double_free_later_reuse", "interior_reuse", "huge_double_free_reuse"] {
+        for name in [
+            "double_free_reuse",
+            "double_free_later_reuse",
+            "interior_reuse",
+            "interior_tail_reuse",
+            "huge_double_free_reuse",
+        ] {
             let run = probe(mode, false, name);
             assert!(!String::from_utf8_lossy(&run.output.stdout).contains("shared"), "{name}: {}", run.describe());
             assert_reported(&run, name, mode);

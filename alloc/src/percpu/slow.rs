@@ -13,7 +13,7 @@ use super::freed;
 use super::hits;
 use super::protocol::{self, WokenBy};
 use super::region::{self, RawRegion, geometry};
-use super::{CentralTrip, FAST, Index, MODE, Marks, MODE_RSEQ, SLAB_SHIFT, is_initialised, pop_section, push_section};
+use super::{CentralTrip, FAST, Index, MODE, MODE_RSEQ, Marks, SLAB_SHIFT, is_initialised, pop_section, push_section};
 use crate::central::CENTRAL;
 use crate::report::{self, Call};
 use crate::sync::AtomicOps;
