@@ -24,7 +24,7 @@ use crate::list::{Links, List};
 use crate::lock::Lock;
 use crate::report::{self, Call};
 use crate::segment::{self, NewSpan, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span, TAIL_PAGE};
-use crate::size_class::{CLASSES, SIZES, SPAN_PAGES, object_index, objects_per_span};
+use crate::size_class::{CLASSES, ObjectIndex, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
 /// One class's list, on a cache line of its own (64 bytes, not
@@ -342,6 +342,7 @@ impl Central {
         let inner = unsafe { &mut *list.inner.get() };
         let mut medium = 0;
         let mut freed = SpansToFree::new();
+        let index_of = ObjectIndex::of(class);
         let mut rest = objects;
         while let Some(&object) = rest.first() {
             let Some(span) = span_of(object, class) else {
@@ -359,34 +360,33 @@ impl Central {
             // class, and the lock is held.
             let (bump, free) = unsafe { ((*span).bump as usize, free_bits(span)) };
             // Objects that come back together mostly share bitmap words: a
-            // word is read and written once per run of them, not once per
-            // object (a chain of stores and loads of one word).
-            let (mut word, mut had, mut set) = (usize::MAX, 0u64, 0u64);
+            // word is read, checked and written once per group of them, not
+            // once per object (a chain of stores and loads of one word, and
+            // a test and branch per object). A group sets `set`, one bit per
+            // object, which overlaps the word's free bits or counts fewer
+            // bits than objects only if one of them is free already.
+            let (start, bytes) = (run.start, run.bytes);
+            let (mut word, mut set, mut group) = (usize::MAX, 0u64, 0);
             let mut in_span = 0;
             for &object in rest {
-                let offset = object.wrapping_sub(run.start);
-                if offset >= run.bytes {
+                let offset = object.wrapping_sub(start);
+                if offset >= bytes {
                     break;
                 }
-                in_span += 1;
-                let index = object_index(class, offset).filter(|&i| i < bump);
+                let index = index_of.get(offset).filter(|&i| i < bump);
                 let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
                 if index / 64 != word {
                     if word != usize::MAX {
-                        free[word] = had | set;
+                        free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
                     }
-                    word = index / 64;
-                    (had, set) = (free[word], 0);
+                    (word, set, group) = (index / 64, 0, in_span);
                     run.first_word = run.first_word.min(word as u8);
                 }
-                let bit = 1u64 << (index % 64);
-                if (had | set) & bit != 0 {
-                    report::double_free(Call::Free, object);
-                }
-                set |= bit;
+                set |= 1u64 << (index % 64);
+                in_span += 1;
             }
             if word != usize::MAX {
-                free[word] = had | set;
+                free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
             }
             run.returned = in_span as u16;
             rest = &rest[in_span..];
@@ -491,6 +491,31 @@ impl Run {
         let pages = unsafe { (*span).pages } as usize;
         Run { span, start: span_start(span), bytes: pages * PAGE_SIZE, ..Run::NONE }
     }
+}
+
+/// A bitmap word of free objects (`had`) with the bits `set` by `group`,
+/// objects of a span of `class` starting at `start`, one bit each; aborts
+/// naming the first of them that is free already (its bit in `had`, or in
+/// `group` twice).
+#[inline(always)]
+fn settle_word(had: u64, set: u64, group: &[usize], class: usize, start: usize) -> u64 {
+    if had & set != 0 || set.count_ones() as usize != group.len() {
+        report_freed_again(had, group, class, start);
+    }
+    had | set
+}
+
+#[cold]
+#[inline(never)]
+fn report_freed_again(mut had: u64, group: &[usize], class: usize, start: usize) -> ! {
+    for &object in group {
+        let bit = 1u64 << (object_index(class, object - start).unwrap_or(0) % 64);
+        if had & bit != 0 {
+            report::double_free(Call::Free, object);
+        }
+        had |= bit;
+    }
+    unreachable!("a group whose bits overlap holds an object freed twice")
 }
 
 /// Counts `run`'s objects back in its span and moves the span on the list:

@@ -217,10 +217,28 @@ pub(crate) fn starts_object(class: usize, offset: usize) -> bool {
 /// lists index a span's bitmap without a division.
 #[inline(always)]
 pub(crate) fn object_index(class: usize, offset: usize) -> Option<usize> {
-    debug_assert!(offset < 1 << 32);
-    let magic = OBJECT_MAGIC[class];
-    let product = u128::from(offset as u64) * u128::from(magic);
-    ((product as u64) < magic).then_some((product >> 64) as usize)
+    ObjectIndex::of(class).get(offset)
+}
+
+/// [`object_index`] for one class, its magic read once: for a loop over
+/// many objects of the class, where the compiler, short of registers,
+/// reloaded it from the stack and the table at every object.
+#[derive(Clone, Copy)]
+pub(crate) struct ObjectIndex(u64);
+
+impl ObjectIndex {
+    #[inline(always)]
+    pub(crate) fn of(class: usize) -> ObjectIndex {
+        ObjectIndex(OBJECT_MAGIC[class])
+    }
+
+    /// `offset / size` if `offset` is a multiple of the class's size.
+    #[inline(always)]
+    pub(crate) fn get(self, offset: usize) -> Option<usize> {
+        debug_assert!(offset < 1 << 32);
+        let product = u128::from(offset as u64) * u128::from(self.0);
+        ((product as u64) < self.0).then_some((product >> 64) as usize)
+    }
 }
 
 #[cfg(test)]

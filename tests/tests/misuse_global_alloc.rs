@@ -174,3 +174,38 @@ fn a_block_freed_by_c_then_allocated_by_rust_frees_again_by_c() {
         }
     }
 }
+
+/// A block given to Rust's `dealloc` twice with other frees in between sits
+/// twice in its CPU's cache (Rust's frees are not marked); when the cache
+/// drains, both copies reach the central list in one batch, among blocks of
+/// the same bitmap word, and the list must refuse the second, naming it.
+#[test]
+fn suite_double_free_in_one_drain_is_caught() {
+    child_aborts_naming_its_victim(
+        "double_free_in_one_drain_child",
+        "RSEQ_TEST_DOUBLE_FREE_IN_ONE_DRAIN_CHILD",
+        "rseq-alloc: free(): double free of",
+    );
+}
+
+#[test]
+fn double_free_in_one_drain_child() {
+    if std::env::var_os("RSEQ_TEST_DOUBLE_FREE_IN_ONE_DRAIN_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: valid layouts; blocks are freed with them (the victim twice: the point).
+    unsafe {
+        let victim = RseqAlloc.alloc(layout);
+        let neighbours: Vec<*mut u8> = (0..3).map(|_| RseqAlloc.alloc(layout)).collect();
+        RseqAlloc.dealloc(victim, layout);
+        for &n in &neighbours {
+            RseqAlloc.dealloc(n, layout);
+        }
+        eprintln!("victim={victim:p}");
+        RseqAlloc.dealloc(victim, layout);
+        rseq_alloc::trim();
+    }
+    panic!("the double free was not caught");
+}
