@@ -314,28 +314,19 @@ impl PageHeap {
         out.len()
     }
 
-    /// A span of `pages` pages from the first segment with room, or from a
-    /// fresh one.
+    /// A span of `pages` pages from the first segment with a run of free
+    /// pages that held data (dirty), else from the first with room, else
+    /// from a fresh one. Dirty pages come first because they are resident
+    /// already: a never-touched (or purged) page costs a page fault and a
+    /// page of resident memory more, and a program that frees and allocates
+    /// its working set again would otherwise spread it over pages it never
+    /// touched before, faulting them in cycle after cycle until it had
+    /// touched them all.
     fn claim_anywhere(&self, inner: &mut PageHeapInner, pages: usize, class: u8) -> Option<NewSpan> {
-        let mut seg = inner.segments.head;
-        while !seg.is_null() {
-            // SAFETY: segments on the list are mapped and ours; the caller
-            // holds the lock, which guards these fields.
-            let found = unsafe { find_run((*seg).free_pages, pages) };
-            if let Some(head) = found {
-                // SAFETY: the lock is held and `find_run` found these pages free.
-                let span = unsafe { claim(inner, seg, head, pages, class) };
-                // SAFETY: as above; `seg` is listed.
-                unsafe {
-                    if (*seg).free_pages == 0 && seg != inner.segments.tail {
-                        inner.segments.unlink(seg);
-                        inner.segments.push_back(seg);
-                    }
-                }
+        for dirty_only in [true, false] {
+            if let Some(span) = Self::claim_first(inner, pages, class, dirty_only) {
                 return Some(span);
             }
-            // SAFETY: as above.
-            seg = unsafe { List::next(seg) };
         }
         let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?.as_ptr().cast::<Segment>();
         self.mapped.fetch_add_relaxed(SEGMENT_SIZE);
@@ -351,6 +342,32 @@ impl PageHeap {
         mark(seg);
         // SAFETY: the new segment has every usable page free.
         Some(unsafe { claim(inner, seg, 1, pages, class) })
+    }
+
+    /// A span of `pages` pages at the first run of free pages (of dirty
+    /// ones, if `dirty_only`) in the listed segments.
+    fn claim_first(inner: &mut PageHeapInner, pages: usize, class: u8, dirty_only: bool) -> Option<NewSpan> {
+        let mut seg = inner.segments.head;
+        while !seg.is_null() {
+            // SAFETY: segments on the list are mapped and ours; the caller
+            // holds the lock, which guards these fields.
+            let free = unsafe { (*seg).free_pages & if dirty_only { (*seg).dirty_pages } else { !0 } };
+            if let Some(head) = find_run(free, pages) {
+                // SAFETY: the lock is held and `find_run` found these pages free.
+                let span = unsafe { claim(inner, seg, head, pages, class) };
+                // SAFETY: as above; `seg` is listed.
+                unsafe {
+                    if (*seg).free_pages == 0 && seg != inner.segments.tail {
+                        inner.segments.unlink(seg);
+                        inner.segments.push_back(seg);
+                    }
+                }
+                return Some(span);
+            }
+            // SAFETY: segments on the list are mapped and ours; the lock is held.
+            seg = unsafe { List::next(seg) };
+        }
+        None
     }
 
     /// Gives back the span at `head` of `seg` (`pages` long).

@@ -144,6 +144,37 @@ fn batch_cycles_child() {
     assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
 }
 
+/// Blocks freed and allocated again land on pages that held data before
+/// rather than on pages never touched: the page heap claims free dirty
+/// pages first. Medium blocks fill four segments and one more is mapped
+/// (the page heap looks at the newest segment first); the first four's
+/// blocks are freed and allocated again, written whole: they must come
+/// back on the freed pages, not on the new segment's untouched ones.
+#[test]
+fn suite_freed_pages_are_claimed_before_untouched_ones() {
+    modes::child_passes("dirty_first_child", &[("RSEQ_TEST_DIRTY_FIRST_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "60000")]);
+}
+
+#[test]
+fn dirty_first_child() {
+    if std::env::var_os("RSEQ_TEST_DIRTY_FIRST_CHILD").is_none() {
+        return;
+    }
+    const BLOCK: usize = 512 << 10;
+    let write = |n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| vec![i as u8 + 1; BLOCK]).collect() };
+    let first = write(28);
+    let newest = write(1);
+    drop(first);
+    let before = minor_faults();
+    let again = write(28);
+    let faults = minor_faults() - before;
+    let pages = 28 * BLOCK / 4096;
+    eprintln!("dirty_first_child: {faults} minor faults writing {pages} pages of blocks allocated again");
+    // Zero here; a 512 KiB block on untouched pages is 128 faults.
+    assert!(faults < 64, "{faults} faults for {pages} pages: blocks landed on untouched pages");
+    assert!(again.iter().chain(&newest).all(|b| b[BLOCK - 1] != 0));
+}
+
 /// A program that frees most of its memory and then never calls the
 /// allocator again gets it back within a few periods: the allocator's
 /// background thread runs the rounds its slow paths no longer do. Without
