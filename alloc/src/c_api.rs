@@ -125,7 +125,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return fail();
     }
     // SAFETY: forwarded from the caller.
-    let new = unsafe { front::realloc(ptr.cast(), None, MIN_ALIGN, size) };
+    let new = unsafe { front::realloc_unstated(ptr.cast(), size) };
     if new.is_null() { fail() } else { new.cast() }
 }
 

@@ -340,6 +340,37 @@ pub(crate) unsafe fn realloc_sized(ptr: *mut u8, old_size: usize, align: usize, 
     unsafe { realloc(ptr, Some(old_size), align, new_size) }
 }
 
+/// C's `realloc` (the block's size is not stated, its alignment is 16): a
+/// small object moved to a size below [`PROMOTE_MEDIUM_FROM`] (so a small
+/// one too) is looked up as `free` does, then popped, copied and pushed as
+/// `malloc` and `free` would do it, without [`realloc`]'s full lookup and
+/// routing; everything else goes there.
+///
+/// # Safety
+/// `ptr` is a live block of this allocator (anything else is reported).
+#[inline]
+pub(crate) unsafe fn realloc_unstated(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    if new_size < PROMOTE_MEDIUM_FROM
+        && !runtime::hardened()
+        && let Some(old) = small_class_of(ptr as usize).filter(|&class| tiers::starts_small_object(class, ptr as usize))
+    {
+        let new = class_of(new_size);
+        if old == new {
+            return ptr;
+        }
+        let moved = alloc_small(new, new_size, 16, Call::Realloc);
+        if moved.is_null() {
+            return null_mut();
+        }
+        // SAFETY: both blocks are live and distinct; the copy fits both.
+        unsafe { core::ptr::copy_nonoverlapping(ptr, moved, (SIZES[old] as usize).min(new_size)) };
+        free_small(old, ptr, None, Call::Realloc);
+        return moved;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc(ptr, None, 16, new_size) }
+}
+
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:
 /// in place when the block's kind and capacity allow it, by `mremap` for huge
 /// blocks, else by allocating, copying and freeing. Returns null (leaving the

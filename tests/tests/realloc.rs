@@ -418,3 +418,35 @@ fn every_power_of_two_alignment_up_to_1_gib() {
         }
     }
 }
+
+/// C's `realloc` between small sizes (the path that pops, copies and
+/// pushes without the full lookup): every byte up to the smaller size
+/// survives each move, growing or shrinking, and a size of the same class
+/// keeps the block where it is.
+#[test]
+fn c_realloc_between_small_sizes_keeps_every_byte() {
+    use rseq_alloc::c_api;
+    let sizes = [16usize, 24, 100, 1000, 40, 3000, 17, 4095, 2000, 16];
+    // SAFETY: every block is used within its size and freed once.
+    unsafe {
+        let mut p = c_api::malloc(sizes[0]).cast::<u8>();
+        let mut size = sizes[0];
+        for (step, &next) in sizes.iter().enumerate().skip(1) {
+            for i in 0..size {
+                p.add(i).write((i * 7 + step) as u8);
+            }
+            let q = c_api::realloc(p.cast(), next).cast::<u8>();
+            assert!(!q.is_null());
+            for i in 0..size.min(next) {
+                assert_eq!(q.add(i).read(), (i * 7 + step) as u8, "byte {i} lost moving {size} -> {next}");
+            }
+            (p, size) = (q, next);
+        }
+        if !rseq_alloc::stats().hardened {
+            let q = c_api::realloc(p.cast(), 8).cast::<u8>();
+            assert_eq!(q, p, "a size of the same class moved the block");
+            p = q;
+        }
+        c_api::free(p.cast());
+    }
+}
