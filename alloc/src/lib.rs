@@ -306,7 +306,15 @@ unsafe impl GlobalAlloc for RseqAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        front::alloc_zeroed(layout.size(), layout.align())
+        let Some(class) = front::fast_class(layout.size(), layout.align()) else {
+            return front::alloc_zeroed(layout.size(), layout.align());
+        };
+        let ptr = front::alloc_small_unmarked(class, layout.size(), report::Call::Calloc);
+        if !ptr.is_null() {
+            // SAFETY: the block holds at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        ptr
     }
 
     #[inline]
