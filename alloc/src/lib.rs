@@ -49,7 +49,7 @@
 //! the call and the pointer, then `abort`: C's `free` checks alignment,
 //! segment, page and object start on its fast path, and a small block
 //! freed twice is refused at the second free (the freed mark, `percpu`;
-//! Rust's `dealloc` skips it); the central lists check every object that
+//! Rust's `alloc` and `dealloc` skip it); the central lists check every object that
 //! reaches them again.
 //!
 //! # For maintainers: the layers
