@@ -3,7 +3,7 @@
 //!
 //! Sizes step by 16 bytes up to 128, then eight steps per doubling, so a
 //! request above 128 bytes wastes at most `step / (lower + 1) < 1/8` of its
-//! size. Every size is a multiple of 16, and every object sits at
+//! size; one more class sits a step above 1 KiB ([`KIB_AND_HEADER`]). Every size is a multiple of 16, and every object sits at
 //! `span_start + i * size` with spans 64 KiB aligned, so an object of a class
 //! whose size is a multiple of `align` is aligned to it.
 //!
@@ -44,8 +44,13 @@ const ALIASING: usize = {
     count
 };
 
+/// A class one 16-byte step above 1 KiB: a kibibyte and a small header is
+/// a common request (sqlite's page cache asks 1032 bytes for each 1 KiB
+/// page), which the next step, 1152, would pad by a ninth.
+const KIB_AND_HEADER: u32 = 1024 + 16;
+
 /// Number of classes, not counting the unused class 0.
-pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7) + ALIASING;
+pub(crate) const CLASSES: usize = 8 + 8 * (MAX_SMALL.trailing_zeros() as usize - 7) + ALIASING + 1;
 
 /// Whether `size` is one whose objects would all start at the same offset
 /// in a page and that has a class a line larger beside it (see the
@@ -68,6 +73,10 @@ pub(crate) const fn build_sizes() -> [u32; CLASSES + 1] {
     }
     let mut base = 128u32;
     while base < MAX_SMALL as u32 {
+        if base + 16 == KIB_AND_HEADER {
+            sizes[class] = KIB_AND_HEADER;
+            class += 1;
+        }
         let step = base / 8;
         let mut k = 1;
         while k <= 8 {
