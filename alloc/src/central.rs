@@ -23,7 +23,7 @@ use crate::geometry::{MAX_OBJECTS, PROMOTE_MEDIUM_FROM};
 use crate::list::{Links, List};
 use crate::lock::Lock;
 use crate::report::{self, Call};
-use crate::segment::{self, NewSpan, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span, TAIL_PAGE};
+use crate::segment::{self, NewSpan, PAGE_HEAP, PAGE_MEDIUM, PAGE_SIZE, Segment, Span};
 use crate::size_class::{CLASSES, ObjectIndex, SIZES, SPAN_PAGES, object_index, objects_per_span};
 use crate::sync::{AtomicOps, AtomicU32, AtomicU64, AtomicUsize};
 
@@ -562,7 +562,7 @@ fn span_of(object: usize, class: usize) -> Option<*mut Span> {
     let page = Segment::page_index(object);
     // SAFETY: the segment is ours, so its header is mapped.
     let (page_class, head) = unsafe { ((*seg).page_class[page].load_acquire(), (*seg).page_head[page]) };
-    if page_class & !TAIL_PAGE == class as u8 {
+    if segment::small_class_in(page_class) == Some(class) {
         // SAFETY: as above; `head` is a page index below PAGES.
         return Some(unsafe { (&raw mut (*seg).spans).cast::<Span>().add(head as usize) });
     }

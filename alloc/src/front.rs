@@ -323,17 +323,8 @@ pub(crate) unsafe fn realloc_sized(ptr: *mut u8, old_size: usize, align: usize, 
     if align <= 16 && old_size <= MAX_SMALL && new_size < PROMOTE_MEDIUM_FROM && !runtime::hardened() {
         let (old, new) = (class_of(old_size), class_of(new_size));
         if old < FIRST_PARKING_CLASS {
-            if old == new {
-                return ptr;
-            }
-            let grown = alloc_small_unmarked(new, new_size, Call::Realloc);
-            if grown.is_null() {
-                return null_mut();
-            }
-            // SAFETY: both blocks are live and distinct; the copy fits both.
-            unsafe { core::ptr::copy_nonoverlapping(ptr, grown, old_size.min(new_size)) };
-            dealloc_small(old, ptr, old_size);
-            return grown;
+            // SAFETY: the caller's block is a live object of `old` holding `old_size` bytes.
+            return unsafe { move_small(ptr, old, old_size, new, new_size, Marks::Skipped) };
         }
     }
     // SAFETY: forwarded from the caller.
@@ -354,21 +345,42 @@ pub(crate) unsafe fn realloc_unstated(ptr: *mut u8, new_size: usize) -> *mut u8 
         && !runtime::hardened()
         && let Some(old) = small_class_of(ptr as usize).filter(|&class| tiers::starts_small_object(class, ptr as usize))
     {
-        let new = class_of(new_size);
-        if old == new {
-            return ptr;
-        }
-        let moved = alloc_small(new, new_size, 16, Call::Realloc);
-        if moved.is_null() {
-            return null_mut();
-        }
-        // SAFETY: both blocks are live and distinct; the copy fits both.
-        unsafe { core::ptr::copy_nonoverlapping(ptr, moved, (SIZES[old] as usize).min(new_size)) };
-        free_small(old, ptr, None, Call::Realloc);
-        return moved;
+        // SAFETY: `small_class_of` and `starts_small_object` found a live
+        // object of `old` (the caller vouches it is live), its whole size ours.
+        return unsafe { move_small(ptr, old, SIZES[old] as usize, class_of(new_size), new_size, Marks::Kept) };
     }
     // SAFETY: forwarded from the caller.
     unsafe { realloc(ptr, None, 16, new_size) }
+}
+
+/// The small-to-small move of both `realloc` fast paths: `ptr` itself if
+/// `new` is its class `old`, else an object of `new` popped as an
+/// allocation would, the first `old_size.min(new_size)` bytes copied, and
+/// `ptr` pushed as a free would, with or without C's freed mark (`marks`);
+/// null (the block untouched) if memory ran out.
+///
+/// # Safety
+/// `ptr` is a live object of `old` of which at least `old_size` bytes are
+/// the caller's, and is not used afterwards unless it is returned.
+#[inline(always)]
+unsafe fn move_small(ptr: *mut u8, old: usize, old_size: usize, new: usize, new_size: usize, marks: Marks) -> *mut u8 {
+    if old == new {
+        return ptr;
+    }
+    let moved = match marks {
+        Marks::Kept => alloc_small(new, new_size, 16, Call::Realloc),
+        Marks::Skipped => alloc_small_unmarked(new, new_size, Call::Realloc),
+    };
+    if moved.is_null() {
+        return null_mut();
+    }
+    // SAFETY: both blocks are live and distinct; the copy fits both.
+    unsafe { core::ptr::copy_nonoverlapping(ptr, moved, old_size.min(new_size)) };
+    match marks {
+        Marks::Kept => free_small(old, ptr, None, Call::Realloc),
+        Marks::Skipped => dealloc_small(old, ptr, old_size),
+    }
+    moved
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`:

@@ -38,6 +38,14 @@ pub(crate) const PAGE_MEDIUM: u8 = 255;
 pub(crate) const TAIL_PAGE: u8 = 0x80;
 const _: () = assert!(crate::size_class::CLASSES < TAIL_PAGE as usize - 1);
 
+/// The small class a `page_class` byte names, on its span's head page or a
+/// later one; `None` for a free page or a medium span's.
+#[inline(always)]
+pub(crate) fn small_class_in(page_class: u8) -> Option<usize> {
+    let class = page_class & !TAIL_PAGE;
+    (page_class != PAGE_MEDIUM && class != 0).then_some(class as usize)
+}
+
 /// What a segment holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u32)]

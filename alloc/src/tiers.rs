@@ -11,7 +11,9 @@ use crate::huge;
 use crate::medium;
 use crate::percpu::{self, Marks};
 use crate::report::{self, Call};
-use crate::segment::{Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, TAIL_PAGE, is_ours};
+use crate::segment::{
+    Kind, PAGE_HEAP, PAGE_MEDIUM, PAGE_SHIFT, PAGE_SIZE, Segment, TAIL_PAGE, is_ours, small_class_in,
+};
 use crate::size_class::{CLASSES, SIZES, class_for, starts_object};
 use crate::sync::AtomicOps;
 use crate::upkeep;
@@ -46,9 +48,8 @@ pub(crate) fn classify(ptr: usize, call: Call) -> Block {
 #[inline]
 pub(crate) fn lookup(ptr: usize) -> Option<Block> {
     let Some(class) = page_class(ptr) else { return lookup_far(ptr) };
-    if class != PAGE_MEDIUM && class & !TAIL_PAGE != 0 {
-        let class = (class & !TAIL_PAGE) as usize;
-        return starts_object(class, span_offset(ptr)).then_some(Block::Small(class));
+    if let Some(small) = small_class_in(class) {
+        return starts_object(small, span_offset(ptr)).then_some(Block::Small(small));
     }
     lookup_other(Segment::containing(ptr), Segment::page_index(ptr), class, ptr)
 }
