@@ -2,6 +2,7 @@
 //! (a class's spans with free objects, the page heap's segments), each list
 //! guarded by its owner's lock.
 
+use core::marker::PhantomData;
 use core::ptr::null_mut;
 
 /// The two links an element of a [`List`] carries.
@@ -14,24 +15,37 @@ impl<T> Links<T> {
     pub(crate) const NONE: Links<T> = Links { prev: null_mut(), next: null_mut() };
 }
 
-/// A type whose values carry [`Links`] for one list.
-pub(crate) trait Linked: Sized {
-    /// The links of `this`.
+/// A type whose values carry [`Links`] for a kind of list, named by `Via`
+/// when they carry more than one pair (a segment is on the list of every
+/// segment and on the page heap's indexes at once).
+pub(crate) trait Linked<Via = ()>: Sized {
+    /// The links of `this` for lists of kind `Via`.
     ///
     /// # Safety
     /// `this` points to a live value.
     unsafe fn links(this: *mut Self) -> *mut Links<Self>;
 }
 
-/// A list: its first and last elements (null when empty).
-pub(crate) struct List<T> {
+/// A list: its first and last elements (null when empty), linked through
+/// their links for `Via`.
+pub(crate) struct List<T, Via = ()> {
     pub(crate) head: *mut T,
     pub(crate) tail: *mut T,
+    via: PhantomData<fn() -> Via>,
 }
 
-impl<T: Linked> List<T> {
-    pub(crate) const fn new() -> List<T> {
-        List { head: null_mut(), tail: null_mut() }
+impl<T: Linked<Via>, Via> List<T, Via> {
+    pub(crate) const fn new() -> List<T, Via> {
+        List { head: null_mut(), tail: null_mut(), via: PhantomData }
+    }
+
+    /// The links of `item` this list uses.
+    ///
+    /// # Safety
+    /// `item` points to a live element.
+    unsafe fn links(item: *mut T) -> *mut Links<T> {
+        // SAFETY: forwarded from the caller.
+        unsafe { <T as Linked<Via>>::links(item) }
     }
 
     /// The element after `item` (null after the last).
@@ -40,7 +54,7 @@ impl<T: Linked> List<T> {
     /// `item` is on this list, and the caller holds what guards it.
     pub(crate) unsafe fn next(item: *mut T) -> *mut T {
         // SAFETY: forwarded from the caller.
-        unsafe { (*T::links(item)).next }
+        unsafe { (*Self::links(item)).next }
     }
 
     /// # Safety
@@ -49,11 +63,11 @@ impl<T: Linked> List<T> {
     pub(crate) unsafe fn push_front(&mut self, item: *mut T) {
         // SAFETY: `item` and the head are live elements the caller guards.
         unsafe {
-            *T::links(item) = Links { prev: null_mut(), next: self.head };
+            *Self::links(item) = Links { prev: null_mut(), next: self.head };
             if self.head.is_null() {
                 self.tail = item;
             } else {
-                (*T::links(self.head)).prev = item;
+                (*Self::links(self.head)).prev = item;
             }
         }
         self.head = item;
@@ -64,11 +78,11 @@ impl<T: Linked> List<T> {
     pub(crate) unsafe fn push_back(&mut self, item: *mut T) {
         // SAFETY: `item` and the tail are live elements the caller guards.
         unsafe {
-            *T::links(item) = Links { prev: self.tail, next: null_mut() };
+            *Self::links(item) = Links { prev: self.tail, next: null_mut() };
             if self.tail.is_null() {
                 self.head = item;
             } else {
-                (*T::links(self.tail)).next = item;
+                (*Self::links(self.tail)).next = item;
             }
         }
         self.tail = item;
@@ -79,16 +93,16 @@ impl<T: Linked> List<T> {
     pub(crate) unsafe fn unlink(&mut self, item: *mut T) {
         // SAFETY: `item` and its neighbours are live elements the caller guards.
         unsafe {
-            let Links { prev, next } = core::ptr::replace(T::links(item), Links::NONE);
+            let Links { prev, next } = core::ptr::replace(Self::links(item), Links::NONE);
             if prev.is_null() {
                 self.head = next;
             } else {
-                (*T::links(prev)).next = next;
+                (*Self::links(prev)).next = next;
             }
             if next.is_null() {
                 self.tail = prev;
             } else {
-                (*T::links(next)).prev = prev;
+                (*Self::links(next)).prev = prev;
             }
         }
     }

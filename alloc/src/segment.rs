@@ -69,8 +69,16 @@ pub(crate) struct Segment {
     free_pages: u64,
     /// Pages that may hold non-zero bytes (page heap lock).
     dirty_pages: u64,
-    /// Neighbours in the page heap's list (page heap lock).
+    /// Neighbours in the page heap's list of every segment (page heap lock).
     links: Links<Segment>,
+    /// Neighbours in the page heap's index by longest run of free pages
+    /// (page heap lock).
+    free_run_links: Links<Segment>,
+    /// Neighbours in its index by longest run of free dirty pages (page
+    /// heap lock).
+    dirty_run_links: Links<Segment>,
+    /// Where the two indexes file the segment (page heap lock).
+    filed: Runs,
     /// Pages free and dirty since the last upkeep, unclaimed in between
     /// (page heap lock).
     aged_pages: u64,
@@ -201,14 +209,12 @@ pub(crate) struct PageHeap {
 }
 
 struct PageHeapInner {
-    /// Every normal segment, newest first, but a segment goes to the back
-    /// as its last page is claimed: a search for pages then finds the
-    /// segments with free pages before the full ones, and does not load the
-    /// header of every full segment (a cache and TLB miss each) first.
-    /// (Segments that free pages stay where they are: moved to the front,
-    /// the holes of a fragmented segment would come before the room a
-    /// medium span grows into.)
+    /// Every normal segment, for the walks of the upkeep and of `purge`.
     segments: List<Segment>,
+    /// The segments with free pages, by their longest run of them.
+    free_runs: RunIndex<FreeRuns>,
+    /// The segments with free dirty pages, by their longest run of them.
+    dirty_runs: RunIndex<DirtyRuns>,
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
     /// Whether segments that empty stay mapped until an upkeep finds them
@@ -283,12 +289,145 @@ impl Linked for Segment {
     }
 }
 
+/// Names the index of segments by their longest run of free pages.
+struct FreeRuns;
+/// Names the index of segments by their longest run of free dirty pages.
+struct DirtyRuns;
+
+impl Linked<FreeRuns> for Segment {
+    unsafe fn links(this: *mut Segment) -> *mut Links<Segment> {
+        // SAFETY: forwarded from the caller.
+        unsafe { &raw mut (*this).free_run_links }
+    }
+}
+
+impl Linked<DirtyRuns> for Segment {
+    unsafe fn links(this: *mut Segment) -> *mut Links<Segment> {
+        // SAFETY: forwarded from the caller.
+        unsafe { &raw mut (*this).dirty_run_links }
+    }
+}
+
+/// The longest runs of a segment's free pages and of its free dirty pages,
+/// in pages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Runs {
+    free: u8,
+    dirty: u8,
+}
+
+/// Segments filed by the length of a run of their pages, one list per
+/// length: a claim of `pages` takes a segment from the shortest length that
+/// fits (best fit, which keeps long runs for spans that need them), in
+/// constant time however many segments are mapped, where a walk of the
+/// segments would load the header of each (a cache and TLB miss apiece)
+/// past every one too full to serve.
+struct RunIndex<Via> {
+    /// `by_run[r]`: the segments whose run is `r` pages long; a segment
+    /// without such a run (`r` = 0) is on no list.
+    by_run: [List<Segment, Via>; PAGES],
+    /// Bit `r` set iff `by_run[r]` is not empty.
+    occupied: u64,
+}
+
+impl<Via> RunIndex<Via>
+where
+    Segment: Linked<Via>,
+{
+    const fn new() -> RunIndex<Via> {
+        RunIndex { by_run: [const { List::new() }; PAGES], occupied: 0 }
+    }
+
+    /// A segment whose run is at least `pages` long, of the shortest such
+    /// length; null if there is none.
+    fn fitting(&self, pages: usize) -> *mut Segment {
+        match self.occupied & !run_mask(pages) {
+            0 => core::ptr::null_mut(),
+            lengths => self.by_run[lengths.trailing_zeros() as usize].head,
+        }
+    }
+
+    /// Moves `seg` from the list of length `from` to that of `to`.
+    ///
+    /// # Safety
+    /// The page heap lock is held, and `seg` is a mapped segment on the
+    /// list of `from` (on none if `from` is 0).
+    unsafe fn refile(&mut self, seg: *mut Segment, from: u8, to: u8) {
+        let (from, to) = (from as usize, to as usize);
+        if from == to {
+            return;
+        }
+        if from != 0 {
+            // SAFETY: the caller's `seg` is on this list, which the lock guards.
+            unsafe { self.by_run[from].unlink(seg) };
+            if self.by_run[from].head.is_null() {
+                self.occupied &= !(1 << from);
+            }
+        }
+        if to != 0 {
+            // SAFETY: unlinked above (or on no list of this index), and live.
+            unsafe { self.by_run[to].push_front(seg) };
+            self.occupied |= 1 << to;
+        }
+    }
+}
+
+/// Length of the longest run of set bits in `bits` (not all set: page 0
+/// is the header's, never free), by binary lifting:
+/// `starts[j]` marks the bits that start a run of at least `2^j`, and the
+/// length grows by each power of two that still leaves a run that long.
+fn longest_run(bits: u64) -> u8 {
+    debug_assert!(bits != u64::MAX);
+    let mut starts = [bits; 6];
+    for j in 1..6 {
+        starts[j] = starts[j - 1] & (starts[j - 1] >> (1 << (j - 1)));
+    }
+    // `at_least` marks the bits that start a run of at least `length`.
+    let (mut length, mut at_least) = (0u32, u64::MAX);
+    for j in (0..6).rev() {
+        let longer = at_least & (starts[j] >> length);
+        if longer != 0 {
+            length += 1 << j;
+            at_least = longer;
+        }
+    }
+    length as u8
+}
+
+/// Files `seg` in both indexes by its free and dirty pages as they are now;
+/// `gone` takes it off them for good.
+///
+/// # Safety
+/// The page heap lock is held, and `seg` is a mapped normal segment of
+/// ours, filed where its `filed` says.
+unsafe fn refile(inner: &mut PageHeapInner, seg: *mut Segment, gone: bool) {
+    // SAFETY: the caller's segment; the lock guards these fields. Read by
+    // value: the indexes write its links through `seg`.
+    let (free, dirty, filed) = unsafe { ((*seg).free_pages & ALL_USABLE, (*seg).dirty_pages, (*seg).filed) };
+    let runs = if gone {
+        Runs { free: 0, dirty: 0 }
+    } else {
+        Runs { free: longest_run(free), dirty: longest_run(free & dirty) }
+    };
+    if runs == filed {
+        return;
+    }
+    // SAFETY: filed where `filed` says (the caller's contract); the lock is held.
+    unsafe {
+        inner.free_runs.refile(seg, filed.free, runs.free);
+        inner.dirty_runs.refile(seg, filed.dirty, runs.dirty);
+        (*seg).filed = runs;
+    }
+}
+
 impl PageHeap {
     const fn new() -> PageHeap {
         PageHeap {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(PageHeapInner {
                 segments: List::new(),
+                free_runs: RunIndex::new(),
+                dirty_runs: RunIndex::new(),
                 empty: 0,
                 keep_until_decay: false,
             }),
@@ -322,9 +461,10 @@ impl PageHeap {
         out.len()
     }
 
-    /// A span of `pages` pages from the first segment with a run of free
-    /// pages that held data (dirty), else from the first with room, else
-    /// from a fresh one. Dirty pages come first because they are resident
+    /// A span of `pages` pages from a segment with a run of free pages that
+    /// held data (dirty), else from one with a run of free pages, else from
+    /// a fresh one; of those, the segment whose longest such run is the
+    /// shortest that fits ([`RunIndex`]). Dirty pages come first because they are resident
     /// already: a never-touched (or purged) page costs a page fault and a
     /// page of resident memory more, and a program that frees and allocates
     /// its working set again would otherwise spread it over pages it never
@@ -332,7 +472,7 @@ impl PageHeap {
     /// touched them all.
     fn claim_anywhere(&self, inner: &mut PageHeapInner, pages: usize, class: u8) -> Option<NewSpan> {
         for dirty_only in [true, false] {
-            if let Some(span) = Self::claim_first(inner, pages, class, dirty_only) {
+            if let Some(span) = Self::claim_fitting(inner, pages, class, dirty_only) {
                 return Some(span);
             }
         }
@@ -353,29 +493,19 @@ impl PageHeap {
     }
 
     /// A span of `pages` pages at the first run of free pages (of dirty
-    /// ones, if `dirty_only`) in the listed segments.
-    fn claim_first(inner: &mut PageHeapInner, pages: usize, class: u8, dirty_only: bool) -> Option<NewSpan> {
-        let mut seg = inner.segments.head;
-        while !seg.is_null() {
-            // SAFETY: segments on the list are mapped and ours; the caller
-            // holds the lock, which guards these fields.
-            let free = unsafe { (*seg).free_pages & if dirty_only { (*seg).dirty_pages } else { !0 } };
-            if let Some(head) = find_run(free, pages) {
-                // SAFETY: the lock is held and `find_run` found these pages free.
-                let span = unsafe { claim(inner, seg, head, pages, class) };
-                // SAFETY: as above; `seg` is listed.
-                unsafe {
-                    if (*seg).free_pages == 0 && seg != inner.segments.tail {
-                        inner.segments.unlink(seg);
-                        inner.segments.push_back(seg);
-                    }
-                }
-                return Some(span);
-            }
-            // SAFETY: segments on the list are mapped and ours; the lock is held.
-            seg = unsafe { List::next(seg) };
+    /// ones, if `dirty_only`) in the segment the index finds for them.
+    fn claim_fitting(inner: &mut PageHeapInner, pages: usize, class: u8, dirty_only: bool) -> Option<NewSpan> {
+        let seg = if dirty_only { inner.dirty_runs.fitting(pages) } else { inner.free_runs.fitting(pages) };
+        if seg.is_null() {
+            return None;
         }
-        None
+        // SAFETY: indexed segments are mapped and ours; the caller holds
+        // the lock, which guards these fields.
+        let free = unsafe { (*seg).free_pages & if dirty_only { (*seg).dirty_pages } else { !0 } };
+        let head = find_run(free, pages);
+        debug_assert!(head.is_some(), "the page heap's index files a segment under a run it lacks");
+        // SAFETY: the lock is held and `find_run` found these pages free.
+        head.map(|head| unsafe { claim(inner, seg, head, pages, class) })
     }
 
     /// Gives back the span at `head` of `seg` (`pages` long).
@@ -426,9 +556,11 @@ impl PageHeap {
                 }
             } else {
                 // SAFETY: the lock is held and the segment holds nothing.
-                unsafe { self.release_segment(inner, seg) };
+                return unsafe { self.release_segment(inner, seg) };
             }
         }
+        // SAFETY: the lock is held; a listed segment, filed as it says.
+        unsafe { refile(inner, seg, false) };
     }
 
     /// Whether segments that empty stay mapped until the upkeep's
@@ -461,6 +593,8 @@ impl PageHeap {
             return false;
         }
         let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let inner = unsafe { &mut *self.inner.get() };
         // SAFETY: the caller owns the span; the lock guards the segment's page state.
         let s = unsafe { &mut *seg };
         // Free pages right after the span (a run of ones from bit
@@ -479,6 +613,8 @@ impl PageHeap {
             s.page_class[page].store_release(PAGE_MEDIUM);
         }
         s.spans[head].pages = new_pages as u8;
+        // SAFETY: the lock is held; a listed segment, filed as it says.
+        unsafe { refile(inner, seg, false) };
         true
     }
 
@@ -508,8 +644,11 @@ impl PageHeap {
     /// # Safety
     /// The lock is held; `seg` is on the list with every page free.
     unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {
-        // SAFETY: forwarded from the caller.
-        unsafe { inner.segments.unlink(seg) };
+        // SAFETY: forwarded from the caller; a listed segment is filed as it says.
+        unsafe {
+            refile(inner, seg, true);
+            inner.segments.unlink(seg);
+        }
         unmark(seg);
         self.mapped.fetch_sub_relaxed(SEGMENT_SIZE);
         // SAFETY: unlisted and unmarked; nothing refers to it.
@@ -528,7 +667,7 @@ impl PageHeap {
         let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free, dirty) = unsafe { (List::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
+            let (next, free, dirty) = unsafe { (List::<Segment>::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
             if free == ALL_USABLE {
                 inner.empty -= 1;
                 released += (dirty & ALL_USABLE).count_ones() as usize * PAGE_SIZE;
@@ -536,8 +675,11 @@ impl PageHeap {
                 unsafe { self.release_segment(inner, seg) };
             } else {
                 released += purge_pages(seg, free & dirty);
-                // SAFETY: as above.
-                unsafe { (*seg).dirty_pages &= !free };
+                // SAFETY: as above; a listed segment is filed as it says.
+                unsafe {
+                    (*seg).dirty_pages &= !free;
+                    refile(inner, seg, false);
+                }
             }
             seg = next;
         }
@@ -555,7 +697,7 @@ impl PageHeap {
         let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free) = unsafe { (List::next(seg), (*seg).free_pages) };
+            let (next, free) = unsafe { (List::<Segment>::next(seg), (*seg).free_pages) };
             if free == ALL_USABLE {
                 inner.empty -= 1;
                 released += SEGMENT_SIZE;
@@ -594,6 +736,8 @@ impl PageHeap {
                 s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
                 s.aged_empty = empty;
                 decayed.holding |= s.aged_pages != 0;
+                // SAFETY: the lock is held; a listed segment, filed as it says.
+                unsafe { refile(inner, seg, false) };
             }
             seg = next;
         }
@@ -612,7 +756,8 @@ impl PageHeap {
         let mut seg = inner.segments.head;
         while !seg.is_null() {
             // SAFETY: listed segments are mapped and ours; the lock guards them.
-            let (next, free, dirty_pages) = unsafe { (List::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
+            let (next, free, dirty_pages) =
+                unsafe { (List::<Segment>::next(seg), (*seg).free_pages, (*seg).dirty_pages) };
             dirty += (free & dirty_pages).count_ones() as usize * PAGE_SIZE;
             clean += (free & !dirty_pages).count_ones() as usize * PAGE_SIZE;
             seg = next;
@@ -701,6 +846,8 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
         let tail = if page != head && class != PAGE_MEDIUM { TAIL_PAGE } else { 0 };
         s.page_class[page].store_release(class | tail);
     }
+    // SAFETY: the lock is held; a listed segment, filed as it says.
+    unsafe { refile(inner, seg, false) };
     NewSpan { seg, head, zeroed }
 }
 
@@ -711,6 +858,122 @@ mod tests {
     /// The first run by a plain scan of every position.
     fn scan(free: u64, pages: usize) -> Option<usize> {
         (1..=PAGES - pages).find(|&head| (free >> head) & run_mask(pages) == run_mask(pages))
+    }
+
+    /// Every segment of `heap` with its free and dirty pages.
+    fn segments_of(heap: &PageHeap) -> Vec<(*mut Segment, u64, u64)> {
+        let _guard = heap.lock.lock();
+        // SAFETY: the lock is held; listed segments are mapped.
+        unsafe {
+            let inner = &*heap.inner.get();
+            let (mut out, mut seg) = (Vec::new(), inner.segments.head);
+            while !seg.is_null() {
+                out.push((seg, (*seg).free_pages & ALL_USABLE, (*seg).dirty_pages));
+                seg = List::<Segment>::next(seg);
+            }
+            out
+        }
+    }
+
+    /// Checks that `index` lists exactly the segments whose run (`run_of`)
+    /// is not zero, each under its run, and that `occupied` says which
+    /// lists have any.
+    fn check_index<Via>(index: &RunIndex<Via>, segments: &[(*mut Segment, u64, u64)], run_of: impl Fn(u64, u64) -> u8)
+    where
+        Segment: Linked<Via>,
+    {
+        let mut listed = 0;
+        for (run, list) in index.by_run.iter().enumerate() {
+            assert_eq!(index.occupied >> run & 1 == 1, !list.head.is_null(), "occupied bit {run}");
+            let mut seg = list.head;
+            while !seg.is_null() {
+                let &(_, free, dirty) =
+                    segments.iter().find(|entry| entry.0 == seg).expect("an indexed segment is listed");
+                assert_eq!(run_of(free, dirty) as usize, run, "filed under its run");
+                listed += 1;
+                // SAFETY: the test's heap is idle; indexed segments are mapped.
+                seg = unsafe { List::<Segment, Via>::next(seg) };
+            }
+        }
+        assert_eq!(listed, segments.iter().filter(|&&(_, free, dirty)| run_of(free, dirty) != 0).count());
+    }
+
+    #[test]
+    fn claims_take_the_shortest_run_that_fits_and_the_index_follows_every_change() {
+        let heap = PageHeap::new();
+        let mut live: Vec<(*mut Segment, usize, usize)> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..6000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if live.is_empty() || x % 5 < 3 {
+                let pages = if x >> 40 & 15 == 0 { 1 + (x >> 20) as usize % 40 } else { 1 + (x >> 20) as usize % 6 };
+                let before = segments_of(&heap);
+                let span = heap.alloc_span(pages, 1).expect("memory");
+                let dirty_fits = before
+                    .iter()
+                    .map(|&(_, free, dirty)| longest_run(free & dirty))
+                    .filter(|&r| r as usize >= pages)
+                    .min();
+                let free_fits =
+                    before.iter().map(|&(_, free, _)| longest_run(free)).filter(|&r| r as usize >= pages).min();
+                match before.iter().find(|entry| entry.0 == span.seg) {
+                    Some(&(_, free, dirty)) => match dirty_fits {
+                        Some(best) => {
+                            assert_eq!(longest_run(free & dirty), best, "step {step}: the shortest dirty run")
+                        }
+                        None => assert_eq!(Some(longest_run(free)), free_fits, "step {step}: the shortest free run"),
+                    },
+                    None => assert!(free_fits.is_none(), "step {step}: a fresh segment while one had room"),
+                }
+                live.push((span.seg, span.head, pages));
+            } else {
+                let (seg, head, pages) = live.swap_remove((x >> 24) as usize % live.len());
+                // SAFETY: a span of this heap's, given back once.
+                unsafe { heap.free_span(seg, head, pages) };
+            }
+            if step % 500 == 499 {
+                heap.purge();
+            }
+            let segments = segments_of(&heap);
+            // SAFETY: the test's heap is idle.
+            let inner = unsafe { &*heap.inner.get() };
+            check_index(&inner.free_runs, &segments, |free, _| longest_run(free));
+            check_index(&inner.dirty_runs, &segments, |free, dirty| longest_run(free & dirty));
+        }
+        for (seg, head, pages) in live.drain(..) {
+            // SAFETY: as above.
+            unsafe { heap.free_span(seg, head, pages) };
+        }
+        heap.purge();
+        // SAFETY: the test's heap is idle.
+        let inner = unsafe { &*heap.inner.get() };
+        assert!(inner.segments.head.is_null(), "every segment unmapped");
+        assert_eq!((inner.free_runs.occupied, inner.dirty_runs.occupied), (0, 0));
+    }
+
+    #[test]
+    fn longest_run_measures_as_a_scan_does() {
+        let scan = |bits: u64| {
+            (0..=64)
+                .rev()
+                .find(|&n| {
+                    (0..=64 - n).any(|at| n == 0 || (bits >> at) & (u64::MAX >> (64 - n)) == u64::MAX >> (64 - n))
+                })
+                .unwrap()
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for bits in [x, x & x.rotate_left(9), !(x & x.rotate_left(21)), x | x >> 3] {
+                assert_eq!(longest_run(bits) as usize, scan(bits), "{bits:#x}");
+            }
+        }
+        assert_eq!(longest_run(0), 0);
+        assert_eq!(longest_run(ALL_USABLE), 63);
     }
 
     #[test]
