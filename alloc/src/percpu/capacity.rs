@@ -115,7 +115,7 @@ const fn table(bytes: usize, low: usize, high: [usize; CLASSES + 1]) -> [u16; CL
 
 const INITIAL: [u16; CLASSES + 1] = table(16 * 1024, 8, [64; CLASSES + 1]);
 const MAX: [u16; CLASSES + 1] = table(4 << 20, 128, [16 * 1024; CLASSES + 1]);
-const BATCH: [u16; CLASSES + 1] = table(256 * 1024, 16, [MAX_BATCH; CLASSES + 1]);
+const BATCH: [u16; CLASSES + 1] = table(1024 * 1024, 16, [MAX_BATCH; CLASSES + 1]);
 const MIN: [u16; CLASSES + 1] = table(8 * 1024, 2, [MIN_CEILING; CLASSES + 1]);
 
 /// Capacity a class wakes with at an allocation: 16 KiB worth, 8 to 64
@@ -137,10 +137,11 @@ pub(crate) const fn max(class: usize) -> usize {
     MAX[class] as usize
 }
 
-/// Most objects moved per refill or drain of `class`: 256 KiB worth, 16 to
+/// Most objects moved per refill or drain of `class`: 1 MiB worth, 16 to
 /// [`MAX_BATCH`]. Each trip costs fences (the counter, the lock) that wait
-/// for the program's pending stores to cold blocks, so the classes of
-/// larger blocks move more of them at a time. A trip moves fewer from a
+/// for the program's pending stores to cold blocks, about a memory latency
+/// whatever the objects' size, so the classes of blocks of kilobytes move
+/// as many of them at a time as those of smaller ones. A trip moves fewer from a
 /// smaller cache: half its capacity (`adapt::refill_batch`,
 /// `adapt::drain_batch`), so that the cache is left half full after a
 /// drain and half empty after a refill.
