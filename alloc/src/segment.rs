@@ -77,8 +77,11 @@ pub(crate) struct Segment {
     /// Neighbours in its index by longest run of free dirty pages (page
     /// heap lock).
     dirty_run_links: Links<Segment>,
-    /// Where the two indexes file the segment (page heap lock).
-    filed: Runs,
+    /// Where the two indexes file the segment (page heap lock): at the
+    /// classes of its longest runs, or above them, since claims and growths
+    /// in place take pages without refiling it (a search that finds it
+    /// filed too high refiles it, `PageHeap::claim_fitting`).
+    filed: RunClasses,
     /// Pages free and dirty since the last upkeep, unclaimed in between
     /// (page heap lock).
     aged_pages: u64,
@@ -211,9 +214,9 @@ pub(crate) struct PageHeap {
 struct PageHeapInner {
     /// Every normal segment, for the walks of the upkeep and of `purge`.
     segments: List<Segment>,
-    /// The segments with free pages, by their longest run of them.
+    /// The segments with free pages, by the class of their longest run of them.
     free_runs: RunIndex<FreeRuns>,
-    /// The segments with free dirty pages, by their longest run of them.
+    /// The segments with free dirty pages, by the class of their longest run of them.
     dirty_runs: RunIndex<DirtyRuns>,
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
@@ -308,26 +311,71 @@ impl Linked<DirtyRuns> for Segment {
     }
 }
 
-/// The longest runs of a segment's free pages and of its free dirty pages,
-/// in pages.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Runs {
+/// The classes ([`run_class`]) of the longest runs of a segment's free
+/// pages and of its free dirty pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct RunClasses {
     free: u8,
     dirty: u8,
 }
 
-/// Segments filed by the length of a run of their pages, one list per
-/// length: a claim of `pages` takes a segment from the shortest length that
-/// fits (best fit, which keeps long runs for spans that need them), in
+/// Most pages a span claims: a medium span's (small classes' spans are
+/// shorter), so that a run of that many or more serves any claim.
+const MOST_CLAIMED: usize = crate::geometry::MAX_MEDIUM / PAGE_SIZE;
+/// The class of runs longer than [`MOST_CLAIMED`] and shorter than 32 pages.
+const LONG_RUN: usize = MOST_CLAIMED + 1;
+/// The class of runs of 32 pages or more.
+const LONGEST_RUN: usize = MOST_CLAIMED + 2;
+/// Classes of runs: 0 for none, `n` for a run of `n` pages up to
+/// [`MOST_CLAIMED`], then [`LONG_RUN`] and [`LONGEST_RUN`], for which the
+/// exact length does not matter (every claim fits) and whose segments do
+/// not change lists at every claim.
+const RUN_CLASSES: usize = LONGEST_RUN + 1;
+
+/// The class of the longest run of set bits in `bits` (not all set: page
+/// 0 is the header's, never free). `starts_k` marks the bits that start a
+/// run of at least `k`, by shifts of constant lengths; only a run of up to
+/// [`MOST_CLAIMED`] needs its exact length.
+fn run_class(bits: u64) -> u8 {
+    let starts_2 = bits & bits >> 1;
+    let starts_4 = starts_2 & starts_2 >> 2;
+    let starts_8 = starts_4 & starts_4 >> 4;
+    let starts_16 = starts_8 & starts_8 >> 8;
+    let starts_17 = starts_16 & starts_16 >> 1;
+    let starts_32 = starts_16 & starts_16 >> 16;
+    match (starts_17 != 0, starts_32 != 0) {
+        (_, true) => LONGEST_RUN as u8,
+        (true, false) => LONG_RUN as u8,
+        (false, false) => {
+            // A run of 16 pages at most: its length by binary lifting over
+            // the masks above (`longest_run_at`, with fewer steps).
+            let (mut length, mut at_least) = (0, u64::MAX);
+            for (step, starts) in [(16, starts_16), (8, starts_8), (4, starts_4), (2, starts_2), (1, bits)] {
+                let longer = at_least & (starts >> length);
+                if longer != 0 {
+                    length += step;
+                    at_least = longer;
+                }
+            }
+            length
+        }
+    }
+}
+
+const _: () = assert!(MOST_CLAIMED == 16, "`run_class` tests for runs of 17 and 32");
+
+/// Segments filed by the class of a run of their pages, one list per
+/// class: a claim of `pages` takes a segment from the lowest class that
+/// fits (a best fit, which keeps long runs for spans that need them), in
 /// constant time however many segments are mapped, where a walk of the
 /// segments would load the header of each (a cache and TLB miss apiece)
 /// past every one too full to serve.
 struct RunIndex<Via> {
-    /// `by_run[r]`: the segments whose run is `r` pages long; a segment
-    /// without such a run (`r` = 0) is on no list.
-    by_run: [List<Segment, Via>; PAGES],
-    /// Bit `r` set iff `by_run[r]` is not empty.
-    occupied: u64,
+    /// `by_class[c]`: the segments filed at class `c`; a segment without
+    /// such a run (`c` = 0) is on no list.
+    by_class: [List<Segment, Via>; RUN_CLASSES],
+    /// Bit `c` set iff `by_class[c]` is not empty.
+    occupied: u32,
 }
 
 impl<Via> RunIndex<Via>
@@ -335,19 +383,21 @@ where
     Segment: Linked<Via>,
 {
     const fn new() -> RunIndex<Via> {
-        RunIndex { by_run: [const { List::new() }; PAGES], occupied: 0 }
+        RunIndex { by_class: [const { List::new() }; RUN_CLASSES], occupied: 0 }
     }
 
-    /// A segment whose run is at least `pages` long, of the shortest such
-    /// length; null if there is none.
-    fn fitting(&self, pages: usize) -> *mut Segment {
-        match self.occupied & !run_mask(pages) {
+    /// A segment with a run of `pages` (at most [`MOST_CLAIMED`]) or more,
+    /// from the lowest class that has one, or with `longest` the highest;
+    /// null if none.
+    fn candidate(&self, pages: usize, longest: bool) -> *mut Segment {
+        match self.occupied >> pages << pages {
             0 => core::ptr::null_mut(),
-            lengths => self.by_run[lengths.trailing_zeros() as usize].head,
+            fitting if longest => self.by_class[31 - fitting.leading_zeros() as usize].head,
+            fitting => self.by_class[fitting.trailing_zeros() as usize].head,
         }
     }
 
-    /// Moves `seg` from the list of length `from` to that of `to`.
+    /// Moves `seg` from the list of class `from` to that of `to`.
     ///
     /// # Safety
     /// The page heap lock is held, and `seg` is a mapped segment on the
@@ -359,24 +409,25 @@ where
         }
         if from != 0 {
             // SAFETY: the caller's `seg` is on this list, which the lock guards.
-            unsafe { self.by_run[from].unlink(seg) };
-            if self.by_run[from].head.is_null() {
+            unsafe { self.by_class[from].unlink(seg) };
+            if self.by_class[from].head.is_null() {
                 self.occupied &= !(1 << from);
             }
         }
         if to != 0 {
             // SAFETY: unlinked above (or on no list of this index), and live.
-            unsafe { self.by_run[to].push_front(seg) };
+            unsafe { self.by_class[to].push_front(seg) };
             self.occupied |= 1 << to;
         }
     }
 }
 
-/// Length of the longest run of set bits in `bits` (not all set: page 0
-/// is the header's, never free), by binary lifting:
-/// `starts[j]` marks the bits that start a run of at least `2^j`, and the
-/// length grows by each power of two that still leaves a run that long.
-fn longest_run(bits: u64) -> u8 {
+/// Length and first bit of the first longest run of set bits in `bits`
+/// (not all set: page 0 is the header's, never free; 0 and 64 if none),
+/// by binary lifting: `starts[j]` marks the bits that start a run of at
+/// least `2^j`, and the length grows by each power of two that still
+/// leaves a run that long.
+fn longest_run_at(bits: u64) -> (u8, usize) {
     debug_assert!(bits != u64::MAX);
     let mut starts = [bits; 6];
     for j in 1..6 {
@@ -391,7 +442,8 @@ fn longest_run(bits: u64) -> u8 {
             at_least = longer;
         }
     }
-    length as u8
+    let start = if length == 0 { 64 } else { at_least.trailing_zeros() as usize };
+    (length as u8, start)
 }
 
 /// Files `seg` in both indexes by its free and dirty pages as they are now;
@@ -404,19 +456,19 @@ unsafe fn refile(inner: &mut PageHeapInner, seg: *mut Segment, gone: bool) {
     // SAFETY: the caller's segment; the lock guards these fields. Read by
     // value: the indexes write its links through `seg`.
     let (free, dirty, filed) = unsafe { ((*seg).free_pages & ALL_USABLE, (*seg).dirty_pages, (*seg).filed) };
-    let runs = if gone {
-        Runs { free: 0, dirty: 0 }
+    let classes = if gone {
+        RunClasses { free: 0, dirty: 0 }
     } else {
-        Runs { free: longest_run(free), dirty: longest_run(free & dirty) }
+        RunClasses { free: run_class(free), dirty: run_class(free & dirty) }
     };
-    if runs == filed {
+    if classes == filed {
         return;
     }
     // SAFETY: filed where `filed` says (the caller's contract); the lock is held.
     unsafe {
-        inner.free_runs.refile(seg, filed.free, runs.free);
-        inner.dirty_runs.refile(seg, filed.dirty, runs.dirty);
-        (*seg).filed = runs;
+        inner.free_runs.refile(seg, filed.free, classes.free);
+        inner.dirty_runs.refile(seg, filed.dirty, classes.dirty);
+        (*seg).filed = classes;
     }
 }
 
@@ -448,7 +500,7 @@ impl PageHeap {
     /// with one lock, not one per span. Returns how many (fewer only if the
     /// OS refuses memory).
     pub(crate) fn alloc_spans(&self, pages: usize, class: u8, out: &mut [NewSpan]) -> usize {
-        debug_assert!((1..PAGES).contains(&pages));
+        debug_assert!((1..=MOST_CLAIMED).contains(&pages));
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         let inner = unsafe { &mut *self.inner.get() };
@@ -488,24 +540,54 @@ impl PageHeap {
         }
         inner.empty += 1;
         mark(seg);
-        // SAFETY: the new segment has every usable page free.
-        Some(unsafe { claim(inner, seg, 1, pages, class) })
+        // SAFETY: the new segment has every usable page free; it is listed,
+        // and on no index until filed here.
+        unsafe {
+            let span = claim(inner, seg, 1, pages, class);
+            refile(inner, seg, false);
+            Some(span)
+        }
     }
 
     /// A span of `pages` pages at the first run of free pages (of dirty
-    /// ones, if `dirty_only`) in the segment the index finds for them.
+    /// ones, if `dirty_only`) in the segment the index finds for them. A
+    /// medium span goes at the start of the longest run, in a segment of
+    /// the highest class, instead: `realloc` grows medium spans in place
+    /// over the free pages after them, which a best fit leaves none of.
     fn claim_fitting(inner: &mut PageHeapInner, pages: usize, class: u8, dirty_only: bool) -> Option<NewSpan> {
-        let seg = if dirty_only { inner.dirty_runs.fitting(pages) } else { inner.free_runs.fitting(pages) };
-        if seg.is_null() {
-            return None;
+        let grows = class == PAGE_MEDIUM;
+        loop {
+            let seg = if dirty_only {
+                inner.dirty_runs.candidate(pages, grows)
+            } else {
+                inner.free_runs.candidate(pages, grows)
+            };
+            if seg.is_null() {
+                return None;
+            }
+            // SAFETY: indexed segments are mapped and ours; the caller holds
+            // the lock, which guards these fields.
+            let (free, filed) = unsafe {
+                let dirty = if dirty_only { (*seg).dirty_pages } else { !0 };
+                ((*seg).free_pages & ALL_USABLE & dirty, (*seg).filed)
+            };
+            if run_class(free) != if dirty_only { filed.dirty } else { filed.free } {
+                // Filed above its run (a claim or a growth in place took
+                // pages): file it where it belongs and look again.
+                // SAFETY: the lock is held; an indexed segment, filed as it says.
+                unsafe { refile(inner, seg, false) };
+                continue;
+            }
+            let head = if grows {
+                let (length, start) = longest_run_at(free);
+                (length as usize >= pages).then_some(start)
+            } else {
+                find_run(free, pages)
+            };
+            debug_assert!(head.is_some(), "a segment filed at its run's class has no run of {pages} pages");
+            // SAFETY: the lock is held and these pages are free.
+            return head.map(|head| unsafe { claim(inner, seg, head, pages, class) });
         }
-        // SAFETY: indexed segments are mapped and ours; the caller holds
-        // the lock, which guards these fields.
-        let free = unsafe { (*seg).free_pages & if dirty_only { (*seg).dirty_pages } else { !0 } };
-        let head = find_run(free, pages);
-        debug_assert!(head.is_some(), "the page heap's index files a segment under a run it lacks");
-        // SAFETY: the lock is held and `find_run` found these pages free.
-        head.map(|head| unsafe { claim(inner, seg, head, pages, class) })
     }
 
     /// Gives back the span at `head` of `seg` (`pages` long).
@@ -593,8 +675,6 @@ impl PageHeap {
             return false;
         }
         let _guard = self.lock.lock();
-        // SAFETY: the lock is held.
-        let inner = unsafe { &mut *self.inner.get() };
         // SAFETY: the caller owns the span; the lock guards the segment's page state.
         let s = unsafe { &mut *seg };
         // Free pages right after the span (a run of ones from bit
@@ -613,8 +693,7 @@ impl PageHeap {
             s.page_class[page].store_release(PAGE_MEDIUM);
         }
         s.spans[head].pages = new_pages as u8;
-        // SAFETY: the lock is held; a listed segment, filed as it says.
-        unsafe { refile(inner, seg, false) };
+        // The indexes keep the segment where it was (`Segment::filed`).
         true
     }
 
@@ -846,8 +925,6 @@ unsafe fn claim(inner: &mut PageHeapInner, seg: *mut Segment, head: usize, pages
         let tail = if page != head && class != PAGE_MEDIUM { TAIL_PAGE } else { 0 };
         s.page_class[page].store_release(class | tail);
     }
-    // SAFETY: the lock is held; a listed segment, filed as it says.
-    unsafe { refile(inner, seg, false) };
     NewSpan { seg, head, zeroed }
 }
 
@@ -860,76 +937,137 @@ mod tests {
         (1..=PAGES - pages).find(|&head| (free >> head) & run_mask(pages) == run_mask(pages))
     }
 
-    /// Every segment of `heap` with its free and dirty pages.
-    fn segments_of(heap: &PageHeap) -> Vec<(*mut Segment, u64, u64)> {
+    /// A segment of a test's heap as the heap's lock saw it.
+    #[derive(Clone, Copy)]
+    struct Seen {
+        seg: *mut Segment,
+        free: u64,
+        dirty: u64,
+        filed: RunClasses,
+    }
+
+    impl Seen {
+        fn classes(&self) -> RunClasses {
+            RunClasses { free: run_class(self.free), dirty: run_class(self.free & self.dirty) }
+        }
+    }
+
+    /// Every segment of `heap`.
+    fn segments_of(heap: &PageHeap) -> Vec<Seen> {
         let _guard = heap.lock.lock();
         // SAFETY: the lock is held; listed segments are mapped.
         unsafe {
             let inner = &*heap.inner.get();
             let (mut out, mut seg) = (Vec::new(), inner.segments.head);
             while !seg.is_null() {
-                out.push((seg, (*seg).free_pages & ALL_USABLE, (*seg).dirty_pages));
+                out.push(Seen {
+                    seg,
+                    free: (*seg).free_pages & ALL_USABLE,
+                    dirty: (*seg).dirty_pages,
+                    filed: (*seg).filed,
+                });
                 seg = List::<Segment>::next(seg);
             }
             out
         }
     }
 
-    /// Checks that `index` lists exactly the segments whose run (`run_of`)
-    /// is not zero, each under its run, and that `occupied` says which
-    /// lists have any.
-    fn check_index<Via>(index: &RunIndex<Via>, segments: &[(*mut Segment, u64, u64)], run_of: impl Fn(u64, u64) -> u8)
+    /// Files every segment of `heap` at its runs' classes.
+    fn refile_all(heap: &PageHeap) {
+        let _guard = heap.lock.lock();
+        // SAFETY: the lock is held; listed segments are mapped, filed as they say.
+        unsafe {
+            let inner = &mut *heap.inner.get();
+            let mut seg = inner.segments.head;
+            while !seg.is_null() {
+                refile(inner, seg, false);
+                seg = List::<Segment>::next(seg);
+            }
+        }
+    }
+
+    /// Checks that `index` lists exactly the segments it files (`filed_of`)
+    /// at a class other than zero, each under that class, which is at
+    /// least its run's, and that `occupied` says which lists have any.
+    fn check_index<Via>(index: &RunIndex<Via>, segments: &[Seen], filed_of: fn(RunClasses) -> u8)
     where
         Segment: Linked<Via>,
     {
         let mut listed = 0;
-        for (run, list) in index.by_run.iter().enumerate() {
-            assert_eq!(index.occupied >> run & 1 == 1, !list.head.is_null(), "occupied bit {run}");
+        for (class, list) in index.by_class.iter().enumerate() {
+            assert_eq!(index.occupied >> class & 1 == 1, !list.head.is_null(), "occupied bit {class}");
             let mut seg = list.head;
             while !seg.is_null() {
-                let &(_, free, dirty) =
-                    segments.iter().find(|entry| entry.0 == seg).expect("an indexed segment is listed");
-                assert_eq!(run_of(free, dirty) as usize, run, "filed under its run");
+                let seen = segments.iter().find(|seen| seen.seg == seg).expect("an indexed segment is listed");
+                assert_eq!(filed_of(seen.filed) as usize, class, "on the list its `filed` names");
+                assert!(filed_of(seen.filed) >= filed_of(seen.classes()), "filed at or above its run's class");
                 listed += 1;
                 // SAFETY: the test's heap is idle; indexed segments are mapped.
                 seg = unsafe { List::<Segment, Via>::next(seg) };
             }
         }
-        assert_eq!(listed, segments.iter().filter(|&&(_, free, dirty)| run_of(free, dirty) != 0).count());
+        assert_eq!(listed, segments.iter().filter(|seen| filed_of(seen.filed) != 0).count());
     }
 
     #[test]
-    fn claims_take_the_shortest_run_that_fits_and_the_index_follows_every_change() {
+    fn claims_take_the_run_their_kind_wants_and_the_index_follows_every_change() {
         let heap = PageHeap::new();
-        let mut live: Vec<(*mut Segment, usize, usize)> = Vec::new();
+        let mut live: Vec<(*mut Segment, usize, usize, bool)> = Vec::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for step in 0..6000 {
+        for step in 0..8000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             if live.is_empty() || x % 5 < 3 {
-                let pages = if x >> 40 & 15 == 0 { 1 + (x >> 20) as usize % 40 } else { 1 + (x >> 20) as usize % 6 };
-                let before = segments_of(&heap);
-                let span = heap.alloc_span(pages, 1).expect("memory");
-                let dirty_fits = before
-                    .iter()
-                    .map(|&(_, free, dirty)| longest_run(free & dirty))
-                    .filter(|&r| r as usize >= pages)
-                    .min();
-                let free_fits =
-                    before.iter().map(|&(_, free, _)| longest_run(free)).filter(|&r| r as usize >= pages).min();
-                match before.iter().find(|entry| entry.0 == span.seg) {
-                    Some(&(_, free, dirty)) => match dirty_fits {
-                        Some(best) => {
-                            assert_eq!(longest_run(free & dirty), best, "step {step}: the shortest dirty run")
-                        }
-                        None => assert_eq!(Some(longest_run(free)), free_fits, "step {step}: the shortest free run"),
-                    },
-                    None => assert!(free_fits.is_none(), "step {step}: a fresh segment while one had room"),
+                let pages =
+                    if x >> 40 & 15 == 0 { 1 + (x >> 20) as usize % MOST_CLAIMED } else { 1 + (x >> 20) as usize % 6 };
+                let medium = x >> 50 & 3 == 0;
+                // Half the claims find every segment filed at its runs
+                // (claims and growths leave them filed above).
+                let exact = x >> 53 & 1 == 0;
+                if exact {
+                    refile_all(&heap);
                 }
-                live.push((span.seg, span.head, pages));
+                let before = segments_of(&heap);
+                let span = heap.alloc_span(pages, if medium { PAGE_MEDIUM } else { 1 }).expect("memory");
+                let searched = |seen: &Seen, dirty: bool| if dirty { seen.free & seen.dirty } else { seen.free };
+                let dirty_room = before.iter().any(|seen| find_run(searched(seen, true), pages).is_some());
+                let room = before.iter().any(|seen| find_run(seen.free, pages).is_some());
+                let Some(seen) = before.iter().find(|seen| seen.seg == span.seg) else {
+                    assert!(!room, "step {step}: a fresh segment while one had room");
+                    live.push((span.seg, span.head, pages, medium));
+                    continue;
+                };
+                let taken = searched(seen, dirty_room);
+                let run = run_mask(pages) << span.head;
+                assert_eq!(taken & run, run, "step {step}: free pages, dirty ones first");
+                if medium {
+                    assert_eq!(span.head, longest_run_at(taken).1, "step {step}: at the longest run's start");
+                }
+                // With every segment filed at its runs' classes, the pick is
+                // the lowest class that fits, for a medium span the highest.
+                if exact {
+                    assert!(before.iter().all(|seen| seen.filed == seen.classes()));
+                    let class_of_seen = |seen: &Seen| run_class(searched(seen, dirty_room)) as usize;
+                    let fitting = before.iter().map(class_of_seen).filter(|&class| class >= pages);
+                    let best = if medium { fitting.max() } else { fitting.min() };
+                    assert_eq!(Some(class_of_seen(seen)), best, "step {step}: the class its kind wants");
+                }
+                live.push((span.seg, span.head, pages, medium));
+            } else if x % 5 == 3 && x >> 30 & 1 == 0 {
+                // A medium-sized growth in place, where the pages after a span are free.
+                let i = (x >> 24) as usize % live.len();
+                let (seg, head, pages, medium) = live[i];
+                let most = (pages * 2).min(MOST_CLAIMED);
+                // SAFETY: a live span of this heap's; growing claims only free pages after it.
+                let grown =
+                    medium && pages < MOST_CLAIMED && unsafe { heap.grow_span(seg, head, pages, pages + 1, most) };
+                if grown {
+                    // SAFETY: the test's heap is idle.
+                    live[i].2 = unsafe { (*seg).spans[head].pages } as usize;
+                }
             } else {
-                let (seg, head, pages) = live.swap_remove((x >> 24) as usize % live.len());
+                let (seg, head, pages, _) = live.swap_remove((x >> 24) as usize % live.len());
                 // SAFETY: a span of this heap's, given back once.
                 unsafe { heap.free_span(seg, head, pages) };
             }
@@ -939,10 +1077,10 @@ mod tests {
             let segments = segments_of(&heap);
             // SAFETY: the test's heap is idle.
             let inner = unsafe { &*heap.inner.get() };
-            check_index(&inner.free_runs, &segments, |free, _| longest_run(free));
-            check_index(&inner.dirty_runs, &segments, |free, dirty| longest_run(free & dirty));
+            check_index(&inner.free_runs, &segments, |runs| runs.free);
+            check_index(&inner.dirty_runs, &segments, |runs| runs.dirty);
         }
-        for (seg, head, pages) in live.drain(..) {
+        for (seg, head, pages, _) in live.drain(..) {
             // SAFETY: as above.
             unsafe { heap.free_span(seg, head, pages) };
         }
@@ -954,7 +1092,7 @@ mod tests {
     }
 
     #[test]
-    fn longest_run_measures_as_a_scan_does() {
+    fn run_lengths_and_classes_measure_as_a_scan_does() {
         let scan = |bits: u64| {
             (0..=64)
                 .rev()
@@ -969,11 +1107,25 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             for bits in [x, x & x.rotate_left(9), !(x & x.rotate_left(21)), x | x >> 3] {
-                assert_eq!(longest_run(bits) as usize, scan(bits), "{bits:#x}");
+                let (length, at) = longest_run_at(bits);
+                assert_eq!(length as usize, scan(bits), "{bits:#x}");
+                let class = match length as usize {
+                    0..=MOST_CLAIMED => length as usize,
+                    17..=31 => LONG_RUN,
+                    _ => LONGEST_RUN,
+                };
+                assert_eq!(run_class(bits) as usize, class, "{bits:#x}");
+                let run_at =
+                    |at: usize| length == 0 || (bits >> at) & run_mask(length as usize) == run_mask(length as usize);
+                assert!(
+                    at < 64 - length as usize + 1 && run_at(at) && !(0..at).any(run_at),
+                    "{bits:#x}: the first longest run"
+                );
             }
         }
-        assert_eq!(longest_run(0), 0);
-        assert_eq!(longest_run(ALL_USABLE), 63);
+        assert_eq!(longest_run_at(0), (0, 64));
+        assert_eq!(longest_run_at(ALL_USABLE), (63, 1));
+        assert_eq!((run_class(0), run_class(0b110), run_class(ALL_USABLE)), (0, 2, LONGEST_RUN as u8));
     }
 
     #[test]

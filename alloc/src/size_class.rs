@@ -157,7 +157,7 @@ pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
 
 /// Pages (of [`PAGE_SIZE`]) per span of each class: the fewest that waste at
 /// most an eighth of the span on the tail.
-const fn build_span_pages() -> [u8; CLASSES + 1] {
+pub(crate) const fn build_span_pages() -> [u8; CLASSES + 1] {
     let sizes = build_sizes();
     let mut pages = [0u8; CLASSES + 1];
     let mut class = 1;
