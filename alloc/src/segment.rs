@@ -364,6 +364,15 @@ fn run_class(bits: u64) -> u8 {
 
 const _: () = assert!(MOST_CLAIMED == 16, "`run_class` tests for runs of 17 and 32");
 
+/// The class of a run of `length` pages.
+fn class_of_run(length: u8) -> u8 {
+    match length as usize {
+        0..=MOST_CLAIMED => length,
+        17..=31 => LONG_RUN as u8,
+        _ => LONGEST_RUN as u8,
+    }
+}
+
 /// Segments filed by the class of a run of their pages, one list per
 /// class: a claim of `pages` takes a segment from the lowest class that
 /// fits (a best fit, which keeps long runs for spans that need them), in
@@ -571,19 +580,22 @@ impl PageHeap {
                 let dirty = if dirty_only { (*seg).dirty_pages } else { !0 };
                 ((*seg).free_pages & ALL_USABLE & dirty, (*seg).filed)
             };
-            if run_class(free) != if dirty_only { filed.dirty } else { filed.free } {
+            // A medium span's place is the longest run's start, whose
+            // length gives the class too.
+            let (run, longest_at) = if grows {
+                let (length, start) = longest_run_at(free);
+                (class_of_run(length), start)
+            } else {
+                (run_class(free), 0)
+            };
+            if run != if dirty_only { filed.dirty } else { filed.free } {
                 // Filed above its run (a claim or a growth in place took
                 // pages): file it where it belongs and look again.
                 // SAFETY: the lock is held; an indexed segment, filed as it says.
                 unsafe { refile(inner, seg, false) };
                 continue;
             }
-            let head = if grows {
-                let (length, start) = longest_run_at(free);
-                (length as usize >= pages).then_some(start)
-            } else {
-                find_run(free, pages)
-            };
+            let head = if grows { Some(longest_at) } else { find_run(free, pages) };
             debug_assert!(head.is_some(), "a segment filed at its run's class has no run of {pages} pages");
             // SAFETY: the lock is held and these pages are free.
             return head.map(|head| unsafe { claim(inner, seg, head, pages, class) });
@@ -1115,6 +1127,7 @@ mod tests {
                     _ => LONGEST_RUN,
                 };
                 assert_eq!(run_class(bits) as usize, class, "{bits:#x}");
+                assert_eq!(class_of_run(length) as usize, class, "{bits:#x}");
                 let run_at =
                     |at: usize| length == 0 || (bits >> at) & run_mask(length as usize) == run_mask(length as usize);
                 assert!(
