@@ -455,21 +455,27 @@ fn longest_run_at(bits: u64) -> (u8, usize) {
     (length as u8, start)
 }
 
-/// Files `seg` in both indexes by its free and dirty pages as they are now;
-/// `gone` takes it off them for good.
+/// Files `seg` in both indexes by its free and dirty pages as they are now.
 ///
 /// # Safety
 /// The page heap lock is held, and `seg` is a mapped normal segment of
 /// ours, filed where its `filed` says.
-unsafe fn refile(inner: &mut PageHeapInner, seg: *mut Segment, gone: bool) {
-    // SAFETY: the caller's segment; the lock guards these fields. Read by
-    // value: the indexes write its links through `seg`.
-    let (free, dirty, filed) = unsafe { ((*seg).free_pages & ALL_USABLE, (*seg).dirty_pages, (*seg).filed) };
-    let classes = if gone {
-        RunClasses { free: 0, dirty: 0 }
-    } else {
-        RunClasses { free: run_class(free), dirty: run_class(free & dirty) }
-    };
+unsafe fn refile(inner: &mut PageHeapInner, seg: *mut Segment) {
+    // SAFETY: the caller's segment; the lock guards these fields.
+    let (free, dirty) = unsafe { ((*seg).free_pages & ALL_USABLE, (*seg).dirty_pages) };
+    // SAFETY: forwarded from the caller.
+    unsafe { file(inner, seg, RunClasses { free: run_class(free), dirty: run_class(free & dirty) }) };
+}
+
+/// Moves `seg` to the lists of `classes` in both indexes (none for 0: a
+/// segment that goes away is filed at 0 first).
+///
+/// # Safety
+/// As [`refile`].
+unsafe fn file(inner: &mut PageHeapInner, seg: *mut Segment, classes: RunClasses) {
+    // SAFETY: the caller's segment; the lock guards it. Read by value: the
+    // indexes write its links through `seg`.
+    let filed = unsafe { (*seg).filed };
     if classes == filed {
         return;
     }
@@ -553,7 +559,7 @@ impl PageHeap {
         // and on no index until filed here.
         unsafe {
             let span = claim(inner, seg, 1, pages, class);
-            refile(inner, seg, false);
+            refile(inner, seg);
             Some(span)
         }
     }
@@ -592,7 +598,7 @@ impl PageHeap {
                 // Filed above its run (a claim or a growth in place took
                 // pages): file it where it belongs and look again.
                 // SAFETY: the lock is held; an indexed segment, filed as it says.
-                unsafe { refile(inner, seg, false) };
+                unsafe { refile(inner, seg) };
                 continue;
             }
             let head = if grows { Some(longest_at) } else { find_run(free, pages) };
@@ -654,7 +660,7 @@ impl PageHeap {
             }
         }
         // SAFETY: the lock is held; a listed segment, filed as it says.
-        unsafe { refile(inner, seg, false) };
+        unsafe { refile(inner, seg) };
     }
 
     /// Whether segments that empty stay mapped until the upkeep's
@@ -737,7 +743,7 @@ impl PageHeap {
     unsafe fn release_segment(&self, inner: &mut PageHeapInner, seg: *mut Segment) {
         // SAFETY: forwarded from the caller; a listed segment is filed as it says.
         unsafe {
-            refile(inner, seg, true);
+            file(inner, seg, RunClasses { free: 0, dirty: 0 });
             inner.segments.unlink(seg);
         }
         unmark(seg);
@@ -769,7 +775,7 @@ impl PageHeap {
                 // SAFETY: as above; a listed segment is filed as it says.
                 unsafe {
                     (*seg).dirty_pages &= !free;
-                    refile(inner, seg, false);
+                    refile(inner, seg);
                 }
             }
             seg = next;
@@ -828,7 +834,7 @@ impl PageHeap {
                 s.aged_empty = empty;
                 decayed.holding |= s.aged_pages != 0;
                 // SAFETY: the lock is held; a listed segment, filed as it says.
-                unsafe { refile(inner, seg, false) };
+                unsafe { refile(inner, seg) };
             }
             seg = next;
         }
@@ -992,7 +998,7 @@ mod tests {
             let inner = &mut *heap.inner.get();
             let mut seg = inner.segments.head;
             while !seg.is_null() {
-                refile(inner, seg, false);
+                refile(inner, seg);
                 seg = List::<Segment>::next(seg);
             }
         }
