@@ -334,8 +334,8 @@ const RUN_CLASSES: usize = LONGEST_RUN + 1;
 
 /// The class of the longest run of set bits in `bits` (not all set: page
 /// 0 is the header's, never free). `starts_k` marks the bits that start a
-/// run of at least `k`, by shifts of constant lengths; only a run of up to
-/// [`MOST_CLAIMED`] needs its exact length.
+/// run of at least `k`, by shifts of constant lengths: only a run of up to
+/// [`MOST_CLAIMED`] needs its exact length ([`longest_run_at`]).
 fn run_class(bits: u64) -> u8 {
     let starts_2 = bits & bits >> 1;
     let starts_4 = starts_2 & starts_2 >> 2;
@@ -346,19 +346,7 @@ fn run_class(bits: u64) -> u8 {
     match (starts_17 != 0, starts_32 != 0) {
         (_, true) => LONGEST_RUN as u8,
         (true, false) => LONG_RUN as u8,
-        (false, false) => {
-            // A run of 16 pages at most: its length by binary lifting over
-            // the masks above (`longest_run_at`, with fewer steps).
-            let (mut length, mut at_least) = (0, u64::MAX);
-            for (step, starts) in [(16, starts_16), (8, starts_8), (4, starts_4), (2, starts_2), (1, bits)] {
-                let longer = at_least & (starts >> length);
-                if longer != 0 {
-                    length += step;
-                    at_least = longer;
-                }
-            }
-            length
-        }
+        (false, false) => longest_run_at(bits).0,
     }
 }
 
