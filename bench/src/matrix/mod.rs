@@ -9,8 +9,9 @@
 //! one child process (the same executable) per cell, allocator and round,
 //! allocators in a shuffled order each round, so no cell inherits another's
 //! heap; the child times its cell with `Instant` after an untimed warm-up,
+//! repeating the cell's fixed work until it has run long enough to time,
 //! takes `getrusage` deltas around the timed part, checks the tags it read
-//! back and prints one line. A crash, a timeout, a wrong sum or a checksum
+//! back and prints one line, per repetition. A crash, a timeout, a wrong sum or a checksum
 //! unlike the other allocators' fails that sample.
 //!
 //! | module | owns |
@@ -40,6 +41,13 @@ const QUICK_ENV: &str = "RSEQ_MATRIX_QUICK";
 /// Timed work per cell, estimated ns, by default and with `--quick`.
 const BUDGET_NS: f64 = 40e6;
 const QUICK_BUDGET_NS: f64 = 10e6;
+/// A child repeats its cell's work until the repetitions took this much of
+/// the budget (at most [`MAX_REPEATS`] times): the estimate is set so that
+/// the slowest allocator stays within minutes, and the fastest then ran a
+/// cell in a millisecond or less, where a timer interrupt or a wake-up
+/// decides the ratio.
+const MIN_TIMED_SHARE: f64 = 0.5;
+const MAX_REPEATS: u32 = 64;
 /// Rounds by default and with `--quick`.
 const ROUNDS: usize = 5;
 const QUICK_ROUNDS: usize = 1;
@@ -155,28 +163,48 @@ fn child(cell_name: &str, selected: &str, quick: bool) -> i32 {
         eprintln!("no cell {cell_name}");
         return 2;
     };
-    let units = cell.units(if quick { QUICK_BUDGET_NS } else { BUDGET_NS });
+    let budget_ns = if quick { QUICK_BUDGET_NS } else { BUDGET_NS };
+    let units = cell.units(budget_ns);
     let mut scratch = Vec::with_capacity(cell.scratch_len());
     let warm_up = cell.run(cell.warm_up_units(units), &mut scratch);
-    let (before, start) = (rusage(), Instant::now());
-    let timed = cell.run(units, &mut scratch);
-    let (elapsed, after) = (start.elapsed(), rusage());
-    for (what, outcome) in [("warm-up", warm_up), ("timed run", timed)] {
-        if outcome.read != outcome.expected {
-            eprintln!("{cell_name}: the {what} read back {} where {} was written", outcome.read, outcome.expected);
-            return 3;
-        }
+    if let Some(code) = check(cell_name, "warm-up", &warm_up) {
+        return code;
     }
-    let elapsed_ns = elapsed.as_nanos() as u64;
+    // The same work again until it took long enough to time; the line
+    // reports one repetition's figures (the means), so that faults and
+    // system time keep their meaning whatever the repetitions.
+    let (before, start) = (rusage(), Instant::now());
+    let (mut repeats, mut first) = (0, None);
+    while repeats < MAX_REPEATS && (repeats == 0 || (start.elapsed().as_nanos() as f64) < MIN_TIMED_SHARE * budget_ns) {
+        let timed = cell.run(units, &mut scratch);
+        if let Some(code) = check(cell_name, "timed run", &timed) {
+            return code;
+        }
+        first.get_or_insert(timed);
+        repeats += 1;
+    }
+    let (elapsed, after) = (start.elapsed(), rusage());
+    let timed = first.expect("one repetition at least");
+    let per = |total: i64| total / i64::from(repeats);
     println!(
-        "{} allocator={selected} ops={} elapsed_ns={elapsed_ns} minflt={} majflt={} sys_us={} user_us={} checksum={}",
+        "{} allocator={selected} ops={} elapsed_ns={} minflt={} majflt={} sys_us={} user_us={} checksum={}",
         running::SAMPLE_PREFIX,
         timed.ops,
-        after.ru_minflt - before.ru_minflt,
-        after.ru_majflt - before.ru_majflt,
-        micros(after.ru_stime) - micros(before.ru_stime),
-        micros(after.ru_utime) - micros(before.ru_utime),
+        elapsed.as_nanos() as u64 / u64::from(repeats),
+        per(after.ru_minflt - before.ru_minflt),
+        per(after.ru_majflt - before.ru_majflt),
+        per(micros(after.ru_stime) - micros(before.ru_stime)),
+        per(micros(after.ru_utime) - micros(before.ru_utime)),
         timed.read,
     );
     0
+}
+
+/// The exit code for a run that read back other tags than it wrote, after
+/// saying so; `None` if it read them all.
+fn check(cell_name: &str, what: &str, outcome: &cells::Outcome) -> Option<i32> {
+    (outcome.read != outcome.expected).then(|| {
+        eprintln!("{cell_name}: the {what} read back {} where {} was written", outcome.read, outcome.expected);
+        3
+    })
 }

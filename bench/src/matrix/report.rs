@@ -131,7 +131,8 @@ pub fn markdown(cells: &[Cell], results: &[CellRuns], allocators: &[&str], optio
     );
     out += "Each cell ran in a fresh process per allocator and round, the allocator as the program's \
             `#[global_allocator]`, allocators in a shuffled order each round; timed after an untimed \
-            warm-up. Figures are medians over rounds: ns per op (timed with `Instant`), page faults \
+            warm-up, its fixed work repeated until the repetitions took half the time above (the figures \
+            are per repetition). Figures are medians over rounds: ns per op (timed with `Instant`), page faults \
             (minor + major) and system ms (`getrusage` deltas around the timed part). \
             ours / best peer is the median of the per-round ratios ours / peer, for the peer it is \
             largest for; > 1 means we are slower; the target is ≤ 1.00. The machine is shared and \
