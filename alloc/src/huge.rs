@@ -13,16 +13,17 @@
 //! block resizes in place only (a move would lose its alignment) and is not
 //! cached when freed.
 //!
-//! A few freed segments (at most [`CACHE_SLOTS`], [`CACHE_MAX_BYTES`] in all)
-//! are kept mapped for the next huge request, so a program that allocates
-//! and frees big buffers in a loop does not pay `mmap`, `munmap` and a page
-//! fault per page every time. A request takes the smallest
-//! cached mapping that holds it with at most [`REUSE_SLACK`] (or the
-//! request's own size, if larger) to spare; if every cached mapping is too
-//! small, the largest is grown with `mremap`, keeping the pages it already
-//! has. So a loop over varied sizes settles on one mapping whose touched
-//! pages are reused, as glibc's heap top is, instead of one per size. A
-//! cached segment stays marked in the segment map, its header saying it
+//! Freed segments (at most [`CACHE_SLOTS`], [`CACHE_MAX_BYTES`] in all) are
+//! kept mapped for the next huge requests, so a program that allocates and
+//! frees big buffers in a loop, one or a hundred at a time, does not pay
+//! `mmap`, `munmap` and a page fault per page every time; the upkeep unmaps
+//! those that no request took for a whole period. A request takes the
+//! smallest cached mapping that holds it with at most [`REUSE_SLACK`] (or
+//! the request's own size, if larger) to spare; if every cached mapping is
+//! too small, the largest is grown with `mremap`, keeping the pages it
+//! already has. So a loop over varied sizes settles on one mapping whose
+//! touched pages are reused, as glibc's heap top is, instead of one per
+//! size. A cached segment stays marked in the segment map, its header saying it
 //! holds no block (`huge_offset` 0), so freeing its block again is still
 //! reported as an invalid free; a segment is unmarked only before its
 //! mapping goes away or moves. Marking and unmarking are atomic
@@ -37,44 +38,75 @@ use crate::os::{self, Charge, OS_PAGE};
 use crate::segment::{self, Kind, PAGE_HEAP, SEGMENT_SIZE, Segment};
 use crate::sync::{AtomicIntOps, AtomicOps, AtomicUsize};
 
-/// Freed huge segments kept for reuse.
-pub(crate) const CACHE_SLOTS: usize = 8;
-/// Most bytes the cache keeps mapped.
-pub(crate) const CACHE_MAX_BYTES: usize = 64 << 20;
+/// Most freed huge segments kept for reuse: a working set of a hundred big
+/// buffers freed and allocated again fits.
+pub(crate) const CACHE_SLOTS: usize = 256;
+/// Most bytes the cache keeps mapped (for a period at most, unless reused).
+pub(crate) const CACHE_MAX_BYTES: usize = 1 << 30;
 /// How much of a cached mapping a request may leave unused, at least: the
 /// spare pages cost address space and whatever the previous user touched.
 pub(crate) const REUSE_SLACK: usize = 2 * SEGMENT_SIZE;
 
-/// A cached mapping: the segment's address (0 for a free entry) and length.
+/// A cached mapping: the segment's address and length, and whether an
+/// upkeep round found it in the cache already (it goes at the next).
 #[derive(Clone, Copy)]
 struct Entry {
     seg: usize,
     len: usize,
+    aged: bool,
 }
 
-const FREE: Entry = Entry { seg: 0, len: 0 };
+const FREE: Entry = Entry { seg: 0, len: 0, aged: false };
 
-/// The cache: a few entries behind a lock held only for loads and stores
-/// (never across a system call), taken by `fork` with the others.
+/// The cache: its entries packed at the front of an array, behind a lock
+/// held only for loads and stores (never across a system call), taken by
+/// `fork` with the others.
 struct Cache {
     lock: Lock,
-    entries: UnsafeCell<[Entry; CACHE_SLOTS]>,
+    entries: UnsafeCell<Entries>,
     /// Bytes of the entries: written with the lock held, read without.
     bytes: AtomicUsize,
+}
+
+struct Entries {
+    slots: [Entry; CACHE_SLOTS],
+    /// Entries in use: `slots[..used]`.
+    used: usize,
+}
+
+impl Entries {
+    /// Takes out entry `i` (below `used`), moving the last one into its place.
+    fn remove(&mut self, i: usize) -> Entry {
+        self.used -= 1;
+        let last = self.slots[self.used];
+        core::mem::replace(&mut self.slots[i], last)
+    }
 }
 
 // SAFETY: `entries` is only touched with `lock` held.
 unsafe impl Sync for Cache {}
 
-static CACHE: Cache =
-    Cache { lock: Lock::new(), entries: UnsafeCell::new([FREE; CACHE_SLOTS]), bytes: AtomicUsize::new(0) };
+static CACHE: Cache = Cache {
+    lock: Lock::new(),
+    entries: UnsafeCell::new(Entries { slots: [FREE; CACHE_SLOTS], used: 0 }),
+    bytes: AtomicUsize::new(0),
+};
 
 impl Cache {
     /// Runs `f` on the entries, with the lock held.
-    fn with<T>(&self, f: impl FnOnce(&mut [Entry; CACHE_SLOTS]) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
         f(unsafe { &mut *self.entries.get() })
+    }
+
+    /// Takes out the entry `pick` chooses (an index into those in use).
+    fn take_where(&self, pick: impl FnOnce(&[Entry]) -> Option<usize>) -> Option<Entry> {
+        self.with(|entries| {
+            let taken = entries.remove(pick(&entries.slots[..entries.used])?);
+            self.bytes.store_relaxed(self.bytes.load_relaxed() - taken.len);
+            Some(taken)
+        })
     }
 
     /// Takes out the entry a request of `need` bytes of mapping should use:
@@ -82,57 +114,41 @@ impl Cache {
     /// smaller one (to be grown); `None` if neither exists.
     fn take(&self, need: usize) -> Option<Entry> {
         let slack = REUSE_SLACK.max(need);
-        let taken = self.with(|entries| {
-            let fits = |e: &Entry| e.seg != 0 && e.len >= need && e.len - need <= slack;
-            let best = (0..CACHE_SLOTS).filter(|&i| fits(&entries[i])).min_by_key(|&i| entries[i].len);
-            let best = best.or_else(|| {
-                (0..CACHE_SLOTS)
-                    .filter(|&i| entries[i].seg != 0 && entries[i].len < need)
-                    .max_by_key(|&i| entries[i].len)
-            })?;
-            let taken = core::mem::replace(&mut entries[best], FREE);
-            self.bytes.store_relaxed(self.bytes.load_relaxed() - taken.len);
-            Some(taken)
-        })?;
-        Some(taken)
+        self.take_where(|entries| {
+            let listed = || entries.iter().enumerate();
+            let best = listed().filter(|(_, e)| e.len >= need && e.len - need <= slack).min_by_key(|(_, e)| e.len);
+            best.or_else(|| listed().filter(|(_, e)| e.len < need).max_by_key(|(_, e)| e.len)).map(|(i, _)| i)
+        })
     }
 
     /// Keeps `entry` if there is room; false if not.
     fn put(&self, entry: Entry) -> bool {
         self.with(|entries| {
-            if self.bytes.load_relaxed() + entry.len > CACHE_MAX_BYTES {
+            if entries.used == CACHE_SLOTS || self.bytes.load_relaxed() + entry.len > CACHE_MAX_BYTES {
                 return false;
             }
-            let Some(free) = entries.iter_mut().find(|e| e.seg == 0) else { return false };
-            *free = entry;
+            entries.slots[entries.used] = entry;
+            entries.used += 1;
             self.bytes.store_relaxed(self.bytes.load_relaxed() + entry.len);
             true
         })
     }
 
-    /// Takes out every entry.
-    fn take_all(&self) -> [Entry; CACHE_SLOTS] {
-        self.with(|entries| {
-            self.bytes.store_relaxed(0);
-            core::mem::replace(entries, [FREE; CACHE_SLOTS])
-        })
+    /// Marks every entry as found by an upkeep round.
+    fn age(&self) {
+        self.with(|entries| entries.slots[..entries.used].iter_mut().for_each(|e| e.aged = true));
     }
 }
 
-/// Huge allocations so far (counted without an atomic addition: the
-/// upkeep only asks whether any came, and a count lost to a race with
-/// another allocation still leaves the count changed), and their count at
-/// the last upkeep.
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static ALLOCS_AT_UPKEEP: AtomicUsize = AtomicUsize::new(0);
-
-/// Upkeep: unmaps the cache if no huge block was asked for in a whole
-/// period; true if the cache still holds a block.
+/// Upkeep: unmaps the cached segments that no request took since the last
+/// round, and marks the others; true if the cache still holds one.
 pub(crate) fn decay() -> bool {
-    let now = ALLOCS.load_relaxed();
-    if ALLOCS_AT_UPKEEP.swap_relaxed(now) == now {
-        release_cache();
+    let mut released = 0;
+    while let Some(entry) = CACHE.take_where(|entries| entries.iter().position(|e| e.aged)) {
+        released += unmap_cached(entry);
     }
+    PAGE_HEAP.released.fetch_add_relaxed(released);
+    CACHE.age();
     cached_bytes() != 0
 }
 
@@ -144,15 +160,20 @@ pub(crate) fn cached_bytes() -> usize {
 /// Unmaps every cached segment (for trimming); returns the bytes released.
 pub(crate) fn release_cache() -> usize {
     let mut released = 0;
-    for entry in CACHE.take_all().iter().filter(|e| e.seg != 0) {
-        segment::unmark(entry.seg as *mut Segment);
-        PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);
-        // SAFETY: taken out of the cache: nobody else refers to it.
-        unsafe { os::unmap(entry.seg as *mut u8, entry.len) };
-        released += entry.len;
+    while let Some(entry) = CACHE.take_where(|entries| entries.len().checked_sub(1)) {
+        released += unmap_cached(entry);
     }
     PAGE_HEAP.released.fetch_add_relaxed(released);
     released
+}
+
+/// Unmaps a segment taken out of the cache; returns its length.
+fn unmap_cached(entry: Entry) -> usize {
+    segment::unmark(entry.seg as *mut Segment);
+    PAGE_HEAP.mapped.fetch_sub_relaxed(entry.len);
+    // SAFETY: taken out of the cache: nobody else refers to it.
+    unsafe { os::unmap(entry.seg as *mut u8, entry.len) };
+    entry.len
 }
 
 /// Whether this thread holds the cache's lock.
@@ -224,7 +245,6 @@ pub(crate) fn far_segment(ptr: usize) -> Option<*mut Segment> {
 /// be represented.
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
-    ALLOCS.store_relaxed(ALLOCS.load_relaxed().wrapping_add(1));
     // A cached segment is placed for near blocks only.
     let cached = if align <= MAX_NEAR_ALIGN { take_cached(len) } else { None };
     if let Some(seg) = cached {
@@ -291,7 +311,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
         // is in the cache, where a request may take it at once).
         // SAFETY: as above; the segment is ours alone until it is put.
         unsafe { (*seg).huge_offset = 0 };
-        if CACHE.put(Entry { seg: seg as usize, len }) {
+        if CACHE.put(Entry { seg: seg as usize, len, aged: false }) {
             return;
         }
     }

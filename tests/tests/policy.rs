@@ -144,6 +144,41 @@ fn batch_cycles_child() {
     assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
 }
 
+/// The same for huge blocks: a working set of 40 blocks of 1.5 MiB (more
+/// than a few, and 60 MiB) freed and allocated again reuses the mappings
+/// of the first cycle instead of unmapping them at the free and faulting
+/// them in again at the next allocation.
+#[test]
+fn suite_huge_block_cycles_reuse_their_mappings() {
+    modes::child_passes("huge_cycles_child", &[("RSEQ_TEST_HUGE_CYCLES_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "60000")]);
+}
+
+#[test]
+fn huge_cycles_child() {
+    if std::env::var_os("RSEQ_TEST_HUGE_CYCLES_CHILD").is_none() {
+        return;
+    }
+    const CYCLES: usize = 10;
+    const SIZE: usize = 3 << 19;
+    let cycle = |first: u8| {
+        let blocks: Vec<Vec<u8>> = (0..40).map(|i| vec![1 | (first ^ i as u8); SIZE]).collect();
+        blocks.iter().map(|b| u64::from(b[SIZE - 1])).sum::<u64>()
+    };
+    let before_first = minor_faults();
+    let mut checksum = cycle(0);
+    let first = minor_faults() - before_first;
+    let before = minor_faults();
+    for c in 1..=CYCLES {
+        checksum = checksum.wrapping_add(cycle(c as u8));
+    }
+    let later = minor_faults() - before;
+    eprintln!(
+        "huge_cycles_child: {first} minor faults in the first cycle, {later} in the {CYCLES} cycles after; checksum {checksum}"
+    );
+    assert!(first > 10_000, "the first cycle did not fault its working set in ({first} faults)");
+    assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
+}
+
 /// Blocks freed and allocated again land on pages that held data before
 /// rather than on pages never touched: the page heap claims free dirty
 /// pages first. Medium blocks fill four segments and one more is mapped
@@ -211,9 +246,11 @@ fn idle_return_child() {
     let start = resident_kib_quietly();
     let small: Vec<Box<[u8; 4096]>> = (0..16_384).map(|i| Box::new([i as u8; 4096])).collect();
     let medium: Vec<Vec<u8>> = (0..256).map(|i| vec![i as u8; 128 << 10]).collect();
+    let huge: Vec<Vec<u8>> = (0..12).map(|i| vec![1 | i as u8; 2 << 20]).collect();
     let peak = resident_kib_quietly();
     drop(small);
     drop(medium);
+    drop(huge);
     let freed = resident_kib_quietly();
     // From here on, no allocation until the verdict: poll every 20 ms for
     // up to 5 s (50 periods) while the blocks' memory is resident.
