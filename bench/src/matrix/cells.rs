@@ -21,11 +21,14 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
 /// Sizes the pairs and batch cycles walk.
-pub const SIZES: [usize; 8] = [16, 64, 256, KIB, 4 * KIB, 16 * KIB, 64 * KIB, MIB];
+pub const SIZES: [usize; 9] = [16, 64, 256, KIB, 4 * KIB, 16 * KIB, 64 * KIB, MIB, 4 * MIB];
 /// Blocks per batch cycle.
 pub const BATCH_COUNTS: [usize; 3] = [100, 10_000, 1_000_000];
 /// Most bytes a batch cycle holds live at once.
 pub const BATCH_MAX_BYTES: usize = 256 * MIB;
+/// Blocks per batch cycle of a size of which [`BATCH_COUNTS`]' smallest
+/// would hold more: a working set of big buffers.
+const FEW_BIG_BLOCKS: usize = 32;
 /// Blocks the producer sends in one message.
 const PRODUCER_BATCH: usize = 256;
 /// Strings in the collection of `strings`.
@@ -146,7 +149,11 @@ pub fn catalogue() -> Vec<Cell> {
     let mut cells: Vec<Cell> = SIZES.iter().map(|&s| cell(Pattern::Pairs, s, 1, size_name(s))).collect();
     for pattern in [Pattern::Lifo, Pattern::Fifo] {
         for size in SIZES {
-            for n in BATCH_COUNTS.into_iter().filter(|n| n * size <= BATCH_MAX_BYTES) {
+            let mut counts: Vec<usize> = BATCH_COUNTS.into_iter().filter(|n| n * size <= BATCH_MAX_BYTES).collect();
+            if counts.is_empty() {
+                counts.push(FEW_BIG_BLOCKS);
+            }
+            for n in counts {
                 cells.push(cell(pattern, size, n, format!("{n}x{}", size_name(size))));
             }
         }
