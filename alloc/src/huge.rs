@@ -3,7 +3,8 @@
 //! `mremap` so that `realloc` never copies it.
 //!
 //! The segment header sits in the first OS page; the block starts at
-//! `huge_offset`: one page, or the requested alignment if larger, inside the
+//! `huge_offset`: half a page into the next page, or the requested
+//! alignment if larger than half a page (a page at least), inside the
 //! first 4 MiB so that masking a block pointer finds the header. A block
 //! aligned to more than [`MAX_NEAR_ALIGN`] starts one whole segment unit
 //! after its header instead (a *far* block, `huge_offset == SEGMENT_SIZE`),
@@ -200,9 +201,22 @@ pub(crate) unsafe fn unlock_after_fork() {
 /// ones make a far block (see the module's documentation).
 pub(crate) const MAX_NEAR_ALIGN: usize = SEGMENT_SIZE / 2;
 
-/// Where the block of a request starts in its mapping, and the mapping's length.
+/// Where in its page a block aligned to at most this starts (see `layout`).
+const MID_PAGE: usize = OS_PAGE / 2;
+
+/// Where the block of a request starts in its mapping, and the mapping's
+/// length. A block that may start anywhere in a page starts in the middle
+/// of the page after the header's: a loop that touches a buffer a page
+/// apart (first touches, an array of page-sized records) is slowest when
+/// it lands on the first or last lines of the pages.
 fn layout(size: usize, align: usize) -> Option<(usize, usize)> {
-    let offset = if align <= MAX_NEAR_ALIGN { align.max(OS_PAGE) } else { SEGMENT_SIZE };
+    let offset = if align <= MID_PAGE {
+        OS_PAGE + MID_PAGE
+    } else if align <= MAX_NEAR_ALIGN {
+        align.max(OS_PAGE)
+    } else {
+        SEGMENT_SIZE
+    };
     let len = offset.checked_add(size)?.checked_next_multiple_of(OS_PAGE)?;
     Some((offset, len))
 }
@@ -255,8 +269,12 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             let block = (seg as usize + offset) as *mut u8;
             if zeroed {
                 // Fresh zero pages, rather than writing zeroes over pages
-                // that may never have been touched.
-                os::purge(block, (*seg).huge_len - offset);
+                // that may never have been touched; zeroes written up to
+                // the first page boundary, which a block starting inside a
+                // page has before it.
+                let pages = offset.next_multiple_of(OS_PAGE);
+                block.write_bytes(0, pages - offset);
+                os::purge((seg as usize + pages) as *mut u8, (*seg).huge_len - pages);
             }
             return block;
         }

@@ -450,3 +450,29 @@ fn c_realloc_between_small_sizes_keeps_every_byte() {
         c_api::free(p.cast());
     }
 }
+
+/// A huge block that may start anywhere in a page starts half a page into
+/// one (a loop touching it a page apart would otherwise land on the pages'
+/// first lines), and stays there as `realloc` grows it by `mremap`; one
+/// aligned to a page or more keeps its alignment.
+#[test]
+fn huge_blocks_start_half_a_page_into_a_page() {
+    if rseq_alloc::stats().hardened {
+        return;
+    }
+    for (size, align, offset) in [(2 << 20, 16, 2048), (6 << 20, 64, 2048), (3 << 20, 2048, 2048), (2 << 20, 4096, 0)] {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: a valid layout; the block is written inside its sizes and freed with the last.
+        unsafe {
+            let p = GLOBAL.alloc(layout);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 4096, offset, "{size} bytes aligned to {align}");
+            p.write(7);
+            let grown = GLOBAL.realloc(p, layout, 4 * size);
+            assert!(!grown.is_null());
+            assert_eq!(grown as usize % 4096, offset, "grown from {size} bytes aligned to {align}");
+            assert_eq!(grown.read(), 7);
+            GLOBAL.dealloc(grown, Layout::from_size_align(4 * size, align).unwrap());
+        }
+    }
+}
