@@ -128,20 +128,28 @@ fn batch_cycles_child() {
         let medium: Vec<Vec<u8>> = (0..512).map(|i| vec![first ^ i as u8; 64 << 10]).collect();
         small.iter().map(|b| u64::from(b[4095])).sum::<u64>() + medium.iter().map(|v| u64::from(v[1000])).sum::<u64>()
     };
+    assert_cycles_reuse_their_pages("batch_cycles_child", CYCLES, 15_000, cycle);
+}
+
+/// Runs `cycle` once and then `cycles` times more (each returns a checksum
+/// of what it read), and asserts that the first faulted its working set in
+/// (more than `first_at_least` minor faults) and the later ones, together,
+/// faulted under half as many pages again.
+fn assert_cycles_reuse_their_pages(who: &str, cycles: usize, first_at_least: i64, cycle: impl Fn(u8) -> u64) {
     let before_first = minor_faults();
     let mut checksum = cycle(0);
     let first = minor_faults() - before_first;
     let before = minor_faults();
-    for c in 1..=CYCLES {
+    for c in 1..=cycles {
         checksum = checksum.wrapping_add(cycle(c as u8));
     }
     let later = minor_faults() - before;
     eprintln!(
-        "batch_cycles_child: {first} minor faults in the first cycle, {later} in the {CYCLES} cycles after ({} per cycle); checksum {checksum}",
-        later / CYCLES as i64
+        "{who}: {first} minor faults in the first cycle, {later} in the {cycles} cycles after ({} per cycle); checksum {checksum}",
+        later / cycles as i64
     );
-    assert!(first > 15_000, "the first cycle did not fault its working set in ({first} faults)");
-    assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
+    assert!(first > first_at_least, "the first cycle did not fault its working set in ({first} faults)");
+    assert!(later < first / 2, "{later} faults in {cycles} later cycles: they fault the working set in again");
 }
 
 /// The same for huge blocks: a working set of 40 blocks of 1.5 MiB (more
@@ -164,19 +172,7 @@ fn huge_cycles_child() {
         let blocks: Vec<Vec<u8>> = (0..40).map(|i| vec![1 | (first ^ i as u8); SIZE]).collect();
         blocks.iter().map(|b| u64::from(b[SIZE - 1])).sum::<u64>()
     };
-    let before_first = minor_faults();
-    let mut checksum = cycle(0);
-    let first = minor_faults() - before_first;
-    let before = minor_faults();
-    for c in 1..=CYCLES {
-        checksum = checksum.wrapping_add(cycle(c as u8));
-    }
-    let later = minor_faults() - before;
-    eprintln!(
-        "huge_cycles_child: {first} minor faults in the first cycle, {later} in the {CYCLES} cycles after; checksum {checksum}"
-    );
-    assert!(first > 10_000, "the first cycle did not fault its working set in ({first} faults)");
-    assert!(later < first / 2, "{later} faults in {CYCLES} later cycles: they fault the working set in again");
+    assert_cycles_reuse_their_pages("huge_cycles_child", CYCLES, 10_000, cycle);
 }
 
 /// Blocks freed and allocated again land on pages that held data before
