@@ -247,16 +247,24 @@ impl Central {
             }
             // Carved in one pass, the span's counts settled once after it
             // (updated per object, they made a chain of stores and loads),
-            // and from the run's last object down: the refill's first
-            // object is the caller's, which a malloc/free loop keeps getting
-            // back, and a fresh span's first object is page-aligned in every
-            // class, so a loop over many sizes would hold them all in one L1
-            // set, evicting each other. `carve_here` left at least one
-            // object to carve, so the run is not empty.
+            // in address order: the cache hands objects out in the order of
+            // `out`, and a program that writes its blocks in the order it
+            // got them then walks memory upwards, the direction the
+            // hardware's prefetchers follow best. If the run starts the
+            // refill, its last object comes first instead: the refill's
+            // first object is the caller's, which a malloc/free loop keeps
+            // getting back, and a fresh span's first object is page-aligned
+            // in every class, so a loop over many sizes would hold them all
+            // in one L1 set, evicting each other. `carve_here` left at
+            // least one object to carve, so the run is not empty.
             let carved = (out.len() - n).min((s.objects - s.bump) as usize);
-            let last = span_start(span) + (s.bump as usize + carved - 1) * size;
-            for (i, slot) in out[n..n + carved].iter_mut().enumerate() {
-                *slot = last - i * size;
+            let first = span_start(span) + s.bump as usize * size;
+            let run = &mut out[n..n + carved];
+            for (i, slot) in run.iter_mut().enumerate() {
+                *slot = first + i * size;
+            }
+            if n == 0 {
+                run.rotate_right(1);
             }
             s.bump += carved as u16;
             s.used += carved as u16;
