@@ -266,6 +266,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         // and its mapping holds `len >= offset + size` bytes.
         unsafe {
             (*seg).huge_offset = offset;
+            (*seg).huge_asked = size;
             let block = (seg as usize + offset) as *mut u8;
             if zeroed {
                 // Fresh zero pages, rather than writing zeroes over pages
@@ -299,6 +300,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         (&raw mut (*seg).kind).write(Kind::Huge);
         (&raw mut (*seg).huge_len).write(len);
         (&raw mut (*seg).huge_offset).write(offset);
+        (&raw mut (*seg).huge_asked).write(size);
     }
     segment::mark(seg);
     PAGE_HEAP.mapped.fetch_add_relaxed(len);
@@ -399,15 +401,19 @@ unsafe fn remap(seg: *mut Segment, len: usize, new_len: usize, may_move: bool) -
 /// `seg` is a live huge segment.
 pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     // SAFETY: the caller vouches for the header.
-    let (offset, len) = unsafe { ((*seg).huge_offset, (*seg).huge_len) };
+    let (offset, len, asked) = unsafe { ((*seg).huge_offset, (*seg).huge_len, (*seg).huge_asked) };
     let Some(new_len) = offset.checked_add(new_size).and_then(|n| n.checked_next_multiple_of(OS_PAGE)) else {
         return core::ptr::null_mut();
     };
-    // The mapping stays as it is if it holds the new size with no more to
-    // spare than the new size itself, and at most `REUSE_SLACK` (a block
-    // from the cache may be larger than asked for; shrinking and growing
-    // it back would cost page faults for nothing).
-    if new_len <= len && len - new_len <= new_len.min(REUSE_SLACK) {
+    // The mapping stays as it is if it holds a grown block (a block from
+    // the cache may be larger than asked for: a buffer growing in steps
+    // through it would otherwise shrink it at its first step and fault the
+    // pages back in at the next ones), or a shrunk one with no more to
+    // spare than the new size itself, and at most `REUSE_SLACK`.
+    let grows = new_size >= asked;
+    if new_len <= len && (grows || len - new_len <= new_len.min(REUSE_SLACK)) {
+        // SAFETY: as above.
+        unsafe { (*seg).huge_asked = new_size };
         return (seg as usize + offset) as *mut u8;
     }
     // Unmarked while it may move: once its pages leave, another thread may
@@ -418,7 +424,11 @@ pub(crate) unsafe fn resize(seg: *mut Segment, new_size: usize) -> *mut u8 {
     let resized = unsafe { remap(seg, len, new_len, !is_far(seg)) };
     segment::mark(resized.unwrap_or(seg));
     match resized {
-        Some(moved) => (moved as usize + offset) as *mut u8,
+        Some(moved) => {
+            // SAFETY: the header travelled with the first page.
+            unsafe { (*moved).huge_asked = new_size };
+            (moved as usize + offset) as *mut u8
+        }
         None => core::ptr::null_mut(),
     }
 }

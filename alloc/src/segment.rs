@@ -65,6 +65,9 @@ pub(crate) struct Segment {
     pub(crate) huge_len: usize,
     /// Huge: offset of the block from the segment start.
     pub(crate) huge_offset: usize,
+    /// Huge: the size the block was last asked for (its mapping may hold
+    /// more, from the cache).
+    pub(crate) huge_asked: usize,
     /// Pages in no span (page heap lock).
     free_pages: u64,
     /// Pages that may hold non-zero bytes (page heap lock).

@@ -175,6 +175,54 @@ fn huge_cycles_child() {
     assert_cycles_reuse_their_pages("huge_cycles_child", CYCLES, 10_000, cycle);
 }
 
+/// A buffer that grows by `realloc` from a huge size to a few times it,
+/// and is freed, cycle after cycle: the next cycle's first request takes
+/// the whole freed mapping from the cache, and the growth must go on in
+/// it, not shrink it to the request at the first step and fault its pages
+/// in again at the next ones.
+#[test]
+fn suite_huge_growth_keeps_its_cached_mapping() {
+    modes::child_passes("huge_growth_child", &[("RSEQ_TEST_HUGE_GROWTH_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "60000")]);
+}
+
+#[test]
+fn huge_growth_child() {
+    if std::env::var_os("RSEQ_TEST_HUGE_GROWTH_CHILD").is_none() {
+        return;
+    }
+    const CYCLES: usize = 10;
+    // 1.25 MiB to 9 MiB: the freed 9 MiB mapping is one the cache hands to
+    // a request of 1.25 MiB (within its slack).
+    const STEPS: [usize; 4] = [5 << 18, 5 << 19, 5 << 20, 9 << 20];
+    let cycle = |first: u8| {
+        let mut layout = Layout::from_size_align(STEPS[0], 16).unwrap();
+        // SAFETY: a valid layout.
+        let mut p = unsafe { GLOBAL.alloc(layout) };
+        let mut written = 0;
+        let mut sum = 0;
+        for &size in &STEPS {
+            if size > layout.size() {
+                // SAFETY: `p` is live with `layout`; the new size is valid.
+                p = unsafe { GLOBAL.realloc(p, layout, size) };
+                layout = Layout::from_size_align(size, 16).unwrap();
+            }
+            assert!(!p.is_null());
+            // SAFETY: the block holds `size` bytes; only its grown part is written.
+            unsafe {
+                for offset in (written..size).step_by(4096) {
+                    p.add(offset).write(first ^ (offset >> 12) as u8);
+                }
+                sum += u64::from(p.add(size - 4096).read());
+            }
+            written = size;
+        }
+        // SAFETY: `p` is live with `layout`.
+        unsafe { GLOBAL.dealloc(p, layout) };
+        sum
+    };
+    assert_cycles_reuse_their_pages("huge_growth_child", CYCLES, 2000, cycle);
+}
+
 /// Blocks freed and allocated again land on pages that held data before
 /// rather than on pages never touched: the page heap claims free dirty
 /// pages first. Medium blocks fill four segments and one more is mapped

@@ -97,6 +97,19 @@ fn c_realloc_child() {
             assert_eq!((q, c_api::malloc_usable_size(q)), (p, 1 << 16), "a shrink below half gives them back");
             c_api::free(q);
         }
+
+        // A huge block keeps its mapping as it grows, and a shrink to a
+        // small part of it gives the rest back.
+        if !rseq_alloc::stats().hardened {
+            let p = c_api::malloc(3 << 20);
+            let q = c_api::realloc(p, 64 << 20);
+            assert!(!q.is_null() && c_api::malloc_usable_size(q) >= 64 << 20);
+            let r = c_api::realloc(q, 2 << 20);
+            assert_eq!(r, q, "a huge block shrinks in place");
+            let usable = c_api::malloc_usable_size(r);
+            assert!(usable < 3 << 20, "shrunk from 64 MiB to 2 MiB, {usable} bytes still usable");
+            c_api::free(r);
+        }
     }
 }
 
