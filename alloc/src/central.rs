@@ -367,6 +367,7 @@ impl Central {
             // SAFETY: `span_of` checked that the span is a live span of this
             // class, and the lock is held.
             let (bump, free) = unsafe { ((*span).bump as usize, free_bits(span)) };
+            let size = SIZES[class] as usize;
             // Objects that come back together mostly share bitmap words: a
             // word is read, checked and written once per group of them, not
             // once per object (a chain of stores and loads of one word, and
@@ -376,13 +377,27 @@ impl Central {
             let (start, bytes) = (run.start, run.bytes);
             let (mut word, mut set, mut group) = (usize::MAX, 0u64, 0);
             let mut in_span = 0;
-            for &object in rest {
+            while let Some(&object) = rest.get(in_span) {
                 let offset = object.wrapping_sub(start);
                 if offset >= bytes {
                     break;
                 }
                 let index = index_of.get(offset).filter(|&i| i < bump);
                 let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
+                // A batch drained from a cache that a program filled in
+                // address order (a working set freed as it was allocated,
+                // or in reverse) is a stride: its bits are set a word at a
+                // time, each object only compared with the one before it.
+                if let Some((lowest, len)) = stride_from(&rest[in_span..], size, index, bump) {
+                    if word != usize::MAX {
+                        free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
+                        word = usize::MAX;
+                    }
+                    set_stride(free, lowest, len, size, start);
+                    run.first_word = run.first_word.min((lowest / 64) as u8);
+                    in_span += len;
+                    continue;
+                }
                 if index / 64 != word {
                     if word != usize::MAX {
                         free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
@@ -511,6 +526,50 @@ fn settle_word(had: u64, set: u64, group: &[usize], class: usize, start: usize) 
         report_freed_again(had, group, class, start);
     }
     had | set
+}
+
+/// The stride that `objects` starts with, if its second object is the
+/// first's neighbour (`index`, of `size` bytes) in its span: the lowest
+/// index it covers and how many objects long it is, all below `bump`.
+#[inline(always)]
+fn stride_from(objects: &[usize], size: usize, index: usize, bump: usize) -> Option<(usize, usize)> {
+    let (first, second) = (objects[0], *objects.get(1)?);
+    let step = if second == first.wrapping_add(size) {
+        size
+    } else if second == first.wrapping_sub(size) && index > 0 {
+        size.wrapping_neg()
+    } else {
+        return None;
+    };
+    let room = if step == size { bump - index } else { index + 1 };
+    let mut expected = first;
+    let len = 1 + objects[1..room.min(objects.len())]
+        .iter()
+        .take_while(|&&object| {
+            expected = expected.wrapping_add(step);
+            object == expected
+        })
+        .count();
+    Some(if step == size { (index, len) } else { (index + 1 - len, len) })
+}
+
+/// Sets the free bits of the `len` objects from index `lowest` on (of
+/// `size` bytes, in a span starting at `start`), aborting naming the first
+/// of them that is free already.
+fn set_stride(free: &mut [u64; MAX_OBJECTS / 64], lowest: usize, len: usize, size: usize, start: usize) {
+    let end = lowest + len;
+    let mut index = lowest;
+    while index < end {
+        let word = index / 64;
+        let (from, to) = (index % 64, (end - word * 64).min(64));
+        let mask = (u64::MAX >> (64 - (to - from))) << from;
+        let had = free[word];
+        if had & mask != 0 {
+            report::double_free(Call::Free, start + (word * 64 + (had & mask).trailing_zeros() as usize) * size);
+        }
+        free[word] = had | mask;
+        index = word * 64 + to;
+    }
 }
 
 #[cold]
@@ -760,5 +819,90 @@ impl SpansToFree {
             unsafe { PAGE_HEAP.free_spans(self.spans[..self.len].iter().copied()) };
             self.len = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets the bits of `objects` (indices into a span of `size`-byte
+    /// objects at `start`) as `give` does: strides a word at a time, the
+    /// rest one by one. Returns the bitmap.
+    fn give_indices(objects: &[usize], size: usize, bump: usize) -> [u64; MAX_OBJECTS / 64] {
+        let start = 1 << 20;
+        let addresses: Vec<usize> = objects.iter().map(|&i| start + i * size).collect();
+        let mut free = [0u64; MAX_OBJECTS / 64];
+        let mut at = 0;
+        while at < addresses.len() {
+            let index = objects[at];
+            match stride_from(&addresses[at..], size, index, bump) {
+                Some((lowest, len)) => {
+                    let covered: Vec<usize> = objects[at..at + len].to_vec();
+                    let expected: Vec<usize> = if len > 1 && covered[1] < covered[0] {
+                        (lowest..lowest + len).rev().collect()
+                    } else {
+                        (lowest..lowest + len).collect()
+                    };
+                    assert_eq!(covered, expected, "a stride covers exactly its objects");
+                    set_stride(&mut free, lowest, len, size, start);
+                    at += len;
+                }
+                None => {
+                    free[index / 64] |= 1 << (index % 64);
+                    at += 1;
+                }
+            }
+        }
+        free
+    }
+
+    #[test]
+    fn strides_set_the_bits_of_their_objects_and_stop_at_the_carved_end() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for _ in 0..2000 {
+            let (size, bump) = ([16, 48, 1040][next(3)], 1 + next(MAX_OBJECTS));
+            // Distinct indices below `bump`, in runs up, runs down and jumps.
+            let mut order: Vec<usize> = (0..bump).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, next(i + 1));
+            }
+            let mut objects = Vec::new();
+            let mut taken = vec![false; bump];
+            for &first in order.iter().take(1 + next(8)) {
+                let (len, up) = (1 + next(200), next(2) == 0);
+                for k in 0..len {
+                    let Some(index) = (if up { first.checked_add(k) } else { first.checked_sub(k) }) else { break };
+                    if index >= bump || taken[index] {
+                        break;
+                    }
+                    taken[index] = true;
+                    objects.push(index);
+                }
+            }
+            let mut expected = [0u64; MAX_OBJECTS / 64];
+            for &i in &objects {
+                expected[i / 64] |= 1 << (i % 64);
+            }
+            assert_eq!(give_indices(&objects, size, bump), expected, "size {size}, bump {bump}, objects {objects:?}");
+        }
+    }
+
+    #[test]
+    fn a_stride_ends_at_the_span_edges() {
+        // Up to the last carved object, and down to the first.
+        let start = 1 << 20;
+        let up = [start + 5 * 16, start + 6 * 16, start + 7 * 16, start + 8 * 16];
+        assert_eq!(stride_from(&up, 16, 5, 7), Some((5, 2)));
+        let down = [start + 2 * 16, start + 16, start, start - 16];
+        assert_eq!(stride_from(&down, 16, 2, 100), Some((0, 3)));
+        assert_eq!(stride_from(&[start], 16, 0, 100), None);
+        assert_eq!(stride_from(&[start, start + 32], 16, 0, 100), None);
     }
 }

@@ -209,3 +209,44 @@ fn double_free_in_one_drain_child() {
     }
     panic!("the double free was not caught");
 }
+
+/// A working set freed in the reverse of address order reaches the central
+/// list (by drains, and by the trim after them) as strides of neighbouring
+/// blocks, whose free bits are set a word at a time: a block among them
+/// that is already free there must still be refused, naming it.
+#[test]
+fn suite_double_free_in_a_stride_is_caught() {
+    child_aborts_naming_its_victim(
+        "double_free_in_a_stride_child",
+        "RSEQ_TEST_DOUBLE_FREE_IN_A_STRIDE_CHILD",
+        "rseq-alloc: free(): double free of",
+    );
+}
+
+#[test]
+fn double_free_in_a_stride_child() {
+    if std::env::var_os("RSEQ_TEST_DOUBLE_FREE_IN_A_STRIDE_CHILD").is_none() {
+        return;
+    }
+    stress::pin_to_current_cpu().expect("pin to the current CPU");
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    const STRIDE: usize = 2048;
+    // SAFETY: valid layouts; blocks are freed with them (the victim twice: the point).
+    unsafe {
+        let mut blocks: Vec<usize> = (0..3 * STRIDE).map(|_| RseqAlloc.alloc(layout) as usize).collect();
+        blocks.sort_unstable();
+        let at = (0..blocks.len() - STRIDE)
+            .find(|&i| blocks[i + STRIDE - 1] - blocks[i] == (STRIDE - 1) * 16)
+            .expect("fresh blocks carved side by side");
+        let victim = blocks[at + STRIDE * 3 / 4];
+        // Freed once, then moved to the central list with the cache.
+        RseqAlloc.dealloc(victim as *mut u8, layout);
+        rseq_alloc::trim();
+        eprintln!("victim={:p}", victim as *const u8);
+        for &block in blocks[at..at + STRIDE].iter().rev() {
+            RseqAlloc.dealloc(block as *mut u8, layout);
+        }
+        rseq_alloc::trim();
+    }
+    panic!("the double free was not caught");
+}
