@@ -687,12 +687,8 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
     let mut w = s.first_free_word as usize;
     let mut n = 0;
     while w < words && n < out.len() {
-        let mut word = free[w];
-        while word != 0 && n < out.len() {
-            out[n] = start + (w * 64 + word.trailing_zeros() as usize) * size;
-            word &= word - 1;
-            n += 1;
-        }
+        let (word, taken) = take_from_word(free[w], start + w * 64 * size, size, &mut out[n..]);
+        n += taken;
         free[w] = word;
         if word == 0 {
             w += 1;
@@ -705,6 +701,34 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
         unsafe { unlink(inner, span) };
     }
     n
+}
+
+/// Writes the addresses of the free objects of a bitmap `word` (whose
+/// first object is at `first`, objects of `size` bytes) to `out`, lowest
+/// first, as many as fit; returns the bits left and how many it wrote.
+#[inline(always)]
+fn take_from_word(mut word: u64, first: usize, size: usize, out: &mut [usize]) -> (u64, usize) {
+    let mut n = 0;
+    while word != 0 && n < out.len() {
+        let low = word.trailing_zeros() as usize;
+        let object = first + low * size;
+        if word >> low & 2 == 0 {
+            out[n] = object;
+            word &= word - 1;
+            n += 1;
+            continue;
+        }
+        // A run of neighbours (objects freed together come back together):
+        // their addresses follow one another, no bit search or
+        // multiplication per object.
+        let len = ((word >> low).trailing_ones() as usize).min(out.len() - n);
+        for (k, slot) in out[n..n + len].iter_mut().enumerate() {
+            *slot = object + k * size;
+        }
+        word &= !(u64::MAX >> (64 - len) << low);
+        n += len;
+    }
+    (word, n)
 }
 
 /// # Safety
@@ -904,5 +928,31 @@ mod tests {
         assert_eq!(stride_from(&down, 16, 2, 100), Some((0, 3)));
         assert_eq!(stride_from(&[start], 16, 0, 100), None);
         assert_eq!(stride_from(&[start, start + 32], 16, 0, 100), None);
+    }
+
+    #[test]
+    fn a_word_hands_out_its_free_objects_lowest_first_as_many_as_fit() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Sparse words, dense words, and runs.
+            let word = match seed % 4 {
+                0 => seed,
+                1 => seed & (seed >> 3),
+                2 => u64::MAX,
+                _ => (u64::MAX >> (seed >> 58)) << ((seed >> 52) % 64),
+            };
+            let room = (seed >> 40) as usize % 70;
+            let (first, size) = (1 << 20, 48);
+            let mut out = vec![0usize; room];
+            let (left, n) = take_from_word(word, first, size, &mut out);
+            let expected: Vec<usize> =
+                (0..64).filter(|&b| word >> b & 1 != 0).map(|b| first + b * size).take(room).collect();
+            assert_eq!(&out[..n], &expected[..], "word {word:#x}, room {room}");
+            let taken = expected.iter().fold(0u64, |bits, &a| bits | 1 << ((a - first) / size));
+            assert_eq!(left, word & !taken, "word {word:#x}, room {room}");
+        }
     }
 }
