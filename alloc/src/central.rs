@@ -351,6 +351,13 @@ impl Central {
         let mut medium = 0;
         let mut freed = SpansToFree::new();
         let index_of = ObjectIndex::of(class);
+        // Strides are looked for only in a batch that starts with one: the
+        // objects of any other are checked one by one without looking.
+        let strided = objects.len() > 2 && {
+            let step = objects[1].wrapping_sub(objects[0]);
+            (step == SIZES[class] as usize || step.wrapping_neg() == SIZES[class] as usize)
+                && objects[2].wrapping_sub(objects[1]) == step
+        };
         let mut rest = objects;
         while let Some(&object) = rest.first() {
             let Some(span) = span_of(object, class) else {
@@ -367,50 +374,45 @@ impl Central {
             // SAFETY: `span_of` checked that the span is a live span of this
             // class, and the lock is held.
             let (bump, free) = unsafe { ((*span).bump as usize, free_bits(span)) };
-            let size = SIZES[class] as usize;
-            // Objects that come back together mostly share bitmap words: a
-            // word is read, checked and written once per group of them, not
-            // once per object (a chain of stores and loads of one word, and
-            // a test and branch per object). A group sets `set`, one bit per
-            // object, which overlaps the word's free bits or counts fewer
-            // bits than objects only if one of them is free already.
-            let (start, bytes) = (run.start, run.bytes);
-            let (mut word, mut set, mut group) = (usize::MAX, 0u64, 0);
+            let (size, start, bytes) = (SIZES[class] as usize, run.start, run.bytes);
+            let mut groups = WordGroups::NONE;
             let mut in_span = 0;
-            while let Some(&object) = rest.get(in_span) {
-                let offset = object.wrapping_sub(start);
-                if offset >= bytes {
-                    break;
-                }
-                let index = index_of.get(offset).filter(|&i| i < bump);
-                let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
+            if strided {
                 // A batch drained from a cache that a program filled in
                 // address order (a working set freed as it was allocated,
-                // or in reverse) is a stride: its bits are set a word at a
-                // time, each object only compared with the one before it.
-                if let Some((lowest, len)) = stride_from(&rest[in_span..], size, index, bump) {
-                    if word != usize::MAX {
-                        free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
-                        word = usize::MAX;
+                // or in reverse) is made of strides: their bits are set a
+                // word at a time, each object only compared with the one
+                // before it.
+                while let Some(&object) = rest.get(in_span) {
+                    let offset = object.wrapping_sub(start);
+                    if offset >= bytes {
+                        break;
                     }
-                    set_stride(free, lowest, len, size, start);
-                    run.first_word = run.first_word.min((lowest / 64) as u8);
-                    in_span += len;
-                    continue;
-                }
-                if index / 64 != word {
-                    if word != usize::MAX {
-                        free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
+                    let index = index_of.get(offset).filter(|&i| i < bump);
+                    let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
+                    if let Some((lowest, len)) = stride_from(&rest[in_span..], size, index, bump) {
+                        groups.settle(free, rest, in_span, (class, start));
+                        set_stride(free, lowest, len, size, start);
+                        run.first_word = run.first_word.min((lowest / 64) as u8);
+                        in_span += len;
+                    } else {
+                        groups.add(free, index, rest, in_span, (class, start), &mut run.first_word);
+                        in_span += 1;
                     }
-                    (word, set, group) = (index / 64, 0, in_span);
-                    run.first_word = run.first_word.min(word as u8);
                 }
-                set |= 1u64 << (index % 64);
-                in_span += 1;
+            } else {
+                for &object in rest {
+                    let offset = object.wrapping_sub(start);
+                    if offset >= bytes {
+                        break;
+                    }
+                    let index = index_of.get(offset).filter(|&i| i < bump);
+                    let Some(index) = index else { report::invalid_pointer(Call::Free, object) };
+                    groups.add(free, index, rest, in_span, (class, start), &mut run.first_word);
+                    in_span += 1;
+                }
             }
-            if word != usize::MAX {
-                free[word] = settle_word(free[word], set, &rest[group..in_span], class, start);
-            }
+            groups.settle(free, rest, in_span, (class, start));
             run.returned = in_span as u16;
             rest = &rest[in_span..];
             // SAFETY: the lock is held; `run` is a span of this class.
@@ -513,6 +515,59 @@ impl Run {
         // SAFETY: `span_of` returned a live span of ours.
         let pages = unsafe { (*span).pages } as usize;
         Run { span, start: span_start(span), bytes: pages * PAGE_SIZE, ..Run::NONE }
+    }
+}
+
+/// A span's bitmap of free objects.
+type Bitmap = [u64; MAX_OBJECTS / 64];
+
+/// The bitmap words that a run of objects given back sets: objects that
+/// come back together mostly share words, so a word is read, checked and
+/// written once per group of them, not once per object (a chain of stores
+/// and loads of one word, and a test and branch per object). A group sets
+/// `set`, one bit per object, which overlaps the word's free bits or counts
+/// fewer bits than objects only if one of them is free already.
+struct WordGroups {
+    /// The group's word (`usize::MAX`: no group).
+    word: usize,
+    set: u64,
+    /// Where the group's objects start in the run.
+    first: usize,
+}
+
+impl WordGroups {
+    const NONE: WordGroups = WordGroups { word: usize::MAX, set: 0, first: 0 };
+
+    /// Adds the object of `index`, `run[at]` (a run of a span of `class`
+    /// at `start`), settling the group before it if it is another word's;
+    /// lowers `first_word` to a new group's word.
+    #[inline(always)]
+    fn add(
+        &mut self,
+        free: &mut Bitmap,
+        index: usize,
+        run: &[usize],
+        at: usize,
+        span: (usize, usize),
+        first_word: &mut u8,
+    ) {
+        if index / 64 != self.word {
+            self.settle(free, run, at, span);
+            (self.word, self.first) = (index / 64, at);
+            *first_word = (*first_word).min(self.word as u8);
+        }
+        self.set |= 1u64 << (index % 64);
+    }
+
+    /// Writes the group's bits, those of the objects of `run` before `end`
+    /// from its first (see [`settle_word`]; `span` is the class and the
+    /// span's start); no group is left.
+    #[inline(always)]
+    fn settle(&mut self, free: &mut Bitmap, run: &[usize], end: usize, (class, start): (usize, usize)) {
+        if self.word != usize::MAX {
+            free[self.word] = settle_word(free[self.word], self.set, &run[self.first..end], class, start);
+            *self = WordGroups::NONE;
+        }
     }
 }
 
@@ -709,6 +764,15 @@ unsafe fn take_given_back(inner: &mut ListInner, span: *mut Span, size: usize, o
 #[inline(always)]
 fn take_from_word(mut word: u64, first: usize, size: usize, out: &mut [usize]) -> (u64, usize) {
     let mut n = 0;
+    if word & word >> 1 == 0 {
+        // No two neighbours free: one by one.
+        while word != 0 && n < out.len() {
+            out[n] = first + word.trailing_zeros() as usize * size;
+            word &= word - 1;
+            n += 1;
+        }
+        return (word, n);
+    }
     while word != 0 && n < out.len() {
         let low = word.trailing_zeros() as usize;
         let object = first + low * size;
