@@ -453,8 +453,12 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     if new.is_null() {
         return null_mut();
     }
+    // A stated size bounds what the caller may have written: a medium
+    // block moved with its whole span's pages copied would copy up to
+    // 64 KiB of nothing per page.
+    let kept = old_size.map_or(old_usable, |size| size.min(old_usable));
     // SAFETY: both blocks are live and distinct; the copy fits both.
-    unsafe { core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(new_size)) };
+    unsafe { core::ptr::copy_nonoverlapping(ptr, new, kept.min(new_size)) };
     // SAFETY: the caller gives the old block up.
     unsafe { free_block(ptr as usize, block) };
     new

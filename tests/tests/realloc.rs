@@ -489,3 +489,29 @@ fn huge_blocks_start_half_a_page_into_a_page() {
         }
     }
 }
+
+/// A medium block that cannot grow in place (the block after it holds the
+/// pages it would grow over) moves, and the move keeps every byte of its
+/// layout's size, whatever its span's pages hold beyond it.
+#[test]
+fn a_medium_block_that_moves_keeps_its_layouts_bytes() {
+    for (old_size, new_size) in [(70_000usize, 300_000usize), (5_000, 200_000), (130_000, 600_000)] {
+        let old = Layout::from_size_align(old_size, 8).unwrap();
+        let after = Layout::from_size_align(200_000, 8).unwrap();
+        // SAFETY: valid layouts; every block is freed once with the layout it has.
+        unsafe {
+            let block = GLOBAL.alloc(old);
+            let neighbours: Vec<*mut u8> = (0..8).map(|_| GLOBAL.alloc(after)).collect();
+            for i in 0..old_size {
+                block.add(i).write((i % 253) as u8);
+            }
+            let moved = GLOBAL.realloc(block, old, new_size);
+            assert!(!moved.is_null() && moved != block, "the neighbours hold the pages it would grow over");
+            assert!((0..old_size).all(|i| moved.add(i).read() == (i % 253) as u8), "{old_size} -> {new_size}");
+            GLOBAL.dealloc(moved, Layout::from_size_align(new_size, 8).unwrap());
+            for n in neighbours {
+                GLOBAL.dealloc(n, after);
+            }
+        }
+    }
+}
