@@ -13,7 +13,7 @@ use crate::huge;
 use crate::percpu::{self, Marks};
 use crate::report::{self, Call};
 use crate::runtime;
-use crate::segment::{PAGE_HEAP, PAGE_SHIFT, PAGE_SIZE};
+use crate::segment::{PAGE_HEAP, PAGE_SIZE};
 use crate::size_class::{SIZES, class_for, class_of};
 use crate::tiers::{self, Block, Route, alloc_medium, classify, free_block, lookup, route, small_class_of};
 
@@ -104,7 +104,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Malloc),
         _ if runtime::hardened() => hardened::alloc(size, align, false, Call::Malloc),
-        Route::Medium => alloc_medium(size).0,
+        Route::Medium => alloc_medium(size, align).0,
         Route::Huge => huge::alloc(size, align, false),
     }
 }
@@ -115,7 +115,7 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     let ptr = match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Calloc),
         _ if runtime::hardened() => return hardened::alloc(size, align, true, Call::Calloc),
-        Route::Medium => match alloc_medium(size) {
+        Route::Medium => match alloc_medium(size, align) {
             (ptr, true) => return ptr,
             (ptr, false) => ptr,
         },
@@ -255,7 +255,7 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
         return hardened::usable_size(ptr);
     }
     // SAFETY: classify found what the block is.
-    unsafe { tiers::capacity(classify(ptr as usize, Call::UsableSize)) }
+    unsafe { tiers::usable(classify(ptr as usize, Call::UsableSize)) }
 }
 
 /// Blocks that `realloc` has grown to this size or more, but that would be
@@ -426,10 +426,14 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
                     true
                 };
                 if in_place {
+                    // SAFETY: the span is live and the caller's.
+                    unsafe { tiers::note_medium_size(ptr as usize, new_size, align) };
                     return ptr;
                 }
             }
-            pages << PAGE_SHIFT
+            // What the caller may have written: the usable size noted last.
+            // SAFETY: classify checked the span.
+            unsafe { tiers::usable(block) }
         }
         Block::Huge(seg) => {
             if new_route == Route::Huge || stays_huge(new_size, align) {
@@ -446,7 +450,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
     let new = if new_size > old_usable && stays_huge(new_size, align) {
         huge::alloc(new_size, align, false)
     } else if new_size > old_usable && stays_medium(new_size, align) {
-        alloc_medium(new_size).0
+        alloc_medium(new_size, align).0
     } else {
         alloc(new_size, align)
     };

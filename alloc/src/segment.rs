@@ -132,6 +132,9 @@ pub(crate) struct Span {
     /// one (0: none known): refills of other CPUs carve from spans of their
     /// own (`central`).
     pub(crate) carver: u16,
+    /// A medium span: what `malloc_usable_size` reports, in 4 KiB units
+    /// (`tiers::note_medium_size`).
+    pub(crate) usable_4k: u16,
     /// Neighbours on the class's list.
     pub(crate) links: Links<Span>,
 }

@@ -138,17 +138,45 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 }
 
 /// A medium block, and whether it is zero-filled.
-pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
+pub(crate) fn alloc_medium(size: usize, align: usize) -> (*mut u8, bool) {
     let pages = size.max(1).div_ceil(PAGE_SIZE);
     if let Some(span) = medium::take(pages) {
+        // SAFETY: the span is ours now.
+        unsafe { note_medium_size(span, size, align) };
         return (span as *mut u8, false);
     }
     let block = match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
         Some(span) => (Segment::page_start(span.seg, span.head) as *mut u8, span.zeroed),
         None => (null_mut(), false),
     };
+    if !block.0.is_null() {
+        // SAFETY: as above.
+        unsafe { note_medium_size(block.0 as usize, size, align) };
+    }
     upkeep::after_page_heap_trip(true);
     block
+}
+
+/// Records that the medium span at `span` now holds a block of `size`
+/// bytes aligned to `align`, for `malloc_usable_size` to report what was
+/// asked for rather than the span's pages (a program that accounts for its
+/// memory by usable sizes, as redis does, would count 64 KiB for a buffer
+/// of 5). Rounded up to 4 KiB, and to the class that size names if it is
+/// small: Rust's `dealloc` leaves such a span in that class's cache, which
+/// may hand it out for any size of the class.
+///
+/// # Safety
+/// `span` starts a live medium span that the caller holds.
+pub(crate) unsafe fn note_medium_size(span: usize, size: usize, align: usize) {
+    let (seg, head) = (Segment::containing(span), Segment::page_index(span));
+    let class_size = class_for(size, align).map_or(0, |class| SIZES[class] as usize);
+    // SAFETY: the span is live, so its descriptor is; only its holder
+    // writes this field.
+    unsafe {
+        let s = &raw mut (*seg).spans[head];
+        let span_bytes = ((*s).pages as usize) << PAGE_SHIFT;
+        (*s).usable_4k = (size.max(class_size).min(span_bytes).div_ceil(4096)) as u16;
+    }
 }
 
 /// The class of `ptr` if it passes the checks `free` can afford on every
@@ -216,6 +244,24 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
             unsafe { huge::free(seg) };
             upkeep::after_page_heap_trip(false);
         }
+    }
+}
+
+/// Bytes `malloc_usable_size` reports for `block` (at least what was asked
+/// for): its capacity, but for a medium span the size last noted
+/// ([`note_medium_size`]).
+///
+/// # Safety
+/// `block` is what [`classify`] found for a live block.
+pub(crate) unsafe fn usable(block: Block) -> usize {
+    match block {
+        // SAFETY: classify checked the span; its holder noted its size.
+        Block::Medium(seg, head) => unsafe {
+            let s = &raw const (*seg).spans[head];
+            ((*s).usable_4k as usize * 4096).min(((*s).pages as usize) << PAGE_SHIFT)
+        },
+        // SAFETY: forwarded from the caller.
+        _ => unsafe { capacity(block) },
     }
 }
 

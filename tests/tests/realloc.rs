@@ -9,14 +9,21 @@
 #![cfg(not(rseq_alloc_loom))]
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
 
 use rseq_alloc::RseqAlloc;
+use rseq_alloc::internals::{MAX_SMALL, Tier};
 use rseq_alloc_tests::modes;
 
 #[global_allocator]
 static GLOBAL: RseqAlloc = RseqAlloc;
 
 rseq_alloc_tests::mode_suites!();
+
+/// Bytes of the small class a request names (0 if none).
+fn class_size(size: usize, align: usize) -> usize {
+    rseq_alloc::internals::class_for(size, align).map_or(0, rseq_alloc::internals::class_size)
+}
 
 #[test]
 fn realloc_keeps_contents_across_every_kind_of_block() {
@@ -85,16 +92,19 @@ fn c_realloc_child() {
 
         // A medium span that grows past its pages takes twice as many if
         // they are free (one trip to the page heap per doubling), and a
-        // shrink gives pages back only below half of them.
+        // shrink gives pages back only below half of them; its usable size
+        // is what was asked for, to 4 KiB, not its pages.
         if !rseq_alloc::stats().hardened {
+            let span = |p: *mut c_void| rseq_alloc::internals::lookup(p as usize).map(|(_, bytes)| bytes);
+            let usable = |p: *mut c_void| c_api::malloc_usable_size(p);
             let p = c_api::malloc(100_000);
-            assert_eq!(c_api::malloc_usable_size(p), 2 << 16, "100,000 B take two pages");
+            assert_eq!((span(p), usable(p)), (Some(2 << 16), 25 << 12), "100,000 B take two pages");
             let q = c_api::realloc(p, 150_000);
-            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 4 << 16), "grown in place to four pages");
+            assert_eq!((q, span(q), usable(q)), (p, Some(4 << 16), 37 << 12), "grown in place to four pages");
             let q = c_api::realloc(q, 140_000);
-            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 4 << 16), "a shrink above half keeps them");
+            assert_eq!((q, span(q), usable(q)), (p, Some(4 << 16), 35 << 12), "a shrink above half keeps them");
             let q = c_api::realloc(q, 60_000);
-            assert_eq!((q, c_api::malloc_usable_size(q)), (p, 1 << 16), "a shrink below half gives them back");
+            assert_eq!((q, span(q), usable(q)), (p, Some(1 << 16), 15 << 12), "a shrink below half gives them back");
             c_api::free(q);
         }
 
@@ -180,7 +190,9 @@ fn rust_realloc_child() {
             let (p, moved) = unsafe { grow_by_half(to, align) };
             moves += moved;
             if !hardened && to > 4096 {
-                assert!(usable(p) >= 65536, "{to} B (align {align}) grown by realloc is not medium");
+                let tier = rseq_alloc::internals::lookup(p as usize).map(|(tier, _)| tier);
+                assert_eq!(tier, Some(Tier::Medium), "{to} B (align {align}) grown by realloc is not medium");
+                assert!(usable(p) >= to && usable(p) < to.max(class_size(to, align)) + 4096, "{to} B: {}", usable(p));
             }
             // SAFETY: the block is live with this layout; freed once.
             unsafe { GLOBAL.dealloc(p, layout) };
@@ -246,6 +258,23 @@ fn rust_realloc_child() {
         let shrunk = GLOBAL.realloc(p, Layout::from_size_align(200_000, 16).unwrap(), 6000);
         assert!(std::slice::from_raw_parts(shrunk, 6000).iter().all(|&b| b == 0x5a));
         GLOBAL.dealloc(shrunk, Layout::from_size_align(6000, 16).unwrap());
+
+        // One that Rust's `dealloc` left in its class's cache, taken by C's
+        // `malloc` for a larger size of that class, reports at least that
+        // size as usable (it noted the size Rust asked for last).
+        if !hardened {
+            rseq_alloc_tests::stress::pin_to_current_cpu().expect("pin to the current CPU");
+            // Just above a class boundary, where the class is more than
+            // 4 KiB larger than what was asked or not a multiple of it.
+            for asked in [4700, 32_769, 57_345] {
+                let (p, _) = grow_by_half(asked, 8);
+                GLOBAL.dealloc(p, Layout::from_size_align(asked, 8).unwrap());
+                let q = c_api::malloc(class_size(asked, 8).min(MAX_SMALL)).cast::<u8>();
+                assert_eq!(q, p, "the class's next object is the span Rust left there");
+                assert!(usable(q) >= class_size(asked, 8).min(MAX_SMALL), "{asked}: {} B usable", usable(q));
+                c_api::free(q.cast());
+            }
+        }
 
         // A signal handler may free one (into its class's cache); so may C.
         let layout = Layout::from_size_align(6000, 16).unwrap();
