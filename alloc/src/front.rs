@@ -427,7 +427,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
                 };
                 if in_place {
                     // SAFETY: the span is live and the caller's.
-                    unsafe { tiers::note_medium_size(ptr as usize, new_size, align) };
+                    unsafe { tiers::note_span_size(seg, head, new_size, align) };
                     return ptr;
                 }
             }

@@ -6,7 +6,7 @@
 
 use core::ptr::null_mut;
 
-use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
+use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM, MAX_SMALL};
 use crate::huge;
 use crate::medium;
 use crate::percpu::{self, Marks};
@@ -169,14 +169,21 @@ pub(crate) fn alloc_medium(size: usize, align: usize) -> (*mut u8, bool) {
 /// `span` starts a live medium span that the caller holds.
 pub(crate) unsafe fn note_medium_size(span: usize, size: usize, align: usize) {
     let (seg, head) = (Segment::containing(span), Segment::page_index(span));
-    let class_size = class_for(size, align).map_or(0, |class| SIZES[class] as usize);
+    // SAFETY: forwarded from the caller.
+    unsafe { note_span_size(seg, head, size, align) }
+}
+
+/// [`note_medium_size`] of the span at `head` in `seg`.
+///
+/// # Safety
+/// As [`note_medium_size`].
+#[inline(always)]
+pub(crate) unsafe fn note_span_size(seg: *mut Segment, head: usize, size: usize, align: usize) {
+    let asked =
+        if size <= MAX_SMALL { class_for(size, align).map_or(size, |class| SIZES[class] as usize) } else { size };
     // SAFETY: the span is live, so its descriptor is; only its holder
     // writes this field.
-    unsafe {
-        let s = &raw mut (*seg).spans[head];
-        let span_bytes = ((*s).pages as usize) << PAGE_SHIFT;
-        (*s).usable_4k = (size.max(class_size).min(span_bytes).div_ceil(4096)) as u16;
-    }
+    unsafe { (*seg).spans[head].usable_4k = asked.div_ceil(4096) as u16 };
 }
 
 /// The class of `ptr` if it passes the checks `free` can afford on every
