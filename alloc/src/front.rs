@@ -104,7 +104,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Malloc),
         _ if runtime::hardened() => hardened::alloc(size, align, false, Call::Malloc),
-        Route::Medium => alloc_medium(size, align).0,
+        Route::Medium => alloc_medium(size).0,
         Route::Huge => huge::alloc(size, align, false),
     }
 }
@@ -115,7 +115,7 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     let ptr = match route(size, align) {
         Route::Small(class) => alloc_small(class, size, align, Call::Calloc),
         _ if runtime::hardened() => return hardened::alloc(size, align, true, Call::Calloc),
-        Route::Medium => match alloc_medium(size, align) {
+        Route::Medium => match alloc_medium(size) {
             (ptr, true) => return ptr,
             (ptr, false) => ptr,
         },
@@ -297,6 +297,18 @@ fn stays_medium(size: usize, align: usize) -> bool {
     (PROMOTE_MEDIUM_FROM..=MAX_MEDIUM).contains(&size) && align <= PAGE_SIZE
 }
 
+/// The size `malloc_usable_size` reports for a medium span that `realloc`
+/// made or resized to `size` bytes aligned to `align`: at least the size
+/// of the class a small size names with a stated old size (Rust's), whose
+/// `dealloc` leaves the span in that class's cache, which may hand it out
+/// for any size of the class.
+fn noted_size(size: usize, align: usize, old_size: Option<usize>) -> usize {
+    match old_size.and_then(|_| class_for(size, align)) {
+        Some(class) => size.max(SIZES[class] as usize),
+        None => size,
+    }
+}
+
 /// Pages a medium span of `pages` that must grow to `least` grows to in
 /// place if the pages after it are free: twice its size (at most a medium
 /// span's), so that a buffer grown step by step takes the page heap's lock
@@ -427,7 +439,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
                 };
                 if in_place {
                     // SAFETY: the span is live and the caller's.
-                    unsafe { tiers::note_span_size(seg, head, new_size, align) };
+                    unsafe { tiers::note_span_size(seg, head, noted_size(new_size, align, old_size)) };
                     return ptr;
                 }
             }
@@ -443,14 +455,20 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, old_size: Option<usize>, align: usize
                     return resized;
                 }
             }
+            // What the caller may have written: the usable size reported.
             // SAFETY: as above.
-            unsafe { huge::usable_size(seg) }
+            unsafe { tiers::usable(block) }
         }
     };
     let new = if new_size > old_usable && stays_huge(new_size, align) {
         huge::alloc(new_size, align, false)
     } else if new_size > old_usable && stays_medium(new_size, align) {
-        alloc_medium(new_size, align).0
+        let (new, _) = alloc_medium(new_size);
+        if !new.is_null() && old_size.is_some() {
+            // SAFETY: a live medium span, the caller's.
+            unsafe { tiers::note_medium_size(new as usize, noted_size(new_size, align, old_size)) };
+        }
+        new
     } else {
         alloc(new_size, align)
     };

@@ -115,7 +115,7 @@ pub(crate) fn alloc(n: usize, align: usize, zeroed: bool, call: Call) -> *mut u8
     let Some(size) = n.checked_add(OVERHEAD) else { return null_mut() };
     let ptr = match tiers::route(size, align) {
         Route::Small(class) => tiers::alloc_small_slow(class, Marks::Kept),
-        Route::Medium => match tiers::alloc_medium(size, align) {
+        Route::Medium => match tiers::alloc_medium(size) {
             (ptr, false) if zeroed && !ptr.is_null() => {
                 // SAFETY: a fresh medium block of at least `n` bytes.
                 unsafe { ptr.write_bytes(0, n) };

@@ -6,7 +6,7 @@
 
 use core::ptr::null_mut;
 
-use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM, MAX_SMALL};
+use crate::geometry::{ADDRESS_LIMIT, MAX_MEDIUM};
 use crate::huge;
 use crate::medium;
 use crate::percpu::{self, Marks};
@@ -138,11 +138,11 @@ pub(crate) fn route(size: usize, align: usize) -> Route {
 }
 
 /// A medium block, and whether it is zero-filled.
-pub(crate) fn alloc_medium(size: usize, align: usize) -> (*mut u8, bool) {
+pub(crate) fn alloc_medium(size: usize) -> (*mut u8, bool) {
     let pages = size.max(1).div_ceil(PAGE_SIZE);
     if let Some(span) = medium::take(pages) {
         // SAFETY: the span is ours now.
-        unsafe { note_medium_size(span, size, align) };
+        unsafe { note_medium_size(span, size) };
         return (span as *mut u8, false);
     }
     let block = match PAGE_HEAP.alloc_span(pages, PAGE_MEDIUM) {
@@ -151,26 +151,23 @@ pub(crate) fn alloc_medium(size: usize, align: usize) -> (*mut u8, bool) {
     };
     if !block.0.is_null() {
         // SAFETY: as above.
-        unsafe { note_medium_size(block.0 as usize, size, align) };
+        unsafe { note_medium_size(block.0 as usize, size) };
     }
     upkeep::after_page_heap_trip(true);
     block
 }
 
 /// Records that the medium span at `span` now holds a block of `size`
-/// bytes aligned to `align`, for `malloc_usable_size` to report what was
-/// asked for rather than the span's pages (a program that accounts for its
-/// memory by usable sizes, as redis does, would count 64 KiB for a buffer
-/// of 5). Rounded up to 4 KiB, and to the class that size names if it is
-/// small: Rust's `dealloc` leaves such a span in that class's cache, which
-/// may hand it out for any size of the class.
+/// bytes, for `malloc_usable_size` to report (to 4 KiB) rather than the
+/// span's pages: a program that accounts for its memory by usable sizes,
+/// as redis does, would count 64 KiB for a buffer of 5.
 ///
 /// # Safety
 /// `span` starts a live medium span that the caller holds.
-pub(crate) unsafe fn note_medium_size(span: usize, size: usize, align: usize) {
+pub(crate) unsafe fn note_medium_size(span: usize, size: usize) {
     let (seg, head) = (Segment::containing(span), Segment::page_index(span));
     // SAFETY: forwarded from the caller.
-    unsafe { note_span_size(seg, head, size, align) }
+    unsafe { note_span_size(seg, head, size) }
 }
 
 /// [`note_medium_size`] of the span at `head` in `seg`.
@@ -178,12 +175,10 @@ pub(crate) unsafe fn note_medium_size(span: usize, size: usize, align: usize) {
 /// # Safety
 /// As [`note_medium_size`].
 #[inline(always)]
-pub(crate) unsafe fn note_span_size(seg: *mut Segment, head: usize, size: usize, align: usize) {
-    let asked =
-        if size <= MAX_SMALL { class_for(size, align).map_or(size, |class| SIZES[class] as usize) } else { size };
+pub(crate) unsafe fn note_span_size(seg: *mut Segment, head: usize, size: usize) {
     // SAFETY: the span is live, so its descriptor is; only its holder
     // writes this field.
-    unsafe { (*seg).spans[head].usable_4k = asked.div_ceil(4096) as u16 };
+    unsafe { (*seg).spans[head].usable_4k = size.div_ceil(4096) as u16 };
 }
 
 /// The class of `ptr` if it passes the checks `free` can afford on every
@@ -255,8 +250,9 @@ pub(crate) unsafe fn free_block(ptr: usize, block: Block) {
 }
 
 /// Bytes `malloc_usable_size` reports for `block` (at least what was asked
-/// for): its capacity, but for a medium span the size last noted
-/// ([`note_medium_size`]).
+/// for): a small block's class size; a medium span's size last noted
+/// ([`note_medium_size`], to 4 KiB); a huge block's size last asked for,
+/// to 4 KiB.
 ///
 /// # Safety
 /// `block` is what [`classify`] found for a live block.
@@ -267,6 +263,10 @@ pub(crate) unsafe fn usable(block: Block) -> usize {
             let s = &raw const (*seg).spans[head];
             ((*s).usable_4k as usize * 4096).min(((*s).pages as usize) << PAGE_SHIFT)
         },
+        // A huge block may sit in a larger cached mapping: what was asked
+        // for, to 4 KiB, as for a medium span.
+        // SAFETY: classify checked the segment; its holder set `huge_asked`.
+        Block::Huge(seg) => unsafe { (*seg).huge_asked.next_multiple_of(4096).min(huge::usable_size(seg)) },
         // SAFETY: forwarded from the caller.
         _ => unsafe { capacity(block) },
     }

@@ -544,3 +544,38 @@ fn a_medium_block_that_moves_keeps_its_layouts_bytes() {
         }
     }
 }
+
+/// `malloc_usable_size` reports what was asked for, to 4 KiB, for medium
+/// and huge blocks alike, even where the block sits in a larger span or a
+/// larger cached mapping: a program that counts its memory by usable sizes
+/// (redis's `used_memory`, which `maxmemory` evicts by) counts what it holds.
+#[test]
+fn usable_sizes_of_large_blocks_are_what_was_asked() {
+    use rseq_alloc::c_api;
+    if rseq_alloc::stats().hardened {
+        return;
+    }
+    // SAFETY: every block is freed once; nothing is written past its size.
+    unsafe {
+        for size in [70_000usize, 100_000, 300_000, 1 << 20, (1 << 20) + 1, 1_500_000, 5 << 20] {
+            // A larger block freed first leaves a mapping (or pages) the
+            // next may be carved from.
+            c_api::free(c_api::malloc(size * 4));
+            let p = c_api::malloc(size);
+            let usable = c_api::malloc_usable_size(p);
+            assert!(usable >= size && usable < size + 4096, "{size} B: {usable} usable");
+            let q = c_api::realloc(p, size + size / 8);
+            let grown = c_api::malloc_usable_size(q);
+            assert!(grown >= size + size / 8 && grown < size + size / 8 + 4096, "{size} B grown: {grown} usable");
+            c_api::free(q);
+        }
+        // A buffer grown by 1 KiB steps past 4 KiB (a redis listpack).
+        let mut p = c_api::malloc(1024);
+        for size in (2048..=8192).step_by(1024) {
+            p = c_api::realloc(p, size);
+            let usable = c_api::malloc_usable_size(p);
+            assert!(usable >= size && usable < size + 4096, "{size} B: {usable} usable");
+        }
+        c_api::free(p);
+    }
+}
