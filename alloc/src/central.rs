@@ -107,17 +107,20 @@ fn span_place(span: *mut Span) -> (*mut Segment, usize) {
     (seg, head)
 }
 
+/// A span's bitmap of free objects.
+type Bitmap = [u64; MAX_OBJECTS / 64];
+
 /// The bitmap of `span`'s free objects (see `Segment::free_objects`).
 ///
 /// # Safety
 /// `span` is an element of its segment's `spans` array, and the caller
 /// holds what guards it (its class's list lock, or it is ours alone).
-unsafe fn free_bits<'a>(span: *mut Span) -> &'a mut [u64; MAX_OBJECTS / 64] {
+unsafe fn free_bits<'a>(span: *mut Span) -> &'a mut Bitmap {
     let (seg, head) = span_place(span);
     // SAFETY: `head < PAGES` indexes the segment's bitmaps; the one at the
     // span's index is guarded by the same lock as the span, which the
     // caller holds.
-    unsafe { &mut *(&raw mut (*seg).free_objects).cast::<[u64; MAX_OBJECTS / 64]>().add(head) }
+    unsafe { &mut *(&raw mut (*seg).free_objects).cast::<Bitmap>().add(head) }
 }
 
 /// Address of a span's first object.
@@ -518,9 +521,6 @@ impl Run {
     }
 }
 
-/// A span's bitmap of free objects.
-type Bitmap = [u64; MAX_OBJECTS / 64];
-
 /// The bitmap words that a run of objects given back sets: objects that
 /// come back together mostly share words, so a word is read, checked and
 /// written once per group of them, not once per object (a chain of stores
@@ -611,7 +611,7 @@ fn stride_from(objects: &[usize], size: usize, index: usize, bump: usize) -> Opt
 /// Sets the free bits of the `len` objects from index `lowest` on (of
 /// `size` bytes, in a span starting at `start`), aborting naming the first
 /// of them that is free already.
-fn set_stride(free: &mut [u64; MAX_OBJECTS / 64], lowest: usize, len: usize, size: usize, start: usize) {
+fn set_stride(free: &mut Bitmap, lowest: usize, len: usize, size: usize, start: usize) {
     let end = lowest + len;
     let mut index = lowest;
     while index < end {
@@ -917,7 +917,7 @@ mod tests {
     /// Sets the bits of `objects` (indices into a span of `size`-byte
     /// objects at `start`) as `give` does: strides a word at a time, the
     /// rest one by one. Returns the bitmap.
-    fn give_indices(objects: &[usize], size: usize, bump: usize) -> [u64; MAX_OBJECTS / 64] {
+    fn give_indices(objects: &[usize], size: usize, bump: usize) -> Bitmap {
         let start = 1 << 20;
         let addresses: Vec<usize> = objects.iter().map(|&i| start + i * size).collect();
         let mut free = [0u64; MAX_OBJECTS / 64];
