@@ -259,20 +259,22 @@ fn rust_realloc_child() {
         assert!(std::slice::from_raw_parts(shrunk, 6000).iter().all(|&b| b == 0x5a));
         GLOBAL.dealloc(shrunk, Layout::from_size_align(6000, 16).unwrap());
 
-        // One that Rust's `dealloc` left in its class's cache, taken by C's
-        // `malloc` for a larger size of that class, reports at least that
-        // size as usable (it noted the size Rust asked for last).
+        // One that Rust's `dealloc` left in its class's cache, taken by C
+        // for the class's whole size, reports at least that size as usable
+        // (it noted the size Rust asked for last, rounded to its class): an
+        // 8 KiB-aligned 8,193 B block's class is 16 KiB, more than 8,193 to
+        // 4 KiB.
         if !hardened {
             rseq_alloc_tests::stress::pin_to_current_cpu().expect("pin to the current CPU");
-            // Just above a class boundary, where the class is more than
-            // 4 KiB larger than what was asked or not a multiple of it.
-            for asked in [4700, 32_769, 57_345] {
-                let (p, _) = grow_by_half(asked, 8);
-                GLOBAL.dealloc(p, Layout::from_size_align(asked, 8).unwrap());
-                let q = c_api::malloc(class_size(asked, 8).min(MAX_SMALL)).cast::<u8>();
-                assert_eq!(q, p, "the class's next object is the span Rust left there");
-                assert!(usable(q) >= class_size(asked, 8).min(MAX_SMALL), "{asked}: {} B usable", usable(q));
-                c_api::free(q.cast());
+            for (asked, align) in [(4700, 8), (8193, 8192), (32_769, 8)] {
+                let whole = class_size(asked, align).min(MAX_SMALL);
+                let (p, _) = grow_by_half(asked, align);
+                GLOBAL.dealloc(p, Layout::from_size_align(asked, align).unwrap());
+                let mut q = std::ptr::null_mut();
+                assert_eq!(c_api::posix_memalign(&mut q, align.max(16), whole), 0);
+                assert_eq!(q.cast::<u8>(), p, "the class's next object is the span Rust left there");
+                assert!(usable(q.cast()) >= whole, "{asked}: {} B usable", usable(q.cast()));
+                c_api::free(q);
             }
         }
 
@@ -524,7 +526,7 @@ fn huge_blocks_start_half_a_page_into_a_page() {
 /// layout's size, whatever its span's pages hold beyond it.
 #[test]
 fn a_medium_block_that_moves_keeps_its_layouts_bytes() {
-    for (old_size, new_size) in [(70_000usize, 300_000usize), (5_000, 200_000), (130_000, 600_000)] {
+    for (old_size, new_size) in [(70_000usize, 300_000usize), (66_000, 200_000), (130_000, 600_000)] {
         let old = Layout::from_size_align(old_size, 8).unwrap();
         let after = Layout::from_size_align(200_000, 8).unwrap();
         // SAFETY: valid layouts; every block is freed once with the layout it has.
