@@ -171,6 +171,19 @@ pub(crate) unsafe fn purge(addr: *mut u8, len: usize) {
     let _ = unsafe { syscall4(libc::SYS_madvise, addr as usize, len, libc::MADV_DONTNEED as usize, 0) };
 }
 
+/// Asks the kernel to back `addr..addr + len` with transparent huge pages
+/// (`MADV_HUGEPAGE`), or never to (`MADV_NOHUGEPAGE`), as its faults come
+/// and when `khugepaged` passes. A kernel without them refuses, which
+/// changes nothing.
+///
+/// # Safety
+/// The range is mapped by this module and page-aligned.
+pub(crate) unsafe fn advise_huge_pages(addr: *mut u8, len: usize, huge: bool) {
+    let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+    // SAFETY: forwarded from the caller; the advice moves no data.
+    let _ = unsafe { syscall4(libc::SYS_madvise, addr as usize, len, advice as usize, 0) };
+}
+
 /// Writes `bytes` to standard error, ignoring failures.
 pub(crate) fn write_stderr(bytes: &[u8]) {
     write_all(2, bytes);

@@ -15,6 +15,7 @@ use crate::fork;
 use crate::hardened;
 use crate::os;
 use crate::percpu::{self, Config};
+use crate::segment::PAGE_HEAP;
 use crate::stats::{self, Stats};
 use crate::sync::{AtomicOps, AtomicU8, AtomicU32};
 use crate::text::Line;
@@ -44,6 +45,7 @@ fn init() {
     // Racing initialisers read the same environment and store the same value.
     let _ = HARDENED.cas_release(UNDECIDED, if hardened { ON } else { OFF });
     upkeep::configure(os::env_u64(c"RSEQ_ALLOC_DECAY_MS"), !os::env_flag_off(c"RSEQ_ALLOC_BACKGROUND"));
+    PAGE_HEAP.use_huge_pages(!os::env_flag_off(c"RSEQ_ALLOC_HUGE_PAGES"));
     let report = os::env(c"RSEQ_ALLOC_STATS").and_then(ReportTo::parse);
     let config =
         Config { forced_fallback: os::env_flag(c"RSEQ_ALLOC_FORCE_FALLBACK"), count_hits: report.is_some(), hardened };

@@ -91,6 +91,9 @@ pub(crate) struct Segment {
     /// Whether every usable page has been free since the last upkeep
     /// (page heap lock).
     aged_empty: bool,
+    /// Whether the kernel was asked to back the segment with transparent
+    /// huge pages (page heap lock; [`HUGE_PAGES_FROM`]).
+    huge_pages: bool,
     /// Class of the span covering each page; read without locks on `free`.
     pub(crate) page_class: [AtomicU8; PAGES],
     /// First page of the span covering each page.
@@ -151,6 +154,11 @@ const _: () = assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
 const _: () = assert!(core::mem::offset_of!(Segment, free_objects) <= 4096);
 
 impl Segment {
+    /// The pool whose indexes file the segment (page heap lock).
+    fn pool(&self) -> Pool {
+        if self.huge_pages { Pool::HugePages } else { Pool::SmallPages }
+    }
+
     /// The segment containing `addr` (which may not be ours).
     #[inline(always)]
     pub(crate) fn containing(addr: usize) -> *mut Segment {
@@ -215,17 +223,27 @@ pub(crate) struct PageHeap {
     pub(crate) mapped: AtomicUsize,
     /// Bytes given back to the OS by purges, ever.
     pub(crate) released: AtomicUsize,
+    /// Segments advised to use transparent huge pages now (written with
+    /// the lock held).
+    huge_page_segments: AtomicUsize,
 }
 
 struct PageHeapInner {
     /// Every normal segment, for the walks of the upkeep and of `purge`.
     segments: List<Segment>,
-    /// The segments with free pages, by the class of their longest run of them.
-    free_runs: RunIndex<FreeRuns>,
-    /// The segments with free dirty pages, by the class of their longest run of them.
-    dirty_runs: RunIndex<DirtyRuns>,
+    /// The segments with free pages, by the class of their longest run of
+    /// them; one index per [`Pool`].
+    free_runs: [RunIndex<FreeRuns>; POOLS],
+    /// The segments with free dirty pages, by the class of their longest
+    /// run of them; one index per [`Pool`].
+    dirty_runs: [RunIndex<DirtyRuns>; POOLS],
     /// Segments with every usable page free, kept for reuse.
     empty: usize,
+    /// Normal segments mapped.
+    listed: usize,
+    /// Whether segments mapped beyond [`HUGE_PAGES_FROM`] are advised to use
+    /// transparent huge pages.
+    huge_pages: bool,
     /// Whether segments that empty stay mapped until an upkeep finds them
     /// still empty a period later (else all but [`EMPTY_SEGMENTS_KEPT`] are
     /// unmapped as they empty).
@@ -285,6 +303,32 @@ pub(crate) struct Decayed {
 
 /// Fully free segments kept mapped however long they stay empty.
 const EMPTY_SEGMENTS_KEPT: usize = 1;
+
+/// Normal segments mapped before the next ones are advised to use
+/// transparent huge pages (`MADV_HUGEPAGE`; `RSEQ_ALLOC_HUGE_PAGES=0` turns
+/// it off). A heap this large misses the TLB's reach with 4 KiB pages, and
+/// what a 2 MiB page may hold untouched is a small part of it; a smaller
+/// heap keeps its small pages, which it fills as it grows. Huge blocks,
+/// which a program may touch sparsely, are never advised.
+pub(crate) const HUGE_PAGES_FROM: usize = 16;
+
+/// The segments a span may come from. Only spans whose every 4 KiB page
+/// holds the start of an object ([`fills_its_pages`]) go to segments on
+/// huge pages: a program touches each block it uses at least at its start,
+/// so those pages are touched anyway, where a 64 KiB buffer used for its
+/// first bytes, on a huge page, would make all of it resident.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pool {
+    SmallPages = 0,
+    HugePages = 1,
+}
+const POOLS: usize = 2;
+
+/// Whether a span of `class` (a small class, or [`PAGE_MEDIUM`]) has an
+/// object starting in every 4 KiB page.
+fn fills_its_pages(class: u8) -> bool {
+    class != PAGE_MEDIUM && crate::size_class::SIZES[class as usize] as usize <= os::OS_PAGE
+}
 
 fn run_mask(pages: usize) -> u64 {
     if pages >= 64 { u64::MAX } else { (1u64 << pages) - 1 }
@@ -475,8 +519,9 @@ unsafe fn file(inner: &mut PageHeapInner, seg: *mut Segment, classes: RunClasses
     }
     // SAFETY: filed where `filed` says (the caller's contract); the lock is held.
     unsafe {
-        inner.free_runs.refile(seg, filed.free, classes.free);
-        inner.dirty_runs.refile(seg, filed.dirty, classes.dirty);
+        let pool = (*seg).pool() as usize;
+        inner.free_runs[pool].refile(seg, filed.free, classes.free);
+        inner.dirty_runs[pool].refile(seg, filed.dirty, classes.dirty);
         (*seg).filed = classes;
     }
 }
@@ -487,13 +532,16 @@ impl PageHeap {
             lock: Lock::new(),
             inner: core::cell::UnsafeCell::new(PageHeapInner {
                 segments: List::new(),
-                free_runs: RunIndex::new(),
-                dirty_runs: RunIndex::new(),
+                free_runs: [const { RunIndex::new() }; POOLS],
+                dirty_runs: [const { RunIndex::new() }; POOLS],
                 empty: 0,
+                listed: 0,
+                huge_pages: true,
                 keep_until_decay: false,
             }),
             mapped: AtomicUsize::new(0),
             released: AtomicUsize::new(0),
+            huge_page_segments: AtomicUsize::new(0),
         }
     }
 
@@ -532,21 +580,35 @@ impl PageHeap {
     /// touched before, faulting them in cycle after cycle until it had
     /// touched them all.
     fn claim_anywhere(&self, inner: &mut PageHeapInner, pages: usize, class: u8) -> Option<NewSpan> {
+        let dense = fills_its_pages(class);
+        let pools: &[Pool] = if dense { &[Pool::HugePages, Pool::SmallPages] } else { &[Pool::SmallPages] };
         for dirty_only in [true, false] {
-            if let Some(span) = Self::claim_fitting(inner, pages, class, dirty_only) {
-                return Some(span);
+            for &pool in pools {
+                if let Some(span) = Self::claim_fitting(inner, pool, pages, class, dirty_only) {
+                    return Some(span);
+                }
             }
         }
         let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?.as_ptr().cast::<Segment>();
         self.mapped.fetch_add_relaxed(SEGMENT_SIZE);
+        // Advised before the header is written, or its first fault would
+        // map the header's range with small pages.
+        let huge_pages = dense && inner.huge_pages && inner.listed >= HUGE_PAGES_FROM;
+        if huge_pages {
+            // SAFETY: the fresh mapping of a whole segment.
+            unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, true) };
+            self.huge_page_segments.fetch_add_relaxed(1);
+        }
         // SAFETY: a fresh zeroed mapping of a whole segment; zero is a valid
         // bit pattern for every header field but `kind`, written here.
         unsafe {
             (*seg).kind = Kind::Spans;
             (*seg).free_pages = ALL_USABLE;
             (*seg).dirty_pages = 1;
+            (*seg).huge_pages = huge_pages;
             inner.segments.push_front(seg);
         }
+        inner.listed += 1;
         inner.empty += 1;
         mark(seg);
         // SAFETY: the new segment has every usable page free; it is listed,
@@ -563,13 +625,19 @@ impl PageHeap {
     /// medium span goes at the start of the longest run, in a segment of
     /// the highest class, instead: `realloc` grows medium spans in place
     /// over the free pages after them, which a best fit leaves none of.
-    fn claim_fitting(inner: &mut PageHeapInner, pages: usize, class: u8, dirty_only: bool) -> Option<NewSpan> {
+    fn claim_fitting(
+        inner: &mut PageHeapInner,
+        pool: Pool,
+        pages: usize,
+        class: u8,
+        dirty_only: bool,
+    ) -> Option<NewSpan> {
         let grows = class == PAGE_MEDIUM;
         loop {
             let seg = if dirty_only {
-                inner.dirty_runs.candidate(pages, grows)
+                inner.dirty_runs[pool as usize].candidate(pages, grows)
             } else {
-                inner.free_runs.candidate(pages, grows)
+                inner.free_runs[pool as usize].candidate(pages, grows)
             };
             if seg.is_null() {
                 return None;
@@ -657,6 +725,20 @@ impl PageHeap {
         unsafe { refile(inner, seg) };
     }
 
+    /// Whether segments mapped once the heap holds [`HUGE_PAGES_FROM`] are
+    /// advised to use transparent huge pages (default yes). Set once at
+    /// start-up.
+    pub(crate) fn use_huge_pages(&self, on: bool) {
+        let _guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { (*self.inner.get()).huge_pages = on };
+    }
+
+    /// Segments advised to use transparent huge pages now.
+    pub(crate) fn huge_page_segments(&self) -> usize {
+        self.huge_page_segments.load_relaxed()
+    }
+
     /// Whether segments that empty stay mapped until the upkeep's
     /// [`decay`](Self::decay) finds them unused for a whole period: a
     /// program that frees its working set and allocates it again then
@@ -739,7 +821,11 @@ impl PageHeap {
         unsafe {
             file(inner, seg, RunClasses { free: 0, dirty: 0 });
             inner.segments.unlink(seg);
+            if (*seg).huge_pages {
+                self.huge_page_segments.fetch_sub_relaxed(1);
+            }
         }
+        inner.listed -= 1;
         unmark(seg);
         self.mapped.fetch_sub_relaxed(SEGMENT_SIZE);
         // SAFETY: unlisted and unmarked; nothing refers to it.
@@ -765,9 +851,9 @@ impl PageHeap {
                 // SAFETY: the lock is held and the segment holds nothing.
                 unsafe { self.release_segment(inner, seg) };
             } else {
-                released += purge_pages(seg, free & dirty);
                 // SAFETY: as above; a listed segment is filed as it says.
                 unsafe {
+                    released += purge_pages(inner, seg, free & dirty, &self.huge_page_segments);
                     (*seg).dirty_pages &= !free;
                     refile(inner, seg);
                 }
@@ -822,13 +908,15 @@ impl PageHeap {
                 unsafe { self.release_segment(inner, seg) };
             } else {
                 let stale = s.aged_pages & s.free_pages & s.dirty_pages & ALL_USABLE;
-                decayed.released += purge_pages(seg, stale);
                 s.dirty_pages &= !stale;
                 s.aged_pages = s.free_pages & s.dirty_pages & ALL_USABLE;
                 s.aged_empty = empty;
                 decayed.holding |= s.aged_pages != 0;
                 // SAFETY: the lock is held; a listed segment, filed as it says.
-                unsafe { refile(inner, seg) };
+                unsafe {
+                    decayed.released += purge_pages(inner, seg, stale, &self.huge_page_segments);
+                    refile(inner, seg);
+                }
             }
             seg = next;
         }
@@ -883,16 +971,34 @@ impl PageHeap {
 }
 
 /// `madvise`s away the pages of `seg` set in `pages` (free pages, page heap
-/// lock held), a run at a time; returns the bytes.
-fn purge_pages(seg: *mut Segment, mut pages: u64) -> usize {
-    let mut bytes = 0;
-    while pages != 0 {
-        let head = pages.trailing_zeros() as usize;
-        let run = (!(pages >> head)).trailing_zeros() as usize;
+/// lock held), a run at a time; returns their bytes. A segment on huge
+/// pages goes back to small ones first, `khugepaged` would otherwise fill
+/// the holes again a huge page at a time, and its never-used free pages
+/// go too: the huge pages around them made them resident.
+///
+/// # Safety
+/// The page heap lock is held; `seg` is listed and filed as it says.
+unsafe fn purge_pages(inner: &mut PageHeapInner, seg: *mut Segment, pages: u64, huge_page_segments: &AtomicUsize) -> usize {
+    let bytes = pages.count_ones() as usize * PAGE_SIZE;
+    let mut purged = pages;
+    // SAFETY: the caller's segment; the lock guards these fields.
+    if pages != 0 && unsafe { (*seg).huge_pages } {
+        // SAFETY: as above; filed nowhere while it changes pools, and the
+        // advice moves no data.
+        unsafe {
+            file(inner, seg, RunClasses { free: 0, dirty: 0 });
+            (*seg).huge_pages = false;
+            os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, false);
+            purged |= (*seg).free_pages & !(*seg).dirty_pages & ALL_USABLE;
+        }
+        huge_page_segments.fetch_sub_relaxed(1);
+    }
+    while purged != 0 {
+        let head = purged.trailing_zeros() as usize;
+        let run = (!(purged >> head)).trailing_zeros() as usize;
         // SAFETY: free pages of a segment of ours: no span, no data anyone uses.
         unsafe { os::purge(Segment::page_start(seg, head) as *mut u8, run * PAGE_SIZE) };
-        pages &= !(run_mask(run) << head);
-        bytes += run * PAGE_SIZE;
+        purged &= !(run_mask(run) << head);
     }
     bytes
 }
@@ -956,6 +1062,7 @@ mod tests {
         free: u64,
         dirty: u64,
         filed: RunClasses,
+        pool: Pool,
     }
 
     impl Seen {
@@ -977,6 +1084,7 @@ mod tests {
                     free: (*seg).free_pages & ALL_USABLE,
                     dirty: (*seg).dirty_pages,
                     filed: (*seg).filed,
+                    pool: (*seg).pool(),
                 });
                 seg = List::<Segment>::next(seg);
             }
@@ -1021,9 +1129,20 @@ mod tests {
         assert_eq!(listed, segments.iter().filter(|seen| filed_of(seen.filed) != 0).count());
     }
 
+    /// Checks both indexes of both pools against `segments`.
+    fn check_pools(inner: &PageHeapInner, segments: &[Seen]) {
+        for pool in [Pool::SmallPages, Pool::HugePages] {
+            let in_pool: Vec<Seen> = segments.iter().copied().filter(|seen| seen.pool == pool).collect();
+            check_index(&inner.free_runs[pool as usize], &in_pool, |runs| runs.free);
+            check_index(&inner.dirty_runs[pool as usize], &in_pool, |runs| runs.dirty);
+        }
+    }
+
     #[test]
     fn claims_take_the_run_their_kind_wants_and_the_index_follows_every_change() {
+        // One pool, which a best fit searches whole; the pools are the next test's.
         let heap = PageHeap::new();
+        heap.use_huge_pages(false);
         let mut live: Vec<(*mut Segment, usize, usize, bool)> = Vec::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for step in 0..8000 {
@@ -1089,8 +1208,7 @@ mod tests {
             let segments = segments_of(&heap);
             // SAFETY: the test's heap is idle.
             let inner = unsafe { &*heap.inner.get() };
-            check_index(&inner.free_runs, &segments, |runs| runs.free);
-            check_index(&inner.dirty_runs, &segments, |runs| runs.dirty);
+            check_pools(inner, &segments);
         }
         for (seg, head, pages, _) in live.drain(..) {
             // SAFETY: as above.
@@ -1100,7 +1218,86 @@ mod tests {
         // SAFETY: the test's heap is idle.
         let inner = unsafe { &*heap.inner.get() };
         assert!(inner.segments.head.is_null(), "every segment unmapped");
-        assert_eq!((inner.free_runs.occupied, inner.dirty_runs.occupied), (0, 0));
+        assert_eq!((inner.free_runs[0].occupied, inner.dirty_runs[0].occupied), (0, 0));
+    }
+
+    /// Whether the mapping holding `addr` has `flag` in its `VmFlags`
+    /// (`/proc/self/smaps`); true whatever it has on a kernel built without
+    /// transparent huge pages, which takes no advice about them.
+    fn has_vm_flag(addr: usize, flag: &str) -> bool {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            return true;
+        }
+        vm_flags(addr).split(' ').any(|f| f == flag)
+    }
+
+    /// The `VmFlags` of the mapping holding `addr`.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, end)) = range.split_once('-')
+                && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+            {
+                inside = (start..end).contains(&addr);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.trim().to_string();
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn only_spans_that_fill_their_pages_go_to_segments_on_huge_pages() {
+        let heap = PageHeap::new();
+        let dense = 1;
+        let sparse = crate::size_class::smallest_class_at_least(16 << 10);
+        assert!(fills_its_pages(dense) && !fills_its_pages(sparse) && !fills_its_pages(PAGE_MEDIUM));
+        let mut spans = Vec::new();
+        // The first segments, small pages only, filled with dense spans.
+        while segments_of(&heap).len() < HUGE_PAGES_FROM || segments_of(&heap).iter().any(|seen| seen.free != 0) {
+            spans.push((heap.alloc_span(1, dense).expect("memory"), 1));
+        }
+        assert_eq!(heap.huge_page_segments(), 0);
+        assert!(segments_of(&heap).iter().all(|seen| seen.pool == Pool::SmallPages));
+        // The next dense span maps a segment on huge pages.
+        let first = heap.alloc_span(1, dense).expect("memory");
+        // SAFETY: the test's heap is idle; its segments are mapped.
+        assert!(unsafe { (*first.seg).huge_pages });
+        assert_eq!(heap.huge_page_segments(), 1);
+        assert!(has_vm_flag(first.seg as usize, "hg"), "advised MADV_HUGEPAGE: {}", vm_flags(first.seg as usize));
+        // Medium and sparse spans keep out of it, though it has room; dense
+        // ones fill it.
+        let medium = heap.alloc_span(4, PAGE_MEDIUM).expect("memory");
+        let big_objects = heap.alloc_span(2, sparse).expect("memory");
+        let next_dense = heap.alloc_span(1, dense).expect("memory");
+        assert_ne!(medium.seg, first.seg);
+        assert_eq!(medium.seg, big_objects.seg, "a small-pages segment with room");
+        // SAFETY: as above.
+        assert!(!unsafe { (*medium.seg).huge_pages });
+        assert_eq!(next_dense.seg, first.seg);
+        // A purge of its free pages takes it back to small pages, for good,
+        // and to the pool every span may come from.
+        // SAFETY: spans of this heap's, given back once.
+        unsafe { heap.free_span(next_dense.seg, next_dense.head, 1) };
+        heap.purge();
+        // SAFETY: as above.
+        assert!(!unsafe { (*first.seg).huge_pages });
+        assert_eq!(heap.huge_page_segments(), 0);
+        assert!(has_vm_flag(first.seg as usize, "nh"), "advised MADV_NOHUGEPAGE: {}", vm_flags(first.seg as usize));
+        let segments = segments_of(&heap);
+        let purged = segments.iter().find(|seen| seen.seg == first.seg).expect("still mapped");
+        assert!(purged.pool == Pool::SmallPages && purged.filed.free != 0);
+        // SAFETY: the test's heap is idle.
+        check_pools(unsafe { &*heap.inner.get() }, &segments);
+        spans.extend([(first, 1), (medium, 4), (big_objects, 2)]);
+        for (span, pages) in spans {
+            // SAFETY: as above.
+            unsafe { heap.free_span(span.seg, span.head, pages) };
+        }
+        heap.purge();
+        assert!(segments_of(&heap).is_empty());
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct Stats {
     pub huge_cached_bytes: usize,
     /// Bytes given back to the OS by trims (`madvise`d or unmapped), ever.
     pub released_bytes: usize,
+    /// Segments the kernel is asked to back with transparent huge pages
+    /// (those mapped once the heap is large; `RSEQ_ALLOC_HUGE_PAGES=0`:
+    /// none), of 4 MiB each.
+    pub huge_page_segments: usize,
     /// Objects moved from per-CPU caches to the central lists by drains, ever.
     pub drained_objects: u64,
     /// Rounds of upkeep (idle-CPU drains, decay), ever.
@@ -122,6 +126,7 @@ pub(crate) fn collect(hardened: bool) -> Stats {
         medium_kept_bytes: crate::medium::kept_bytes(),
         huge_cached_bytes: crate::huge::cached_bytes(),
         released_bytes: PAGE_HEAP.released.load_relaxed(),
+        huge_page_segments: PAGE_HEAP.huge_page_segments(),
         drained_objects: Counters::read(&COUNTERS.drained_objects),
         upkeeps: crate::upkeep::RUNS.load_relaxed(),
         background_upkeeps: crate::upkeep::BACKGROUND_RUNS.load_relaxed(),
@@ -200,7 +205,8 @@ fn render(s: &Stats, out: &mut dyn FnMut(&[u8])) {
         .decimal(kib(s.huge_cached_bytes))
         .push(b" KiB; given back to the system so far ")
         .decimal(kib(s.released_bytes))
-        .push(b" KiB");
+        .push(b" KiB; segments on huge pages ")
+        .decimal(s.huge_page_segments as u64);
     out(line.take());
     line.push(b"events: ")
         .decimal(s.regions_opened as u64)
