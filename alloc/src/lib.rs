@@ -33,6 +33,7 @@
 //! | `RSEQ_ALLOC_FORCE_FALLBACK=1` | run the per-CPU caches on atomic compare-and-swap instead of rseq |
 //! | `RSEQ_ALLOC_DECAY_MS=N` | period of the upkeep that drains idle CPUs' caches and returns pages and segments unused for a period (default 1000; 0: no upkeep, empty segments unmapped at once) |
 //! | `RSEQ_ALLOC_BACKGROUND=0` | no background thread: rounds run only on slow paths, so a program that stops allocating keeps its free memory |
+//! | `RSEQ_ALLOC_HUGE_PAGES=0` | never ask the kernel for transparent huge pages (by default, segments mapped once the heap holds 64 MiB are, for blocks up to 4 KiB) |
 //!
 //! Platforms: Linux on x86-64 runs the rseq fast path, with glibc's
 //! registration where glibc made one and its own otherwise. Where rseq is

@@ -17,7 +17,9 @@
 //!   [`Span`] describing it is `s.spans[s.page_head[p]]`;
 //! - bit `p` of `s.free_pages` is set iff page `p` is in no span
 //!   (page heap lock); bit `p` of `s.dirty_pages` is set iff page `p` may hold
-//!   non-zero bytes.
+//!   non-zero bytes;
+//! - `s.huge_pages` is set only while `s` was advised `MADV_HUGEPAGE` and
+//!   holds only spans that fill their pages ([`Pool`]).
 
 use crate::geometry::{ADDRESS_BITS, MAX_OBJECTS, SEGMENT_SHIFT};
 pub(crate) use crate::geometry::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE};
@@ -972,13 +974,18 @@ impl PageHeap {
 
 /// `madvise`s away the pages of `seg` set in `pages` (free pages, page heap
 /// lock held), a run at a time; returns their bytes. A segment on huge
-/// pages goes back to small ones first, `khugepaged` would otherwise fill
-/// the holes again a huge page at a time, and its never-used free pages
-/// go too: the huge pages around them made them resident.
+/// pages goes back to small ones first (else `khugepaged` would fill the
+/// holes again, a huge page at a time), and its never-used free pages go
+/// too: its huge pages made them resident.
 ///
 /// # Safety
 /// The page heap lock is held; `seg` is listed and filed as it says.
-unsafe fn purge_pages(inner: &mut PageHeapInner, seg: *mut Segment, pages: u64, huge_page_segments: &AtomicUsize) -> usize {
+unsafe fn purge_pages(
+    inner: &mut PageHeapInner,
+    seg: *mut Segment,
+    pages: u64,
+    huge_page_segments: &AtomicUsize,
+) -> usize {
     let bytes = pages.count_ones() as usize * PAGE_SIZE;
     let mut purged = pages;
     // SAFETY: the caller's segment; the lock guards these fields.

@@ -671,6 +671,79 @@ fn trim_child() {
     assert!(released > 0 && stats.released_bytes >= released);
 }
 
+/// A heap past 64 MiB of small blocks: the segments mapped from there on
+/// are advised to use transparent huge pages and hold only spans whose
+/// every 4 KiB page starts a block, so blocks of 60 KiB used for their
+/// first bytes stay as resident as on small pages; a trim takes every
+/// segment back to small pages. `RSEQ_ALLOC_HUGE_PAGES=0` advises none.
+/// In children, so that the heap is this test's alone.
+#[test]
+fn suite_a_large_heap_of_small_blocks_goes_on_huge_pages() {
+    modes::child_passes("huge_pages_child", &[("RSEQ_TEST_HUGE_PAGES_CHILD", "1")]);
+    modes::child_passes("huge_pages_child", &[("RSEQ_TEST_HUGE_PAGES_CHILD", "off"), ("RSEQ_ALLOC_HUGE_PAGES", "0")]);
+}
+
+/// The `VmFlags` of the mapping holding `addr`, from `/proc/self/smaps`.
+fn vm_flags(addr: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_once(' ').and_then(|(range, _)| range.split_once('-'));
+        if let Some((Ok(start), Ok(end))) =
+            range.map(|(a, b)| (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)))
+        {
+            inside = (start..end).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return flags.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    panic!("no mapping holds {addr:#x}")
+}
+
+#[test]
+fn huge_pages_child() {
+    let Some(expect) = std::env::var_os("RSEQ_TEST_HUGE_PAGES_CHILD") else { return };
+    let on = expect != "off";
+    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        eprintln!("huge_pages_child: a kernel without transparent huge pages: skipped");
+        return;
+    }
+    let advised = |p: *const u8| vm_flags(p as usize).iter().any(|f| f == "hg");
+    // 128 MiB of 256-byte blocks: 32 segments and more.
+    let small: Vec<Box<[u8; 256]>> = (0..(128 << 20) / 256).map(|i| Box::new([i as u8; 256])).collect();
+    let first: *const u8 = small[0].as_ptr();
+    let last: *const u8 = small[small.len() - 1].as_ptr();
+    let stats = rseq_alloc::stats();
+    eprintln!("huge_pages_child: {} segments on huge pages", stats.huge_page_segments);
+    assert!(!advised(first), "the heap's first segments keep small pages");
+    if !on {
+        assert_eq!(stats.huge_page_segments, 0);
+        assert!(!advised(last));
+        return;
+    }
+    assert!(stats.huge_page_segments >= 10, "{} segments on huge pages", stats.huge_page_segments);
+    assert!(advised(last), "the last block's segment is not advised to use huge pages");
+    // 400 blocks of 60 KiB (a small class whose objects span pages) and 100
+    // of 200 KiB (medium), each written at its first byte only: they come
+    // from segments on small pages, so each costs a page or two of
+    // resident memory, not the 60 or 200 KiB a huge page would make resident.
+    let before = resident_kib();
+    let sparse: Vec<Vec<u8>> =
+        (0..400).map(|_| Vec::with_capacity(60 << 10)).chain((0..100).map(|_| Vec::with_capacity(200 << 10))).collect();
+    for v in &sparse {
+        // SAFETY: inside the vector's capacity.
+        unsafe { v.as_ptr().cast_mut().write_volatile(1) };
+        assert!(!advised(v.as_ptr()), "a block of {} bytes on a segment advised to use huge pages", v.capacity());
+    }
+    let grown = resident_kib() - before;
+    eprintln!("huge_pages_child: 500 sparse blocks added {grown} KiB resident");
+    assert!(grown < 8 << 10, "500 blocks touched at one byte each added {grown} KiB resident");
+    drop(sparse);
+    drop(small);
+    rseq_alloc::trim();
+    assert_eq!(rseq_alloc::stats().huge_page_segments, 0, "a trim leaves segments on huge pages");
+}
+
 /// Huge blocks of varied sizes, allocated, touched and freed in a loop (the
 /// `large` workload's pattern), settle on one cached mapping that grows by
 /// `mremap` when a request needs more: resident memory stays near one
