@@ -18,7 +18,8 @@
 //! kept mapped for the next huge requests, so a program that allocates and
 //! frees big buffers in a loop, one or a hundred at a time, does not pay
 //! `mmap`, `munmap` and a page fault per page every time; the upkeep unmaps
-//! those that no request took for a whole period. A request takes the
+//! those that no request took for a whole period, and a sixteenth of a
+//! period unused gives their pages back before that (`purge_idle`). A request takes the
 //! smallest cached mapping that holds it with at most [`REUSE_SLACK`] (or
 //! the request's own size, if larger) to spare; if every cached mapping is
 //! too small, the largest is grown with `mremap`, keeping the pages it
@@ -48,16 +49,33 @@ pub(crate) const CACHE_MAX_BYTES: usize = 1 << 30;
 /// spare pages cost address space and whatever the previous user touched.
 pub(crate) const REUSE_SLACK: usize = 2 * SEGMENT_SIZE;
 
-/// A cached mapping: the segment's address and length, and whether an
-/// upkeep round found it in the cache already (it goes at the next).
+/// A cached mapping: the segment's address and length, whether an upkeep
+/// round found it in the cache already (it goes at the next), and since
+/// when its pages have been unused (monotonic ns, from the first look at
+/// the clock after its free: [`UNSTAMPED`] until then; [`GIVEN_BACK`]).
 #[derive(Clone, Copy)]
 struct Entry {
     seg: usize,
     len: usize,
     aged: bool,
+    resident_since: u64,
 }
 
-const FREE: Entry = Entry { seg: 0, len: 0, aged: false };
+const FREE: Entry = Entry { seg: 0, len: 0, aged: false, resident_since: GIVEN_BACK };
+/// `resident_since` of a mapping cached since the last look at the clock: a
+/// free reads no clock (a system call).
+const UNSTAMPED: u64 = u64::MAX;
+/// `resident_since` of a mapping whose pages were given back.
+const GIVEN_BACK: u64 = 0;
+
+/// A cached mapping whose pages stay unused for this part of the upkeep
+/// period (from the first look at the clock after the free) gives them
+/// back, keeping the mapping for reuse: a freed huge block is often the
+/// program's largest buffer, which kept resident for a period may set its
+/// peak, while a program that reuses its big buffers takes them back within
+/// microseconds, and faulting a buffer in again costs a small part of the
+/// time it sat unused.
+const IDLE_PAGES_PER_PERIOD: u64 = 16;
 
 /// The cache: its entries packed at the front of an array, behind a lock
 /// held only for loads and stores (never across a system call), taken by
@@ -151,6 +169,34 @@ pub(crate) fn decay() -> bool {
     PAGE_HEAP.released.fetch_add_relaxed(released);
     CACHE.age();
     cached_bytes() != 0
+}
+
+/// At a look at the clock (`now`, monotonic ns): gives back the pages of
+/// the cached mappings unused for [`IDLE_PAGES_PER_PERIOD`] of `period`,
+/// keeping the mappings, and stamps those cached since the last look.
+pub(crate) fn purge_idle(now: u64, period: u64) {
+    if cached_bytes() == 0 {
+        return;
+    }
+    CACHE.with(|entries| {
+        for e in entries.slots[..entries.used].iter_mut().filter(|e| e.resident_since == UNSTAMPED) {
+            e.resident_since = now;
+        }
+    });
+    let since = now.saturating_sub(period / IDLE_PAGES_PER_PERIOD);
+    let idle = |e: &Entry| e.resident_since != GIVEN_BACK && e.resident_since <= since;
+    let mut released = 0;
+    while let Some(mut entry) = CACHE.take_where(|entries| entries.iter().position(idle)) {
+        // SAFETY: out of the cache, the mapping is ours alone; its pages
+        // after the header's hold no block.
+        unsafe { os::purge((entry.seg + OS_PAGE) as *mut u8, entry.len - OS_PAGE) };
+        released += entry.len - OS_PAGE;
+        entry.resident_since = GIVEN_BACK;
+        if !CACHE.put(entry) {
+            unmap_cached(entry);
+        }
+    }
+    PAGE_HEAP.released.fetch_add_relaxed(released);
 }
 
 /// Bytes held in the cache of freed huge segments.
@@ -261,14 +307,14 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let Some((offset, len)) = layout(size, align) else { return core::ptr::null_mut() };
     // A cached segment is placed for near blocks only.
     let cached = if align <= MAX_NEAR_ALIGN { take_cached(len) } else { None };
-    if let Some(seg) = cached {
+    if let Some((seg, reads_zero)) = cached {
         // SAFETY: the segment came out of the cache, so it is ours alone,
         // and its mapping holds `len >= offset + size` bytes.
         unsafe {
             (*seg).huge_offset = offset;
             (*seg).huge_asked = size;
             let block = (seg as usize + offset) as *mut u8;
-            if zeroed {
+            if zeroed && !reads_zero {
                 // Fresh zero pages, rather than writing zeroes over pages
                 // that may never have been touched; zeroes written up to
                 // the first page boundary, which a block starting inside a
@@ -331,7 +377,7 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
         // is in the cache, where a request may take it at once).
         // SAFETY: as above; the segment is ours alone until it is put.
         unsafe { (*seg).huge_offset = 0 };
-        if CACHE.put(Entry { seg: seg as usize, len, aged: false }) {
+        if CACHE.put(Entry { seg: seg as usize, len, aged: false, resident_since: UNSTAMPED }) {
             return;
         }
     }
@@ -342,12 +388,14 @@ pub(crate) unsafe fn free(seg: *mut Segment) {
 }
 
 /// A cached segment whose mapping holds `need` bytes, taken out of the
-/// cache (grown if it was the largest but too small).
-fn take_cached(need: usize) -> Option<*mut Segment> {
+/// cache (grown if it was the largest but too small), and whether its pages
+/// after the header's read zero (they were given back).
+fn take_cached(need: usize) -> Option<(*mut Segment, bool)> {
     let entry = CACHE.take(need)?;
     let seg = entry.seg as *mut Segment;
+    let reads_zero = entry.resident_since == GIVEN_BACK;
     if entry.len >= need {
-        return Some(seg);
+        return Some((seg, reads_zero));
     }
     // Unmarked while it may move (see `resize`).
     segment::unmark(seg);
@@ -363,7 +411,7 @@ fn take_cached(need: usize) -> Option<*mut Segment> {
         // SAFETY: as above; nothing refers to it.
         unsafe { os::unmap(seg.cast(), entry.len) };
     }
-    grown
+    grown.map(|grown| (grown, reads_zero))
 }
 
 /// Changes the mapping of huge segment `seg` from `len` to `new_len` bytes,

@@ -10,6 +10,9 @@
 //!   for. What the round's own drains free has sat unused for a period
 //!   already, and goes back in the same round.
 //!
+//! Every look at the clock also gives back the pages of cached huge
+//! mappings unused for a sixteenth of the period (`huge::purge_idle`).
+//!
 //! Two kinds of thread run rounds. A program's thread whose miss went to
 //! the central lists or the page heap anyway runs one when it is due (the
 //! front calls [`after`] once the miss is served, holding nothing): the
@@ -177,6 +180,7 @@ fn maybe_run() {
     DECAY_WANTED.store_relaxed(false);
     wake_thread();
     let now = os::monotonic_ns();
+    huge::purge_idle(now, period);
     let last = LAST_RUN.load_relaxed();
     if now.saturating_sub(last) < period {
         return;

@@ -744,6 +744,75 @@ fn huge_pages_child() {
     assert_eq!(rseq_alloc::stats().huge_page_segments, 0, "a trim leaves segments on huge pages");
 }
 
+/// A freed huge block left unused for a sixteenth of the period gives its
+/// pages back at a slow path's look at the clock, long before an upkeep
+/// round would unmap it, and keeps its mapping: the next request of its
+/// size gets it again, reading zero. In a child with a 1.6 s period (pages
+/// back after 100 ms), so that no other test's blocks are counted.
+#[test]
+fn suite_an_unused_huge_block_gives_its_pages_back_early() {
+    modes::child_passes(
+        "huge_idle_child",
+        &[("RSEQ_TEST_HUGE_IDLE_CHILD", "1"), ("RSEQ_ALLOC_DECAY_MS", "1600"), ("RSEQ_ALLOC_BACKGROUND", "0")],
+    );
+}
+
+#[test]
+fn huge_idle_child() {
+    if std::env::var_os("RSEQ_TEST_HUGE_IDLE_CHILD").is_none() {
+        return;
+    }
+    let layout = Layout::from_size_align(8 << 20, 16).unwrap();
+    // SAFETY: a valid layout; the block is written inside its size and freed with it.
+    let first = unsafe {
+        let p = GLOBAL.alloc(layout);
+        assert!(!p.is_null());
+        p.write_bytes(7, layout.size());
+        GLOBAL.dealloc(p, layout);
+        p
+    };
+    let freed = resident_kib();
+    let began = std::time::Instant::now();
+    // Slow paths (bursts far past the CPU cache's capacity) until the pages
+    // are back, or 5 s.
+    let small = Layout::from_size_align(48, 8).unwrap();
+    let mut now = freed;
+    while freed - now.min(freed) < 6 << 10 && began.elapsed() < std::time::Duration::from_secs(5) {
+        // SAFETY: valid layout; every block freed with it.
+        unsafe {
+            let burst: Vec<*mut u8> = (0..50_000).map(|_| GLOBAL.alloc(small)).collect();
+            burst.into_iter().for_each(|p| GLOBAL.dealloc(p, small));
+        }
+        now = resident_kib();
+    }
+    let waited = began.elapsed();
+    let stats = rseq_alloc::stats();
+    eprintln!(
+        "huge_idle_child: resident {freed} KiB after the free, {now} KiB {} ms later; {} KiB cached, {} rounds",
+        waited.as_millis(),
+        stats.huge_cached_bytes >> 10,
+        stats.upkeeps
+    );
+    assert!(
+        freed - now.min(freed) >= 6 << 10,
+        "the freed block's pages still resident after {} ms",
+        waited.as_millis()
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(90),
+        "pages back after {} ms, before the block sat unused",
+        waited.as_millis()
+    );
+    assert!(stats.huge_cached_bytes >= layout.size(), "the mapping was not kept");
+    // SAFETY: as above.
+    unsafe {
+        let again = GLOBAL.alloc_zeroed(layout);
+        assert_eq!(again, first, "the cached mapping was not reused");
+        assert!(std::slice::from_raw_parts(again, layout.size()).iter().all(|&b| b == 0));
+        GLOBAL.dealloc(again, layout);
+    }
+}
+
 /// Huge blocks of varied sizes, allocated, touched and freed in a loop (the
 /// `large` workload's pattern), settle on one cached mapping that grows by
 /// `mremap` when a request needs more: resident memory stays near one
