@@ -5,17 +5,15 @@
 //!
 //! ```text
 //! region(cpu) = base + (cpu << SHIFT)
-//! +0   u64 state              sections run only when it reads OPEN; otherwise
+//! +0      unused              (slots below the state word's)
+//! +0xc00  u64 state           sections run only when it reads OPEN; otherwise
 //!                             they bail out with Miss::Stopped
-//! +8   u64 header[class]      current (low 32 bits) | end (high 32 bits)
-//! ...  u64 slot[i]            at region + 8*i, i < 1 << (SHIFT - 3)
+//! +0xc08  u64 header[class]   current (low 32 bits) | end (high 32 bits)
+//! ...     u64 slot[i]         at region + 8*i, i < 1 << (SHIFT - 3)
 //! ```
 //!
 //! Slot numbers are 32 bits wide, so a region may hold more than 65,536
 //! slots (a class's stack can be larger than a 16-bit index reaches).
-//!
-//! ```text
-//! ```
 //!
 //! Invariants the owner keeps, per CPU and class (indexes are slot numbers):
 //! `slot[begin - 1]` holds a value with bit 0 set (the sentinel that makes
@@ -75,8 +73,14 @@ impl Slabs {
     }
 }
 
-/// Byte offset of the `state` word in each CPU's region.
-pub const STATE_OFFSET: usize = 0;
+/// Byte offset of the `state` word in each CPU's region, the headers after
+/// it. Every section reads the state word, and the first classes' headers
+/// nearly every one does: three quarters into the page, they share their
+/// cache sets with few of the lines a program touches most, where at its
+/// start they would share set 0 with the first line of every page-aligned
+/// buffer (a 64 KiB block written a byte per page evicted them at every
+/// operation).
+pub const STATE_OFFSET: usize = 0xc00;
 /// `state`: never initialised (a fresh mapping reads this).
 pub const STATE_UNINIT: u64 = 0;
 /// `state`: sections may run.
@@ -85,7 +89,7 @@ pub const STATE_OPEN: u64 = 1;
 /// [`STATE_UNINIT`] and [`STATE_OPEN`] is busy).
 pub const STATE_BUSY: u64 = 2;
 /// Byte offset of the first class header in each CPU's region.
-pub const HEADERS_OFFSET: usize = 8;
+pub const HEADERS_OFFSET: usize = STATE_OFFSET + 8;
 /// Bytes per slot.
 pub const SLOT_BYTES: usize = 8;
 /// Bit set in a sentinel slot, clear in every item.

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rseq_sys::slab_layout::{
-    HEADERS_OFFSET, Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OPEN, Slabs, first_free_slot, header_offset,
+    Header, SENTINEL_BIT, SLOT_BYTES, STATE_BUSY, STATE_OFFSET, STATE_OPEN, Slabs, first_free_slot, header_offset,
 };
 use rseq_sys::{CpuIndex, Miss};
 
@@ -115,12 +115,12 @@ impl<I: CpuIndex> TestSlab<I> {
     }
 
     fn state(&self, cpu: u32) -> &AtomicU64 {
-        // SAFETY: the state word starts the region, which is page-aligned.
-        unsafe { &*self.region(cpu).cast::<AtomicU64>() }
+        // SAFETY: the state word is an 8-aligned word of the region.
+        unsafe { &*self.region(cpu).add(STATE_OFFSET).cast::<AtomicU64>() }
     }
 
     fn slot(&self, cpu: u32, index: usize) -> &AtomicU64 {
-        assert!(index * SLOT_BYTES >= HEADERS_OFFSET && index < 1 << (SHIFT - 3));
+        assert!(index * SLOT_BYTES >= header_offset(self.classes) && index < 1 << (SHIFT - 3));
         // SAFETY: in the region by the assertion, 8-aligned.
         unsafe { &*self.region(cpu).add(index * SLOT_BYTES).cast::<AtomicU64>() }
     }

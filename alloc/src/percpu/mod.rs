@@ -75,15 +75,18 @@ pub(crate) type Index = ByCpuId;
 /// its classes grow into them.
 pub(crate) const SLAB_SHIFT: u32 = 22;
 
-/// What the fast path reads: kept on one cache line, half a page into a
-/// page of its own. Every operation loads these words right after storing a
-/// class's stack header, at the start of a region's first page (`rseq_sys`'s
-/// slab layout); at the same offset in a page, a load waits for that store
-/// as if it wrote the same bytes (4 KiB aliasing), which the linker placing
-/// this static at a page's start cost every operation on the first classes.
+/// What the fast path reads: kept on one cache line, a quarter into a page
+/// of its own. Every operation loads these words right after storing a
+/// class's stack header, three quarters into a region's first page
+/// (`rseq_sys::slab_layout::STATE_OFFSET`); at the same offset in a page, a
+/// load waits for that store as if it wrote the same bytes (4 KiB
+/// aliasing), which the linker placing this static where the headers sit in
+/// theirs cost every operation on the classes there. Nor is it where pages
+/// start or where huge blocks do (half a page in), whose lines a program
+/// touching a buffer a page apart keeps evicting from their cache set.
 #[repr(C, align(4096))]
 pub(crate) struct FastPath {
-    _clear_of_region_headers: [u8; 2048],
+    _placed: [u8; 1024],
     /// Bit 0: the rseq path is on; bit 1: count hits (statistics) and bit 2:
     /// hardened mode, each of which sends every operation to the slow path.
     /// Stored after `slabs` is complete, with release ordering.
@@ -93,11 +96,8 @@ pub(crate) struct FastPath {
     slabs: Slabs,
 }
 
-pub(crate) static FAST: FastPath = FastPath {
-    _clear_of_region_headers: [0; 2048],
-    flags: AtomicU32::new(0),
-    slabs: Slabs::new(0, core::ptr::null_mut(), 0),
-};
+pub(crate) static FAST: FastPath =
+    FastPath { _placed: [0; 1024], flags: AtomicU32::new(0), slabs: Slabs::new(0, core::ptr::null_mut(), 0) };
 
 /// `FastPath::flags` bits.
 const RSEQ_ON: u32 = 1;

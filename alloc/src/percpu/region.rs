@@ -3,7 +3,7 @@
 //! and slots, and what a holder does to them (open, move a stack, read a
 //! class's fill).
 
-use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OPEN, STATE_UNINIT, header_offset};
+use rseq_sys::slab_layout::{Header, SENTINEL_BIT, SLOT_BYTES, STATE_OFFSET, STATE_OPEN, STATE_UNINIT, header_offset};
 
 use super::counters::{COUNTERS, Counters};
 use super::protocol;
@@ -28,10 +28,10 @@ pub(super) fn at(cpu: u32) -> *mut u8 {
 }
 
 pub(super) fn state(region: *mut u8) -> &'static AtomicU64 {
-    // SAFETY: the state word starts every region (8-aligned) and is only
+    // SAFETY: the state word is an 8-aligned word of every region, only
     // accessed atomically (sections read it with a plain load, which is
     // atomic on x86-64).
-    unsafe { &*region.cast::<AtomicU64>() }
+    unsafe { &*region.add(STATE_OFFSET).cast::<AtomicU64>() }
 }
 
 pub(super) fn header(region: *mut u8, class: usize) -> &'static AtomicU64 {

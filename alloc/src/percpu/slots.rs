@@ -2,7 +2,7 @@
 //! `rseq_sys::slab_layout`).
 //!
 //! A class wakes at its *home*: [`capacity::initial`] slots in a zone
-//! packed right after the headers and the CPU's upkeep state, so that the
+//! packed right after the headers, so that the
 //! classes a CPU uses share a few pages (sixteen classes of a small program
 //! touch 3 pages there, where a range of their own each touched 16). A class that grows past its home
 //! moves, objects and all, to its *growth range* of [`capacity::max`]
@@ -15,16 +15,17 @@
 //! header's `end`, which is at most [`Layout::home_end`] at home and above
 //! [`Layout::growth_start`] in the growth range.
 
-use rseq_sys::slab_layout::{Header, SLOT_BYTES, first_free_slot};
+use rseq_sys::slab_layout::{Header, SLOT_BYTES, STATE_OFFSET, first_free_slot};
 
 use super::capacity;
 use crate::size_class::CLASSES;
 
 /// The slots of every class, the same in every region.
 pub(crate) struct Layout {
-    /// First slot of the bytes kept for the CPU's upkeep state, right after
-    /// the shared sentinel, on the first page with the headers (a page of
-    /// its own elsewhere was one more page resident in every program).
+    /// First slot of the bytes kept for the CPU's upkeep state: the
+    /// region's first, below the slab's state word, on the first page with
+    /// the headers (a page of its own elsewhere was one more page resident
+    /// in every program).
     pub(crate) state_slot: u32,
     /// First slot of each class's home (its sentinel is the slot below).
     pub(crate) home: [u32; CLASSES + 1],
@@ -58,12 +59,14 @@ const fn build(region_slots: usize, state_bytes: usize) -> Layout {
         growth_start: 0,
         growth_end: 0,
     };
-    // The first free slot is the sentinel dormant classes share
-    // (`protocol::Geometry::shared_sentinel`; their empty stacks start and
-    // end right above it, so no section reads or writes past it). Then the
-    // upkeep state, then the homes, each with its own sentinel below it.
-    layout.state_slot = (first_free_slot(CLASSES + 1) + 1) as u32;
-    let mut slot = layout.state_slot as usize + state_bytes.div_ceil(SLOT_BYTES) + 1;
+    // The upkeep state fills the slots below the slab's state word. The
+    // first free slot after the headers is the sentinel dormant classes
+    // share (`protocol::Geometry::shared_sentinel`; their empty stacks start
+    // and end right above it, so no section reads or writes past it); then
+    // the homes, each with its own sentinel below it.
+    assert!(state_bytes <= STATE_OFFSET, "the upkeep state fits below the slab's state word");
+    layout.state_slot = 0;
+    let mut slot = first_free_slot(CLASSES + 1) + 2;
     let mut class = 1;
     while class <= CLASSES {
         layout.home[class] = slot as u32;
@@ -134,10 +137,9 @@ mod tests {
     fn homes_are_packed_and_every_stack_is_found_where_it_is() {
         let layout = layout(SLAB_SHIFT, STATE_BYTES);
         let shared = first_free_slot(CLASSES + 1) as u32;
-        assert_eq!(layout.state_slot, shared + 1, "the upkeep state follows the shared sentinel");
         let state_end = layout.state_slot as usize * SLOT_BYTES + STATE_BYTES;
-        assert!(state_end <= (layout.home[1] as usize - 1) * SLOT_BYTES, "class 1's sentinel is past the state");
-        assert!(state_end <= 4096, "the state shares the headers' page");
+        assert!(state_end <= STATE_OFFSET, "the upkeep state ends below the slab's state word");
+        assert_eq!(layout.home[1], shared + 2, "class 1's sentinel follows the shared one");
         for class in 2..=CLASSES {
             assert_eq!(layout.home[class], layout.home[class - 1] + layout.initial[class - 1] + 1);
             assert!(layout.begin[class] > layout.begin[class - 1] + layout.reserved[class - 1]);

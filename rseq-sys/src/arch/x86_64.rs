@@ -76,7 +76,6 @@ const _: () = {
     assert!(Miss::Exhausted as usize == 0);
     assert!(Miss::Stopped as usize == 1);
     assert!(Miss::NoCpu as usize == 2);
-    assert!(STATE_OFFSET == 0);
     assert!(STATE_OPEN == 1);
     assert!(crate::slab_layout::SENTINEL_BIT == 1);
     // `class_header!` addresses `header_offset(class)` as `class*8 + HEADERS_OFFSET`.
@@ -177,6 +176,7 @@ macro_rules! slab_asm {
             slabs_base = const SLABS_BASE,
             slabs_count = const SLABS_COUNT,
             headers = const HEADERS_OFFSET,
+            state = const STATE_OFFSET,
         )
     };
 }
@@ -209,7 +209,7 @@ macro_rules! cs_slab_begin {
             "\n",
             "shl {base}, {shift}\n",
             "add {base}, qword ptr [{slabs} + {slabs_base}]\n",
-            "cmp qword ptr [{base}], 1\n",
+            "cmp qword ptr [{base} + {state}], 1\n",
             "jne ",
             $stopped,
             "\n",
