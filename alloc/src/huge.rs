@@ -18,20 +18,19 @@
 //! kept mapped for the next huge requests, so a program that allocates and
 //! frees big buffers in a loop, one or a hundred at a time, does not pay
 //! `mmap`, `munmap` and a page fault per page every time; the upkeep unmaps
-//! those that no request took for a whole period, and a sixteenth of a
-//! period unused gives their pages back before that (`purge_idle`). A request takes the
-//! smallest cached mapping that holds it with at most [`REUSE_SLACK`] (or
+//! those that no request took for a whole period, and a sixteenth of a period
+//! unused gives their pages back before that (`purge_idle`). A request takes
+//! the smallest cached mapping that holds it with at most [`REUSE_SLACK`] (or
 //! the request's own size, if larger) to spare; if every cached mapping is
 //! too small, the largest is grown with `mremap`, keeping the pages it
 //! already has. So a loop over varied sizes settles on one mapping whose
-//! touched pages are reused, as glibc's heap top is, instead of one per
-//! size. A cached segment stays marked in the segment map, its header saying it
+//! touched pages are reused, as glibc's heap top is, instead of one per size.
+//! A cached segment stays marked in the segment map, its header saying it
 //! holds no block (`huge_offset` 0), so freeing its block again is still
-//! reported as an invalid free; a segment is unmarked only before its
-//! mapping goes away or moves. Marking and unmarking are atomic
-//! instructions, which wait for every store the program has pending: a
-//! program that writes a big buffer and frees it would pay for the writes
-//! at the free.
+//! reported as an invalid free; a segment is unmarked only before its mapping
+//! goes away or moves. Marking and unmarking are atomic instructions, which
+//! wait for every store the program has pending: a program that writes a big
+//! buffer and frees it would pay for the writes at the free.
 
 use core::cell::UnsafeCell;
 

@@ -245,7 +245,7 @@ struct PageHeapInner {
     listed: usize,
     /// Whether segments mapped beyond [`HUGE_PAGES_FROM`] are advised to use
     /// transparent huge pages.
-    huge_pages: bool,
+    advise_huge_pages: bool,
     /// Whether segments that empty stay mapped until an upkeep finds them
     /// still empty a period later (else all but [`EMPTY_SEGMENTS_KEPT`] are
     /// unmapped as they empty).
@@ -312,7 +312,7 @@ const EMPTY_SEGMENTS_KEPT: usize = 1;
 /// what a 2 MiB page may hold untouched is a small part of it; a smaller
 /// heap keeps its small pages, which it fills as it grows. Huge blocks,
 /// which a program may touch sparsely, are never advised.
-pub(crate) const HUGE_PAGES_FROM: usize = 16;
+const HUGE_PAGES_FROM: usize = 16;
 
 /// The segments a span may come from. Only spans whose every 4 KiB page
 /// holds the start of an object ([`fills_its_pages`]) go to segments on
@@ -538,7 +538,7 @@ impl PageHeap {
                 dirty_runs: [const { RunIndex::new() }; POOLS],
                 empty: 0,
                 listed: 0,
-                huge_pages: true,
+                advise_huge_pages: true,
                 keep_until_decay: false,
             }),
             mapped: AtomicUsize::new(0),
@@ -595,7 +595,7 @@ impl PageHeap {
         self.mapped.fetch_add_relaxed(SEGMENT_SIZE);
         // Advised before the header is written, or its first fault would
         // map the header's range with small pages.
-        let huge_pages = dense && inner.huge_pages && inner.listed >= HUGE_PAGES_FROM;
+        let huge_pages = dense && inner.advise_huge_pages && inner.listed >= HUGE_PAGES_FROM;
         if huge_pages {
             // SAFETY: the fresh mapping of a whole segment.
             unsafe { os::advise_huge_pages(seg.cast(), SEGMENT_SIZE, true) };
@@ -733,7 +733,7 @@ impl PageHeap {
     pub(crate) fn use_huge_pages(&self, on: bool) {
         let _guard = self.lock.lock();
         // SAFETY: the lock is held.
-        unsafe { (*self.inner.get()).huge_pages = on };
+        unsafe { (*self.inner.get()).advise_huge_pages = on };
     }
 
     /// Segments advised to use transparent huge pages now.
@@ -1228,33 +1228,6 @@ mod tests {
         assert_eq!((inner.free_runs[0].occupied, inner.dirty_runs[0].occupied), (0, 0));
     }
 
-    /// Whether the mapping holding `addr` has `flag` in its `VmFlags`
-    /// (`/proc/self/smaps`); true whatever it has on a kernel built without
-    /// transparent huge pages, which takes no advice about them.
-    fn has_vm_flag(addr: usize, flag: &str) -> bool {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-            return true;
-        }
-        vm_flags(addr).split(' ').any(|f| f == flag)
-    }
-
-    /// The `VmFlags` of the mapping holding `addr`.
-    fn vm_flags(addr: usize) -> String {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ')
-                && let Some((start, end)) = range.split_once('-')
-                && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
-            {
-                inside = (start..end).contains(&addr);
-            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
-                return flags.trim().to_string();
-            }
-        }
-        panic!("no mapping holds {addr:#x}")
-    }
-
     #[test]
     fn only_spans_that_fill_their_pages_go_to_segments_on_huge_pages() {
         let heap = PageHeap::new();
@@ -1273,7 +1246,6 @@ mod tests {
         // SAFETY: the test's heap is idle; its segments are mapped.
         assert!(unsafe { (*first.seg).huge_pages });
         assert_eq!(heap.huge_page_segments(), 1);
-        assert!(has_vm_flag(first.seg as usize, "hg"), "advised MADV_HUGEPAGE: {}", vm_flags(first.seg as usize));
         // Medium and sparse spans keep out of it, though it has room; dense
         // ones fill it.
         let medium = heap.alloc_span(4, PAGE_MEDIUM).expect("memory");
@@ -1292,7 +1264,6 @@ mod tests {
         // SAFETY: as above.
         assert!(!unsafe { (*first.seg).huge_pages });
         assert_eq!(heap.huge_page_segments(), 0);
-        assert!(has_vm_flag(first.seg as usize, "nh"), "advised MADV_NOHUGEPAGE: {}", vm_flags(first.seg as usize));
         let segments = segments_of(&heap);
         let purged = segments.iter().find(|seen| seen.seg == first.seg).expect("still mapped");
         assert!(purged.pool == Pool::SmallPages && purged.filed.free != 0);

@@ -1,14 +1,14 @@
 //! Where each class's stack lives in a per-CPU region (slot numbers as in
 //! `rseq_sys::slab_layout`).
 //!
-//! A class wakes at its *home*: [`capacity::initial`] slots in a zone
-//! packed right after the headers, so that the
-//! classes a CPU uses share a few pages (sixteen classes of a small program
-//! touch 3 pages there, where a range of their own each touched 16). A class that grows past its home
-//! moves, objects and all, to its *growth range* of [`capacity::max`]
-//! slots, further up; it moves back when its cache is emptied or shrinks
-//! to fit at home again, and a region whose classes are all at home can
-//! give its growth pages back to the system.
+//! A class wakes at its *home*: [`capacity::initial`] slots in a zone packed
+//! right after the headers, so that the classes a CPU uses share a few pages
+//! (sixteen classes of a small program touch 3 pages there, where a range of
+//! their own each touched 16). A class that grows past its home moves,
+//! objects and all, to its *growth range* of [`capacity::max`] slots, further
+//! up; it moves back when its cache is emptied or shrinks to fit at home
+//! again, and a region whose classes are all at home can give its growth
+//! pages back to the system.
 //!
 //! The sections need none of this: the sentinel below a stack marks its
 //! bottom, wherever it is. The slow paths tell the two places apart by the
