@@ -737,7 +737,11 @@ fn huge_pages_child() {
     }
     let grown = resident_kib() - before;
     eprintln!("huge_pages_child: 500 sparse blocks added {grown} KiB resident");
-    assert!(grown < 8 << 10, "500 blocks touched at one byte each added {grown} KiB resident");
+    // Where the system puts every mapping on huge pages (`always`), the
+    // kernel decides, not the allocator.
+    let everywhere = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|mode| mode.contains("[always]"));
+    assert!(everywhere || grown < 8 << 10, "500 blocks touched at one byte each added {grown} KiB resident");
     drop(sparse);
     drop(small);
     rseq_alloc::trim();
