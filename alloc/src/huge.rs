@@ -67,14 +67,14 @@ const UNSTAMPED: u64 = u64::MAX;
 /// `resident_since` of a mapping whose pages were given back.
 const GIVEN_BACK: u64 = 0;
 
-/// A cached mapping whose pages stay unused for this part of the upkeep
-/// period (from the first look at the clock after the free) gives them
+/// A cached mapping whose pages stay unused for the upkeep period divided
+/// by this (from the first look at the clock after the free) gives them
 /// back, keeping the mapping for reuse: a freed huge block is often the
 /// program's largest buffer, which kept resident for a period may set its
 /// peak, while a program that reuses its big buffers takes them back within
 /// microseconds, and faulting a buffer in again costs a small part of the
 /// time it sat unused.
-const IDLE_PAGES_PER_PERIOD: u64 = 16;
+const PERIOD_PER_IDLE_PAGES: u64 = 16;
 
 /// The cache: its entries packed at the front of an array, behind a lock
 /// held only for loads and stores (never across a system call), taken by
@@ -171,7 +171,7 @@ pub(crate) fn decay() -> bool {
 }
 
 /// At a look at the clock (`now`, monotonic ns): gives back the pages of
-/// the cached mappings unused for [`IDLE_PAGES_PER_PERIOD`] of `period`,
+/// the cached mappings unused for `period` / [`PERIOD_PER_IDLE_PAGES`],
 /// keeping the mappings, and stamps those cached since the last look.
 pub(crate) fn purge_idle(now: u64, period: u64) {
     if cached_bytes() == 0 {
@@ -182,7 +182,7 @@ pub(crate) fn purge_idle(now: u64, period: u64) {
             e.resident_since = now;
         }
     });
-    let since = now.saturating_sub(period / IDLE_PAGES_PER_PERIOD);
+    let since = now.saturating_sub(period / PERIOD_PER_IDLE_PAGES);
     let idle = |e: &Entry| e.resident_since != GIVEN_BACK && e.resident_since <= since;
     let mut released = 0;
     while let Some(mut entry) = CACHE.take_where(|entries| entries.iter().position(idle)) {
